@@ -1,0 +1,126 @@
+#!/usr/bin/env python
+"""Score a video collection for sentiment, clip by clip, and write Parquet.
+
+Nightly:   ray job submit --working-dir . -- python jobs/score_videos.py \\
+               --config pipelines/video_sentiment.yaml --input s3://b/videos/ --output s3://b/scores/
+Laptop:    python jobs/score_videos.py --demo
+
+Exit codes: 0 committed; 2 committed but more than --max-failed-fraction of videos failed;
+1 not committed (configuration, input or system error; the message says which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+# Heavy libraries (ray, torch, transformers) are imported after argument parsing, so --help
+# and argument errors answer instantly.
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # under `ray job submit --working-dir .` the package is not installed
+    sys.path.insert(0, str(REPO))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="score_videos.py",
+        description="Score videos for sentiment per clip with Ray Data; write Parquet under --output.",
+    )
+    p.add_argument("--config", help="pipeline YAML (default: pipelines/video_sentiment.yaml; "
+                                     "pipelines/demo.yaml with --demo)")
+    p.add_argument("--input", help="folder, prefix, glob or single video: local path, s3://, or any fsspec URI")
+    p.add_argument("--output", help="output root: local path, s3://, or any fsspec URI")
+    p.add_argument("--run-date", type=dt.date.fromisoformat, default=None,
+                   help="the night this run belongs to, YYYY-MM-DD (default: today, UTC); "
+                        "rerunning a date resumes or repeats it")
+    p.add_argument("--force", action="store_true", help="rescore videos already scored on an earlier date")
+    p.add_argument("--max-failed-fraction", type=float, default=None,
+                   help="exit 2 when more than this fraction of attempted videos failed (default from config: 0.2)")
+    p.add_argument("--demo", action="store_true",
+                   help="write sample videos to a local folder and score them with pipelines/demo.yaml (no network)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (ignored when attaching)")
+    args = p.parse_args(argv)
+    if not args.demo and not (args.input and args.output):
+        p.error("--input and --output are required (or use --demo)")
+    if args.max_failed_fraction is not None and not 0 <= args.max_failed_fraction <= 1:
+        p.error("--max-failed-fraction must be between 0 and 1")
+    return args
+
+
+def init_ray(num_cpus: int | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    # RAY_ADDRESS is set by `ray job submit` and by users attaching to a cluster.
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+    else:
+        # Workers import mmbatch/pipelines from this checkout even when it is not pip-installed.
+        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+                 runtime_env={"env_vars": {"PYTHONPATH": path}})
+
+
+def print_demo_table(output: str, run_date: dt.date) -> None:
+    import pandas as pd
+
+    clips = pd.read_parquet(Path(output) / "clips" / f"run_date={run_date.isoformat()}")
+    clips = clips.sort_values(["video_id", "clip_index"])
+    print("\nPer clip (transcript from the demo's .vtt sidecars; text scored by a real sentence-embedding model):")
+    for r in clips.itertuples():
+        text = (r.transcript or "")[:62]
+        tv = "  n/a" if r.text_valence != r.text_valence else f"{r.text_valence:+.2f}"
+        print(f"  {r.video_id:<15} {r.start_s:5.1f}-{r.end_s:5.1f}s  text {tv}  fused {r.sentiment:<8} "
+              f"{r.valence:+.2f}  {text}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from mmbatch.config import load_config
+    from mmbatch.errors import MmbatchError
+
+    run_date = args.run_date or dt.datetime.now(dt.timezone.utc).date()
+    config_path = args.config or str(REPO / "pipelines" / ("demo.yaml" if args.demo else "video_sentiment.yaml"))
+    try:
+        config = load_config(config_path)
+        if args.demo:
+            from mmbatch.synth import write_demo_inputs
+
+            demo_root = Path(os.environ.get("MMBATCH_DEMO_DIR", "mmbatch_demo")).resolve()
+            args.input = args.input or str(demo_root / "videos")
+            args.output = args.output or str(demo_root / "scores")
+            write_demo_inputs(args.input)
+            print(f"demo: wrote sample videos with transcripts to {args.input}")
+        init_ray(args.num_cpus)
+        from pipelines.video_sentiment import run_pipeline
+
+        result = run_pipeline(config, args.input, args.output, run_date, force=args.force)
+    except MmbatchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+    limit = args.max_failed_fraction if args.max_failed_fraction is not None else config.run.max_failed_fraction
+    rate = result.clips / result.wall_seconds if result.wall_seconds else 0.0
+    print(
+        f"\nrun {result.run_id} committed: {result.inputs} videos: {result.scored} scored, {result.failed} failed, "
+        f"{result.skipped} skipped; {result.clips} clips in {result.wall_seconds:.1f} s ({rate:.2f} clips/s)\n"
+        f"output: {result.output}"
+    )
+    if args.demo:
+        print_demo_table(args.output, run_date)
+        print(f"\nTry:  python -c \"import duckdb; print(duckdb.sql(\\\"SELECT video_id, round(avg(valence), 3) AS "
+              f"valence FROM '{args.output}/clips/**/*.parquet' GROUP BY 1 ORDER BY 1\\\"))\"")
+    if result.failed_fraction > limit:
+        print(f"error: {result.failed} of {result.scored + result.failed} videos failed "
+              f"({result.failed_fraction:.0%} > max-failed-fraction {limit:.0%}); see the videos table",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

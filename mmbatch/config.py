@@ -1,0 +1,214 @@
+"""Typed pipeline configuration: YAML in, validated object out.
+
+Every knob has a default; unknown keys are an error that names the key. The resolved
+config (defaults filled in) is saved next to the output and hashed into the model
+fingerprint, so changing a model or a knob that changes scores rescores everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mmbatch.errors import ConfigError
+
+SENTIMENT_CLASSES = ("negative", "neutral", "positive")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PoolConfig(_Strict):
+    """How one stage maps onto Ray: resources per worker and the pool's bounds."""
+
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    concurrency: tuple[int, int] = (1, 1)
+    batch_size: int = Field(16, ge=1)
+
+    @field_validator("concurrency", mode="before")
+    @classmethod
+    def _int_means_fixed(cls, v: Any) -> Any:
+        return (v, v) if isinstance(v, int) else v
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "PoolConfig":
+        lo, hi = self.concurrency
+        if lo < 1 or hi < lo:
+            raise ValueError(f"concurrency must be [min, max] with 1 <= min <= max, got {list(self.concurrency)}")
+        return self
+
+
+class ClipConfig(_Strict):
+    window_s: float = Field(10.0, gt=0)
+    stride_s: float = Field(10.0, gt=0)
+    min_clip_s: float = Field(1.0, ge=0)
+    frames_per_clip: int = Field(8, ge=1, le=256)
+
+
+class DecodeConfig(_Strict):
+    backend: Literal["decord"] = "decord"
+    image_size: int = Field(224, ge=8, le=4096)
+    sample_rate: int = Field(16000, ge=1000)
+    max_duration_s: float = Field(6 * 3600.0, gt=0)
+    max_pixels: int = Field(3840 * 2160, gt=0)
+    max_clips: int = Field(5000, ge=1)
+    pool: PoolConfig = PoolConfig(num_cpus=1.0, concurrency=(1, 64), batch_size=1)
+
+
+class EncoderConfig(_Strict):
+    """One modality encoder: which model, how its labels map to sentiment, how it is pooled."""
+
+    task: Literal[
+        "image_zero_shot",
+        "audio_classification",
+        "speech_recognition",
+        "text_classification",
+        "text_zero_shot",
+    ]
+    source: str  # hub id, local folder, s3:// folder, tiny:<name> or package:<module>
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    pool: PoolConfig = PoolConfig(num_cpus=1.0, batch_size=16)
+    # Label name (case-insensitive) -> negative|neutral|positive|ignore; merged over the defaults.
+    label_map: dict[str, str] = Field(default_factory=dict)
+    # Zero-shot prompts per class (image_zero_shot: "a photo of ..."; text_zero_shot: sentences).
+    prompts: dict[str, list[str]] | None = None
+    temperature: float = Field(0.05, gt=0)
+    language: str | None = None
+    max_new_tokens: int = Field(96, ge=1, le=440)
+
+    @field_validator("label_map")
+    @classmethod
+    def _label_targets(cls, v: dict[str, str]) -> dict[str, str]:
+        for label, target in v.items():
+            if target not in (*SENTIMENT_CLASSES, "ignore"):
+                raise ValueError(f"label_map[{label!r}] must be one of negative, neutral, positive, ignore; got {target!r}")
+        return {k.lower(): t for k, t in v.items()}
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompt_classes(cls, v: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        if v is None:
+            return v
+        if set(v) != set(SENTIMENT_CLASSES) or any(not p for p in v.values()):
+            raise ValueError("prompts needs non-empty lists for exactly: negative, neutral, positive")
+        return v
+
+
+_MODALITY_TASKS = {
+    "vision": {"image_zero_shot"},
+    "audio": {"audio_classification"},
+    "speech": {"speech_recognition"},
+    "text": {"text_classification", "text_zero_shot"},
+}
+
+
+class ModelsConfig(_Strict):
+    vision: EncoderConfig | None = None
+    audio: EncoderConfig | None = None
+    speech: EncoderConfig | None = None
+    text: EncoderConfig | None = None
+
+    @model_validator(mode="after")
+    def _tasks_fit_modalities(self) -> "ModelsConfig":
+        for name, allowed in _MODALITY_TASKS.items():
+            enc = getattr(self, name)
+            if enc is not None and enc.task not in allowed:
+                raise ValueError(f"models.{name}.task must be one of {sorted(allowed)}, got {enc.task!r}")
+        if self.vision is None and self.audio is None and self.text is None:
+            raise ValueError("models: at least one of vision, audio, text must be configured")
+        return self
+
+
+class FusionConfig(_Strict):
+    mode: Literal["zero_shot"] = "zero_shot"
+    pool: PoolConfig = PoolConfig(num_cpus=0.5, batch_size=64)
+
+
+class RunConfig(_Strict):
+    max_failed_fraction: float = Field(0.2, ge=0, le=1)
+    # Videos written per staged ledger file; smaller = finer-grained resume, more files.
+    ledger_flush_videos: int = Field(64, ge=1)
+
+
+class PipelineConfig(_Strict):
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    clips: ClipConfig = ClipConfig()
+    decode: DecodeConfig = DecodeConfig()
+    models: ModelsConfig
+    fusion: FusionConfig = FusionConfig()
+    run: RunConfig = RunConfig()
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes a score: models, clip policy, decode sizes, fusion.
+
+        Pool sizes, storage options and run policy do not change scores, so they are left out:
+        retuning a cluster must not rescore the archive.
+        """
+        scoring = self.model_dump(mode="json", exclude={"storage_options": True, "run": True})
+        scoring["decode"].pop("pool", None)
+        scoring["fusion"].pop("pool", None)
+        for enc in scoring["models"].values():
+            if enc:
+                enc.pop("pool", None)
+        from mmbatch.schema import SCHEMA_VERSION
+
+        blob = json.dumps({"schema": SCHEMA_VERSION, "scoring": scoring}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as JSON, with storage options that may carry secrets masked."""
+        data = self.model_dump(mode="json")
+        data["storage_options"] = redact(data["storage_options"])
+        return data
+
+
+_SECRET_HINTS = ("secret", "token", "password", "key", "credential", "session")
+
+
+def redact(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: redact(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, key) for v in value]
+    if value is not None and any(h in key.lower() for h in _SECRET_HINTS) and key.lower() != "anon":
+        return "***"
+    return value
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    lines = [f"invalid config {origin}:"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], origin: str = "(dict)") -> PipelineConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid config {origin}: top level must be a mapping")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, origin)) from None
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read a YAML config file (the only place YAML is parsed)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {path} is not valid YAML: {err}") from None
+    return parse_config(data or {}, origin=str(path))

@@ -1,0 +1,1 @@
+"""Clip planning and decoding (CPU only)."""

@@ -1,0 +1,150 @@
+"""Decoder backends: probe a file, read the frames a clip needs, read a clip's audio.
+
+Video frames come from decord (resized inside the decoder); stream probing and per-clip
+audio come from PyAV, which seeks and decodes only the span asked for, so memory does not
+grow with the length of the video. Heavy imports happen on first use, not at import time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from mmbatch.errors import DecodeError
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    duration_s: float
+    width: int
+    height: int
+    has_video: bool
+    has_audio: bool
+    audio_rate: int
+
+
+def _short_reason(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    low = text.lower()
+    if "moov atom not found" in low:
+        return "truncated file: moov atom not found"
+    if "invalid data found" in low:
+        return "not a video file: invalid data found when processing input"
+    return text[:300]
+
+
+def probe(path: str) -> StreamInfo:
+    """Read container headers only (no frames) and describe the streams."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            v = container.streams.video[0] if container.streams.video else None
+            a = container.streams.audio[0] if container.streams.audio else None
+            duration = 0.0
+            if container.duration:
+                duration = container.duration / 1_000_000
+            for s in (v, a):
+                if s is not None and s.duration and s.time_base:
+                    duration = max(duration, float(s.duration * s.time_base))
+            return StreamInfo(
+                duration_s=duration,
+                width=int(v.codec_context.width) if v else 0,
+                height=int(v.codec_context.height) if v else 0,
+                has_video=v is not None,
+                has_audio=a is not None and (a.codec_context.sample_rate or 0) > 0,
+                audio_rate=int(a.codec_context.sample_rate or 0) if a else 0,
+            )
+    except Exception as err:  # PyAV raises a family of FFmpeg errors; all mean "cannot open"
+        if isinstance(err, FileNotFoundError):
+            raise DecodeError(f"file not found: {path}") from None
+        raise DecodeError(_short_reason(err)) from None
+
+
+def resize_dims(width: int, height: int, size: int) -> tuple[int, int]:
+    """Decoder output size: shorter side to `size`, aspect kept (then centre-cropped)."""
+    if width <= height:
+        return size, max(size, int(round(height * size / width)))
+    return max(size, int(round(width * size / height))), size
+
+
+def centre_crop(frames: np.ndarray, size: int) -> np.ndarray:
+    h, w = frames.shape[1:3]
+    top, left = (h - size) // 2, (w - size) // 2
+    return frames[:, top : top + size, left : left + size]
+
+
+class DecordVideo:
+    """Frames of one video through decord, resized in the decoder."""
+
+    def __init__(self, path: str, info: StreamInfo, size: int):
+        import decord
+
+        w, h = resize_dims(info.width, info.height, size)
+        try:
+            self._reader = decord.VideoReader(path, ctx=decord.cpu(0), width=w, height=h, num_threads=1)
+        except Exception as err:
+            raise DecodeError(_short_reason(err)) from None
+        if len(self._reader) == 0:
+            raise DecodeError("no decodable video frames")
+        self.size = size
+        # (n, 2) start/end seconds per frame, from presentation timestamps.
+        self.timestamps = np.asarray(self._reader.get_frame_timestamp(range(len(self._reader))), dtype=np.float64)
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.timestamps[-1, 1]) if len(self.timestamps) else 0.0
+
+    def frames(self, indices: np.ndarray) -> np.ndarray:
+        try:
+            batch = self._reader.get_batch(list(map(int, indices))).asnumpy()
+        except Exception as err:
+            raise DecodeError(f"frame decode failed: {_short_reason(err)}") from None
+        return np.ascontiguousarray(centre_crop(batch, self.size))
+
+
+class PyAVAudio:
+    """Per-clip audio: seek, decode only the span, downmix to mono float, resample (torchaudio)."""
+
+    def __init__(self, path: str, target_rate: int):
+        import av
+
+        self._av = av
+        self._container = av.open(path)
+        self._stream = self._container.streams.audio[0]
+        self.rate = int(self._stream.codec_context.sample_rate)
+        self.target_rate = target_rate
+
+    def close(self) -> None:
+        self._container.close()
+
+    def read(self, start_s: float, end_s: float) -> np.ndarray:
+        import torch
+        import torchaudio.functional as AF
+
+        stream = self._stream
+        self._container.seek(max(0, int(math.floor(start_s / stream.time_base))), stream=stream, backward=True)
+        resampler = self._av.AudioResampler(format="flt", layout="mono", rate=self.rate)
+        pieces: list[np.ndarray] = []
+        first = int(round(start_s * self.rate))
+        last = int(round(end_s * self.rate))
+        for frame in self._container.decode(stream):
+            if frame.pts is None:
+                continue
+            t0 = int(round(float(frame.pts * frame.time_base) * self.rate))
+            if t0 >= last:
+                break
+            for out in resampler.resample(frame):
+                samples = out.to_ndarray().reshape(-1)
+                lo, hi = max(first - t0, 0), min(last - t0, len(samples))
+                if hi > lo:
+                    pieces.append(samples[lo:hi])
+                t0 += len(samples)
+        if not pieces:
+            return np.zeros(0, dtype=np.float32)
+        mono = torch.from_numpy(np.concatenate(pieces).astype(np.float32, copy=False))
+        if self.rate != self.target_rate:
+            mono = AF.resample(mono, self.rate, self.target_rate)
+        return mono.numpy()

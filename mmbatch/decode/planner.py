@@ -1,0 +1,70 @@
+"""Clip planning: pure functions from a video's duration and timestamps to clips and frames."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+
+# Fixed namespace so clip ids are the same on every machine and every rerun.
+CLIP_NAMESPACE = uuid.UUID("6f1c2a52-3b1e-4f0e-9a59-0c6d5b1f7a10")
+
+
+@dataclass(frozen=True)
+class ClipSpan:
+    index: int
+    start_s: float
+    end_s: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+def clip_id(video_id: str, start_s: float, end_s: float) -> str:
+    """Deterministic clip id: uuid5 of video id and span (millisecond precision)."""
+    return str(uuid.uuid5(CLIP_NAMESPACE, f"{video_id}|{start_s:.3f}|{end_s:.3f}"))
+
+
+def plan_fixed_windows(duration_s: float, window_s: float, stride_s: float, min_clip_s: float) -> list[ClipSpan]:
+    """Windows of `window_s` every `stride_s` seconds.
+
+    The last window is cut at the end of the video and kept only if it is at least
+    `min_clip_s` long; windows stop once one reaches the end, so overlapping windows do not
+    add tails already covered. A video shorter than `min_clip_s` (but not empty) is one clip:
+    a short video still deserves a score.
+    """
+    if duration_s <= 0:
+        return []
+    if duration_s < min_clip_s:
+        return [ClipSpan(0, 0.0, round(duration_s, 6))]
+    spans: list[ClipSpan] = []
+    k = 0
+    while True:
+        start = round(k * stride_s, 6)
+        if start >= duration_s:
+            break
+        end = round(min(start + window_s, duration_s), 6)
+        if end - start + 1e-9 < min_clip_s:
+            break
+        spans.append(ClipSpan(len(spans), start, end))
+        if end >= duration_s:
+            break
+        k += 1
+    return spans
+
+
+def sample_times(span: ClipSpan, n_frames: int) -> np.ndarray:
+    """N timestamps uniformly spaced inside the clip (centres of N equal slices)."""
+    step = span.duration_s / n_frames
+    return span.start_s + step * (np.arange(n_frames) + 0.5)
+
+
+def frame_indices(frame_starts_s: np.ndarray, times_s: np.ndarray) -> np.ndarray:
+    """Index of the frame shown at each time, from presentation timestamps.
+
+    Using PTS rather than index = t * fps keeps variable-frame-rate files on the right moment.
+    """
+    idx = np.searchsorted(frame_starts_s, times_s, side="right") - 1
+    return np.clip(idx, 0, len(frame_starts_s) - 1).astype(np.int64)

@@ -1,0 +1,121 @@
+"""What every modality encoder shares: device/dtype, null handling, per-row error isolation.
+
+An encoder adds, for its modality m: `{m}_probs` (n, 3) float32 (NaN where missing),
+`{m}_embedding` (n, dim) float32 (zeros where missing) and updates `has_{m}`. Rows that are
+not `status == "ok"` or lack the modality's input are skipped, never failed. If a batch
+fails, rows are retried one by one, so one bad row only loses that row's modality.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+
+import numpy as np
+
+from mmbatch.config import EncoderConfig
+from mmbatch.stage import Batch, Resources
+
+log = logging.getLogger(__name__)
+
+
+class EncoderStage:
+    modality: str = ""  # vision | audio | text
+    input_columns: tuple[str, ...] = ()
+
+    def __init__(self, config: EncoderConfig, *, dim: int, storage_options: dict | None = None,
+                 drop_inputs: bool = False):
+        self.config = config
+        self.dim = dim
+        self.storage_options = storage_options or {}
+        self.drop_inputs = drop_inputs
+        self.resources = Resources(cpus=config.pool.num_cpus, gpus=config.pool.num_gpus)
+        self.name = f"{self.modality or 'speech'}_encoder"
+        self._ready = False
+
+    # -- contract ---------------------------------------------------------------------------
+    def setup(self) -> None:
+        import torch
+
+        from mmbatch.models import pick_device, pick_dtype
+
+        self.torch = torch
+        self.device = pick_device(self.config.pool.num_gpus > 0)
+        self.dtype = pick_dtype(self.config.dtype, self.device)
+        self.load()
+        self._ready = True
+
+    def __call__(self, batch: Batch) -> Batch:
+        if not self._ready:
+            self.setup()
+        n = len(batch["video_id"])
+        active = np.flatnonzero(self.active_rows(batch))
+        self.init_outputs(batch, n)
+        if len(active):
+            with self.torch.inference_mode(), self.autocast():
+                try:
+                    self.encode(batch, active)
+                except Exception as err:  # isolate the bad row(s)
+                    log.warning("%s: batch failed (%s); retrying row by row", self.name, err)
+                    for i in active:
+                        try:
+                            self.encode(batch, np.array([i]))
+                        except Exception as row_err:
+                            log.warning("%s: row %s of %s failed: %s", self.name,
+                                        batch["clip_index"][i], batch["video_id"][i], row_err)
+                            self.mark_missing(batch, i)
+        if self.drop_inputs:
+            for col in self.input_columns:
+                batch.pop(col, None)
+        return batch
+
+    # -- for subclasses ---------------------------------------------------------------------
+    def load(self) -> None:
+        raise NotImplementedError
+
+    def active_rows(self, batch: Batch) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode(self, batch: Batch, rows: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def init_outputs(self, batch: Batch, n: int) -> None:
+        m = self.modality
+        batch[f"{m}_probs"] = np.full((n, 3), np.nan, dtype=np.float32)
+        batch[f"{m}_embedding"] = np.zeros((n, self.dim), dtype=np.float32)
+        batch[f"has_{m}"] = np.zeros(n, dtype=bool) if f"has_{m}" not in batch else batch[f"has_{m}"].copy()
+        batch[f"has_{m}"][~self.active_rows(batch)] = False
+
+    def mark_missing(self, batch: Batch, i: int) -> None:
+        m = self.modality
+        batch[f"{m}_probs"][i] = np.nan
+        batch[f"{m}_embedding"][i] = 0.0
+        batch[f"has_{m}"][i] = False
+
+    def store(self, batch: Batch, rows: np.ndarray, probs: np.ndarray, embeddings: np.ndarray) -> None:
+        m = self.modality
+        batch[f"{m}_probs"][rows] = probs
+        batch[f"{m}_embedding"][rows] = embeddings
+        batch[f"has_{m}"][rows] = True
+
+    def autocast(self):
+        if self.device.type == "cuda" and self.dtype != self.torch.float32:
+            return self.torch.autocast("cuda", dtype=self.dtype)
+        return nullcontext()
+
+    def to_numpy(self, tensor) -> np.ndarray:
+        return tensor.detach().float().cpu().numpy()
+
+
+def is_ok(batch: Batch) -> np.ndarray:
+    return np.asarray(batch["status"]) == "ok"
+
+
+def mean_pool(hidden, mask):
+    """Mean over the time axis of (n, t, d) using a (n, t) 0/1 mask."""
+    mask = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def l2_normalise(x):
+    return x / x.norm(dim=-1, keepdim=True).clamp(min=1e-12)

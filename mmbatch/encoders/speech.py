@@ -1,0 +1,98 @@
+"""Speech recognition (Whisper) → `transcript`, unless the video has a sidecar transcript.
+
+Log-mel features are computed by the feature extractor's torch path on the actor's device.
+Silence or no audio gives an empty transcript (the text modality is then missing, not failed).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from mmbatch.encoders.base import is_ok
+from mmbatch.stage import Batch, Resources
+from mmbatch.transcripts import TranscriptCache
+
+log = logging.getLogger(__name__)
+
+MIN_SAMPLES = 1600
+
+
+class SpeechRecognitionStage:
+    name = "speech_recognition"
+    input_columns = ("waveform",)
+
+    def __init__(self, config, *, storage_options: dict | None = None, drop_inputs: bool = False):
+        self.config = config
+        self.storage_options = storage_options or {}
+        self.drop_inputs = drop_inputs
+        self.resources = Resources(cpus=config.pool.num_cpus, gpus=config.pool.num_gpus)
+        self._ready = False
+
+    def setup(self) -> None:
+        import torch
+        from transformers import AutoFeatureExtractor, AutoModelForSpeechSeq2Seq, AutoProcessor
+
+        from mmbatch.models import load_pretrained, pick_device, pick_dtype, resolve_source
+
+        cfg = self.config
+        self.torch = torch
+        self.device = pick_device(cfg.pool.num_gpus > 0)
+        self.dtype = pick_dtype(cfg.dtype, self.device)
+        folder = resolve_source(cfg.source, self.storage_options)
+        self.model = load_pretrained(AutoModelForSpeechSeq2Seq, folder, cfg.revision, dtype=self.dtype)
+        self.model = self.model.to(self.device).eval()
+        self.features = load_pretrained(AutoFeatureExtractor, folder, cfg.revision)
+        try:
+            self.tokenizer = AutoProcessor.from_pretrained(folder, revision=cfg.revision).tokenizer
+        except Exception:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = load_pretrained(AutoTokenizer, folder, cfg.revision)
+        gen = self.model.generation_config
+        self.generate_kwargs = {"max_new_tokens": cfg.max_new_tokens}
+        if getattr(gen, "lang_to_id", None):  # multilingual Whisper: pin language and task
+            self.generate_kwargs["task"] = "transcribe"
+            if cfg.language:
+                self.generate_kwargs["language"] = cfg.language
+        self.sidecars = TranscriptCache(self.storage_options)
+        self._ready = True
+
+    def __call__(self, batch: Batch) -> Batch:
+        if not self._ready:
+            self.setup()
+        n = len(batch["video_id"])
+        transcripts = np.array([""] * n, dtype=object)
+        sidecar = np.asarray(batch.get("transcript_uri", np.array([""] * n))).astype(str)
+        ok = is_ok(batch)
+        for i in np.flatnonzero(ok & (sidecar != "")):
+            transcripts[i] = self.sidecars.text_for(sidecar[i], float(batch["start_s"][i]), float(batch["end_s"][i]))
+        asr_rows = np.flatnonzero(ok & (sidecar == "") & np.asarray(batch["has_audio"], dtype=bool)
+                                  & (np.asarray(batch["audio_len"]) >= MIN_SAMPLES))
+        if len(asr_rows):
+            try:
+                transcripts[asr_rows] = self._transcribe(batch, asr_rows)
+            except Exception as err:  # one bad batch: retry row by row, lose only bad rows
+                log.warning("speech_recognition: batch failed (%s); retrying row by row", err)
+                for i in asr_rows:
+                    try:
+                        transcripts[i] = self._transcribe(batch, np.array([i]))[0]
+                    except Exception as row_err:
+                        log.warning("speech_recognition: %s clip %s failed: %s",
+                                    batch["video_id"][i], batch["clip_index"][i], row_err)
+        batch["transcript"] = transcripts.astype(str)
+        if self.drop_inputs:
+            for col in self.input_columns:
+                batch.pop(col, None)
+        return batch
+
+    def _transcribe(self, batch: Batch, rows: np.ndarray) -> list[str]:
+        lengths = np.asarray(batch["audio_len"])[rows]
+        waves = [np.asarray(batch["waveform"][i][: lengths[k]], dtype=np.float32) for k, i in enumerate(rows)]
+        feats = self.features(waves, sampling_rate=self.features.sampling_rate, return_tensors="pt",
+                              device=str(self.device))
+        inputs = feats["input_features"].to(self.device, self.model.dtype)
+        with self.torch.inference_mode():
+            ids = self.model.generate(inputs, **self.generate_kwargs)
+        return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]

@@ -1,0 +1,100 @@
+"""Image zero-shot (CLIP, SigLIP and other dual encoders): frames vs. sentiment prompts.
+
+Frames arrive as uint8 (n, F, S, S, 3). Scaling, resizing and normalisation run as tensor
+ops on the device with the checkpoint's own mean/std (preprocessor_config.json), so no
+per-image PIL processor runs in Python. Class scores are averaged over the clip's frames;
+the clip embedding is the mean of the L2-normalised frame embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mmbatch.encoders.base import EncoderStage, is_ok, l2_normalise
+
+DEFAULT_IMAGE_PROMPTS = {
+    "negative": ["a photo of a sad person", "a photo of an angry person", "a photo of a frightened person",
+                 "a photo of a disgusted face", "a gloomy, depressing scene"],
+    "neutral": ["a photo of a person with a neutral expression", "a photo of a calm, ordinary scene",
+                "a photo of an everyday object"],
+    "positive": ["a photo of a happy person", "a photo of a smiling person", "a photo of people laughing",
+                 "a cheerful, joyful scene"],
+}
+_DEFAULT_MEAN = [0.5, 0.5, 0.5]
+_DEFAULT_STD = [0.5, 0.5, 0.5]
+
+
+def image_embedding_dim(model_config) -> int:
+    if getattr(model_config, "projection_dim", None):
+        return int(model_config.projection_dim)
+    return int(model_config.vision_config.hidden_size)  # SigLIP: no projection
+
+
+def preprocessing_from(source: str, revision: str | None = None) -> tuple[list[float], list[float], int | None]:
+    """Mean, std and input size from a checkpoint's preprocessor_config.json (folder or hub)."""
+    from transformers.utils import cached_file
+
+    path = cached_file(source, "preprocessor_config.json", revision=revision,
+                       _raise_exceptions_for_missing_entries=False)
+    if not path:
+        return _DEFAULT_MEAN, _DEFAULT_STD, None
+    cfg = json.loads(Path(path).read_text())
+    size = cfg.get("crop_size") or cfg.get("size") or {}
+    if isinstance(size, dict):
+        size = size.get("height") or size.get("shortest_edge")
+    return cfg.get("image_mean", _DEFAULT_MEAN), cfg.get("image_std", _DEFAULT_STD), size
+
+
+class ImageZeroShotEncoder(EncoderStage):
+    modality = "vision"
+    input_columns = ("frames",)
+
+    def load(self) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        from mmbatch.models import load_pretrained, resolve_source
+
+        torch, cfg = self.torch, self.config
+        folder = resolve_source(cfg.source, self.storage_options)
+        self.model = load_pretrained(AutoModel, folder, cfg.revision).to(self.device).eval()
+        tokenizer = load_pretrained(AutoTokenizer, folder, cfg.revision)
+        mean, std, size = preprocessing_from(folder, cfg.revision)
+        self.size = int(size or self.model.config.vision_config.image_size)
+        self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
+        prompts = cfg.prompts or DEFAULT_IMAGE_PROMPTS
+        # SigLIP was trained on max-length padded text; CLIP on dynamic padding.
+        padding = "max_length" if self.model.config.model_type == "siglip" else True
+        with torch.inference_mode():
+            class_vectors = []
+            for cls in ("negative", "neutral", "positive"):
+                tok = tokenizer(prompts[cls], padding=padding, truncation=True, return_tensors="pt").to(self.device)
+                text = self.model.get_text_features(**tok)
+                text = getattr(text, "pooler_output", text)  # transformers 5 returns model outputs
+                class_vectors.append(l2_normalise(l2_normalise(text.float()).mean(0)))
+            self.class_embeddings = torch.stack(class_vectors)  # (3, d)
+        self.logit_scale = self.model.logit_scale.exp().float().item()
+        bias = getattr(self.model, "logit_bias", None)
+        self.logit_bias = float(bias.item()) if bias is not None else 0.0
+
+    def active_rows(self, batch):
+        return is_ok(batch) & np.asarray(batch["has_video"], dtype=bool)
+
+    def encode(self, batch, rows):
+        torch = self.torch
+        frames = torch.from_numpy(np.ascontiguousarray(batch["frames"][rows])).to(self.device, non_blocking=True)
+        n, f, h, w, _ = frames.shape
+        x = frames.view(n * f, h, w, 3).permute(0, 3, 1, 2).float().div_(255.0)
+        if (h, w) != (self.size, self.size):
+            x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear",
+                                                antialias=True, align_corners=False)
+        x = ((x - self.mean) / self.std).to(self.model.dtype)
+        out = self.model.get_image_features(pixel_values=x)
+        emb = l2_normalise(getattr(out, "pooler_output", out).float())  # (n*f, d)
+        logits = self.logit_scale * emb @ self.class_embeddings.T + self.logit_bias
+        probs = logits.softmax(-1).view(n, f, 3).mean(1)
+        clip_emb = emb.view(n, f, -1).mean(1)
+        self.store(batch, rows, self.to_numpy(probs), self.to_numpy(clip_emb))

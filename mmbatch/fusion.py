@@ -1,0 +1,94 @@
+"""Fusion: per-modality sentiment and embeddings → one score per clip.
+
+Zero-shot fusion (no trained checkpoint): each present modality is weighted by its
+confidence, 1 − H(p)/log(3) (normalised entropy), weights renormalised over the present
+modalities to sum to 1 (equal weights if every present modality is uniform). The fused
+probabilities are the weighted mean; valence = p_positive − p_negative. The fused
+embedding is the concatenation of the L2-normalised modality embeddings, zeros where a
+modality is missing. A clip with no modality at all is status="error", error_stage="fusion".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mmbatch.config import SENTIMENT_CLASSES, FusionConfig
+from mmbatch.schema import MODALITIES, EmbeddingDims
+from mmbatch.stage import Batch, Resources
+
+_LOG3 = np.log(3.0)
+
+
+def confidence(probs: np.ndarray) -> np.ndarray:
+    """1 − normalised entropy of (n, 3) probabilities: 0 for uniform, 1 for one-hot."""
+    p = np.clip(probs, 1e-12, 1.0)
+    return (1.0 - (-(p * np.log(p)).sum(-1)) / _LOG3).clip(0.0, 1.0)
+
+
+def zero_shot_fuse(probs: dict[str, np.ndarray], present: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Fused (n, 3) probabilities and per-modality weights (NaN where the modality is missing)."""
+    n = len(next(iter(present.values())))
+    conf = {m: np.where(present[m], confidence(np.nan_to_num(probs[m], nan=1 / 3)), 0.0) for m in probs}
+    total = sum(conf.values())
+    n_present = sum(present[m].astype(float) for m in probs)
+    weights = {}
+    for m in probs:
+        equal = np.where(n_present > 0, present[m] / np.maximum(n_present, 1), 0.0)
+        w = np.where(total > 1e-9, conf[m] / np.maximum(total, 1e-12), equal)
+        weights[m] = np.where(present[m], w, np.nan)
+    fused = np.zeros((n, 3))
+    for m in probs:
+        fused += np.nan_to_num(weights[m])[:, None] * np.nan_to_num(probs[m], nan=0.0)
+    return fused, weights
+
+
+class FusionStage:
+    name = "fusion"
+
+    def __init__(self, config: FusionConfig, dims: EmbeddingDims):
+        self.config = config
+        self.dims = dims
+        self.resources = Resources(cpus=config.pool.num_cpus, gpus=config.pool.num_gpus)
+
+    def setup(self) -> None:
+        pass
+
+    def __call__(self, batch: Batch) -> Batch:
+        n = len(batch["video_id"])
+        present, probs = {}, {}
+        for m in MODALITIES:
+            dim = getattr(self.dims, m)
+            if dim == 0:  # modality not configured
+                batch[f"{m}_probs"] = np.full((n, 3), np.nan, dtype=np.float32)
+                batch[f"{m}_embedding"] = np.zeros((n, 1), dtype=np.float32)
+                batch[f"has_{m}"] = np.zeros(n, dtype=bool)
+            present[m] = np.asarray(batch[f"has_{m}"], dtype=bool) & (np.asarray(batch["status"]) == "ok")
+            probs[m] = np.asarray(batch[f"{m}_probs"], dtype=np.float64)
+        fused, weights = zero_shot_fuse(probs, present)
+
+        status = np.asarray(batch["status"]).astype(object).copy()
+        error_stage = np.asarray(batch["error_stage"]).astype(object).copy()
+        error = np.asarray(batch["error"]).astype(object).copy()
+        nothing = (status == "ok") & ~np.any([present[m] for m in MODALITIES], axis=0)
+        status[nothing], error_stage[nothing] = "error", "fusion"
+        error[nothing] = "no modality available (no frames, audio or text decoded for this clip)"
+        ok = status == "ok"
+
+        fused = np.where(ok[:, None], fused, np.nan).astype(np.float32)
+        batch["p_negative"], batch["p_neutral"], batch["p_positive"] = fused[:, 0], fused[:, 1], fused[:, 2]
+        batch["valence"] = (fused[:, 2] - fused[:, 0]).astype(np.float32)
+        labels = np.array(SENTIMENT_CLASSES, dtype=object)[np.nan_to_num(fused, nan=0).argmax(1)]
+        batch["sentiment"] = np.where(ok, labels, "").astype(str)
+        for m in MODALITIES:
+            p = probs[m]
+            batch[f"{m}_valence"] = np.where(present[m], p[:, 2] - p[:, 0], np.nan).astype(np.float32)
+            batch[f"fusion_weight_{m}"] = np.where(ok, weights[m], np.nan).astype(np.float32)
+        parts = []
+        for m in MODALITIES:
+            if getattr(self.dims, m):
+                e = np.asarray(batch[f"{m}_embedding"], dtype=np.float32)
+                norm = np.linalg.norm(e, axis=1, keepdims=True)
+                parts.append(np.where(present[m][:, None], e / np.maximum(norm, 1e-12), 0.0))
+        batch["fused_embedding"] = np.concatenate(parts, axis=1).astype(np.float32)
+        batch["status"], batch["error_stage"], batch["error"] = status.astype(str), error_stage.astype(str), error.astype(str)
+        return batch

@@ -1,0 +1,72 @@
+"""fsspec filesystems from URIs + storage options.
+
+Local paths, s3:// and any other fsspec protocol go through the same calls. For S3, retries
+and timeouts are configured in botocore (adaptive retry mode), never by hand-written loops;
+credentials come from the standard AWS chain unless storage_options say otherwise.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import posixpath
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+from mmbatch.errors import InputError
+
+_S3_DEFAULT_CONFIG = {
+    "retries": {"max_attempts": 8, "mode": "adaptive"},
+    "connect_timeout": 20,
+    "read_timeout": 120,
+}
+
+
+def protocol_of(uri: str) -> str:
+    return uri.split("://", 1)[0].lower() if "://" in uri else "file"
+
+
+def _options_for(uri: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
+    opts = copy.deepcopy(storage_options or {})
+    if protocol_of(uri) in ("s3", "s3a"):
+        cfg = opts.setdefault("config_kwargs", {})
+        for key, value in _S3_DEFAULT_CONFIG.items():
+            cfg.setdefault(key, value)
+    return opts
+
+
+def filesystem(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path within it) for a URI; raises InputError for an unknown scheme."""
+    try:
+        fs, path = url_to_fs(uri, **_options_for(uri, storage_options))
+    except (ValueError, ImportError) as err:
+        raise InputError(f"unsupported URI scheme in {uri!r}: {err}") from None
+    return fs, path
+
+
+def join(root: str, *parts: str) -> str:
+    """Join path parts onto a URI or local path, keeping the scheme."""
+    if "://" in root:
+        scheme, rest = root.split("://", 1)
+        return f"{scheme}://" + posixpath.join(rest.rstrip("/") or "/", *parts)
+    return posixpath.join(root, *parts)
+
+
+def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write a whole object so readers never see a partial one.
+
+    Object stores make a PUT atomic already; on local disks write a temp file and rename.
+    """
+    from fsspec.implementations.local import LocalFileSystem
+
+    if isinstance(fs, LocalFileSystem):
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with fs.open(tmp, "wb") as f:
+            f.write(data)
+        fs.mv(tmp, path)
+    else:
+        with fs.open(path, "wb") as f:
+            f.write(data)

@@ -1,0 +1,106 @@
+"""Synthetic videos (PyAV): the demo's inputs and the test suite's fixtures.
+
+Frames are coloured gradients that change over time; audio is a tone (or silence). The demo
+videos carry WebVTT transcripts whose sentences change sentiment from clip to clip.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+
+def write_video(path: str | Path, *, seconds: float = 6.0, fps: int = 10, width: int = 96, height: int = 64,
+                audio: bool = True, sample_rate: int = 22050, tone_hz: float = 440.0, seed: int = 0,
+                codec: str = "libx264", audio_codec: str = "aac", video: bool = True) -> Path:
+    """Write a small test video with PyAV; returns its path."""
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, size=3)
+    with av.open(str(path), "w") as out:
+        vstream = astream = None
+        if video:
+            vstream = out.add_stream(codec, rate=fps)
+            vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
+            if codec == "libx264":
+                vstream.options = {"preset": "ultrafast"}
+        if audio:
+            if audio_codec == "libopus":
+                sample_rate = 48000  # the only rate libopus accepts here
+            astream = out.add_stream(audio_codec, rate=sample_rate)
+            astream.layout = "mono" if audio_codec != "libopus" else "stereo"
+        if vstream is not None:
+            yy, xx = np.mgrid[0:height, 0:width]
+            for i in range(int(round(seconds * fps))):
+                shift = (i * 7) % 255
+                img = np.stack([(xx * 255 // max(width - 1, 1) + shift + base[0]) % 255,
+                                (yy * 255 // max(height - 1, 1) + base[1]) % 255,
+                                np.full_like(xx, (base[2] + 3 * i) % 255)], axis=-1).astype(np.uint8)
+                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+                for packet in vstream.encode(frame):
+                    out.mux(packet)
+            for packet in vstream.encode():
+                out.mux(packet)
+        if astream is not None:
+            frame_size = astream.codec_context.frame_size or 1024
+            total = int(seconds * sample_rate)
+            t = np.arange(total) / sample_rate
+            wave = (0.3 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)
+            channels = 2 if astream.layout.name == "stereo" else 1
+            pts = 0
+            for start in range(0, total, frame_size):
+                chunk = wave[start : start + frame_size]
+                data = np.repeat(chunk[None, :], channels, axis=0)
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format="fltp",
+                                                   layout=astream.layout.name)
+                frame.sample_rate, frame.pts, frame.time_base = sample_rate, pts, Fraction(1, sample_rate)
+                pts += len(chunk)
+                for packet in astream.encode(frame):
+                    out.mux(packet)
+            for packet in astream.encode():
+                out.mux(packet)
+    return path
+
+
+def _stamp(seconds: float) -> str:
+    ms = int(round(seconds * 1000))
+    return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
+
+
+def write_vtt(path: str | Path, cues: list[tuple[float, float, str]]) -> Path:
+    path = Path(path)
+    body = "\n\n".join(f"{_stamp(a)} --> {_stamp(b)}\n{text}" for a, b, text in cues)
+    path.write_text("WEBVTT\n\n" + body + "\n", encoding="utf-8")
+    return path
+
+
+# Each demo video: (name, seconds, cues). Clips are 4 s long in pipelines/demo.yaml.
+DEMO_VIDEOS = [
+    ("customer_call", 12.0, [
+        (0.2, 3.8, "I'm really happy with the new service, it works wonderfully."),
+        (4.2, 7.8, "The invoice number is on the second page of the document."),
+        (8.2, 11.8, "But the delivery was late again and I'm very disappointed."),
+    ]),
+    ("product_review", 8.0, [
+        (0.2, 3.8, "This is the worst purchase I have ever made, it broke in a day."),
+        (4.2, 7.8, "Honestly the replacement is fantastic, I love it."),
+    ]),
+    ("weather_report", 8.0, [
+        (0.2, 3.8, "Tomorrow the temperature will be twelve degrees with light wind."),
+        (4.2, 7.8, "What a beautiful sunny weekend, everyone is going to enjoy it!"),
+    ]),
+]
+
+
+def write_demo_inputs(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    paths = []
+    for i, (name, seconds, cues) in enumerate(DEMO_VIDEOS):
+        paths.append(write_video(folder / f"{name}.mp4", seconds=seconds, seed=i, tone_hz=220.0 * (i + 1)))
+        write_vtt(folder / f"{name}.vtt", cues)
+    return paths

@@ -1,0 +1,73 @@
+"""The one place where a stage meets Ray Data: stage + declared resources → map_batches.
+
+Actor pools (encoders, fusion): one stage object per actor, `setup()` once per actor.
+Task pools (decode): a stage object cached per worker process, so tasks on a warm worker do
+not redo `setup()`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from mmbatch.config import PoolConfig
+
+_TASK_STAGES: dict[str, Any] = {}
+
+
+class StageActor:
+    """Ray Data callable class wrapping any stage."""
+
+    def __init__(self, stage_cls, args: tuple, kwargs: dict):
+        self.stage = stage_cls(*args, **kwargs)
+        self.stage.setup()
+        self._fan_out = inspect.isgeneratorfunction(type(self.stage).__call__)
+
+    def __call__(self, batch):
+        if self._fan_out:
+            yield from self.stage(batch)
+        else:
+            yield self.stage(batch)
+
+
+def _run_task_stage(batch, stage_cls, args: tuple, kwargs: dict, key: str):
+    stage = _TASK_STAGES.get(key)
+    if stage is None:
+        stage = stage_cls(*args, **kwargs)
+        stage.setup()
+        _TASK_STAGES[key] = stage
+    out = stage(batch)
+    if inspect.isgenerator(out):
+        yield from out
+    else:
+        yield out
+
+
+def apply_actor_stage(ds, stage_cls, pool: PoolConfig, *args, **kwargs):
+    probe = stage_cls(*args, **kwargs)  # cheap: __init__ only stores settings
+    res = probe.resources
+    return ds.map_batches(
+        StageActor,
+        fn_constructor_args=(stage_cls, args, kwargs),
+        batch_size=pool.batch_size,
+        batch_format="numpy",
+        zero_copy_batch=False,
+        concurrency=tuple(pool.concurrency),
+        num_cpus=res.cpus,
+        num_gpus=res.gpus or None,
+        **({"memory": res.memory_bytes} if res.memory_bytes else {}),
+    )
+
+
+def apply_task_stage(ds, stage_cls, pool: PoolConfig, key: str, *args, **kwargs):
+    res = stage_cls(*args, **kwargs).resources
+    return ds.map_batches(
+        _run_task_stage,
+        fn_kwargs={"stage_cls": stage_cls, "args": args, "kwargs": kwargs, "key": key},
+        batch_size=pool.batch_size,
+        batch_format="numpy",
+        zero_copy_batch=False,
+        concurrency=pool.concurrency[1],
+        num_cpus=res.cpus,
+        **({"memory": res.memory_bytes} if res.memory_bytes else {}),
+    )
