@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         init_ray(args.num_cpus)
         from pipelines.video_sentiment import run_pipeline
 
-        result = run_pipeline(config, args.input, args.output, run_date, force=args.force)
+        result = run_pipeline(config, args.input, args.output, run_date, force=args.force,
+                              strict_resources=not os.environ.get("RAY_ADDRESS"))
     except MmbatchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -71,3 +71,38 @@ def apply_task_stage(ds, stage_cls, pool: PoolConfig, key: str, *args, **kwargs)
         num_cpus=res.cpus,
         **({"memory": res.memory_bytes} if res.memory_bytes else {}),
     )
+
+
+def pool_demand(config) -> dict[str, float]:
+    """CPUs and GPUs the graph holds at its minimum: every actor pool at min size + one decode task."""
+    pools = {"decode": config.decode.pool, "fusion": config.fusion.pool}
+    for name in ("vision", "speech", "audio", "text"):
+        enc = getattr(config.models, name)
+        if enc is not None:
+            pools[name] = enc.pool
+    cpus = config.decode.pool.num_cpus
+    gpus = 0.0
+    for name, pool in pools.items():
+        if name != "decode":
+            cpus += pool.concurrency[0] * pool.num_cpus
+            gpus += pool.concurrency[0] * pool.num_gpus
+    return {"CPU": cpus, "GPU": gpus}
+
+
+def check_cluster_fits(config, available: dict[str, float], *, strict: bool) -> list[str]:
+    """Problems if the pools' minimum cannot be placed: Ray Data would then wait forever.
+
+    On a fixed cluster (strict) that is an error; on an attached, possibly autoscaling
+    cluster it is only reported, since nodes may still join.
+    """
+    from mmbatch.errors import ConfigError
+
+    demand = pool_demand(config)
+    problems = [
+        f"the pools need at least {demand[k]:g} {k} at their minimum sizes but the cluster has {available.get(k, 0):g} "
+        f"(lower pool.num_{k.lower()}s or pool.concurrency minimums)"
+        for k in ("CPU", "GPU") if demand[k] > available.get(k, 0) + 1e-9
+    ]
+    if problems and strict:
+        raise ConfigError("; ".join(problems))
+    return problems

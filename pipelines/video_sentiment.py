@@ -19,7 +19,7 @@ from typing import Any
 
 from mmbatch.config import PipelineConfig
 from mmbatch.schema import EmbeddingDims
-from pipelines.adapter import apply_actor_stage, apply_task_stage
+from pipelines.adapter import apply_actor_stage, apply_task_stage, check_cluster_fits
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +74,20 @@ def build_dataset(refs: list, config: PipelineConfig, dims: EmbeddingDims):
 
 
 def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_date: dt.date,
-                 *, force: bool = False) -> RunResult:
-    """Discover, skip what is done, score the rest, commit. Ray must already be initialised."""
+                 *, force: bool = False, strict_resources: bool = True) -> RunResult:
+    """Discover, skip what is done, score the rest, commit. Ray must already be initialised.
+
+    `strict_resources`: fail when the pools' minimum does not fit the cluster (set False on
+    autoscaling clusters, where it is only logged).
+    """
+    import ray
     from mmbatch import sources
     from mmbatch.encoders import inspect_models
     from mmbatch.sink import RunWriter, committed_ledger
 
     t0 = time.perf_counter()
+    for problem in check_cluster_fits(config, ray.cluster_resources(), strict=strict_resources):
+        log.warning("%s", problem)
     refs = sources.discover(input_uri, config.storage_options)
     dims = inspect_models(config)
     fingerprint = config.fingerprint()
