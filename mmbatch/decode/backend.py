@@ -25,12 +25,27 @@ class StreamInfo:
     audio_rate: int
 
 
-def _short_reason(err: BaseException) -> str:
+def _sniff(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(12)
+    except OSError:
+        return b""
+
+
+def _short_reason(err: BaseException, path: str | None = None) -> str:
+    """A short human reason. FFmpeg logs the real cause (e.g. "moov atom not found") but only
+    raises "Invalid data", so the container kind is sniffed from the first bytes."""
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     low = text.lower()
     if "moov atom not found" in low:
         return "truncated file: moov atom not found"
-    if "invalid data found" in low:
+    if "invalid data found" in low or "error reading" in low:
+        head = _sniff(path) if path else b""
+        if head[4:8] == b"ftyp":
+            return "truncated file: moov atom not found"
+        if head[:4] == b"\x1a\x45\xdf\xa3":
+            return "corrupt or truncated Matroska/WebM file"
         return "not a video file: invalid data found when processing input"
     return text[:300]
 
@@ -60,7 +75,7 @@ def probe(path: str) -> StreamInfo:
     except Exception as err:  # PyAV raises a family of FFmpeg errors; all mean "cannot open"
         if isinstance(err, FileNotFoundError):
             raise DecodeError(f"file not found: {path}") from None
-        raise DecodeError(_short_reason(err)) from None
+        raise DecodeError(_short_reason(err, path)) from None
 
 
 def resize_dims(width: int, height: int, size: int) -> tuple[int, int]:
@@ -86,7 +101,7 @@ class DecordVideo:
         try:
             self._reader = decord.VideoReader(path, ctx=decord.cpu(0), width=w, height=h, num_threads=1)
         except Exception as err:
-            raise DecodeError(_short_reason(err)) from None
+            raise DecodeError(_short_reason(err, path)) from None
         if len(self._reader) == 0:
             raise DecodeError("no decodable video frames")
         self.size = size

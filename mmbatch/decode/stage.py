@@ -95,13 +95,15 @@ class DecodeStage:
                 idx = frame_indices(video.timestamps[:, 0], sample_times(span, f))
                 frames[0] = video.frames(idx)
                 has_video = True
+            audio_len = 0
             if audio is not None:
-                samples = audio.read(span.start_s, span.end_s)[: self.audio_len]
+                try:
+                    samples = audio.read(span.start_s, span.end_s)[: self.audio_len]
+                except Exception:  # a damaged audio packet loses this clip's audio, not the clip
+                    samples = np.zeros(0, dtype=np.float32)
                 waveform[0, : len(samples)] = samples
                 has_audio = len(samples) > 0
                 audio_len = len(samples)
-            else:
-                audio_len = 0
         except DecodeError as err:
             status, error, audio_len = "error", str(err), 0
             has_video = has_audio = False

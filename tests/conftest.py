@@ -1,0 +1,63 @@
+"""Shared fixtures: a hermetic model cache, generated videos, and one local Ray per session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory):
+    """Tiny checkpoints are built into a per-session cache (workers inherit the env var)."""
+    cache = os.environ.get("MMBATCH_TEST_CACHE") or str(tmp_path_factory.mktemp("mmbatch-cache"))
+    os.environ["MMBATCH_CACHE"] = cache
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return Path(cache)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(model_cache):
+    """One local Ray for the session: 2 CPUs and a (fake) GPU, so GPU-pool scheduling is exercised."""
+    import ray
+
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path, "MMBATCH_CACHE": str(model_cache),
+                                       "HF_HUB_OFFLINE": "1"}})
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    from mmbatch.config import load_config
+
+    return load_config(REPO / "pipelines" / "tiny.yaml")
+
+
+@pytest.fixture(scope="session")
+def sample_videos(tmp_path_factory):
+    """Three good videos of known length: 12 s, 7 s, 3.5 s (window 5 s, min 1 s)."""
+    from mmbatch.synth import write_video
+
+    root = tmp_path_factory.mktemp("videos")
+    write_video(root / "a" / "long one.mp4", seconds=12.0, seed=1)
+    write_video(root / "b" / "médio.MP4", seconds=7.0, seed=2, tone_hz=330)
+    write_video(root / "short.mkv", seconds=3.5, seed=3, audio=False)
+    return root
+
+
+def ref_batch(ref) -> dict[str, np.ndarray]:
+    return {k: np.array([v]) for k, v in ref.as_row().items()}

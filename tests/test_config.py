@@ -1,0 +1,68 @@
+import pytest
+
+from mmbatch.config import load_config, parse_config, redact
+from mmbatch.errors import ConfigError
+
+MINIMAL = {"models": {"text": {"task": "text_classification", "source": "tiny:roberta-sentiment"}}}
+
+
+def test_defaults_fill_every_knob():
+    cfg = parse_config(MINIMAL)
+    assert cfg.clips.window_s == 10.0 and cfg.clips.stride_s == 10.0 and cfg.clips.min_clip_s == 1.0
+    assert cfg.decode.sample_rate == 16000
+    assert cfg.run.max_failed_fraction == 0.2
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"clips\.windw_s: unknown key"):
+        parse_config({**MINIMAL, "clips": {"windw_s": 3}})
+
+
+def test_task_must_fit_modality():
+    with pytest.raises(ConfigError, match=r"models\.vision\.task must be one of \['image_zero_shot'\]"):
+        parse_config({"models": {"vision": {"task": "text_classification", "source": "x"}}})
+
+
+def test_bad_concurrency_and_label_target():
+    with pytest.raises(ConfigError, match="concurrency"):
+        parse_config({"models": {"text": {**MINIMAL["models"]["text"], "pool": {"concurrency": [3, 1]}}}})
+    with pytest.raises(ConfigError, match="label_map"):
+        parse_config({"models": {"text": {**MINIMAL["models"]["text"], "label_map": {"joy": "happy"}}}})
+
+
+def test_needs_a_scoring_modality():
+    with pytest.raises(ConfigError, match="at least one of vision, audio, text"):
+        parse_config({"models": {"speech": {"task": "speech_recognition", "source": "tiny:whisper"}}})
+
+
+def test_fingerprint_ignores_pools_but_not_models():
+    base = parse_config(MINIMAL)
+    retuned = parse_config({"models": {"text": {**MINIMAL["models"]["text"], "pool": {"batch_size": 7}}},
+                            "run": {"max_failed_fraction": 0.5}, "storage_options": {"anon": True}})
+    other_model = parse_config({"models": {"text": {**MINIMAL["models"]["text"], "revision": "abc"}}})
+    assert base.fingerprint() == retuned.fingerprint()
+    assert base.fingerprint() != other_model.fingerprint()
+
+
+def test_secrets_are_redacted():
+    cfg = parse_config({**MINIMAL, "storage_options": {"key": "AKIA123", "secret": "s3cr3t", "anon": False,
+                                                       "client_kwargs": {"region_name": "eu-west-1"}}})
+    red = cfg.redacted()["storage_options"]
+    assert red == {"key": "***", "secret": "***", "anon": False, "client_kwargs": {"region_name": "eu-west-1"}}
+    assert redact({"aws_session_token": "t"}) == {"aws_session_token": "***"}
+
+
+def test_yaml_edge_errors(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_shipped_configs_validate():
+    from pathlib import Path
+
+    for name in ("tiny.yaml", "demo.yaml", "video_sentiment.yaml"):
+        load_config(Path(__file__).parent.parent / "pipelines" / name)

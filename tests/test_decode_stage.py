@@ -1,0 +1,79 @@
+"""The decode stage called with plain dicts (no Ray): clips out, and one row per failure."""
+
+import numpy as np
+import pytest
+
+from conftest import ref_batch
+from mmbatch.decode.stage import DecodeStage
+from mmbatch.sources import VideoRef
+from mmbatch.synth import write_video
+
+
+@pytest.fixture(scope="module")
+def stage(tiny_config):
+    s = DecodeStage(tiny_config)
+    s.setup()
+    return s
+
+
+def decode(stage, path, video_id="v"):
+    ref = VideoRef(video_id=video_id, uri=str(path), size=path.stat().st_size, etag="e")
+    rows = list(stage(ref_batch(ref)))
+    return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+
+
+def test_clips_frames_and_audio(stage, tmp_path):
+    out = decode(stage, write_video(tmp_path / "v.mp4", seconds=12.0, width=96, height=64))
+    assert list(out["clip_index"]) == [0, 1, 2]
+    np.testing.assert_allclose(out["start_s"], [0, 5, 10])
+    np.testing.assert_allclose(out["end_s"], [5, 10, 12], atol=0.05)
+    assert out["frames"].shape == (3, 4, 64, 64, 3) and out["frames"].dtype == np.uint8
+    assert out["frames"].std() > 10  # real pixels, not zeros
+    assert list(out["audio_len"]) == [80000, 80000, 32000]  # 16 kHz mono, per clip
+    assert np.abs(out["waveform"][0, :80000]).max() == pytest.approx(0.3, abs=0.05)  # the 0.3-amplitude tone
+    assert set(out["status"]) == {"ok"} and set(out["n_rows"]) == {3}
+    assert len(set(out["clip_id"])) == 3
+
+
+def test_resampled_tone_keeps_its_pitch(stage, tmp_path):
+    out = decode(stage, write_video(tmp_path / "t.mp4", seconds=2.0, tone_hz=440.0, sample_rate=22050))
+    wave = out["waveform"][0, : out["audio_len"][0]]
+    spectrum = np.abs(np.fft.rfft(wave))
+    assert np.fft.rfftfreq(len(wave), 1 / 16000)[spectrum.argmax()] == pytest.approx(440.0, abs=2.0)
+
+
+def test_no_audio_track_scores_without_audio(stage, tmp_path):
+    out = decode(stage, write_video(tmp_path / "mute.mp4", seconds=3.0, audio=False))
+    assert list(out["status"]) == ["ok"] and not out["has_audio"].any() and out["has_video"].all()
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda p: p.write_bytes(b""), "empty file (0 bytes)"),
+    (lambda p: p.write_bytes(np.random.default_rng(0).bytes(50_000)), "invalid data found"),
+])
+def test_unreadable_files_fail_with_reason(stage, tmp_path, make, reason):
+    path = tmp_path / "bad.mp4"
+    make(path)
+    out = decode(stage, path)
+    assert list(out["clip_index"]) == [-1] and list(out["status"]) == ["error"]
+    assert out["error_stage"][0] == "decode" and reason in out["error"][0]
+
+
+def test_truncated_mp4(stage, tmp_path):
+    good = write_video(tmp_path / "full.mp4", seconds=4.0)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    out = decode(stage, cut)
+    assert out["status"][0] == "error" and out["error"][0] == "truncated file: moov atom not found"
+
+
+def test_audio_only_file_has_no_video_stream(stage, tmp_path):
+    out = decode(stage, write_video(tmp_path / "voice.mp4", seconds=2.0, video=False))
+    assert out["status"][0] == "error" and out["error"][0] == "no video stream"
+
+
+def test_pixel_limit(tiny_config, tmp_path):
+    cfg = tiny_config.model_copy(update={"decode": tiny_config.decode.model_copy(update={"max_pixels": 1000})})
+    s = DecodeStage(cfg)
+    out = decode(s, write_video(tmp_path / "big.mp4", seconds=1.0, width=96, height=64))
+    assert out["error"][0] == "96x64 exceeds max_pixels 1000"

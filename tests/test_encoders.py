@@ -1,0 +1,152 @@
+"""Each encoder adapter on tiny random-init models, called with plain dicts (no Ray)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from mmbatch.config import EncoderConfig, parse_config
+from mmbatch.encoders import encoder_class, inspect_models
+from mmbatch.encoders.speech import SpeechRecognitionStage
+from mmbatch.errors import ModelLoadError
+from mmbatch.models import resolve_source
+
+
+def clip_batch(n=4, frames=4, size=64, seconds=2.0):
+    rng = np.random.default_rng(0)
+    samples = int(seconds * 16000)
+    return {
+        "video_id": np.array(["v"] * n), "clip_index": np.arange(n, dtype=np.int32),
+        "start_s": np.arange(n) * 2.0, "end_s": np.arange(n) * 2.0 + 2.0,
+        "status": np.array(["ok"] * (n - 1) + ["error"]),
+        "frames": rng.integers(0, 255, size=(n, frames, size, size, 3), dtype=np.uint8),
+        "has_video": np.array([True, True, False, True]),
+        "waveform": (0.1 * rng.normal(size=(n, samples))).astype(np.float32),
+        "audio_len": np.array([samples, samples // 2, samples, samples], dtype=np.int32),
+        "has_audio": np.array([True, True, False, True]),
+        "transcript": np.array(["I love it", "", "this is awful", "fine"]),
+        "transcript_uri": np.array([""] * n),
+    }
+
+
+def encoder(task, source, **kw):
+    cfg = EncoderConfig(task=task, source=source, **kw)
+    dims = {"image_zero_shot": 32, "audio_classification": 32, "text_classification": 32, "text_zero_shot": 384}
+    stage = encoder_class(task)(cfg, dim=dims[task], drop_inputs=True)
+    stage.setup()
+    return stage
+
+
+def check_modality(out, m, expected_present, dim):
+    present = out[f"has_{m}"]
+    assert list(present) == expected_present
+    probs = out[f"{m}_probs"]
+    np.testing.assert_allclose(probs[present].sum(1), 1.0, rtol=1e-5)
+    assert np.isnan(probs[~present]).all()
+    assert out[f"{m}_embedding"].shape == (4, dim)
+    assert (out[f"{m}_embedding"][~present] == 0).all() and (np.abs(out[f"{m}_embedding"][present]).sum(1) > 0).all()
+
+
+def test_image_zero_shot_clip_drops_frames():
+    out = encoder("image_zero_shot", "tiny:clip")(clip_batch())
+    check_modality(out, "vision", [True, True, False, False], 32)  # row 2 no video, row 3 error
+    assert "frames" not in out
+    # Mean of unit frame embeddings: norm <= 1.
+    assert (np.linalg.norm(out["vision_embedding"][:2], axis=1) <= 1 + 1e-5).all()
+
+
+def test_image_zero_shot_resizes_other_frame_sizes():
+    out = encoder("image_zero_shot", "tiny:clip")(clip_batch(size=40))
+    assert out["has_vision"][:2].all()
+
+
+def test_image_zero_shot_siglip(tmp_path):
+    from transformers import SiglipConfig, SiglipModel
+
+    from mmbatch.tiny import _tokenizer
+
+    tok = _tokenizer(["<s>", "<pad>", "</s>", "<unk>"], pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    cfg = SiglipConfig(text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=2, max_position_embeddings=16,
+                                        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id),
+                       vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                          num_attention_heads=2, image_size=32, patch_size=8))
+    SiglipModel(cfg).save_pretrained(tmp_path)
+    tok.model_max_length = 16
+    tok.save_pretrained(tmp_path)
+    stage = encoder("image_zero_shot", str(tmp_path))
+    out = stage(clip_batch(size=32))
+    check_modality(out, "vision", [True, True, False, False], 32)
+
+
+def test_audio_classification_maps_emotions():
+    out = encoder("audio_classification", "tiny:wav2vec2-er")(clip_batch())
+    check_modality(out, "audio", [True, True, False, False], 32)
+    assert "waveform" not in out
+
+
+def test_audio_embedding_ignores_padding():
+    stage = encoder("audio_classification", "tiny:wav2vec2-er")
+    b = clip_batch()
+    b["audio_len"][:] = 16000
+    b["waveform"][1, :16000] = b["waveform"][0, :16000]
+    b["waveform"][1, 16000:] = 5.0  # garbage after the valid length must not matter
+    out = stage(b)
+    np.testing.assert_allclose(out["audio_embedding"][0], out["audio_embedding"][1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["audio_probs"][0], out["audio_probs"][1], rtol=1e-4, atol=1e-5)
+
+
+def test_text_classification():
+    out = encoder("text_classification", "tiny:roberta-sentiment")(clip_batch())
+    check_modality(out, "text", [True, False, True, False], 32)  # row 1 empty, row 3 error
+
+
+def test_speech_recognition_transcribes_audio_rows_only():
+    stage = SpeechRecognitionStage(EncoderConfig(task="speech_recognition", source="tiny:whisper", max_new_tokens=4),
+                                   drop_inputs=False)
+    b = clip_batch()
+    b["transcript"] = np.array([""] * 4)
+    out = stage(b)
+    assert out["transcript"][0] != "" and out["transcript"][2] == "" and out["transcript"][3] == ""
+    assert "waveform" in out
+
+
+def test_sidecar_transcript_replaces_asr(tmp_path):
+    (tmp_path / "v.vtt").write_text("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\nfrom the sidecar\n")
+    stage = SpeechRecognitionStage(EncoderConfig(task="speech_recognition", source="tiny:whisper", max_new_tokens=4))
+    b = clip_batch()
+    b["transcript_uri"] = np.array([str(tmp_path / "v.vtt"), "", "", ""])
+    out = stage(b)
+    assert out["transcript"][0] == "from the sidecar"  # clip 0 spans 0-2 s
+    assert out["transcript"][1] not in ("", "from the sidecar")  # ASR where no sidecar
+
+
+def test_unmappable_labels_fail_at_startup(tmp_path):
+    src = resolve_source("tiny:wav2vec2-er")
+    bad = tmp_path / "weird"
+    shutil.copytree(src, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["id2label"] = {"0": "neu", "1": "hap", "2": "zzz", "3": "sad"}
+    cfg["label2id"] = {v: int(k) for k, v in cfg["id2label"].items()}
+    (bad / "config.json").write_text(json.dumps(cfg))
+    config = parse_config({"models": {"audio": {"task": "audio_classification", "source": str(bad)}}})
+    with pytest.raises(ModelLoadError, match=r"cannot be mapped.*\['zzz'\]"):
+        inspect_models(config)
+    fixed = parse_config({"models": {"audio": {"task": "audio_classification", "source": str(bad),
+                                               "label_map": {"zzz": "ignore"}}}})
+    assert inspect_models(fixed).audio == 32
+
+
+def test_missing_model_folder_is_a_clear_error(tmp_path):
+    config = parse_config({"models": {"text": {"task": "text_classification", "source": str(tmp_path / "nope")}}})
+    with pytest.raises(ModelLoadError, match="model folder not found"):
+        inspect_models(config)
+
+
+def test_tiny_models_are_deterministic(tmp_path, monkeypatch):
+    from mmbatch import tiny
+
+    tiny.build("roberta-sentiment", tmp_path / "a")
+    tiny.build("roberta-sentiment", tmp_path / "b")
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()

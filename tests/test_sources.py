@@ -1,0 +1,47 @@
+import pytest
+
+from mmbatch.errors import InputError
+from mmbatch.sources import discover
+
+
+def test_discovers_nested_case_insensitive_unicode(sample_videos):
+    refs = discover(str(sample_videos))
+    assert [r.video_id for r in refs] == ["a/long one", "b/médio", "short"]
+    assert all(r.size > 0 and r.etag for r in refs)
+
+
+def test_sidecar_transcripts_attach_by_stem(tmp_path):
+    (tmp_path / "x.mp4").write_bytes(b"00")
+    (tmp_path / "x.vtt").write_text("WEBVTT\n")
+    (tmp_path / "x.txt").write_text("plain")
+    (tmp_path / "y.webm").write_bytes(b"00")
+    (tmp_path / "notes.txt").write_text("not a sidecar")
+    refs = {r.video_id: r for r in discover(str(tmp_path))}
+    assert refs["x"].sidecars == {"transcript": str(tmp_path / "x.vtt")}  # timed cues win over .txt
+    assert refs["y"].sidecars == {}
+
+
+def test_single_file_and_glob(sample_videos):
+    one = discover(str(sample_videos / "short.mkv"))
+    assert [(r.video_id, r.uri) for r in one] == [("short", str(sample_videos / "short.mkv"))]
+    globbed = discover(str(sample_videos / "*" / "*.mp4"))
+    assert [r.video_id for r in globbed] == ["a/long one"]  # glob is case-sensitive, as fsspec's
+
+
+def test_memory_filesystem():
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/bucket/in/clip1.mov", b"123")
+    refs = discover("memory://bucket/in/")
+    assert [(r.video_id, r.uri, r.size) for r in refs] == [("clip1", "memory:///bucket/in/clip1.mov", 3)]
+
+
+def test_errors_name_the_uri(tmp_path):
+    with pytest.raises(InputError, match=f"input not found: {tmp_path}/missing"):
+        discover(str(tmp_path / "missing"))
+    (tmp_path / "readme.md").write_text("x")
+    with pytest.raises(InputError, match=f"no videos found under {tmp_path}"):
+        discover(str(tmp_path))
+    with pytest.raises(InputError, match="unsupported URI scheme in 'nosuchproto://x'"):
+        discover("nosuchproto://x")
