@@ -94,6 +94,25 @@ VIDEOS_SCHEMA = pa.schema(
 )
 
 
+# `run_date` is the hive partition key (`.../run_date=YYYY-MM-DD/`): like Hive and Spark, it
+# lives in the path, not in the files, so dataset readers do not see it twice with two types.
+PARTITION_COLUMN = "run_date"
+PARTITIONING_SCHEMA = pa.schema([(PARTITION_COLUMN, pa.date32())])
+
+
+def partitioning():
+    """Pass to pyarrow/pandas readers to get `run_date` back as a date:
+    `pd.read_parquet(root + "/clips", partitioning=partitioning())`."""
+    import pyarrow.dataset as ds
+
+    return ds.partitioning(PARTITIONING_SCHEMA, flavor="hive")
+
+
+def file_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema stored in each Parquet file: the table schema without the partition key."""
+    return schema.remove(schema.get_field_index(PARTITION_COLUMN))
+
+
 def with_metadata(schema: pa.Schema, config_json: str) -> pa.Schema:
     return schema.with_metadata(
         {METADATA_SCHEMA_VERSION: str(SCHEMA_VERSION).encode(), METADATA_CONFIG: config_json.encode()}

@@ -29,7 +29,8 @@ from mmbatch.schema import MODALITIES, EmbeddingDims
 log = logging.getLogger(__name__)
 
 FILE_NAMESPACE = uuid.UUID("0b5e7d0e-51f3-4c83-a0a4-3f3f5b4a9e21")
-CLIP_COLUMNS = [f.name for f in schema.clips_schema(EmbeddingDims(1, 1, 1))]
+# Output flag per modality: "has_video" says the clip's frames were scored by the vision model.
+HAS_COLUMN = {"vision": "has_video", "audio": "has_audio", "text": "has_text"}
 
 
 def clip_file_name(video_id: str, fingerprint: str) -> str:
@@ -76,8 +77,9 @@ class RunWriter:
         self.fs, root = storage.filesystem(output, storage_options)
         self.paths = RunPaths(root.rstrip("/"), run_date, f"{run_date.isoformat()}_{fingerprint[:8]}")
         self.run_date, self.fingerprint, self.dims = run_date, fingerprint, dims
-        self.clips_schema = schema.with_metadata(schema.clips_schema(dims), config_json)
-        self.videos_schema = schema.with_metadata(schema.VIDEOS_SCHEMA, config_json)
+        self.clips_schema = schema.with_metadata(schema.file_schema(schema.clips_schema(dims)), config_json)
+        self.videos_schema = schema.with_metadata(schema.file_schema(schema.VIDEOS_SCHEMA), config_json)
+        self.ledger_schema = schema.VIDEOS_SCHEMA  # staged rows keep run_date (no partition path)
         self.flush_every = ledger_flush_videos
         self._pending: dict[str, _PendingVideo] = {}
         self._ledger_buffer: list[dict[str, Any]] = []
@@ -156,7 +158,7 @@ class RunWriter:
             rec[col] = float(r[col]) if ok else None
         for m in MODALITIES:
             has = bool(r[f"has_{m}"]) and ok
-            rec[f"has_{m}"] = bool(r[f"has_{m}"])
+            rec[HAS_COLUMN[m]] = bool(r[f"has_{m}"])
             rec[f"{m}_valence"] = float(r[f"{m}_valence"]) if has else None
             w = float(r[f"fusion_weight_{m}"])
             rec[f"fusion_weight_{m}"] = None if np.isnan(w) else w
@@ -169,7 +171,7 @@ class RunWriter:
             return
         ids = sorted(r["video_id"] for r in self._ledger_buffer)
         name = f"ledger-{uuid.uuid5(FILE_NAMESPACE, '|'.join(ids))}.parquet"
-        table = pa.Table.from_pylist(self._ledger_buffer, schema=self.videos_schema)
+        table = pa.Table.from_pylist(self._ledger_buffer, schema=self.ledger_schema)
         self._write_parquet(posixpath.join(self.paths.staging, name), table)
         self._ledger_buffer = []
 
@@ -240,7 +242,9 @@ def committed_ledger(output: str, storage_options: dict | None) -> dict[str, dic
             committed.add(json.load(fh)["run_id"])
     ledger: dict[str, dict[str, Any]] = {}
     for path in sorted(fs.glob(posixpath.join(root.rstrip("/"), "videos", "run_date=*", "*.parquet"))):
+        run_date = dt.date.fromisoformat(posixpath.basename(posixpath.dirname(path)).split("=", 1)[1])
         for row in pq.read_table(fs.open(path, "rb")).to_pylist():
+            row["run_date"] = run_date
             if row["run_id"] in committed and row["status"] == "ok":
                 prev = ledger.get(row["video_id"])
                 if prev is None or prev["run_date"] <= row["run_date"]:

@@ -44,15 +44,16 @@ def _run_task_stage(batch, stage_cls, args: tuple, kwargs: dict, key: str):
 
 
 def apply_actor_stage(ds, stage_cls, pool: PoolConfig, *args, **kwargs):
-    probe = stage_cls(*args, **kwargs)  # cheap: __init__ only stores settings
-    res = probe.resources
+    from ray.data import ActorPoolStrategy
+
+    res = stage_cls(*args, **kwargs).resources  # cheap: __init__ only stores settings
     return ds.map_batches(
         StageActor,
         fn_constructor_args=(stage_cls, args, kwargs),
         batch_size=pool.batch_size,
         batch_format="numpy",
         zero_copy_batch=False,
-        concurrency=tuple(pool.concurrency),
+        compute=ActorPoolStrategy(min_size=pool.concurrency[0], max_size=pool.concurrency[1]),
         num_cpus=res.cpus,
         num_gpus=res.gpus or None,
         **({"memory": res.memory_bytes} if res.memory_bytes else {}),
@@ -60,6 +61,8 @@ def apply_actor_stage(ds, stage_cls, pool: PoolConfig, *args, **kwargs):
 
 
 def apply_task_stage(ds, stage_cls, pool: PoolConfig, key: str, *args, **kwargs):
+    from ray.data import TaskPoolStrategy
+
     res = stage_cls(*args, **kwargs).resources
     return ds.map_batches(
         _run_task_stage,
@@ -67,7 +70,7 @@ def apply_task_stage(ds, stage_cls, pool: PoolConfig, key: str, *args, **kwargs)
         batch_size=pool.batch_size,
         batch_format="numpy",
         zero_copy_batch=False,
-        concurrency=pool.concurrency[1],
+        compute=TaskPoolStrategy(size=pool.concurrency[1]),
         num_cpus=res.cpus,
         **({"memory": res.memory_bytes} if res.memory_bytes else {}),
     )

@@ -51,7 +51,13 @@ class _TextEncoder(EncoderStage):
         return is_ok(batch) & (np.char.str_len(np.char.strip(transcripts)) > 0)
 
     def tokenize(self, texts: list[str]):
-        max_len = min(int(getattr(self.tokenizer, "model_max_length", 512) or 512), 512)
+        # Truncate to what both the tokenizer and the position table allow (RoBERTa-style
+        # models reserve padding_idx + 1 positions).
+        cfg = self.model.config
+        positions = int(getattr(cfg, "max_position_embeddings", 512) or 512)
+        if getattr(cfg, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer"):
+            positions -= int(getattr(cfg, "pad_token_id", 1) or 1) + 1
+        max_len = min(int(getattr(self.tokenizer, "model_max_length", 512) or 512), 512, positions)
         return self.tokenizer(texts, padding=True, truncation=True, max_length=max_len,
                               return_tensors="pt").to(self.device)
 

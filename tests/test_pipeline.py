@@ -1,0 +1,122 @@
+"""End to end on a local Ray: the whole graph on the tiny preset, written to Parquet, rerun."""
+
+import datetime as dt
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from mmbatch.decode.backend import probe
+from mmbatch.decode.planner import plan_fixed_windows
+from mmbatch.encoders import inspect_models
+from mmbatch.schema import VIDEOS_SCHEMA, clips_schema, partitioning
+from mmbatch.synth import write_video
+from pipelines.video_sentiment import run_pipeline
+
+DAY1, DAY2 = dt.date(2026, 11, 27), dt.date(2026, 11, 28)
+
+
+def read(root, table, day=None):
+    t = pq.read_table(root / table, partitioning=partitioning())
+    if day is not None:
+        t = t.filter(t["run_date"] == np.datetime64(day.isoformat()))
+    return t
+
+
+@pytest.fixture(scope="module")
+def inputs(sample_videos, tmp_path_factory):
+    root = tmp_path_factory.mktemp("inputs")
+    shutil.copytree(sample_videos, root, dirs_exist_ok=True)
+    (root / "broken.mp4").write_bytes(b"")
+    return root
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_cluster, tiny_config, inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    result = run_pipeline(tiny_config, str(inputs), str(out), DAY1)
+    return out, result
+
+
+def test_schema_counts_and_scores(first_run, tiny_config, inputs):
+    out, result = first_run
+    clips = read(out, "clips")
+    dims = inspect_models(tiny_config)
+    assert clips.schema.remove_metadata() == clips_schema(dims)
+    assert read(out, "videos").schema.remove_metadata() == VIDEOS_SCHEMA
+
+    c = tiny_config.clips
+    expected = {}
+    for vid, name in (("a/long one", "a/long one.mp4"), ("b/médio", "b/médio.MP4"), ("short", "short.mkv")):
+        expected[vid] = len(plan_fixed_windows(probe(str(inputs / name)).duration_s, c.window_s, c.stride_s, c.min_clip_s))
+    assert expected == {"a/long one": 3, "b/médio": 2, "short": 1}
+    df = clips.to_pandas()
+    assert df.groupby("video_id").size().to_dict() == expected
+    assert df["clip_id"].is_unique and (df["status"] == "ok").all()
+
+    p = df[["p_negative", "p_neutral", "p_positive"]].to_numpy()
+    np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(df["valence"], df["p_positive"] - df["p_negative"], atol=1e-6)
+    assert set(df["sentiment"]) <= {"negative", "neutral", "positive"}
+    for col, dim in (("vision_embedding", dims.vision), ("text_embedding", dims.text), ("fused_embedding", dims.fused)):
+        assert {len(e) for e in df[col] if e is not None} == {dim}
+    # "short" has no audio track: scored without audio, null audio columns.
+    short = df[df["video_id"] == "short"].iloc[0]
+    assert not short["has_audio"] and short["audio_embedding"] is None and np.isnan(short["audio_valence"])
+    assert df[df["video_id"] != "short"]["has_audio"].all() and df["has_video"].all()
+    w = df[["fusion_weight_vision", "fusion_weight_audio", "fusion_weight_text"]].fillna(0).sum(1)
+    np.testing.assert_allclose(w, 1.0, rtol=1e-5)
+
+
+def test_videos_table_has_every_input_once(first_run):
+    out, result = first_run
+    videos = read(out, "videos").to_pandas().set_index("video_id")
+    assert sorted(videos.index) == ["a/long one", "b/médio", "broken", "short"]
+    assert videos.loc["broken", ["status", "error_stage", "error"]].tolist() == ["error", "decode", "empty file (0 bytes)"]
+    assert videos.loc["a/long one", "n_clips"] == 3 and videos.loc["a/long one", "status"] == "ok"
+    assert (result.inputs, result.scored, result.failed, result.skipped, result.clips) == (4, 3, 1, 0, 6)
+    assert result.manifest["counts"]["inputs"] == 4
+
+
+def test_rerun_same_date_is_exactly_once(first_run, tiny_config, inputs):
+    out, _ = first_run
+    before = sorted(read(out, "clips", DAY1)["clip_id"].to_pylist())
+    again = run_pipeline(tiny_config, str(inputs), str(out), DAY1)
+    assert sorted(read(out, "clips", DAY1)["clip_id"].to_pylist()) == before
+    assert read(out, "videos", DAY1).num_rows == 4
+    assert (again.scored, again.failed, again.skipped) == (3, 1, 0)
+
+
+def test_next_night_skips_scored_and_scores_new(first_run, tiny_config, inputs):
+    out, _ = first_run
+    write_video(inputs / "new.webm", seconds=2.0, codec="libvpx-vp9", audio_codec="libopus")
+    result = run_pipeline(tiny_config, str(inputs), str(out), DAY2)
+    videos = read(out, "videos", DAY2).to_pandas().set_index("video_id")
+    assert videos["status"].to_dict() == {"a/long one": "skipped", "b/médio": "skipped", "broken": "error",
+                                          "new": "ok", "short": "skipped"}
+    assert read(out, "clips", DAY2)["video_id"].to_pylist() == ["new"]
+    assert (result.scored, result.failed, result.skipped) == (1, 1, 3)
+
+
+def test_gpu_pool_path_with_shared_fractions(ray_cluster, tiny_config, sample_videos, tmp_path):
+    """Ray is told it has one GPU; vision and audio pools each hold half of it."""
+    models = tiny_config.models
+    half = {"num_gpus": 0.5}
+    cfg = tiny_config.model_copy(update={"models": models.model_copy(update={
+        "vision": models.vision.model_copy(update={"pool": models.vision.pool.model_copy(update=half)}),
+        "audio": models.audio.model_copy(update={"pool": models.audio.pool.model_copy(update=half)}),
+    })})
+    result = run_pipeline(cfg, str(sample_videos / "short.mkv"), str(tmp_path), DAY1)
+    assert (result.scored, result.clips) == (1, 1)
+
+
+def test_pools_that_cannot_fit_fail_fast(ray_cluster, tiny_config, sample_videos, tmp_path):
+    from mmbatch.errors import ConfigError
+
+    models = tiny_config.models
+    cfg = tiny_config.model_copy(update={"models": models.model_copy(update={
+        "vision": models.vision.model_copy(update={"pool": models.vision.pool.model_copy(update={"num_gpus": 2})}),
+    })})
+    with pytest.raises(ConfigError, match="need at least 2 GPU .* cluster has 1"):
+        run_pipeline(cfg, str(sample_videos), str(tmp_path), DAY1)
