@@ -1,0 +1,64 @@
+"""The job script as users run it: --help, bad input, and the demo (own subprocess, own Ray)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from mmbatch.schema import partitioning
+
+REPO = Path(__file__).resolve().parent.parent
+JOB = str(REPO / "jobs" / "score_videos.py")
+
+
+def run(*args, env=None, timeout=600):
+    e = {**os.environ, **(env or {})}
+    e.pop("RAY_ADDRESS", None)
+    return subprocess.run([sys.executable, JOB, *args], capture_output=True, text=True, timeout=timeout, env=e,
+                          cwd=env.get("CWD", str(REPO)) if env else str(REPO))
+
+
+def test_help_is_instant_and_imports_nothing_heavy():
+    code = ("import runpy, sys; sys.argv = ['score_videos.py', '--help']\n"
+            "try:\n    runpy.run_path(%r, run_name='__main__')\nexcept SystemExit: pass\n"
+            "heavy = sorted(m for m in ('torch', 'ray', 'transformers', 'decord', 'av') if m in sys.modules)\n"
+            "print('HEAVY', heavy)" % JOB)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "--run-date" in out.stdout and "HEAVY []" in out.stdout
+
+
+def test_missing_arguments_and_bad_date():
+    r = run()
+    assert r.returncode == 2 and "--input and --output are required" in r.stderr
+    r = run("--input", "x", "--output", "y", "--run-date", "2026-13-01")
+    assert r.returncode == 2 and "--run-date" in r.stderr
+
+
+def test_bad_config_fails_fast_naming_the_key(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("models:\n  text: {task: text_classification, source: tiny:roberta-sentiment, batchsize: 4}\n")
+    r = run("--config", str(cfg), "--input", str(tmp_path), "--output", str(tmp_path / "o"))
+    assert r.returncode == 1 and "models.text.batchsize: unknown key" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_input_is_a_clear_error(tmp_path):
+    r = run("--config", str(REPO / "pipelines" / "tiny.yaml"), "--input", str(tmp_path / "nope"),
+            "--output", str(tmp_path / "o"))
+    assert r.returncode == 1 and f"input not found: {tmp_path / 'nope'}" in r.stderr
+
+
+def test_demo_runs_and_reads_sentiment(tmp_path):
+    r = run("--demo", "--run-date", "2026-11-27", env={"MMBATCH_DEMO_DIR": str(tmp_path / "demo")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "3 videos: 3 scored, 0 failed, 0 skipped; 7 clips" in r.stdout
+    clips = pq.read_table(tmp_path / "demo" / "scores" / "clips", partitioning=partitioning()).to_pandas()
+    by_text = {row.transcript: row for row in clips.itertuples()}
+    happy = by_text["I'm really happy with the new service, it works wonderfully."]
+    sad = by_text["But the delivery was late again and I'm very disappointed."]
+    assert happy.text_valence > 0.3 and happy.sentiment == "positive"
+    assert sad.text_valence < -0.3 and sad.sentiment == "negative"
+    assert "customer_call" in r.stdout and "fused positive" in r.stdout
