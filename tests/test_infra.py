@@ -1,0 +1,33 @@
+"""Deployment files are checked with the tools that will read them."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+INFRA = Path(__file__).resolve().parent.parent / "infra"
+
+
+def test_cluster_yaml_passes_rays_own_schema():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    cfg = yaml.safe_load((INFRA / "ray-cluster.yaml").read_text())
+    validate_config(prepare_config(cfg))
+    types = cfg["available_node_types"]
+    assert types["head"]["resources"] == {"CPU": 0}  # the driver's node runs no tasks
+    assert "g6" in types["gpu_encode"]["node_config"]["InstanceType"]
+
+
+def test_schema_validation_catches_typos():
+    import jsonschema
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    cfg = yaml.safe_load((INFRA / "ray-cluster.yaml").read_text())
+    cfg["max_wrkers"] = 3
+    with pytest.raises(jsonschema.ValidationError, match="max_wrkers"):
+        validate_config(prepare_config(cfg))
+
+
+def test_rayjob_entrypoint_runs_the_job():
+    job = yaml.safe_load((INFRA / "kuberay-rayjob.yaml").read_text())
+    assert job["kind"] == "RayJob" and job["spec"]["entrypoint"].startswith("python jobs/score_videos.py")
