@@ -66,7 +66,9 @@ class EncoderConfig(_Strict):
 
     task: Literal[
         "image_zero_shot",
+        "image_classification",
         "audio_classification",
+        "audio_zero_shot",
         "speech_recognition",
         "text_classification",
         "text_zero_shot",
@@ -102,8 +104,8 @@ class EncoderConfig(_Strict):
 
 
 _MODALITY_TASKS = {
-    "vision": {"image_zero_shot"},
-    "audio": {"audio_classification"},
+    "vision": {"image_zero_shot", "image_classification"},
+    "audio": {"audio_classification", "audio_zero_shot"},
     "speech": {"speech_recognition"},
     "text": {"text_classification", "text_zero_shot"},
 }
@@ -127,8 +129,17 @@ class ModelsConfig(_Strict):
 
 
 class FusionConfig(_Strict):
-    mode: Literal["zero_shot"] = "zero_shot"
+    mode: Literal["zero_shot", "trained"] = "zero_shot"
+    # A MultimodalFusionModel folder (save_pretrained), hub id or s3:// folder; for mode "trained".
+    checkpoint: str | None = None
+    revision: str | None = None
     pool: PoolConfig = PoolConfig(num_cpus=0.5, batch_size=64)
+
+    @model_validator(mode="after")
+    def _checkpoint_for_trained(self) -> "FusionConfig":
+        if self.mode == "trained" and not self.checkpoint:
+            raise ValueError("fusion.checkpoint is required when fusion.mode is 'trained'")
+        return self
 
 
 class RunConfig(_Strict):

