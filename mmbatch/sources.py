@@ -10,8 +10,9 @@ import posixpath
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mmbatch import storage
+from mmbatch import containers, storage
 from mmbatch.errors import InputError
+from mmbatch.manifests import is_manifest, read_manifest
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 TRANSCRIPT_EXTENSIONS = (".vtt", ".srt", ".txt")
@@ -26,6 +27,7 @@ class VideoRef:
     size: int
     etag: str
     sidecars: dict[str, str] = field(default_factory=dict)
+    kind: str = "file"  # file | tar (a WebDataset sample) | hls (an .m3u8 media playlist)
 
     def as_row(self) -> dict[str, Any]:
         row = asdict(self)
@@ -76,56 +78,103 @@ def _reason(err: BaseException) -> str:
 
 
 def discover(uri: str, storage_options: dict[str, Any] | None = None) -> list[VideoRef]:
-    """List the videos under `uri`, sorted by video_id, with same-stem sidecars attached."""
+    """List the videos under `uri`, sorted by video_id.
+
+    `uri` may be a folder/prefix, a glob, a single video, a manifest (.csv/.jsonl/.parquet),
+    a WebDataset shard (.tar) or an HLS media playlist (.m3u8); a prefix may mix videos,
+    shards and playlists. Same-stem .vtt/.srt/.txt files are attached as transcripts.
+    """
     fs, path = storage.filesystem(uri, storage_options)
+    if is_manifest(path):
+        return _from_manifest(fs, path, uri, storage_options)
     listing = _list(fs, path, uri)
     has_glob = any(ch in path for ch in "*?[")
-    root = path.split("*", 1)[0].rsplit("/", 1)[0] if has_glob else path
     single_file = not has_glob and len(listing) == 1 and next(iter(listing)) == path.rstrip("/")
+    root = path.split("*", 1)[0].rsplit("/", 1)[0] if has_glob else path
     if single_file:
         root = posixpath.dirname(path)
+    root = root.rstrip("/")
 
     transcripts: dict[str, str] = {}
-    videos: list[tuple[str, dict[str, Any]]] = []
+    found: list[tuple[str, dict[str, Any], str]] = []
     for p, info in sorted(listing.items()):
         if info.get("type", "file") != "file":
             continue
         stem, ext = _split_ext(p)
         if ext in VIDEO_EXTENSIONS:
-            videos.append((p, info))
-        elif ext in TRANSCRIPT_EXTENSIONS:
-            # .vtt/.srt (timed) win over .txt when a video has several.
-            if stem not in transcripts or ext != ".txt":
-                transcripts[stem] = p
-
-    if single_file and videos:
-        # A single video: look for its sidecar beside it.
+            found.append((p, info, "file"))
+        elif ext == ".tar":
+            found.append((p, info, "tar"))
+        elif ext == ".m3u8":
+            found.append((p, info, "hls"))
+        elif ext in TRANSCRIPT_EXTENSIONS and (stem not in transcripts or ext != ".txt"):
+            transcripts[stem] = p  # .vtt/.srt (timed) win over .txt
+    if single_file and found:
         stem = _split_ext(path)[0]
         for ext in TRANSCRIPT_EXTENSIONS:
-            if fs.exists(stem + ext):
-                transcripts.setdefault(stem, stem + ext)
-
-    if not videos:
+            if stem not in transcripts and fs.exists(stem + ext):
+                transcripts[stem] = stem + ext
+    if not found:
         raise InputError(
-            f"no videos found under {uri} (looked for {', '.join(VIDEO_EXTENSIONS)}, case-insensitive)"
+            f"no videos found under {uri} (looked for {', '.join(VIDEO_EXTENSIONS)}, .tar shards and "
+            ".m3u8 playlists, case-insensitive)"
         )
 
     refs: list[VideoRef] = []
-    seen: dict[str, str] = {}
-    for p, info in videos:
+    for p, info, kind in found:
         stem = _split_ext(p)[0]
-        rel = posixpath.relpath(stem, root.rstrip("/") or "/") if root else stem
-        video_id = rel.lstrip("./") if rel.startswith("./") else rel
-        if video_id in seen:
-            raise InputError(
-                f"two inputs map to video_id {video_id!r}: {seen[video_id]} and {p}; rename one"
-            )
-        seen[video_id] = p
+        rel = posixpath.relpath(stem, root or "/") if root else stem
+        if kind == "tar":
+            refs.extend(_tar_refs(fs, p, rel, info))
+            continue
         sidecars = {"transcript": full_uri(fs, transcripts[stem])} if stem in transcripts else {}
-        refs.append(
-            VideoRef(video_id=video_id, uri=full_uri(fs, p), size=int(info.get("size") or 0),
-                     etag=_etag(info), sidecars=sidecars)
-        )
+        refs.append(VideoRef(video_id=rel, uri=full_uri(fs, p), size=int(info.get("size") or 0),
+                             etag=_etag(info), sidecars=sidecars, kind=kind))
+    return _unique(refs)
+
+
+def _tar_refs(fs, shard: str, shard_id: str, info: dict[str, Any]) -> list[VideoRef]:
+    shard_uri = full_uri(fs, shard)
+    if "://" not in shard_uri:
+        shard_uri = "file://" + shard_uri
+    refs = []
+    for sample in containers.list_tar_samples(fs, shard):
+        sidecars = ({"transcript": containers.tar_member_uri(sample.transcript_member, shard_uri)}
+                    if sample.transcript_member else {})
+        refs.append(VideoRef(video_id=f"{shard_id}/{sample.key}",
+                             uri=containers.tar_member_uri(sample.video_member, shard_uri), size=sample.size,
+                             etag=f"{_etag(info)}:{sample.video_member}", sidecars=sidecars, kind="tar"))
+    return refs
+
+
+def _from_manifest(fs, path: str, uri: str, storage_options) -> list[VideoRef]:
+    refs = []
+    for row in read_manifest(fs, path, uri):
+        target = row["uri"]
+        tfs, tpath = (fs, target) if "://" not in target else storage.filesystem(target, storage_options)
+        try:
+            info = tfs.info(tpath)
+        except (FileNotFoundError, PermissionError, OSError):
+            info = {"size": 0}  # the decode stage records the video as failed, with the reason
+        stem, ext = _split_ext(tpath)
+        video_id = row["video_id"] or posixpath.relpath(stem, posixpath.dirname(path))
+        kind = "hls" if ext == ".m3u8" else "file"
+        sidecars = {}
+        for side in (".vtt", ".srt", ".txt"):
+            if tfs.exists(stem + side):
+                sidecars = {"transcript": full_uri(tfs, stem + side)}
+                break
+        refs.append(VideoRef(video_id=str(video_id), uri=full_uri(tfs, tpath), size=int(info.get("size") or 0),
+                             etag=_etag(info), sidecars=sidecars, kind=kind))
+    return _unique(refs)
+
+
+def _unique(refs: list[VideoRef]) -> list[VideoRef]:
+    seen: dict[str, str] = {}
+    for r in refs:
+        if r.video_id in seen:
+            raise InputError(f"two inputs map to video_id {r.video_id!r}: {seen[r.video_id]} and {r.uri}; rename one")
+        seen[r.video_id] = r.uri
     return sorted(refs, key=lambda r: r.video_id)
 
 

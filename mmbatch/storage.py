@@ -39,8 +39,11 @@ def _options_for(uri: str, storage_options: dict[str, Any] | None) -> dict[str, 
 
 def filesystem(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """(filesystem, path within it) for a URI; raises InputError for an unknown scheme."""
+    options = _options_for(uri.rsplit("::", 1)[-1], storage_options)
+    if "::" in uri:  # chained URL (tar://member::s3://bucket/shard.tar): options go to the innermost store
+        options = {protocol_of(uri.rsplit("::", 1)[-1]): options} if options else {}
     try:
-        fs, path = url_to_fs(uri, **_options_for(uri, storage_options))
+        fs, path = url_to_fs(uri, **options)
     except (ValueError, ImportError) as err:
         raise InputError(f"unsupported URI scheme in {uri!r}: {err}") from None
     return fs, path

@@ -14,19 +14,25 @@ import numpy as np
 
 def write_video(path: str | Path, *, seconds: float = 6.0, fps: int = 10, width: int = 96, height: int = 64,
                 audio: bool = True, sample_rate: int = 22050, tone_hz: float = 440.0, seed: int = 0,
-                codec: str = "libx264", audio_codec: str = "aac", video: bool = True) -> Path:
-    """Write a small test video with PyAV; returns its path."""
+                codec: str = "libx264", audio_codec: str = "aac", video: bool = True,
+                container_format: str | None = None, container_options: dict | None = None) -> Path:
+    """Write a small test video with PyAV; returns its path.
+
+    `container_format="hls"` with `container_options={"hls_time": "2"}` writes an HLS
+    playlist at `path` plus its .ts segments beside it, as stream recorders do.
+    """
     import av
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 255, size=3)
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", format=container_format, options=container_options or {}) as out:
         vstream = astream = None
         if video:
             vstream = out.add_stream(codec, rate=fps)
             vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
+            vstream.codec_context.gop_size = fps  # a keyframe a second: HLS can cut 1 s segments
             if codec == "libx264":
                 vstream.options = {"preset": "ultrafast"}
         if audio:

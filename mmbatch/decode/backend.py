@@ -23,6 +23,7 @@ class StreamInfo:
     has_video: bool
     has_audio: bool
     audio_rate: int
+    start_s: float = 0.0  # presentation time of the first video frame: clip time 0 (decord's origin)
 
 
 def _sniff(path: str) -> bytes:
@@ -64,7 +65,12 @@ def probe(path: str) -> StreamInfo:
             for s in (v, a):
                 if s is not None and s.duration and s.time_base:
                     duration = max(duration, float(s.duration * s.time_base))
+            origin = v if v is not None else a
+            start = float(origin.start_time * origin.time_base) if origin is not None and origin.start_time else 0.0
+            if container.duration and start:
+                duration = max(0.0, duration - (start - (container.start_time or 0) / 1_000_000))
             return StreamInfo(
+                start_s=start,
                 duration_s=duration,
                 width=int(v.codec_context.width) if v else 0,
                 height=int(v.codec_context.height) if v else 0,
@@ -123,10 +129,11 @@ class DecordVideo:
 class PyAVAudio:
     """Per-clip audio: seek, decode only the span, downmix to mono float, resample (torchaudio)."""
 
-    def __init__(self, path: str, target_rate: int):
+    def __init__(self, path: str, target_rate: int, origin_s: float = 0.0):
         import av
 
         self._av = av
+        self.origin_s = origin_s  # stream time of clip time 0 (recorded streams rarely start at 0)
         self._container = av.open(path)
         self._stream = self._container.streams.audio[0]
         self.rate = int(self._stream.codec_context.sample_rate)
@@ -140,6 +147,7 @@ class PyAVAudio:
         import torchaudio.functional as AF
 
         stream = self._stream
+        start_s, end_s = start_s + self.origin_s, end_s + self.origin_s
         self._container.seek(max(0, int(math.floor(start_s / stream.time_base))), stream=stream, backward=True)
         resampler = self._av.AudioResampler(format="flt", layout="mono", rate=self.rate)
         pieces: list[np.ndarray] = []

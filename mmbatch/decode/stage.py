@@ -51,7 +51,7 @@ class DecodeStage:
         t0 = time.perf_counter()
         spool_dir = None
         try:
-            path, spool_dir = self._local_path(str(ref["uri"]))
+            path, spool_dir = self._local_path(str(ref["uri"]), str(ref.get("kind", "file")))
             info = backend.probe(path)
             self._check_limits(info)
             video = backend.DecordVideo(path, info, self.decode.image_size) if info.has_video else None
@@ -70,7 +70,7 @@ class DecodeStage:
         try:
             if info.has_audio:
                 try:
-                    audio = backend.PyAVAudio(path, self.decode.sample_rate)
+                    audio = backend.PyAVAudio(path, self.decode.sample_rate, origin_s=info.start_s)
                 except Exception:
                     audio = None  # unreadable audio track: score the video without audio
             for span in spans:
@@ -159,24 +159,32 @@ class DecodeStage:
         if info.duration_s > self.decode.max_duration_s:
             raise DecodeError(f"duration {info.duration_s:.0f} s exceeds max_duration_s {self.decode.max_duration_s:.0f}")
 
-    def _local_path(self, uri: str) -> tuple[str, str | None]:
-        """A path FFmpeg can open. Remote objects are spooled to node-local disk first."""
-        if "://" not in uri or uri.startswith("file://"):
+    def _local_path(self, uri: str, kind: str = "file") -> tuple[str, str | None]:
+        """A path FFmpeg can open. Local files are used in place; remote objects, tar members
+        and HLS segment lists are streamed (bounded chunks) to node-local disk first, since
+        decord copies a file-like object wholly into memory."""
+        if kind == "file" and ("://" not in uri or uri.startswith("file://")):
             path = uri.removeprefix("file://")
             if not os.path.exists(path):
                 raise DecodeError(f"file not found: {uri}")
             if os.path.getsize(path) == 0:
                 raise DecodeError("empty file (0 bytes)")
             return path, None
-        from mmbatch import storage
+        from mmbatch import containers, storage
 
-        fs, remote = storage.filesystem(uri, self.storage_options)
         spool = tempfile.mkdtemp(prefix="mmbatch-spool-")
-        local = os.path.join(spool, os.path.basename(remote) or "video")
         try:
-            fs.get_file(remote, local)
+            fs, remote = storage.filesystem(uri, self.storage_options)
+            if kind == "hls":
+                local = os.path.join(spool, "stream.ts")
+                containers.spool_hls(fs, remote, local)
+            else:
+                local = os.path.join(spool, os.path.basename(remote) or "video")
+                containers.spool_stream(fs, remote, local)
         except Exception as err:
             shutil.rmtree(spool, ignore_errors=True)
+            if isinstance(err, FileNotFoundError):
+                raise DecodeError(f"file not found: {uri}") from None
             raise DecodeError(f"cannot read {uri}: {str(err).splitlines()[0][:200]}") from None
         if os.path.getsize(local) == 0:
             shutil.rmtree(spool, ignore_errors=True)

@@ -1,0 +1,58 @@
+"""Manifest inputs: a CSV, JSONL or Parquet file listing videos.
+
+Columns: `uri` (required; absolute, or relative to the manifest's folder) and optionally
+`video_id`. Any other columns are ignored. A manifest that cannot be read, or has no `uri`
+column, stops the run before any work starts, naming the manifest and the cause.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+from typing import Any
+
+from mmbatch.errors import InputError
+
+MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".ndjson", ".parquet")
+
+
+def is_manifest(path: str) -> bool:
+    return path.lower().endswith(MANIFEST_EXTENSIONS)
+
+
+def read_manifest(fs, path: str, uri: str) -> list[dict[str, Any]]:
+    import pyarrow.csv as pacsv
+    import pyarrow.json as pajson
+    import pyarrow.parquet as pq
+
+    low = path.lower()
+    try:
+        with fs.open(path, "rb") as fh:
+            data = io.BytesIO(fh.read())
+        if low.endswith(".csv"):
+            table = pacsv.read_csv(data)
+        elif low.endswith((".jsonl", ".ndjson")):
+            table = pajson.read_json(data)
+        else:
+            table = pq.read_table(data)
+    except FileNotFoundError:
+        raise InputError(f"manifest not found: {uri}") from None
+    except PermissionError as err:
+        raise InputError(f"access denied reading manifest {uri}: {str(err).splitlines()[0][:200]}") from None
+    except Exception as err:  # pyarrow parse errors, truncated Parquet, …
+        raise InputError(f"unreadable manifest {uri}: {str(err).splitlines()[0][:300]}") from None
+    if "uri" not in table.column_names:
+        raise InputError(f"manifest {uri} has no 'uri' column (columns: {table.column_names})")
+    rows = []
+    base = posixpath.dirname(path)
+    for i, row in enumerate(table.select([c for c in ("uri", "video_id") if c in table.column_names]).to_pylist()):
+        target = row.get("uri")
+        if not target:
+            raise InputError(f"manifest {uri}: row {i + 1} has an empty uri")
+        target = str(target)
+        if "://" not in target and not target.startswith("/"):
+            target = posixpath.join(base, target)
+        rows.append({"uri": target, "video_id": row.get("video_id")})
+    if not rows:
+        raise InputError(f"manifest {uri} lists no videos")
+    return rows
