@@ -113,10 +113,12 @@ def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_da
 
     if todo:
         ds = build_dataset(todo, config, dims)
-        for batch in ds.iter_batches(batch_size=256, batch_format="numpy", prefetch_batches=2):
+        # Blocks as they arrive (no re-batching): the sink finishes videos as early as possible.
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
             writer.add_batch(batch)
     wall = time.perf_counter() - t0
     manifest = writer.commit(refs, skipped, {
+        "resumed_from_ledger": len(done),
         "config": config.redacted(),
         "embedding_dims": dims.as_dict(),
         "input": input_uri,

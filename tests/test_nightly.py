@@ -1,0 +1,173 @@
+"""Nightly operations: model changes rescore, a killed driver resumes, `ray job submit` works."""
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from mmbatch.schema import partitioning
+from mmbatch.synth import write_video
+from pipelines.video_sentiment import run_pipeline
+from s3server import free_port, moto_server, storage_options
+
+REPO = Path(__file__).resolve().parent.parent
+DAY = dt.date(2026, 11, 27)
+
+
+def read(root, table):
+    return pq.read_table(Path(root) / table, partitioning=partitioning()).to_pandas()
+
+
+@pytest.fixture(scope="module")
+def many_videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("many")
+    for i in range(12):
+        write_video(root / f"v{i:02d}.mp4", seconds=2.0, seed=i, width=64, height=48)
+    return root
+
+
+def _kill_session(pid: int) -> None:
+    """Kill a process group we started, plus anything of its session that moved groups."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        p, sid = map(int, line.split())
+        if sid == pid:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_changed_models_rescore_everything(ray_cluster, tiny_config, many_videos, tmp_path):
+    first = run_pipeline(tiny_config, str(many_videos / "v00.mp4"), str(tmp_path), DAY)
+    changed = tiny_config.model_copy(update={"clips": tiny_config.clips.model_copy(update={"frames_per_clip": 2})})
+    nxt = run_pipeline(changed, str(many_videos / "v00.mp4"), str(tmp_path), DAY + dt.timedelta(days=1))
+    same = run_pipeline(changed, str(many_videos / "v00.mp4"), str(tmp_path), DAY + dt.timedelta(days=2))
+    assert (first.scored, nxt.scored, nxt.skipped, same.skipped) == (1, 1, 0, 1)
+    assert first.manifest["model_fingerprint"] != nxt.manifest["model_fingerprint"]
+
+
+def test_killed_driver_resumes_exactly_once(ray_cluster, tiny_config, many_videos, tmp_path):
+    cfg = yaml.safe_load((REPO / "pipelines" / "tiny.yaml").read_text())
+    cfg["run"] = {"ledger_flush_videos": 1}
+    cfg["fusion"]["pool"]["batch_size"] = 1
+    cfg["decode"]["pool"]["concurrency"] = [1, 1]  # videos arrive one by one: the kill lands mid-run
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    env = {**os.environ}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, str(REPO / "jobs" / "score_videos.py"), "--config", str(cfg_path),
+                             "--input", str(many_videos), "--output", str(out), "--run-date", DAY.isoformat()],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    staging = out / "_staging"
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and len(list(staging.rglob("ledger-*.parquet"))) < 1:
+            assert proc.poll() is None, "the job ended before it could be killed"
+            time.sleep(0.05)
+    finally:
+        _kill_session(proc.pid)
+        proc.wait(timeout=30)
+    assert not (out / "_runs").exists(), "killed before the commit"
+    done_before = len(list(staging.rglob("ledger-*.parquet")))
+    assert 1 <= done_before < 12
+
+    from mmbatch.config import load_config
+
+    result = run_pipeline(load_config(cfg_path), str(many_videos), str(out), DAY)
+    assert result.manifest["resumed_from_ledger"] == done_before
+    videos, clips = read(out, "videos"), read(out, "clips")
+    assert sorted(videos["video_id"]) == [f"v{i:02d}" for i in range(12)] and (videos["status"] == "ok").all()
+    assert clips["clip_id"].is_unique and len(clips) == 12
+    assert (result.inputs, result.scored) == (12, 12)
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A Ray head as our own subprocess (`ray start --head --block`), stopped by its PID."""
+    port, dash = free_port(), free_port()
+    temp = Path("/tmp") / f"rayhead-{port}"  # short: Ray's unix socket paths have a length limit
+    cmd = ["ray", "start", "--head", "--block", "--port", str(port), "--dashboard-port", str(dash),
+           "--dashboard-host", "127.0.0.1", "--num-cpus", "2", "--num-gpus", "1", "--include-dashboard", "true",
+           "--temp-dir", str(temp), "--disable-usage-stats"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{address}/api/version", timeout=2).read()
+                break
+            except urllib.error.HTTPError:  # 401 without a token: the server is up
+                break
+            except Exception:
+                assert proc.poll() is None, "ray head exited during start-up"
+                time.sleep(1)
+        else:
+            pytest.fail("ray head did not come up")
+        yield address
+    finally:
+        proc.send_signal(signal.SIGINT)  # SIGINT shuts a --block head and its children down
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+        _kill_session(proc.pid)
+
+
+def test_ray_job_submit_against_s3(ray_head, many_videos, tmp_path):
+    import s3fs
+
+    with moto_server() as endpoint:
+        opts = storage_options(endpoint)
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                     region_name="us-east-1").create_bucket(Bucket="nightly")
+        fs = s3fs.S3FileSystem(**opts)
+        for name in ("v00.mp4", "v01.mp4"):
+            fs.put(str(many_videos / name), f"nightly/in/{name}")
+        cfg = yaml.safe_load((REPO / "pipelines" / "tiny.yaml").read_text())
+        cfg["storage_options"] = opts
+        cfg_path = tmp_path / "cfg.yaml"
+        cfg_path.write_text(yaml.safe_dump(cfg))
+        env = {**os.environ, "RAY_AUTH_MODE": "token"}
+        env.pop("RAY_ADDRESS", None)
+        r = subprocess.run(["ray", "job", "submit", "--address", ray_head, "--working-dir", str(REPO), "--",
+                            "python", "jobs/score_videos.py", "--config", str(cfg_path), "--input", "s3://nightly/in/",
+                            "--output", "s3://nightly/out/", "--run-date", DAY.isoformat()],
+                           env=env, capture_output=True, text=True, timeout=600, cwd=str(REPO))
+        assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+        assert "2 videos: 2 scored, 0 failed, 0 skipped; 2 clips" in r.stdout
+        runs = fs.glob("nightly/out/_runs/*.json")
+        assert len(runs) == 1 and json.loads(fs.cat(runs[0]))["counts"]["scored"] == 2
+        clips = pq.read_table("nightly/out/clips", filesystem=fs, partitioning=partitioning())
+        assert clips.num_rows == 2
+
+
+def test_nightly_wrapper_retries_a_failed_job(ray_head, tmp_path):
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_ADDRESS", None)
+    r = subprocess.run([sys.executable, str(REPO / "jobs" / "nightly.py"), "--address", ray_head, "--retries", "1",
+                        "--backoff-s", "0", "--poll-s", "1", "--", "--config", "pipelines/tiny.yaml",
+                        "--input", str(tmp_path / "does-not-exist"), "--output", str(tmp_path / "out")],
+                       env=env, capture_output=True, text=True, timeout=600, cwd=str(REPO))
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "attempt 1: submitted" in r.stdout and "attempt 2: submitted" in r.stdout
+    assert "input not found" in r.stdout and "--run-date" in r.stdout
