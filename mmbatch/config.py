@@ -45,14 +45,25 @@ class PoolConfig(_Strict):
 
 
 class ClipConfig(_Strict):
+    # fixed: windows of window_s every stride_s; whole: the whole video is one clip (up to window_s
+    # of audio is kept for it).
+    policy: Literal["fixed", "whole"] = "fixed"
     window_s: float = Field(10.0, gt=0)
     stride_s: float = Field(10.0, gt=0)
     min_clip_s: float = Field(1.0, ge=0)
     frames_per_clip: int = Field(8, ge=1, le=256)
+    # Alternative to a fixed count: sample at this rate, at most frames_per_clip frames.
+    target_fps: float | None = Field(None, gt=0)
 
 
 class DecodeConfig(_Strict):
-    backend: Literal["decord"] = "decord"
+    # auto = decord where it is installed, else pyav; or decord | pyav | package.module:Class
+    backend: str = "auto"
+    # Retried when the primary backend cannot open a file (decord fails on some files FFmpeg reads).
+    fallback_backend: str | None = "pyav"
+    # A video whose decoder produces nothing for this long is killed and recorded as failed
+    # (decord can hang in native code holding the GIL). null: decode in-process, no watchdog.
+    timeout_s: float | None = Field(600.0, gt=0)
     image_size: int = Field(224, ge=8, le=4096)
     sample_rate: int = Field(16000, ge=1000)
     max_duration_s: float = Field(6 * 3600.0, gt=0)

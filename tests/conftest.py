@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+import av  # noqa: F401  (load PyAV's FFmpeg before decord's: the other order breaks libvpx encoding)
 import numpy as np
 import pytest
 

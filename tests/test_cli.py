@@ -62,3 +62,18 @@ def test_demo_runs_and_reads_sentiment(tmp_path):
     assert happy.text_valence > 0.3 and happy.sentiment == "positive"
     assert sad.text_valence < -0.3 and sad.sentiment == "negative"
     assert "customer_call" in r.stdout and "fused positive" in r.stdout
+
+
+def test_too_many_failures_commit_but_exit_2(tmp_path):
+    from mmbatch.synth import write_video
+
+    src = tmp_path / "in"
+    write_video(src / "good.mp4", seconds=2.0)
+    for name in ("a", "b"):
+        (src / f"{name}.mp4").write_bytes(b"garbage" * 100)
+    r = run("--config", str(REPO / "pipelines" / "tiny.yaml"), "--input", str(src), "--output", str(tmp_path / "o"),
+            "--run-date", "2026-11-27", "--max-failed-fraction", "0.5")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "3 videos: 1 scored, 2 failed" in r.stdout
+    assert "2 of 3 videos failed (67% > max-failed-fraction 50%)" in r.stderr
+    assert list((tmp_path / "o" / "_runs").glob("*.json"))  # committed anyway

@@ -136,3 +136,17 @@ def test_trained_fusion_checkpoint_end_to_end(ray_cluster, tiny_config, sample_v
     assert df["valence"].between(-1, 1).all()
     w = df[["fusion_weight_vision", "fusion_weight_audio", "fusion_weight_text"]].fillna(0).sum(1)
     np.testing.assert_allclose(w, 1.0, rtol=1e-5)
+
+
+def test_hung_decoder_fails_its_video_and_the_run_goes_on(ray_cluster, tiny_config, tmp_path):
+    src = tmp_path / "in"
+    write_video(src / "fine.mp4", seconds=2.0)
+    write_video(src / "stuck.mp4", seconds=2.0)
+    cfg = tiny_config.model_copy(update={"decode": tiny_config.decode.model_copy(update={
+        "backend": "mmbatch.decode.faults:StuckVideo", "fallback_backend": None, "timeout_s": 5.0})})
+    result = run_pipeline(cfg, str(src), str(tmp_path / "out"), DAY1)
+    videos = read(tmp_path / "out", "videos").to_pandas().set_index("video_id")
+    assert videos.loc["fine", "status"] == "ok"
+    assert videos.loc["stuck", ["status", "error_stage", "error"]].tolist() == [
+        "error", "decode", "decode timed out after 5 s (decoder stuck)"]
+    assert (result.scored, result.failed) == (1, 1)

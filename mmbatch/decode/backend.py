@@ -24,6 +24,7 @@ class StreamInfo:
     has_audio: bool
     audio_rate: int
     start_s: float = 0.0  # presentation time of the first video frame: clip time 0 (decord's origin)
+    rotation: int = 0  # display rotation in degrees, counter-clockwise (from the display matrix)
 
 
 def _sniff(path: str) -> bytes:
@@ -65,11 +66,18 @@ def probe(path: str) -> StreamInfo:
             for s in (v, a):
                 if s is not None and s.duration and s.time_base:
                     duration = max(duration, float(s.duration * s.time_base))
+            rotation = 0
+            if v is not None:
+                try:  # the display matrix rides on decoded frames; one frame is enough
+                    rotation = int(round(next(container.decode(v)).rotation or 0)) % 360
+                except Exception:
+                    rotation = 0
             origin = v if v is not None else a
             start = float(origin.start_time * origin.time_base) if origin is not None and origin.start_time else 0.0
             if container.duration and start:
                 duration = max(0.0, duration - (start - (container.start_time or 0) / 1_000_000))
             return StreamInfo(
+                rotation=rotation,
                 start_s=start,
                 duration_s=duration,
                 width=int(v.codec_context.width) if v else 0,
@@ -91,39 +99,16 @@ def resize_dims(width: int, height: int, size: int) -> tuple[int, int]:
     return max(size, int(round(width * size / height))), size
 
 
+def rotate(frames: np.ndarray, rotation: int) -> np.ndarray:
+    """Apply a display rotation (degrees counter-clockwise) to (n, h, w, 3) frames."""
+    k = (rotation // 90) % 4
+    return np.rot90(frames, k=k, axes=(1, 2)) if k else frames
+
+
 def centre_crop(frames: np.ndarray, size: int) -> np.ndarray:
     h, w = frames.shape[1:3]
     top, left = (h - size) // 2, (w - size) // 2
     return frames[:, top : top + size, left : left + size]
-
-
-class DecordVideo:
-    """Frames of one video through decord, resized in the decoder."""
-
-    def __init__(self, path: str, info: StreamInfo, size: int):
-        import decord
-
-        w, h = resize_dims(info.width, info.height, size)
-        try:
-            self._reader = decord.VideoReader(path, ctx=decord.cpu(0), width=w, height=h, num_threads=1)
-        except Exception as err:
-            raise DecodeError(_short_reason(err, path)) from None
-        if len(self._reader) == 0:
-            raise DecodeError("no decodable video frames")
-        self.size = size
-        # (n, 2) start/end seconds per frame, from presentation timestamps.
-        self.timestamps = np.asarray(self._reader.get_frame_timestamp(range(len(self._reader))), dtype=np.float64)
-
-    @property
-    def duration_s(self) -> float:
-        return float(self.timestamps[-1, 1]) if len(self.timestamps) else 0.0
-
-    def frames(self, indices: np.ndarray) -> np.ndarray:
-        try:
-            batch = self._reader.get_batch(list(map(int, indices))).asnumpy()
-        except Exception as err:
-            raise DecodeError(f"frame decode failed: {_short_reason(err)}") from None
-        return np.ascontiguousarray(centre_crop(batch, self.size))
 
 
 class PyAVAudio:

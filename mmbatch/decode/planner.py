@@ -55,6 +55,20 @@ def plan_fixed_windows(duration_s: float, window_s: float, stride_s: float, min_
     return spans
 
 
+def plan_clips(duration_s: float, clips) -> list[ClipSpan]:
+    """Spans for a ClipConfig's policy."""
+    if clips.policy == "whole":
+        return [ClipSpan(0, 0.0, round(duration_s, 6))] if duration_s > 0 else []
+    return plan_fixed_windows(duration_s, clips.window_s, clips.stride_s, clips.min_clip_s)
+
+
+def frames_for(span: ClipSpan, clips) -> int:
+    """How many frames a clip gets: the fixed count, or target_fps × length capped by it."""
+    if clips.target_fps:
+        return max(1, min(clips.frames_per_clip, int(round(span.duration_s * clips.target_fps))))
+    return clips.frames_per_clip
+
+
 def sample_times(span: ClipSpan, n_frames: int) -> np.ndarray:
     """N timestamps uniformly spaced inside the clip (centres of N equal slices)."""
     step = span.duration_s / n_frames

@@ -19,7 +19,8 @@ import numpy as np
 
 from mmbatch.config import PipelineConfig
 from mmbatch.decode import backend
-from mmbatch.decode.planner import ClipSpan, clip_id, frame_indices, plan_fixed_windows, sample_times
+from mmbatch.decode.planner import ClipSpan, clip_id, frames_for, plan_clips, sample_times
+from mmbatch.decode.video import open_video
 from mmbatch.errors import DecodeError
 from mmbatch.stage import Resources
 
@@ -29,45 +30,95 @@ Batch = dict[str, np.ndarray]
 class DecodeStage:
     name = "decode"
 
-    def __init__(self, config: PipelineConfig):
+    def __init__(self, config: PipelineConfig, *, isolated: bool | None = None):
+        self.config = config
         self.clips = config.clips
         self.decode = config.decode
         self.storage_options = config.storage_options
         self.resources = Resources(cpus=config.decode.pool.num_cpus)
         self.audio_len = int(round(self.clips.window_s * self.decode.sample_rate))
+        self.isolated = (config.decode.timeout_s is not None) if isolated is None else isolated
+        self._watchdog = None
 
     def setup(self) -> None:
         # torch before decord: importing decord first can hang forked workers (dmlc/decord#251).
+        # PyAV before decord: each bundles FFmpeg; decord's loaded first breaks PyAV's libvpx.
+        import av  # noqa: F401
         import torch  # noqa: F401
         import torchaudio  # noqa: F401
 
+        self.backend = self.decode.backend
+        if self.backend == "auto":
+            try:
+                import decord  # noqa: F401
+
+                self.backend = "decord"
+            except ImportError:  # no decord wheel for this platform (aarch64, macOS arm64)
+                self.backend = "pyav"
+        if self.isolated and self._watchdog is None:
+            from mmbatch.decode.watchdog import IsolatedDecoder
+
+            self._watchdog = IsolatedDecoder(DecodeStage, (self.config,), self.decode.timeout_s)
+
     def __call__(self, batch: Batch) -> Iterator[Batch]:
+        if not hasattr(self, "backend"):
+            self.setup()
         for i in range(len(batch["video_id"])):
             ref = {k: batch[k][i] for k in batch}
-            yield from self._decode_video(ref)
+            if self._watchdog is not None:
+                yield from self._decode_isolated(ref)
+            else:
+                yield from (payload for kind, payload in self.decode_events(ref) if kind == "row")
 
-    # -- one video -------------------------------------------------------------------------
-    def _decode_video(self, ref: dict[str, Any]) -> Iterator[Batch]:
+    def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.close()
+
+    # -- one video, in a watchdog child ------------------------------------------------------
+    def _decode_isolated(self, ref: dict[str, Any]) -> Iterator[Batch]:
+        t0 = time.perf_counter()
+        n_rows, sent = None, set()
+        for kind, payload in self._watchdog.events(ref):
+            if kind == "plan":
+                n_rows, spans = payload
+            elif kind == "row":
+                sent.add(int(payload["clip_index"][0]))
+                yield payload
+            else:
+                reason = (f"decode timed out after {payload:.0f} s (decoder stuck)" if kind == "timeout"
+                          else f"decoder process crashed (exit code {payload})")
+                if n_rows is None or not sent:
+                    yield self._failed_video(ref, reason, time.perf_counter() - t0)
+                else:  # rows already out: close the video with error rows for the clips never sent
+                    for span in spans:
+                        if span.index not in sent:
+                            yield self._error_clip(ref, span, n_rows, reason)
+                return
+
+    # -- one video, in this process ----------------------------------------------------------
+    def decode_events(self, ref: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+        """("plan", (n_rows, spans)) once planned, then ("row", batch) per clip."""
+        if not hasattr(self, "backend"):
+            self.setup()
         t0 = time.perf_counter()
         spool_dir = None
+        video = audio = None
         try:
-            path, spool_dir = self._local_path(str(ref["uri"]), str(ref.get("kind", "file")))
-            info = backend.probe(path)
-            self._check_limits(info)
-            video = backend.DecordVideo(path, info, self.decode.image_size) if info.has_video else None
-            duration = video.duration_s if video is not None else info.duration_s
-            spans = plan_fixed_windows(duration, self.clips.window_s, self.clips.stride_s, self.clips.min_clip_s)
-            if not spans:
-                raise DecodeError("empty video: duration is 0 s")
-            if len(spans) > self.decode.max_clips:
-                raise DecodeError(f"{len(spans)} clips exceed max_clips {self.decode.max_clips}")
-        except DecodeError as err:
-            yield self._failed_video(ref, str(err), time.perf_counter() - t0)
-            self._cleanup(spool_dir)
-            return
-        setup_seconds = time.perf_counter() - t0
-        audio = None
-        try:
+            try:
+                path, spool_dir = self._local_path(str(ref["uri"]), str(ref.get("kind", "file")))
+                info = backend.probe(path)
+                self._check_limits(info)
+                video = open_video(self.backend, path, info, self.decode.image_size, self.decode.fallback_backend)
+                spans = plan_clips(video.duration_s, self.clips)
+                if not spans:
+                    raise DecodeError("empty video: duration is 0 s")
+                if len(spans) > self.decode.max_clips:
+                    raise DecodeError(f"{len(spans)} clips exceed max_clips {self.decode.max_clips}")
+            except DecodeError as err:
+                yield "row", self._failed_video(ref, str(err), time.perf_counter() - t0)
+                return
+            yield "plan", (len(spans), spans)
+            setup_seconds = time.perf_counter() - t0
             if info.has_audio:
                 try:
                     audio = backend.PyAVAudio(path, self.decode.sample_rate, origin_s=info.start_s)
@@ -75,55 +126,58 @@ class DecodeStage:
                     audio = None  # unreadable audio track: score the video without audio
             for span in spans:
                 c0 = time.perf_counter()
-                row = self._decode_clip(ref, span, len(spans), duration, video, audio)
+                row = self._decode_clip(ref, span, len(spans), video.duration_s, video, audio)
                 row["decode_seconds"] = np.array([time.perf_counter() - c0 + setup_seconds])
                 setup_seconds = 0.0
-                yield row
+                yield "row", row
         finally:
-            if audio is not None:
-                audio.close()
+            for handle in (audio, video):
+                if handle is not None:
+                    handle.close()
             self._cleanup(spool_dir)
 
     def _decode_clip(self, ref, span: ClipSpan, n_rows: int, duration: float, video, audio) -> Batch:
         size, f = self.decode.image_size, self.clips.frames_per_clip
         frames = np.zeros((1, f, size, size, 3), dtype=np.uint8)
         waveform = np.zeros((1, self.audio_len), dtype=np.float32)
-        status, error = "ok", ""
-        has_video = has_audio = False
+        n_frames = frames_for(span, self.clips)
         try:
-            if video is not None:
-                idx = frame_indices(video.timestamps[:, 0], sample_times(span, f))
-                frames[0] = video.frames(idx)
-                has_video = True
-            audio_len = 0
-            if audio is not None:
-                try:
-                    samples = audio.read(span.start_s, span.end_s)[: self.audio_len]
-                except Exception:  # a damaged audio packet loses this clip's audio, not the clip
-                    samples = np.zeros(0, dtype=np.float32)
-                waveform[0, : len(samples)] = samples
-                has_audio = len(samples) > 0
-                audio_len = len(samples)
+            frames[0, :n_frames] = video.frames_at(sample_times(span, n_frames))
         except DecodeError as err:
-            status, error, audio_len = "error", str(err), 0
-            has_video = has_audio = False
-        return self._row(
-            ref, span.index, span.start_s, span.end_s, n_rows, duration, status, error,
-            frames=frames, waveform=waveform, audio_len=audio_len, has_video=has_video, has_audio=has_audio,
-        )
+            return self._error_clip(ref, span, n_rows, str(err), duration)
+        audio_len = 0
+        if audio is not None:
+            try:
+                samples = audio.read(span.start_s, span.end_s)[: self.audio_len]
+            except Exception:  # a damaged audio packet loses this clip's audio, not the clip
+                samples = np.zeros(0, dtype=np.float32)
+            waveform[0, : len(samples)] = samples
+            audio_len = len(samples)
+        return self._row(ref, span.index, span.start_s, span.end_s, n_rows, duration, "ok", "",
+                         frames=frames, n_frames=n_frames, waveform=waveform, audio_len=audio_len,
+                         has_video=True, has_audio=audio_len > 0)
+
+    def _error_clip(self, ref, span: ClipSpan, n_rows: int, reason: str, duration: float = 0.0) -> Batch:
+        size, f = self.decode.image_size, self.clips.frames_per_clip
+        row = self._row(ref, span.index, span.start_s, span.end_s, n_rows, duration, "error", reason,
+                        frames=np.zeros((1, f, size, size, 3), dtype=np.uint8), n_frames=0,
+                        waveform=np.zeros((1, self.audio_len), dtype=np.float32), audio_len=0,
+                        has_video=False, has_audio=False)
+        row["decode_seconds"] = np.array([0.0])
+        return row
 
     def _failed_video(self, ref, reason: str, seconds: float) -> Batch:
         size, f = self.decode.image_size, self.clips.frames_per_clip
         row = self._row(
             ref, -1, 0.0, 0.0, 1, 0.0, "error", reason,
-            frames=np.zeros((1, f, size, size, 3), dtype=np.uint8),
+            frames=np.zeros((1, f, size, size, 3), dtype=np.uint8), n_frames=0,
             waveform=np.zeros((1, self.audio_len), dtype=np.float32),
             audio_len=0, has_video=False, has_audio=False,
         )
         row["decode_seconds"] = np.array([seconds])
         return row
 
-    def _row(self, ref, index, start, end, n_rows, duration, status, error, *, frames, waveform,
+    def _row(self, ref, index, start, end, n_rows, duration, status, error, *, frames, n_frames, waveform,
              audio_len, has_video, has_audio) -> Batch:
         vid = str(ref["video_id"])
         return {
@@ -142,6 +196,7 @@ class DecodeStage:
             "error_stage": np.array(["decode" if status == "error" else ""]),
             "error": np.array([error]),
             "frames": frames,
+            "n_frames": np.array([n_frames], dtype=np.int32),
             "has_video": np.array([has_video]),
             "waveform": waveform,
             "audio_len": np.array([audio_len], dtype=np.int32),

@@ -76,6 +76,16 @@ class _FrameEncoder(EncoderStage):
                                                 antialias=True, align_corners=False)
         return ((x - self.mean) / self.std).to(self.model.dtype), n, f
 
+    def frame_weights(self, batch, rows, n: int, f: int):
+        """(n, f, 1) weights that average over each clip's real frames (target_fps clips may
+        fill fewer than frames_per_clip slots)."""
+        torch = self.torch
+        if "n_frames" not in batch:
+            return torch.full((n, f, 1), 1.0 / f, device=self.device)
+        counts = torch.as_tensor(np.asarray(batch["n_frames"])[rows], device=self.device).clamp(min=1)
+        mask = (torch.arange(f, device=self.device)[None, :] < counts[:, None]).float()
+        return (mask / mask.sum(1, keepdim=True)).unsqueeze(-1)
+
 
 class ImageZeroShotEncoder(_FrameEncoder):
     def load(self) -> None:
@@ -108,8 +118,9 @@ class ImageZeroShotEncoder(_FrameEncoder):
         out = self.model.get_image_features(pixel_values=x)
         emb = l2_normalise(getattr(out, "pooler_output", out).float())  # (n*f, d)
         logits = self.logit_scale * emb @ self.class_embeddings.T + self.logit_bias
-        probs = logits.softmax(-1).view(n, f, 3).mean(1)
-        clip_emb = emb.view(n, f, -1).mean(1)
+        w = self.frame_weights(batch, rows, n, f)
+        probs = (logits.softmax(-1).view(n, f, 3) * w).sum(1)
+        clip_emb = (emb.view(n, f, -1) * w).sum(1)
         self.store(batch, rows, self.to_numpy(probs), self.to_numpy(clip_emb))
 
 
@@ -133,7 +144,9 @@ class ImageClassificationEncoder(_FrameEncoder):
 
         x, n, f = self.pixels(batch, rows)
         out = self.model(pixel_values=x, output_hidden_states=True)
-        probs = out.logits.float().softmax(-1).view(n, f, -1).mean(1)
+        w = self.frame_weights(batch, rows, n, f)
+        probs = (out.logits.float().softmax(-1).view(n, f, -1) * w).sum(1)
         hidden = out.hidden_states[-1].float()  # (n*f, tokens, d), or (n*f, d, h, w) for conv nets
         pooled = hidden.mean(1) if hidden.dim() == 3 else hidden.mean((2, 3))
-        self.store(batch, rows, to_sentiment(self.to_numpy(probs), self.matrix), self.to_numpy(pooled.view(n, f, -1).mean(1)))
+        clip_emb = (pooled.view(n, f, -1) * w).sum(1)
+        self.store(batch, rows, to_sentiment(self.to_numpy(probs), self.matrix), self.to_numpy(clip_emb))

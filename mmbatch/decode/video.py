@@ -1,0 +1,174 @@
+"""Video frame backends behind one small interface.
+
+    backend = open_video(name, path, info, size)
+    backend.timestamps   # (n, 2) start/end seconds of every frame, from presentation times
+    backend.duration_s
+    backend.frames(idx)  # (k, size, size, 3) uint8: resized in the decoder, rotated, centre-cropped
+
+`decord` (default) and `pyav` are built in; `decode.backend` may also name any class by import
+path (`package.module:Class`) with the same constructor, e.g. a fault-injection backend.
+With `decode.fallback_backend`, a file the primary backend cannot open is retried with it.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from mmbatch.decode.backend import StreamInfo, _short_reason, centre_crop, resize_dims, rotate
+from mmbatch.errors import DecodeError
+
+
+class DecordVideo:
+    name = "decord"
+
+    def __init__(self, path: str, info: StreamInfo, size: int):
+        import decord
+
+        # decord applies the display rotation itself, then scales to the size asked for, so the
+        # size is given in display orientation (checked against ffmpeg's autorotate in tests).
+        width, height = (info.height, info.width) if info.rotation in (90, 270) else (info.width, info.height)
+        w, h = resize_dims(width, height, size)
+        try:
+            self._reader = decord.VideoReader(path, ctx=decord.cpu(0), width=w, height=h, num_threads=1)
+            if len(self._reader) == 0:
+                raise DecodeError("no decodable video frames")
+            self.timestamps = np.asarray(self._reader.get_frame_timestamp(range(len(self._reader))), dtype=np.float64)
+        except DecodeError:
+            raise
+        except Exception as err:
+            raise DecodeError(_short_reason(err, path)) from None
+        self.size = size
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.timestamps[-1, 1]) if len(self.timestamps) else 0.0
+
+    def frames(self, indices: np.ndarray) -> np.ndarray:
+        try:
+            batch = self._reader.get_batch(list(map(int, indices))).asnumpy()
+        except Exception as err:
+            raise DecodeError(f"frame decode failed: {_short_reason(err)}") from None
+        return np.ascontiguousarray(centre_crop(batch, self.size))
+
+    def close(self) -> None:
+        self._reader = None
+
+
+class PyAVVideo:
+    """FFmpeg through PyAV: packet timestamps without decoding, then seek + decode per request.
+
+    Works wherever PyAV has wheels (aarch64, macOS) and opens some files decord cannot.
+    """
+
+    name = "pyav"
+
+    def __init__(self, path: str, info: StreamInfo, size: int):
+        import av
+
+        self.size, self.rotation = size, info.rotation
+        self._w, self._h = resize_dims(info.width, info.height, size)
+        try:
+            self._container = av.open(path)
+            self._stream = self._container.streams.video[0]
+            self._stream.thread_type = "AUTO"
+            tb = self._stream.time_base
+            pts = sorted(p.pts for p in self._container.demux(self._stream) if p.pts is not None)
+        except Exception as err:
+            raise DecodeError(_short_reason(err, path)) from None
+        if not pts:
+            raise DecodeError("no decodable video frames")
+        self._pts = np.asarray(pts, dtype=np.int64)
+        origin = float(self._pts[0] * tb)
+        starts = self._pts * float(tb) - origin
+        ends = np.append(starts[1:], starts[-1] + (starts[-1] - starts[-2] if len(starts) > 1 else 0.04))
+        self.timestamps = np.stack([starts, ends], axis=1)
+        self._tb = tb
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.timestamps[-1, 1])
+
+    def frames(self, indices: np.ndarray) -> np.ndarray:
+        out = []
+        try:
+            for target in self._pts[np.asarray(indices, dtype=np.int64)]:
+                self._container.seek(int(target), stream=self._stream, backward=True)
+                frame = None
+                for frame in self._container.decode(self._stream):
+                    if frame.pts is not None and frame.pts >= target:
+                        break
+                if frame is None:
+                    raise DecodeError("frame decode failed: no frame at the requested time")
+                out.append(frame.reformat(width=self._w, height=self._h, format="rgb24").to_ndarray())
+        except DecodeError:
+            raise
+        except Exception as err:
+            raise DecodeError(f"frame decode failed: {_short_reason(err)}") from None
+        return np.ascontiguousarray(centre_crop(rotate(np.stack(out), self.rotation), self.size))
+
+    def close(self) -> None:
+        self._container.close()
+
+
+BUILTIN = {"decord": DecordVideo, "pyav": PyAVVideo}
+
+
+def backend_class(name: str):
+    if name in BUILTIN:
+        return BUILTIN[name]
+    module, _, attr = name.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(f"unknown decode backend {name!r}: {err}") from None
+
+
+class FallbackVideo:
+    """The primary backend, switched to the fallback on the first file or frame it fails on.
+
+    decord opens some files and then fails on their frames (VP9 with in-decoder resizing:
+    "DECORDArrayCopyFromTo: The size must exactly match"); the switch keeps those videos.
+    """
+
+    def __init__(self, primary: str, fallback: str | None, path: str, info: StreamInfo, size: int):
+        self._fallback, self._args = fallback if fallback != primary else None, (path, info, size)
+        try:
+            self._video = backend_class(primary)(*self._args)
+        except DecodeError:
+            if not self._fallback:
+                raise
+            self._video, self._fallback = backend_class(self._fallback)(*self._args), None
+
+    @property
+    def name(self) -> str:
+        return getattr(self._video, "name", type(self._video).__name__)
+
+    @property
+    def timestamps(self) -> np.ndarray:
+        return self._video.timestamps
+
+    @property
+    def duration_s(self) -> float:
+        return self._video.duration_s
+
+    def frames_at(self, times: np.ndarray) -> np.ndarray:
+        from mmbatch.decode.planner import frame_indices
+
+        try:
+            return self._video.frames(frame_indices(self._video.timestamps[:, 0], times))
+        except DecodeError:
+            if not self._fallback:
+                raise
+            self._video.close()
+            self._video, self._fallback = backend_class(self._fallback)(*self._args), None
+            return self._video.frames(frame_indices(self._video.timestamps[:, 0], times))
+
+    def close(self) -> None:
+        self._video.close()
+
+
+def open_video(name: str, path: str, info: StreamInfo, size: int, fallback: str | None = None) -> FallbackVideo:
+    """Open with the configured backend, falling back (once) to `fallback` on failure."""
+    return FallbackVideo(name, fallback, path, info, size)

@@ -1,0 +1,95 @@
+"""Decode in a child process that is killed when it stalls.
+
+decord can loop forever in native code holding the GIL (dmlc/decord#373): no Python-level
+timeout can interrupt that thread. So a decode worker keeps one long-lived child process
+(spawned once, reused for every video) and waits on a pipe with a deadline. A child that
+sends nothing for `timeout_s` is killed; the video's missing clips become error rows with the
+reason, and a fresh child serves the next video.
+
+Protocol, child → parent, per video: ("plan", n_rows) once the clips are planned (or never,
+for a video that fails before), then one ("row", batch) per row, then ("done", None).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+Batch = dict[str, np.ndarray]
+STARTUP_TIMEOUT_S = 300  # a fresh child imports torch, torchaudio, av and decord
+
+
+def _child_main(conn, stage_factory: Callable, factory_args: tuple) -> None:
+    stage = stage_factory(*factory_args)
+    stage.setup()
+    conn.send(("ready", None))  # imports done: from here on, silence means a stuck decoder
+    while True:
+        try:
+            ref = conn.recv()
+        except (EOFError, OSError):  # the parent went away: exit instead of lingering
+            return
+        if ref is None:
+            return
+        for kind, payload in stage.decode_events(ref):
+            conn.send((kind, payload))
+        conn.send(("done", None))
+
+
+class IsolatedDecoder:
+    def __init__(self, stage_factory: Callable, factory_args: tuple, timeout_s: float):
+        self.stage_factory, self.factory_args, self.timeout_s = stage_factory, factory_args, timeout_s
+        self._proc = None
+        self._conn = None
+
+    def _ensure_child(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            return
+        ctx = mp.get_context("spawn")  # fork would copy a process that may hold torch/Ray threads
+        parent, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_child_main, args=(child, self.stage_factory, self.factory_args), daemon=True)
+        self._proc.start()
+        child.close()
+        self._conn = parent
+        if not parent.poll(STARTUP_TIMEOUT_S) or parent.recv()[0] != "ready":
+            self.kill()
+            raise RuntimeError(f"decode worker process did not start within {STARTUP_TIMEOUT_S} s")
+
+    def kill(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.join(timeout=10)
+        self._proc = self._conn = None
+
+    def close(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            try:
+                self._conn.send(None)
+                self._proc.join(timeout=5)
+            except (OSError, BrokenPipeError):
+                pass
+        self.kill()
+
+    def events(self, ref: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+        """Yield the child's events for one video; ("timeout", seconds) if it stalls, ("crashed",
+        exit code) if it dies."""
+        self._ensure_child()
+        self._conn.send(ref)
+        timeout = self.timeout_s
+        while True:
+            if not self._conn.poll(timeout):
+                self.kill()
+                yield "timeout", timeout
+                return
+            try:
+                kind, payload = self._conn.recv()
+            except (EOFError, OSError):  # the child crashed (segfault in native code, OOM kill)
+                code = self._proc.exitcode if self._proc is not None else None
+                self.kill()
+                yield "crashed", code
+                return
+            if kind == "done":
+                return
+            yield kind, payload
