@@ -45,9 +45,11 @@ class PoolConfig(_Strict):
 
 
 class ClipConfig(_Strict):
-    # fixed: windows of window_s every stride_s; whole: the whole video is one clip (up to window_s
-    # of audio is kept for it).
-    policy: Literal["fixed", "whole"] = "fixed"
+    # fixed: windows of window_s every stride_s; whole: the whole video is one clip;
+    # segments: start/end per clip from a same-stem .json sidecar or manifest start_s/end_s
+    # columns (a video without segments falls back to fixed windows). window_s also caps the
+    # audio kept per clip.
+    policy: Literal["fixed", "whole", "segments"] = "fixed"
     window_s: float = Field(10.0, gt=0)
     stride_s: float = Field(10.0, gt=0)
     min_clip_s: float = Field(1.0, ge=0)

@@ -1,7 +1,8 @@
 """Manifest inputs: a CSV, JSONL or Parquet file listing videos.
 
 Columns: `uri` (required; absolute, or relative to the manifest's folder) and optionally
-`video_id`. Any other columns are ignored. A manifest that cannot be read, or has no `uri`
+`video_id`, and `start_s`/`end_s` for the `segments` clip policy (one row per segment; rows
+with the same uri form one video). Any other columns are ignored. A manifest that cannot be read, or has no `uri`
 column, stops the run before any work starts, naming the manifest and the cause.
 """
 
@@ -45,14 +46,25 @@ def read_manifest(fs, path: str, uri: str) -> list[dict[str, Any]]:
         raise InputError(f"manifest {uri} has no 'uri' column (columns: {table.column_names})")
     rows = []
     base = posixpath.dirname(path)
-    for i, row in enumerate(table.select([c for c in ("uri", "video_id") if c in table.column_names]).to_pylist()):
+    wanted = [c for c in ("uri", "video_id", "start_s", "end_s") if c in table.column_names]
+    for i, row in enumerate(table.select(wanted).to_pylist()):
         target = row.get("uri")
         if not target:
             raise InputError(f"manifest {uri}: row {i + 1} has an empty uri")
         target = str(target)
         if "://" not in target and not target.startswith("/"):
             target = posixpath.join(base, target)
-        rows.append({"uri": target, "video_id": row.get("video_id")})
+        segment = None
+        if row.get("start_s") is not None and row.get("end_s") is not None:
+            segment = (float(row["start_s"]), float(row["end_s"]))
+            if not segment[1] > segment[0] >= 0:
+                raise InputError(f"manifest {uri}: row {i + 1} has an invalid segment {segment}")
+        rows.append({"uri": target, "video_id": row.get("video_id"), "segment": segment})
     if not rows:
         raise InputError(f"manifest {uri} lists no videos")
-    return rows
+    merged: dict[str, dict[str, Any]] = {}
+    for r in rows:  # one entry per video, its segments in order
+        entry = merged.setdefault(r["uri"], {"uri": r["uri"], "video_id": r["video_id"], "segments": []})
+        if r["segment"]:
+            entry["segments"].append(r["segment"])
+    return list(merged.values())

@@ -6,6 +6,7 @@ prefix is reported at once with the URI and the cause.
 
 from __future__ import annotations
 
+import json
 import posixpath
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -32,6 +33,8 @@ class VideoRef:
     def as_row(self) -> dict[str, Any]:
         row = asdict(self)
         row["transcript_uri"] = self.sidecars.get("transcript", "")
+        row["segments_uri"] = self.sidecars.get("segments", "")
+        row["segments"] = self.sidecars.get("segments_json", "")  # inline, from a manifest
         del row["sidecars"]
         return row
 
@@ -96,6 +99,7 @@ def discover(uri: str, storage_options: dict[str, Any] | None = None) -> list[Vi
     root = root.rstrip("/")
 
     transcripts: dict[str, str] = {}
+    segment_files: dict[str, str] = {}
     found: list[tuple[str, dict[str, Any], str]] = []
     for p, info in sorted(listing.items()):
         if info.get("type", "file") != "file":
@@ -109,6 +113,8 @@ def discover(uri: str, storage_options: dict[str, Any] | None = None) -> list[Vi
             found.append((p, info, "hls"))
         elif ext in TRANSCRIPT_EXTENSIONS and (stem not in transcripts or ext != ".txt"):
             transcripts[stem] = p  # .vtt/.srt (timed) win over .txt
+        elif ext == ".json":
+            segment_files[stem] = p
     if single_file and found:
         stem = _split_ext(path)[0]
         for ext in TRANSCRIPT_EXTENSIONS:
@@ -128,6 +134,8 @@ def discover(uri: str, storage_options: dict[str, Any] | None = None) -> list[Vi
             refs.extend(_tar_refs(fs, p, rel, info))
             continue
         sidecars = {"transcript": full_uri(fs, transcripts[stem])} if stem in transcripts else {}
+        if stem in segment_files:
+            sidecars["segments"] = full_uri(fs, segment_files[stem])
         refs.append(VideoRef(video_id=rel, uri=full_uri(fs, p), size=int(info.get("size") or 0),
                              etag=_etag(info), sidecars=sidecars, kind=kind))
     return _unique(refs)
@@ -164,6 +172,8 @@ def _from_manifest(fs, path: str, uri: str, storage_options) -> list[VideoRef]:
             if tfs.exists(stem + side):
                 sidecars = {"transcript": full_uri(tfs, stem + side)}
                 break
+        if row["segments"]:
+            sidecars["segments_json"] = json.dumps(sorted(row["segments"]))
         refs.append(VideoRef(video_id=str(video_id), uri=full_uri(tfs, tpath), size=int(info.get("size") or 0),
                              etag=_etag(info), sidecars=sidecars, kind=kind))
     return _unique(refs)

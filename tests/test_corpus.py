@@ -237,3 +237,25 @@ print(n1, n2, peak1, peak2)
     assert (n1, n2) == (2, 120)
     growth_mb = (peak2 - peak1) / 1024
     assert growth_mb < 150, f"peak RSS grew {growth_mb:.0f} MB for a 60x longer video"
+
+
+def test_segments_from_a_json_sidecar(tmp_path):
+    from mmbatch.sources import discover
+
+    write_video(tmp_path / "talk.mp4", seconds=9.0)
+    (tmp_path / "talk.json").write_text('[[1.0, 2.0], {"start_s": 4.5, "end_s": 8.0}]')
+    s = DecodeStage(parse_config({"clips": {"policy": "segments", "frames_per_clip": 2}, "decode": {"image_size": 32},
+                                  "models": {"text": {"task": "text_classification", "source": "x"}}}), isolated=False)
+    ref = discover(str(tmp_path))[0]
+    rows = list(s(ref_batch(ref)))
+    out = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    assert out["start_s"].tolist() == [1.0, 4.5] and out["end_s"].tolist() == [2.0, 8.0]
+    assert out["audio_len"].tolist() == [16000, 56000]
+
+
+def test_target_fps_fills_fewer_frames(tmp_path):
+    s = DecodeStage(parse_config({"clips": {"frames_per_clip": 8, "target_fps": 1.0, "window_s": 3, "stride_s": 3},
+                                  "decode": {"image_size": 32},
+                                  "models": {"text": {"task": "text_classification", "source": "x"}}}), isolated=False)
+    out = decode(s, write_video(tmp_path / "v.mp4", seconds=6.0))
+    assert out["n_frames"].tolist() == [3, 3] and (out["frames"][:, 3:] == 0).all() and out["frames"][:, :3].std() > 10

@@ -58,3 +58,29 @@ def test_clips_cover_video_without_overlap(duration):
     cs = plan_fixed_windows(duration, 10.0, 10.0, 0.0)
     assert cs[0].start_s == 0 and cs[-1].end_s == pytest.approx(duration)
     assert all(a.end_s == b.start_s for a, b in zip(cs, cs[1:]))
+
+
+def test_segments_are_clamped_sorted_and_reindexed():
+    from mmbatch.decode.planner import parse_segments, plan_segments
+
+    segs = parse_segments('{"segments": [{"start_s": 8, "end_s": 14}, [1, 2.5], [12, 12], [-1, 0.5]]}')
+    assert [(c.index, c.start_s, c.end_s) for c in plan_segments(10.0, segs)] == [
+        (0, 0.0, 0.5), (1, 1.0, 2.5), (2, 8.0, 10.0)]
+
+
+def test_policies_whole_and_segments_fallback():
+    from mmbatch.config import ClipConfig
+    from mmbatch.decode.planner import plan_clips
+
+    assert [(c.start_s, c.end_s) for c in plan_clips(7.5, ClipConfig(policy="whole"))] == [(0.0, 7.5)]
+    seg = ClipConfig(policy="segments", window_s=5, stride_s=5)
+    assert [(c.start_s, c.end_s) for c in plan_clips(7.5, seg, [(2.0, 3.0)])] == [(2.0, 3.0)]
+    assert [(c.start_s, c.end_s) for c in plan_clips(7.5, seg, None)] == [(0, 5), (5, 7.5)]  # no segments: windows
+
+
+def test_target_fps_with_cap():
+    from mmbatch.config import ClipConfig
+    from mmbatch.decode.planner import frames_for
+
+    clips = ClipConfig(frames_per_clip=8, target_fps=2.0)
+    assert [frames_for(ClipSpan(0, 0, d), clips) for d in (0.2, 1.0, 3.0, 10.0)] == [1, 2, 6, 8]

@@ -45,3 +45,13 @@ def test_errors_name_the_uri(tmp_path):
         discover(str(tmp_path))
     with pytest.raises(InputError, match="unsupported URI scheme in 'nosuchproto://x'"):
         discover("nosuchproto://x")
+
+
+def test_manifest_segments_group_by_uri(tmp_path):
+    (tmp_path / "a.mp4").write_bytes(b"00")
+    (tmp_path / "m.csv").write_text("uri,start_s,end_s\na.mp4,5,9\na.mp4,0,2\n")
+    refs = discover(str(tmp_path / "m.csv"))
+    assert len(refs) == 1 and refs[0].as_row()["segments"] == "[[0.0, 2.0], [5.0, 9.0]]"
+    (tmp_path / "bad.csv").write_text("uri,start_s,end_s\na.mp4,5,1\n")
+    with pytest.raises(InputError, match="invalid segment"):
+        discover(str(tmp_path / "bad.csv"))

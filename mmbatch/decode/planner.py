@@ -55,11 +55,40 @@ def plan_fixed_windows(duration_s: float, window_s: float, stride_s: float, min_
     return spans
 
 
-def plan_clips(duration_s: float, clips) -> list[ClipSpan]:
+def plan_segments(duration_s: float, segments: list[tuple[float, float]]) -> list[ClipSpan]:
+    """Given start/end pairs, clamped to the video and ordered by start; empty ones dropped."""
+    spans = []
+    for start, end in sorted(segments):
+        start, end = max(0.0, float(start)), min(float(end), duration_s)
+        if end > start:
+            spans.append(ClipSpan(len(spans), round(start, 6), round(end, 6)))
+    return spans
+
+
+def plan_clips(duration_s: float, clips, segments: list[tuple[float, float]] | None = None) -> list[ClipSpan]:
     """Spans for a ClipConfig's policy."""
     if clips.policy == "whole":
         return [ClipSpan(0, 0.0, round(duration_s, 6))] if duration_s > 0 else []
+    if clips.policy == "segments" and segments:
+        return plan_segments(duration_s, segments)
     return plan_fixed_windows(duration_s, clips.window_s, clips.stride_s, clips.min_clip_s)
+
+
+def parse_segments(text: str) -> list[tuple[float, float]]:
+    """Segments JSON: [[start, end], ...] or [{"start_s": .., "end_s": ..}, ...] or
+    {"segments": [...]} (either item form)."""
+    import json
+
+    data = json.loads(text)
+    if isinstance(data, dict):
+        data = data.get("segments", [])
+    out = []
+    for item in data:
+        if isinstance(item, dict):
+            out.append((float(item.get("start_s", item.get("start"))), float(item.get("end_s", item.get("end")))))
+        else:
+            out.append((float(item[0]), float(item[1])))
+    return out
 
 
 def frames_for(span: ClipSpan, clips) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 
 from mmbatch.config import PipelineConfig
 from mmbatch.decode import backend
-from mmbatch.decode.planner import ClipSpan, clip_id, frames_for, plan_clips, sample_times
+from mmbatch.decode.planner import ClipSpan, clip_id, frames_for, parse_segments, plan_clips, sample_times
 from mmbatch.decode.video import open_video
 from mmbatch.errors import DecodeError
 from mmbatch.stage import Resources
@@ -109,7 +109,7 @@ class DecodeStage:
                 info = backend.probe(path)
                 self._check_limits(info)
                 video = open_video(self.backend, path, info, self.decode.image_size, self.decode.fallback_backend)
-                spans = plan_clips(video.duration_s, self.clips)
+                spans = plan_clips(video.duration_s, self.clips, self._segments(ref))
                 if not spans:
                     raise DecodeError("empty video: duration is 0 s")
                 if len(spans) > self.decode.max_clips:
@@ -203,7 +203,24 @@ class DecodeStage:
             "has_audio": np.array([has_audio]),
         }
 
-    # -- helpers ----------------------------------------------------------------------------
+    # -- helpers ------------------------------------------------------------------------------
+    def _segments(self, ref) -> list[tuple[float, float]] | None:
+        """Segments for the `segments` policy: inline (manifest) or from a .json sidecar."""
+        if self.clips.policy != "segments":
+            return None
+        try:
+            if str(ref.get("segments", "")):
+                return parse_segments(str(ref["segments"]))
+            if str(ref.get("segments_uri", "")):
+                from mmbatch import storage
+
+                fs, path = storage.filesystem(str(ref["segments_uri"]), self.storage_options)
+                with fs.open(path, "rb") as fh:
+                    return parse_segments(fh.read().decode("utf-8"))
+        except (ValueError, KeyError, TypeError, IndexError) as err:
+            raise DecodeError(f"unreadable segments sidecar: {err}") from None
+        return None
+
     def _check_limits(self, info: backend.StreamInfo) -> None:
         if not info.has_video:
             raise DecodeError("no video stream")
