@@ -194,3 +194,28 @@ def test_fusion_checkpoint_must_fit_encoders(tmp_path):
                            "fusion": {"mode": "trained", "checkpoint": str(tmp_path)}})
     with pytest.raises(ModelLoadError, match="expects text embeddings of size 16, but models.text produces 32"):
         inspect_models(config)
+
+
+def test_unreadable_sidecar_loses_only_that_clips_text(tmp_path):
+    stage = SpeechRecognitionStage(EncoderConfig(task="speech_recognition", source="tiny:whisper", max_new_tokens=4))
+    b = clip_batch()
+    b["transcript_uri"] = np.array([str(tmp_path / "missing.vtt"), "", "", ""])
+    out = stage(b)
+    assert out["transcript"][0] == "" and out["transcript"][1] != ""
+
+
+def test_one_failing_row_only_loses_its_modality(monkeypatch):
+    stage = encoder("text_classification", "tiny:roberta-sentiment")
+    real = stage.encode
+
+    def flaky(batch, rows):
+        if 2 in rows:
+            raise RuntimeError("bad row")
+        return real(batch, rows)
+
+    monkeypatch.setattr(stage, "encode", flaky)
+    b = clip_batch()
+    b["status"] = np.array(["ok"] * 4)
+    out = stage(b)
+    assert out["has_text"].tolist() == [True, False, False, True]  # row 1: empty text; row 2: failed
+    assert np.isnan(out["text_probs"][2]).all() and not np.isnan(out["text_probs"][3]).any()

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmbatch.encoders.base import EncoderStage, is_ok, mean_pool
+from mmbatch.encoders.base import EncoderStage, mean_pool, usable_audio
 from mmbatch.encoders.labels import label_matrix, to_sentiment
 
-MIN_SAMPLES = 1600  # 0.1 s at 16 kHz: shorter clips carry no usable audio
 
 
 class AudioClassificationEncoder(EncoderStage):
@@ -37,7 +36,7 @@ class AudioClassificationEncoder(EncoderStage):
             self.normalise, self.use_mask = True, True
 
     def active_rows(self, batch):
-        return is_ok(batch) & np.asarray(batch["has_audio"], dtype=bool) & (np.asarray(batch["audio_len"]) >= MIN_SAMPLES)
+        return usable_audio(batch)
 
     def encode(self, batch, rows):
         torch = self.torch
@@ -106,7 +105,7 @@ class AudioZeroShotEncoder(EncoderStage):
         self.logit_scale = self.model.logit_scale_a.exp().float().item()
 
     def active_rows(self, batch):
-        return is_ok(batch) & np.asarray(batch["has_audio"], dtype=bool) & (np.asarray(batch["audio_len"]) >= MIN_SAMPLES)
+        return usable_audio(batch)
 
     def log_mel(self, waves: list) -> "torch.Tensor":
         """(n, 1 or 4, frames, mels) input features for ClapModel, computed on the device."""

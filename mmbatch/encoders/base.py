@@ -53,17 +53,8 @@ class EncoderStage:
         self.init_outputs(batch, n)
         if len(active):
             with self.torch.inference_mode(), self.autocast():
-                try:
-                    self.encode(batch, active)
-                except Exception as err:  # isolate the bad row(s)
-                    log.warning("%s: batch failed (%s); retrying row by row", self.name, err)
-                    for i in active:
-                        try:
-                            self.encode(batch, np.array([i]))
-                        except Exception as row_err:
-                            log.warning("%s: row %s of %s failed: %s", self.name,
-                                        batch["clip_index"][i], batch["video_id"][i], row_err)
-                            self.mark_missing(batch, i)
+                run_isolated(self.name, batch, active, lambda rows: self.encode(batch, rows),
+                             lambda i: self.mark_missing(batch, i))
         if self.drop_inputs:
             for col in self.input_columns:
                 batch.pop(col, None)
@@ -107,8 +98,30 @@ class EncoderStage:
         return tensor.detach().float().cpu().numpy()
 
 
+MIN_AUDIO_SAMPLES = 1600  # 0.1 s at 16 kHz: shorter clips carry no usable audio
+
+
 def is_ok(batch: Batch) -> np.ndarray:
     return np.asarray(batch["status"]) == "ok"
+
+
+def usable_audio(batch: Batch) -> np.ndarray:
+    return is_ok(batch) & np.asarray(batch["has_audio"], dtype=bool) & (np.asarray(batch["audio_len"]) >= MIN_AUDIO_SAMPLES)
+
+
+def run_isolated(name: str, batch: Batch, rows: np.ndarray, fn, on_row_failure) -> None:
+    """fn(rows) for the whole batch; if that raises, fn once per row, so one bad row only
+    costs that row (on_row_failure(i)), never the batch or the actor."""
+    try:
+        fn(rows)
+    except Exception as err:
+        log.warning("%s: batch failed (%s); retrying row by row", name, err)
+        for i in rows:
+            try:
+                fn(np.array([i]))
+            except Exception as row_err:
+                log.warning("%s: row %s of %s failed: %s", name, batch["clip_index"][i], batch["video_id"][i], row_err)
+                on_row_failure(i)
 
 
 def mean_pool(hidden, mask):

@@ -10,13 +10,11 @@ import logging
 
 import numpy as np
 
-from mmbatch.encoders.base import is_ok
+from mmbatch.encoders.base import is_ok, run_isolated, usable_audio
 from mmbatch.stage import Batch, Resources
 from mmbatch.transcripts import TranscriptCache
 
 log = logging.getLogger(__name__)
-
-MIN_SAMPLES = 1600
 
 
 class SpeechRecognitionStage:
@@ -67,20 +65,17 @@ class SpeechRecognitionStage:
         sidecar = np.asarray(batch.get("transcript_uri", np.array([""] * n))).astype(str)
         ok = is_ok(batch)
         for i in np.flatnonzero(ok & (sidecar != "")):
-            transcripts[i] = self.sidecars.text_for(sidecar[i], float(batch["start_s"][i]), float(batch["end_s"][i]))
-        asr_rows = np.flatnonzero(ok & (sidecar == "") & np.asarray(batch["has_audio"], dtype=bool)
-                                  & (np.asarray(batch["audio_len"]) >= MIN_SAMPLES))
-        if len(asr_rows):
             try:
-                transcripts[asr_rows] = self._transcribe(batch, asr_rows)
-            except Exception as err:  # one bad batch: retry row by row, lose only bad rows
-                log.warning("speech_recognition: batch failed (%s); retrying row by row", err)
-                for i in asr_rows:
-                    try:
-                        transcripts[i] = self._transcribe(batch, np.array([i]))[0]
-                    except Exception as row_err:
-                        log.warning("speech_recognition: %s clip %s failed: %s",
-                                    batch["video_id"][i], batch["clip_index"][i], row_err)
+                transcripts[i] = self.sidecars.text_for(sidecar[i], float(batch["start_s"][i]), float(batch["end_s"][i]))
+            except Exception as err:  # an unreadable sidecar loses this clip's text, not the batch
+                log.warning("speech_recognition: sidecar %s unreadable: %s", sidecar[i], err)
+        asr_rows = np.flatnonzero((sidecar == "") & usable_audio(batch))
+        if len(asr_rows):
+
+            def transcribe(rows):
+                transcripts[rows] = self._transcribe(batch, rows)
+
+            run_isolated(self.name, batch, asr_rows, transcribe, lambda i: None)  # failed row: no text
         batch["transcript"] = transcripts.astype(str)
         if self.drop_inputs:
             for col in self.input_columns:
