@@ -71,6 +71,9 @@ class DecodeConfig(_Strict):
     max_duration_s: float = Field(6 * 3600.0, gt=0)
     max_pixels: int = Field(3840 * 2160, gt=0)
     max_clips: int = Field(5000, ge=1)
+    # A video with more clips than this decodes as several tasks of at most this many clips
+    # (a recorded stream of hours must not serialise on one core). null: never split.
+    split_clips: int | None = Field(360, ge=1)
     pool: PoolConfig = PoolConfig(num_cpus=1.0, concurrency=(1, 64), batch_size=1)
 
 

@@ -62,8 +62,17 @@ class RunPaths:
 
 @dataclass
 class _PendingVideo:
-    expected: int
+    """Rows of one video so far. A split video arrives in chunks from several decode tasks;
+    each chunk's rows say how many rows that chunk has and how many chunks there are."""
+
+    n_chunks: int
+    expected: dict[int, int] = field(default_factory=dict)  # chunk index -> its row count
     rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, row: dict[str, Any]) -> bool:
+        self.rows.append(row)
+        self.expected[int(row.get("chunk_index", 0))] = int(row["n_rows"])
+        return len(self.expected) == self.n_chunks and len(self.rows) >= sum(self.expected.values())
 
 
 def _to_str(value) -> str | None:
@@ -112,9 +121,8 @@ class RunWriter:
         for i in range(n):
             row = {k: batch[k][i] for k in batch}
             vid = str(row["video_id"])
-            pending = self._pending.setdefault(vid, _PendingVideo(int(row["n_rows"])))
-            pending.rows.append(row)
-            if len(pending.rows) >= pending.expected:
+            pending = self._pending.setdefault(vid, _PendingVideo(int(row.get("n_chunks", 1))))
+            if pending.add(row):
                 self._finish_video(vid, self._pending.pop(vid).rows)
 
     def _finish_video(self, video_id: str, rows: list[dict[str, Any]]) -> None:
@@ -185,7 +193,7 @@ class RunWriter:
         """Reconcile, write the videos partition, prune stale clip files, write the manifest."""
         self.flush_ledger()
         for vid, pending in self._pending.items():  # rows lost mid-video (should not happen)
-            log.error("video %s incomplete at commit: %d of %d rows", vid, len(pending.rows), pending.expected)
+            log.error("video %s incomplete at commit: %d rows of %d chunks", vid, len(pending.rows), pending.n_chunks)
         rows = []
         for ref in refs:
             row = skipped.get(ref.video_id) or self.done.get(ref.video_id)

@@ -1,6 +1,7 @@
 """The video sentiment graph: discover → decode → encoders → fusion → Parquet, and the run.
 
-    discover (driver) → decode (CPU tasks, one video each, clips streamed out)
+    discover (driver) → split (long videos into chunks of clips, header reads only)
+      → decode (CPU tasks, one video or chunk each, clips streamed out)
       → vision (actors) → speech recognition (actors) → audio (actors) → text (actors)
       → fusion (actors) → RunWriter on the driver (per-video Parquet, ledger, commit)
 
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from mmbatch.config import PipelineConfig
+from mmbatch.config import PipelineConfig, PoolConfig
 from mmbatch.schema import EmbeddingDims
 from pipelines.adapter import apply_actor_stage, apply_task_stage, check_cluster_fits
 
@@ -55,6 +56,11 @@ def build_dataset(refs: list, config: PipelineConfig, dims: EmbeddingDims):
     # One ref per block so decode tasks spread over the cluster.
     ds = ray.data.from_items([r.as_row() for r in refs], override_num_blocks=max(1, len(refs)))
     key = hashlib.sha256(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
+    if config.decode.split_clips:  # long videos → several decode tasks
+        from mmbatch.decode.split import SplitStage
+
+        ds = apply_task_stage(ds, SplitStage, PoolConfig(num_cpus=0.25, concurrency=(1, config.decode.pool.concurrency[1]),
+                                                         batch_size=1), f"split-{key}", config)
     ds = apply_task_stage(ds, DecodeStage, config.decode.pool, f"decode-{key}", config)
 
     waveform_users = [m for m in ("speech", "audio") if getattr(models, m) is not None]

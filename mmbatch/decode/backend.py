@@ -27,7 +27,9 @@ class StreamInfo:
     rotation: int = 0  # display rotation in degrees, counter-clockwise (from the display matrix)
 
 
-def _sniff(path: str) -> bytes:
+def _sniff(path) -> bytes:
+    if not isinstance(path, str):
+        return b""
     try:
         with open(path, "rb") as fh:
             return fh.read(12)

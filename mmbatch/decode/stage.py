@@ -2,7 +2,8 @@
 
 Fan-out stage: `__call__` yields one batch per clip so no more than one clip's pixels are
 held at a time. Each planned clip yields exactly one row (status ok or error) and every row
-carries `n_rows`, so the sink knows when a video is complete. A video that cannot be opened
+carries `n_rows` (rows of its video, or of its chunk of a split video, with `chunk_index` and
+`n_chunks`), so the sink knows when a video is complete. A video that cannot be opened
 at all yields a single row with clip_index = -1 and the reason.
 """
 
@@ -78,6 +79,9 @@ class DecodeStage:
     def _decode_isolated(self, ref: dict[str, Any]) -> Iterator[Batch]:
         t0 = time.perf_counter()
         n_rows, sent = None, set()
+        if (chunk := self._chunk(ref)) is not None:
+            spans = chunk[2]
+            n_rows = len(spans)
         for kind, payload in self._watchdog.events(ref):
             if kind == "plan":
                 n_rows, spans = payload
@@ -87,7 +91,7 @@ class DecodeStage:
             else:
                 reason = (f"decode timed out after {payload:.0f} s (decoder stuck)" if kind == "timeout"
                           else f"decoder process crashed (exit code {payload})")
-                if n_rows is None or not sent:
+                if n_rows is None or (not sent and chunk is None):
                     yield self._failed_video(ref, reason, time.perf_counter() - t0)
                 else:  # rows already out: close the video with error rows for the clips never sent
                     for span in spans:
@@ -103,21 +107,35 @@ class DecodeStage:
         t0 = time.perf_counter()
         spool_dir = None
         video = audio = None
+        chunk = self._chunk(ref)
         try:
             try:
                 path, spool_dir = self._local_path(str(ref["uri"]), str(ref.get("kind", "file")))
                 info = backend.probe(path)
                 self._check_limits(info)
                 video = open_video(self.backend, path, info, self.decode.image_size, self.decode.fallback_backend)
-                spans = plan_clips(video.duration_s, self.clips, self._segments(ref))
+                if chunk is None:
+                    spans = plan_clips(video.duration_s, self.clips, self._segments(ref))
+                    total = len(spans)
+                else:
+                    first, is_last, header_spans, total = chunk
+                    # The last chunk plans its tail from the decoder's duration, as an unsplit
+                    # decode would; earlier chunks hold full windows that the duration cannot move.
+                    spans = plan_clips(video.duration_s, self.clips)[first:] if is_last else header_spans
+                    spans = spans or header_spans
                 if not spans:
                     raise DecodeError("empty video: duration is 0 s")
-                if len(spans) > self.decode.max_clips:
-                    raise DecodeError(f"{len(spans)} clips exceed max_clips {self.decode.max_clips}")
+                if total > self.decode.max_clips:
+                    raise DecodeError(f"{total} clips exceed max_clips {self.decode.max_clips}")
             except DecodeError as err:
-                yield "row", self._failed_video(ref, str(err), time.perf_counter() - t0)
+                if chunk is None:
+                    yield "row", self._failed_video(ref, str(err), time.perf_counter() - t0)
+                else:  # other chunks carry the video's other clips: fail this chunk's clips
+                    for span in chunk[2]:
+                        yield "row", self._error_clip(ref, span, len(chunk[2]), str(err))
                 return
-            yield "plan", (len(spans), spans)
+            n_rows = len(spans)
+            yield "plan", (n_rows, spans)
             setup_seconds = time.perf_counter() - t0
             if info.has_audio:
                 try:
@@ -126,7 +144,7 @@ class DecodeStage:
                     audio = None  # unreadable audio track: score the video without audio
             for span in spans:
                 c0 = time.perf_counter()
-                row = self._decode_clip(ref, span, len(spans), video.duration_s, video, audio)
+                row = self._decode_clip(ref, span, n_rows, video.duration_s, video, audio)
                 row["decode_seconds"] = np.array([time.perf_counter() - c0 + setup_seconds])
                 setup_seconds = 0.0
                 yield "row", row
@@ -190,7 +208,9 @@ class DecodeStage:
             "clip_id": np.array([clip_id(vid, start, end) if index >= 0 else ""]),
             "start_s": np.array([start], dtype=np.float64),
             "end_s": np.array([end], dtype=np.float64),
-            "n_rows": np.array([n_rows], dtype=np.int32),
+            "n_rows": np.array([n_rows], dtype=np.int32),  # rows of this video (or chunk of it)
+            "chunk_index": np.array([int(ref.get("chunk_index", 0))], dtype=np.int32),
+            "n_chunks": np.array([int(ref.get("n_chunks", 1))], dtype=np.int32),
             "duration_s": np.array([duration], dtype=np.float64),
             "status": np.array([status]),
             "error_stage": np.array(["decode" if status == "error" else ""]),
@@ -204,6 +224,16 @@ class DecodeStage:
         }
 
     # -- helpers ------------------------------------------------------------------------------
+    def _chunk(self, ref) -> tuple[int, bool, list[ClipSpan], int] | None:
+        """For a row of the split stage: (first clip index, is last chunk, the chunk's spans as
+        planned from the header duration, clips planned in all); None for a whole video."""
+        first = int(ref.get("chunk_first", -1))
+        if first < 0:
+            return None
+        spans = plan_clips(float(ref["plan_duration_s"]), self.clips)
+        is_last = int(ref["chunk_index"]) == int(ref["n_chunks"]) - 1
+        return first, is_last, spans[first : int(ref["chunk_last"])], len(spans)
+
     def _segments(self, ref) -> list[tuple[float, float]] | None:
         """Segments for the `segments` policy: inline (manifest) or from a .json sidecar."""
         if self.clips.policy != "segments":

@@ -1,0 +1,65 @@
+"""Long videos split into chunks of clips decode as separate tasks, with the ids of one piece."""
+
+import datetime as dt
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from conftest import ref_batch
+from mmbatch.config import parse_config
+from mmbatch.decode.split import SplitStage, header_duration
+from mmbatch.decode.stage import DecodeStage
+from mmbatch.schema import partitioning
+from mmbatch.sources import VideoRef
+from mmbatch.synth import write_video
+from pipelines.video_sentiment import run_pipeline
+
+
+def cfg(split):
+    return parse_config({"clips": {"window_s": 2.0, "stride_s": 2.0, "frames_per_clip": 2},
+                         "decode": {"image_size": 32, "split_clips": split},
+                         "models": {"text": {"task": "text_classification", "source": "x"}}})
+
+
+def test_split_stage_emits_chunks(tmp_path):
+    path = write_video(tmp_path / "long.mp4", seconds=21.0)
+    ref = VideoRef("long", str(path), path.stat().st_size, "e")
+    chunks = list(SplitStage(cfg(4))(ref_batch(ref)))
+    assert [(int(c["chunk_first"][0]), int(c["chunk_last"][0]), int(c["chunk_index"][0]), int(c["n_chunks"][0]))
+            for c in chunks] == [(0, 4, 0, 3), (4, 8, 1, 3), (8, 11, 2, 3)]
+    assert header_duration(str(path), "file", None) == chunks[0]["plan_duration_s"][0]
+    short = list(SplitStage(cfg(20))(ref_batch(ref)))
+    assert len(short) == 1 and short[0]["chunk_first"][0] == -1
+
+
+def test_chunks_decode_to_the_same_clips_as_one_piece(tmp_path):
+    path = write_video(tmp_path / "long.mp4", seconds=21.0)
+    ref = VideoRef("long", str(path), path.stat().st_size, "e")
+    whole = [r for r in DecodeStage(cfg(None), isolated=False)(ref_batch(ref))]
+    pieces = []
+    stage = DecodeStage(cfg(4), isolated=False)
+    for chunk in SplitStage(cfg(4))(ref_batch(ref)):
+        pieces.extend(stage(chunk))
+    ids = lambda rows: [(int(r["clip_index"][0]), str(r["clip_id"][0])) for r in rows]  # noqa: E731
+    assert ids(pieces) == ids(whole) and len(whole) == 11
+    np.testing.assert_array_equal(np.concatenate([r["frames"] for r in pieces]),
+                                  np.concatenate([r["frames"] for r in whole]))
+    assert [int(r["n_rows"][0]) for r in pieces] == [4] * 8 + [3] * 3
+
+
+def test_split_video_end_to_end(ray_cluster, tiny_config, tmp_path):
+    src = tmp_path / "in"
+    write_video(src / "stream.mp4", seconds=31.0)
+    write_video(src / "short.mp4", seconds=4.0)
+    split = tiny_config.model_copy(update={"decode": tiny_config.decode.model_copy(update={"split_clips": 2})})
+    whole = tiny_config.model_copy(update={"decode": tiny_config.decode.model_copy(update={"split_clips": None})})
+    day = dt.date(2026, 11, 27)
+    a = run_pipeline(split, str(src), str(tmp_path / "split"), day)
+    b = run_pipeline(whole, str(src), str(tmp_path / "whole"), day)
+    read = lambda root: pq.read_table(root / "clips", partitioning=partitioning()).to_pandas()  # noqa: E731
+    ca, cb = read(tmp_path / "split"), read(tmp_path / "whole")
+    key = ["video_id", "clip_index", "clip_id", "start_s", "end_s"]
+    assert ca.sort_values(key)[key].values.tolist() == cb.sort_values(key)[key].values.tolist()
+    assert (a.scored, a.clips) == (2, 8) and (b.scored, b.clips) == (2, 8)
+    videos = pq.read_table(tmp_path / "split" / "videos", partitioning=partitioning()).to_pandas()
+    assert videos.set_index("video_id")["n_clips"].to_dict() == {"stream": 7, "short": 1}
