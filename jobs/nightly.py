@@ -47,17 +47,22 @@ def main(argv: list[str] | None = None) -> int:
     backoff = args.backoff_s
     status = "FAILED"
     for attempt in range(args.retries + 1):
-        job_id = client.submit_job(entrypoint=entrypoint,
-                                   runtime_env={"working_dir": args.working_dir, "excludes": excludes})
-        print(f"attempt {attempt + 1}: submitted {job_id}: {entrypoint}", flush=True)
-        while (status := str(client.get_job_status(job_id)).split(".")[-1]) not in TERMINAL:
-            time.sleep(args.poll_s)
-        logs = client.get_job_logs(job_id)
-        print(logs[-4000:], flush=True)
-        if status == "SUCCEEDED":
-            return 0
-        if "committed:" in logs and "max-failed-fraction" in logs:
-            return 2  # the run committed; too many bad inputs is not fixed by retrying
+        try:
+            job_id = client.submit_job(entrypoint=entrypoint,
+                                       runtime_env={"working_dir": args.working_dir, "excludes": excludes})
+        except Exception as err:  # the cluster refused the submission (agent not ready, network)
+            print(f"attempt {attempt + 1}: submission failed: {err}", flush=True)
+            status = "FAILED"
+        else:
+            print(f"attempt {attempt + 1}: submitted {job_id}: {entrypoint}", flush=True)
+            while (status := str(client.get_job_status(job_id)).split(".")[-1]) not in TERMINAL:
+                time.sleep(args.poll_s)
+            logs = client.get_job_logs(job_id)
+            print(logs[-4000:], flush=True)
+            if status == "SUCCEEDED":
+                return 0
+            if "committed:" in logs and "max-failed-fraction" in logs:
+                return 2  # the run committed; too many bad inputs is not fixed by retrying
         if attempt < args.retries:
             print(f"attempt {attempt + 1} ended {status}; retrying in {backoff:.0f} s", flush=True)
             time.sleep(backoff)

@@ -64,8 +64,11 @@ def test_changed_models_rescore_everything(ray_cluster, tiny_config, many_videos
 def test_killed_driver_resumes_exactly_once(ray_cluster, tiny_config, many_videos, tmp_path):
     cfg = yaml.safe_load((REPO / "pipelines" / "tiny.yaml").read_text())
     cfg["run"] = {"ledger_flush_videos": 1}
+    for name in ("vision", "speech", "audio", "text"):  # no stage waits to fill a batch:
+        cfg["models"][name]["pool"]["batch_size"] = 1   # videos reach the sink one by one
     cfg["fusion"]["pool"]["batch_size"] = 1
-    cfg["decode"]["pool"]["concurrency"] = [1, 1]  # videos arrive one by one: the kill lands mid-run
+    cfg["decode"]["pool"]["concurrency"] = [1, 1]  # videos arrive one by one, a second each:
+    cfg["decode"]["backend"] = "mmbatch.decode.faults:SlowVideo"  # the kill lands mid-run
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "out"
@@ -102,9 +105,13 @@ def ray_head():
     """A Ray head as our own subprocess (`ray start --head --block`), stopped by its PID."""
     port, dash = free_port(), free_port()
     temp = Path("/tmp") / f"rayhead-{port}"  # short: Ray's unix socket paths have a length limit
+    # Every port free and explicit: the session's local Ray already holds the defaults (52365…).
+    ports = {f"--{name}": str(free_port()) for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port",
+        "ray-client-server-port", "node-manager-port", "object-manager-port")}
     cmd = ["ray", "start", "--head", "--block", "--port", str(port), "--dashboard-port", str(dash),
            "--dashboard-host", "127.0.0.1", "--num-cpus", "2", "--num-gpus", "1", "--include-dashboard", "true",
-           "--temp-dir", str(temp), "--disable-usage-stats"]
+           "--temp-dir", str(temp), "--disable-usage-stats", *[x for kv in ports.items() for x in kv]]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"http://127.0.0.1:{dash}"
@@ -121,6 +128,17 @@ def ray_head():
                 time.sleep(1)
         else:
             pytest.fail("ray head did not come up")
+        # The dashboard answers before its job agent is ready ("No available agent to submit
+        # job"): wait until a trivial job goes through.
+        env["RAY_AUTH_MODE"] = "token"
+        while time.time() < deadline + 60:
+            ready = subprocess.run(["ray", "job", "submit", "--address", address, "--", "true"], env=env,
+                                   capture_output=True, text=True, timeout=120)
+            if ready.returncode == 0:
+                break
+            time.sleep(2)
+        else:
+            pytest.fail(f"ray head never accepted a job: {ready.stderr[-1000:]}")
         yield address
     finally:
         proc.send_signal(signal.SIGINT)  # SIGINT shuts a --block head and its children down

@@ -31,3 +31,11 @@ class CrashingVideo(PyAVVideo):
         if "crash" in os.path.basename(path):
             os.abort()
         super().__init__(path, info, size)
+
+
+class SlowVideo(PyAVVideo):
+    """Takes a second to open every file: makes "kill the run half-way" tests deterministic."""
+
+    def __init__(self, path, info, size):
+        time.sleep(1.0)
+        super().__init__(path, info, size)
