@@ -74,6 +74,8 @@ class DecodeConfig(_Strict):
     # A video with more clips than this decodes as several tasks of at most this many clips
     # (a recorded stream of hours must not serialise on one core). null: never split.
     split_clips: int | None = Field(360, ge=1)
+    # Score files without a video stream (podcasts, calls) on audio and speech alone.
+    allow_audio_only: bool = False
     pool: PoolConfig = PoolConfig(num_cpus=1.0, concurrency=(1, 64), batch_size=1)
 
 

@@ -85,6 +85,13 @@ def test_audio_only_is_failed(stage, tmp_path):
     assert (out["status"][0], out["error"][0]) == ("error", "no video stream")
 
 
+def test_audio_only_scored_when_allowed(tmp_path):
+    s = DecodeStage(cfg(allow_audio_only=True), isolated=False)
+    out = decode(s, write_video(tmp_path / "a.mp4", seconds=7.0, video=False))
+    assert list(out["status"]) == ["ok", "ok"] and not out["has_video"].any() and out["has_audio"].all()
+    assert out["audio_len"].tolist() == [80000, 32000] and (out["frames"] == 0).all()
+
+
 def _vfr_video(path: Path) -> list[float]:
     """Frame i shows brightness 15*i; first 10 frames 0.1 s apart, then 0.5 s apart."""
     import av

@@ -77,6 +77,9 @@ def test_videos_table_has_every_input_once(first_run):
     assert videos.loc["a/long one", "n_clips"] == 3 and videos.loc["a/long one", "status"] == "ok"
     assert (result.inputs, result.scored, result.failed, result.skipped, result.clips) == (4, 3, 1, 0, 6)
     assert result.manifest["counts"]["inputs"] == 4
+    timings = result.manifest["timings"]
+    assert "MapBatches" in timings["ray_data_stats"] and timings["decode_seconds"] > 0
+    assert result.manifest["versions"]["ray"].startswith("2.60")
 
 
 def test_rerun_same_date_is_exactly_once(first_run, tiny_config, inputs):

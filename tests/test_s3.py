@@ -180,3 +180,30 @@ print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     before, after = map(int, out.stdout.split())
     assert (tmp_path / "spool.mp4").stat().st_size == 96 << 20
     assert (after - before) / 1024 < 40, f"peak RSS grew {(after - before) / 1024:.0f} MB for a 96 MB object"
+
+
+def test_standard_aws_environment_is_honoured(s3, monkeypatch):
+    """No storage_options: endpoint and keys come from the AWS environment, as on a real cluster."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3["endpoint"])
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    refs = discover("s3://in-bucket/mixed/sub dir/")
+    assert [r.video_id for r in refs] == ["b"]
+
+
+def test_model_from_an_s3_folder_is_fetched_once(s3, tmp_path, monkeypatch):
+    from mmbatch import models
+
+    monkeypatch.setenv("MMBATCH_CACHE", str(tmp_path / "cache"))
+    s3["fs"].put(models.resolve_source("tiny:roberta-sentiment") + "/", "in-bucket/models/roberta/", recursive=True)
+    local = models.resolve_source("s3://in-bucket/models/roberta", s3["options"])
+    assert Path(local, "config.json").exists() and Path(local).is_relative_to(tmp_path / "cache")
+    s3["fs"].rm("in-bucket/models/roberta", recursive=True)  # a second resolve must not need S3
+    assert models.resolve_source("s3://in-bucket/models/roberta", s3["options"]) == local
+    from mmbatch.config import parse_config
+    from mmbatch.encoders import inspect_models
+
+    cfg = parse_config({"storage_options": s3["options"],
+                        "models": {"text": {"task": "text_classification", "source": "s3://in-bucket/models/roberta"}}})
+    assert inspect_models(cfg).text == 32

@@ -113,15 +113,17 @@ class DecodeStage:
                 path, spool_dir = self._local_path(str(ref["uri"]), str(ref.get("kind", "file")))
                 info = backend.probe(path)
                 self._check_limits(info)
-                video = open_video(self.backend, path, info, self.decode.image_size, self.decode.fallback_backend)
+                if info.has_video:
+                    video = open_video(self.backend, path, info, self.decode.image_size, self.decode.fallback_backend)
+                real_duration = video.duration_s if video is not None else info.duration_s
                 if chunk is None:
-                    spans = plan_clips(video.duration_s, self.clips, self._segments(ref))
+                    spans = plan_clips(real_duration, self.clips, self._segments(ref))
                     total = len(spans)
                 else:
                     first, is_last, header_spans, total = chunk
                     # The last chunk plans its tail from the decoder's duration, as an unsplit
                     # decode would; earlier chunks hold full windows that the duration cannot move.
-                    spans = plan_clips(video.duration_s, self.clips)[first:] if is_last else header_spans
+                    spans = plan_clips(real_duration, self.clips)[first:] if is_last else header_spans
                     spans = spans or header_spans
                 if not spans:
                     raise DecodeError("empty video: duration is 0 s")
@@ -144,7 +146,7 @@ class DecodeStage:
                     audio = None  # unreadable audio track: score the video without audio
             for span in spans:
                 c0 = time.perf_counter()
-                row = self._decode_clip(ref, span, n_rows, video.duration_s, video, audio)
+                row = self._decode_clip(ref, span, n_rows, real_duration, video, audio)
                 row["decode_seconds"] = np.array([time.perf_counter() - c0 + setup_seconds])
                 setup_seconds = 0.0
                 yield "row", row
@@ -158,11 +160,12 @@ class DecodeStage:
         size, f = self.decode.image_size, self.clips.frames_per_clip
         frames = np.zeros((1, f, size, size, 3), dtype=np.uint8)
         waveform = np.zeros((1, self.audio_len), dtype=np.float32)
-        n_frames = frames_for(span, self.clips)
-        try:
-            frames[0, :n_frames] = video.frames_at(sample_times(span, n_frames))
-        except DecodeError as err:
-            return self._error_clip(ref, span, n_rows, str(err), duration)
+        n_frames = frames_for(span, self.clips) if video is not None else 0
+        if video is not None:
+            try:
+                frames[0, :n_frames] = video.frames_at(sample_times(span, n_frames))
+            except DecodeError as err:
+                return self._error_clip(ref, span, n_rows, str(err), duration)
         audio_len = 0
         if audio is not None:
             try:
@@ -173,7 +176,7 @@ class DecodeStage:
             audio_len = len(samples)
         return self._row(ref, span.index, span.start_s, span.end_s, n_rows, duration, "ok", "",
                          frames=frames, n_frames=n_frames, waveform=waveform, audio_len=audio_len,
-                         has_video=True, has_audio=audio_len > 0)
+                         has_video=video is not None, has_audio=audio_len > 0)
 
     def _error_clip(self, ref, span: ClipSpan, n_rows: int, reason: str, duration: float = 0.0) -> Batch:
         size, f = self.decode.image_size, self.clips.frames_per_clip
@@ -252,9 +255,9 @@ class DecodeStage:
         return None
 
     def _check_limits(self, info: backend.StreamInfo) -> None:
-        if not info.has_video:
+        if not info.has_video and not (self.decode.allow_audio_only and info.has_audio):
             raise DecodeError("no video stream")
-        if info.width * info.height > self.decode.max_pixels:
+        if info.has_video and info.width * info.height > self.decode.max_pixels:
             raise DecodeError(
                 f"{info.width}x{info.height} exceeds max_pixels {self.decode.max_pixels}"
             )
