@@ -229,7 +229,8 @@ class RunWriter:
             "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "counts": {"inputs": len(refs), "scored": counts["ok"], "failed": counts["error"],
                        "skipped": counts["skipped"], "clips": n_clips, "stale_clip_files_removed": removed},
-            "outputs": {"clips": self.paths.clips, "videos": self.paths.videos},
+            "outputs": {"clips": self.paths.clips, "clip_files": len(keep), "videos": self.paths.videos,
+                        "videos_file": posixpath.join(self.paths.videos, "videos.parquet")},
             **manifest_extra,
         }
         storage.write_bytes_atomic(self.fs, self.paths.manifest, json.dumps(manifest, indent=2, default=str).encode())

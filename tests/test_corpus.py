@@ -266,3 +266,11 @@ def test_target_fps_fills_fewer_frames(tmp_path):
                                   "models": {"text": {"task": "text_classification", "source": "x"}}}), isolated=False)
     out = decode(s, write_video(tmp_path / "v.mp4", seconds=6.0))
     assert out["n_frames"].tolist() == [3, 3] and (out["frames"][:, 3:] == 0).all() and out["frames"][:, :3].std() > 10
+
+
+def test_duration_and_clip_count_limits(tmp_path):
+    path = write_video(tmp_path / "v.mp4", seconds=12.0)
+    out = decode(DecodeStage(cfg(max_duration_s=10), isolated=False), path)
+    assert (out["status"][0], out["error"][0]) == ("error", "duration 12 s exceeds max_duration_s 10")
+    out = decode(DecodeStage(cfg(max_clips=2), isolated=False), path)
+    assert (out["status"][0], out["error"][0]) == ("error", "3 clips exceed max_clips 2")
