@@ -23,6 +23,7 @@ from mmbatch.schema import EmbeddingDims
 from pipelines.adapter import apply_actor_stage, apply_task_stage, check_cluster_fits
 
 log = logging.getLogger(__name__)
+MAX_BLOCKS = 10_000
 
 
 @dataclass
@@ -53,8 +54,9 @@ def build_dataset(refs: list, config: PipelineConfig, dims: EmbeddingDims):
     from mmbatch.fusion import FusionStage
 
     models, so = config.models, config.storage_options
-    # One ref per block so decode tasks spread over the cluster.
-    ds = ray.data.from_items([r.as_row() for r in refs], override_num_blocks=max(1, len(refs)))
+    # One ref per block (up to a cap that keeps scheduling overhead sane on huge nights) so
+    # decode tasks spread over the cluster and one slow video does not hold up others.
+    ds = ray.data.from_items([r.as_row() for r in refs], override_num_blocks=max(1, min(len(refs), MAX_BLOCKS)))
     key = hashlib.sha256(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
     if config.decode.split_clips:  # long videos → several decode tasks
         from mmbatch.decode.split import SplitStage
