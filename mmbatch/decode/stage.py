@@ -129,7 +129,9 @@ class DecodeStage:
                     raise DecodeError("empty video: duration is 0 s")
                 if total > self.decode.max_clips:
                     raise DecodeError(f"{total} clips exceed max_clips {self.decode.max_clips}")
-            except DecodeError as err:
+            except Exception as err:  # DecodeError: a known reason; anything else: still one video's problem
+                if not isinstance(err, DecodeError):
+                    err = DecodeError(f"unexpected decoder error: {type(err).__name__}: {str(err)[:200]}")
                 if chunk is None:
                     yield "row", self._failed_video(ref, str(err), time.perf_counter() - t0)
                 else:  # other chunks carry the video's other clips: fail this chunk's clips
