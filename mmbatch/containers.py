@@ -100,10 +100,11 @@ def spool_hls(fs, playlist_path: str, local_path: str) -> None:
         pl = parse_m3u8(fh.read().decode("utf-8", errors="replace"), playlist_path)
     with open(local_path, "wb") as out:
         for part in ([pl.init] if pl.init else []) + pl.segments:
-            with fs.open(part, "rb") as src:
+            with fs.open(part, "rb", block_size=_COPY_CHUNK) as src:
                 shutil.copyfileobj(src, out, _COPY_CHUNK)
 
 
 def spool_stream(fs, path: str, local_path: str, **open_kwargs: Any) -> None:
-    with fs.open(path, "rb", **open_kwargs) as src, open(local_path, "wb") as out:
+    # block_size bounds the client's read-ahead buffer (s3fs would otherwise pick its default).
+    with fs.open(path, "rb", block_size=_COPY_CHUNK, **open_kwargs) as src, open(local_path, "wb") as out:
         shutil.copyfileobj(src, out, _COPY_CHUNK)
