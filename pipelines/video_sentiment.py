@@ -135,7 +135,6 @@ def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_da
         "config": config.redacted(),
         "embedding_dims": dims.as_dict(),
         "input": input_uri,  # the per-input listing is the videos table of this partition
-        "wall_seconds": round(wall, 3),
         "timings": {"wall_seconds": round(wall, 3),
                     "decode_seconds": round(sum(float(r.get("decode_seconds") or 0) for r in writer.done.values()), 3),
                     "ray_data_stats": stage_stats},

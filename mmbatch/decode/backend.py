@@ -54,8 +54,12 @@ def _short_reason(err: BaseException, path: str | None = None) -> str:
     return text[:300]
 
 
-def probe(path: str) -> StreamInfo:
-    """Read container headers only (no frames) and describe the streams."""
+def probe(path, *, read_rotation: bool = True) -> StreamInfo:
+    """Describe the streams from the container headers (`path`: a path or a seekable file).
+
+    The display rotation rides on decoded frames, so reading it decodes one frame; callers
+    that only need the duration pass read_rotation=False and touch headers alone.
+    """
     import av
 
     try:
@@ -69,7 +73,7 @@ def probe(path: str) -> StreamInfo:
                 if s is not None and s.duration and s.time_base:
                     duration = max(duration, float(s.duration * s.time_base))
             rotation = 0
-            if v is not None:
+            if v is not None and read_rotation:
                 try:  # the display matrix rides on decoded frames; one frame is enough
                     rotation = int(round(next(container.decode(v)).rotation or 0)) % 360
                 except Exception:

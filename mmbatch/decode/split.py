@@ -35,10 +35,10 @@ def header_duration(uri: str, kind: str, storage_options: dict | None) -> float 
         if kind != "file":
             return None
         if "://" not in uri or uri.startswith("file://"):
-            return backend.probe(uri.removeprefix("file://")).duration_s or None
+            return backend.probe(uri.removeprefix("file://"), read_rotation=False).duration_s or None
         fs, path = storage.filesystem(uri, storage_options)
         with fs.open(path, "rb", block_size=1 << 20) as fh:  # seekable: PyAV reads headers only
-            return backend.probe(fh).duration_s or None
+            return backend.probe(fh, read_rotation=False).duration_s or None
     except Exception:
         return None  # the decode stage will report the real problem
 

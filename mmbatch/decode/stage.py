@@ -181,22 +181,17 @@ class DecodeStage:
                          has_video=video is not None, has_audio=audio_len > 0)
 
     def _error_clip(self, ref, span: ClipSpan, n_rows: int, reason: str, duration: float = 0.0) -> Batch:
+        return self._error_row(ref, span.index, span.start_s, span.end_s, n_rows, reason, duration=duration)
+
+    def _failed_video(self, ref, reason: str, seconds: float) -> Batch:
+        return self._error_row(ref, -1, 0.0, 0.0, 1, reason, seconds=seconds)
+
+    def _error_row(self, ref, index, start, end, n_rows, reason, *, duration=0.0, seconds=0.0) -> Batch:
         size, f = self.decode.image_size, self.clips.frames_per_clip
-        row = self._row(ref, span.index, span.start_s, span.end_s, n_rows, duration, "error", reason,
+        row = self._row(ref, index, start, end, n_rows, duration, "error", reason,
                         frames=np.zeros((1, f, size, size, 3), dtype=np.uint8), n_frames=0,
                         waveform=np.zeros((1, self.audio_len), dtype=np.float32), audio_len=0,
                         has_video=False, has_audio=False)
-        row["decode_seconds"] = np.array([0.0])
-        return row
-
-    def _failed_video(self, ref, reason: str, seconds: float) -> Batch:
-        size, f = self.decode.image_size, self.clips.frames_per_clip
-        row = self._row(
-            ref, -1, 0.0, 0.0, 1, 0.0, "error", reason,
-            frames=np.zeros((1, f, size, size, 3), dtype=np.uint8), n_frames=0,
-            waveform=np.zeros((1, self.audio_len), dtype=np.float32),
-            audio_len=0, has_video=False, has_audio=False,
-        )
         row["decode_seconds"] = np.array([seconds])
         return row
 
