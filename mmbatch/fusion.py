@@ -47,6 +47,8 @@ def zero_shot_fuse(probs: dict[str, np.ndarray], present: dict[str, np.ndarray])
 
 class FusionStage:
     name = "fusion"
+    reads = ("video_id", "status", "error_stage", "error",
+             *(f"{m}_{c}" for m in MODALITIES for c in ("probs", "embedding")), *(f"has_{m}" for m in MODALITIES))
 
     def __init__(self, config: FusionConfig, dims: EmbeddingDims, storage_options: dict | None = None):
         self.config = config

@@ -1,6 +1,11 @@
-"""Output Arrow schemas (DESIGN §5): the one source of truth for what lands in Parquet.
+"""Output Arrow schemas: the one source of truth for what lands in Parquet.
 
 A column is never renamed or retyped without bumping SCHEMA_VERSION.
+
+v2 (this version): embedding columns are variable-length `list<float32>` (v1 used
+`fixed_size_list<float32, dim>`), so nights scored with models of other embedding sizes read
+together in pandas, pyarrow and DuckDB. The embedding sizes of a file are in its key-value
+metadata (`mmbatch.embedding_dims`). docs/output.md says how to read v1 files beside v2 ones.
 """
 
 from __future__ import annotations
@@ -9,9 +14,10 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 METADATA_SCHEMA_VERSION = b"mmbatch.schema_version"
 METADATA_CONFIG = b"mmbatch.config"
+METADATA_DIMS = b"mmbatch.embedding_dims"
 MODALITIES = ("vision", "audio", "text")
 
 
@@ -34,46 +40,46 @@ class EmbeddingDims:
         return {"vision": self.vision, "audio": self.audio, "text": self.text, "fused": self.fused}
 
 
-def _embedding(dim: int) -> pa.DataType:
-    return pa.list_(pa.float32(), max(dim, 1))
+EMBEDDING_TYPE = pa.list_(pa.float32())
+# Output flag per modality: "has_video" says the clip's frames were scored by the vision model.
+HAS_COLUMN = {"vision": "has_video", "audio": "has_audio", "text": "has_text"}
 
 
-def clips_schema(dims: EmbeddingDims) -> pa.Schema:
-    f32 = pa.float32()
-    return pa.schema(
-        [
-            ("video_id", pa.string()),
-            ("clip_id", pa.string()),
-            ("clip_index", pa.int32()),
-            ("start_s", pa.float64()),
-            ("end_s", pa.float64()),
-            ("status", pa.string()),
-            ("error_stage", pa.string()),
-            ("error", pa.string()),
-            ("has_video", pa.bool_()),
-            ("has_audio", pa.bool_()),
-            ("has_text", pa.bool_()),
-            ("transcript", pa.string()),
-            ("p_negative", f32),
-            ("p_neutral", f32),
-            ("p_positive", f32),
-            ("sentiment", pa.string()),
-            ("valence", f32),
-            ("vision_valence", f32),
-            ("audio_valence", f32),
-            ("text_valence", f32),
-            ("fusion_weight_vision", f32),
-            ("fusion_weight_audio", f32),
-            ("fusion_weight_text", f32),
-            ("vision_embedding", _embedding(dims.vision)),
-            ("audio_embedding", _embedding(dims.audio)),
-            ("text_embedding", _embedding(dims.text)),
-            ("fused_embedding", _embedding(dims.fused)),
-            ("model_fingerprint", pa.string()),
-            ("run_id", pa.string()),
-            ("run_date", pa.date32()),
-        ]
-    )
+_F32 = pa.float32()
+CLIPS_SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("clip_id", pa.string()),
+        ("clip_index", pa.int32()),
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("status", pa.string()),
+        ("error_stage", pa.string()),
+        ("error", pa.string()),
+        ("has_video", pa.bool_()),
+        ("has_audio", pa.bool_()),
+        ("has_text", pa.bool_()),
+        ("transcript", pa.string()),
+        ("p_negative", _F32),
+        ("p_neutral", _F32),
+        ("p_positive", _F32),
+        ("sentiment", pa.string()),
+        ("valence", _F32),
+        ("vision_valence", _F32),
+        ("audio_valence", _F32),
+        ("text_valence", _F32),
+        ("fusion_weight_vision", _F32),
+        ("fusion_weight_audio", _F32),
+        ("fusion_weight_text", _F32),
+        ("vision_embedding", EMBEDDING_TYPE),
+        ("audio_embedding", EMBEDDING_TYPE),
+        ("text_embedding", EMBEDDING_TYPE),
+        ("fused_embedding", EMBEDDING_TYPE),
+        ("model_fingerprint", pa.string()),
+        ("run_id", pa.string()),
+        ("run_date", pa.date32()),
+    ]
+)
 
 
 VIDEOS_SCHEMA = pa.schema(
@@ -114,7 +120,23 @@ def file_schema(schema: pa.Schema) -> pa.Schema:
     return schema.remove(schema.get_field_index(PARTITION_COLUMN))
 
 
-def with_metadata(schema: pa.Schema, config_json: str) -> pa.Schema:
-    return schema.with_metadata(
-        {METADATA_SCHEMA_VERSION: str(SCHEMA_VERSION).encode(), METADATA_CONFIG: config_json.encode()}
-    )
+# One row per video ever scored ok: the incremental skip check reads this, not the history.
+STATE_SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("etag", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("model_fingerprint", pa.string()),
+        ("run_id", pa.string()),
+        ("run_date", pa.date32()),
+    ]
+)
+
+
+def with_metadata(schema: pa.Schema, config_json: str, dims: EmbeddingDims | None = None) -> pa.Schema:
+    meta = {METADATA_SCHEMA_VERSION: str(SCHEMA_VERSION).encode(), METADATA_CONFIG: config_json.encode()}
+    if dims is not None:
+        import json
+
+        meta[METADATA_DIMS] = json.dumps(dims.as_dict()).encode()
+    return schema.with_metadata(meta)

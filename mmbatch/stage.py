@@ -6,8 +6,8 @@ onto Ray Data's map_batches. A stage is unit-tested by calling it with a plain d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -26,7 +26,35 @@ class Resources:
 class Stage(Protocol):
     name: str
     resources: Resources
+    reads: tuple[str, ...]  # the columns __call__ reads; later stages' reads decide what travels
 
     def setup(self) -> None: ...
 
     def __call__(self, batch: Batch) -> Batch: ...
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One step of the graph: which stage, built how, on which pool. The Ray Data adapter and
+    the plain in-process loop of the benchmark both consume the same list of these."""
+
+    name: str
+    stage_cls: type
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    pool: Any = None  # mmbatch.config.PoolConfig
+    kind: str = "actor"  # actor | task
+
+    def build(self):
+        return self.stage_cls(*self.args, **self.kwargs)
+
+
+def keep_after(specs: list[StageSpec]) -> list[frozenset | None]:
+    """For each stage, the columns any later stage reads (declared `reads`): everything else
+    is dropped after it. None after the last stage (its output goes to the driver as is)."""
+    reads = [frozenset(spec.build().reads) for spec in specs]
+    out: list[frozenset | None] = []
+    for i in range(len(specs)):
+        later = frozenset().union(*reads[i + 1:]) if i + 1 < len(specs) else None
+        out.append(later)
+    return out

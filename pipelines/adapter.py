@@ -1,8 +1,12 @@
-"""The one place where a stage meets Ray Data: stage + declared resources → map_batches.
+"""The one place where a stage meets Ray Data: a stage spec → map_batches.
 
 Actor pools (encoders, fusion): one stage object per actor, `setup()` once per actor.
-Task pools (decode): a stage object cached per worker process, so tasks on a warm worker do
-not redo `setup()`.
+Task pools (split, decode, write): a stage object cached per worker process, so tasks on a
+warm worker do not redo `setup()`.
+
+Each operator is named after its stage (progress bars, `ds.stats()` and the dashboard say
+which stage is slow), and after each stage the columns no later stage reads are dropped: the
+rule comes from the stages' declared `reads`, not from flags placed by hand.
 """
 
 from __future__ import annotations
@@ -10,89 +14,91 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from mmbatch.config import PoolConfig
+from mmbatch.stage import StageSpec, keep_after
 
 _TASK_STAGES: dict[str, Any] = {}
 
 
-class StageActor:
-    """Ray Data callable class wrapping any stage."""
+def _project(batch: dict, keep: frozenset | None) -> dict:
+    if keep is None:
+        return batch
+    return {k: v for k, v in batch.items() if k in keep}
 
-    def __init__(self, stage_cls, args: tuple, kwargs: dict):
-        self.stage = stage_cls(*args, **kwargs)
+
+class StageActor:
+    """Ray Data callable class wrapping any stage; subclassed per stage for its name."""
+
+    def __init__(self, spec: StageSpec, keep: frozenset | None):
+        self.stage = spec.build()
         self.stage.setup()
+        self.keep = keep
         self._fan_out = inspect.isgeneratorfunction(type(self.stage).__call__)
 
     def __call__(self, batch):
         if self._fan_out:
-            yield from self.stage(batch)
+            for out in self.stage(batch):
+                yield _project(out, self.keep)
         else:
-            yield self.stage(batch)
+            yield _project(self.stage(batch), self.keep)
 
 
-def _run_task_stage(batch, stage_cls, args: tuple, kwargs: dict, key: str):
-    stage = _TASK_STAGES.get(key)
-    if stage is None:
-        stage = stage_cls(*args, **kwargs)
-        stage.setup()
-        _TASK_STAGES[key] = stage
-    out = stage(batch)
-    if inspect.isgenerator(out):
-        yield from out
-    else:
-        yield out
+def _task_fn(name: str):
+    def run(batch, spec: StageSpec, keep: frozenset | None, key: str):
+        stage = _TASK_STAGES.get(key)
+        if stage is None:
+            stage = spec.build()
+            stage.setup()
+            _TASK_STAGES[key] = stage
+        out = stage(batch)
+        if inspect.isgenerator(out):
+            for b in out:
+                yield _project(b, keep)
+        else:
+            yield _project(out, keep)
+
+    run.__name__ = run.__qualname__ = name
+    return run
 
 
-def apply_actor_stage(ds, stage_cls, pool: PoolConfig, *args, **kwargs):
-    from ray.data import ActorPoolStrategy
+def apply_stage(ds, spec: StageSpec, keep: frozenset | None, key: str):
+    res = spec.build().resources  # cheap: __init__ only stores settings
+    common = {"batch_size": spec.pool.batch_size, "batch_format": "numpy", "zero_copy_batch": False,
+              "num_cpus": res.cpus, **({"memory": res.memory_bytes} if res.memory_bytes else {})}
+    if spec.kind == "actor":
+        from ray.data import ActorPoolStrategy
 
-    res = stage_cls(*args, **kwargs).resources  # cheap: __init__ only stores settings
-    return ds.map_batches(
-        StageActor,
-        fn_constructor_args=(stage_cls, args, kwargs),
-        batch_size=pool.batch_size,
-        batch_format="numpy",
-        zero_copy_batch=False,
-        compute=ActorPoolStrategy(min_size=pool.concurrency[0], max_size=pool.concurrency[1]),
-        num_cpus=res.cpus,
-        num_gpus=res.gpus or None,
-        **({"memory": res.memory_bytes} if res.memory_bytes else {}),
-    )
-
-
-def apply_task_stage(ds, stage_cls, pool: PoolConfig, key: str, *args, **kwargs):
+        actor_cls = type(spec.name, (StageActor,), {})
+        return ds.map_batches(actor_cls, fn_constructor_args=(spec, keep),
+                              compute=ActorPoolStrategy(min_size=spec.pool.concurrency[0],
+                                                        max_size=spec.pool.concurrency[1]),
+                              num_gpus=res.gpus or None, **common)
     from ray.data import TaskPoolStrategy
 
-    res = stage_cls(*args, **kwargs).resources
-    return ds.map_batches(
-        _run_task_stage,
-        fn_kwargs={"stage_cls": stage_cls, "args": args, "kwargs": kwargs, "key": key},
-        batch_size=pool.batch_size,
-        batch_format="numpy",
-        zero_copy_batch=False,
-        compute=TaskPoolStrategy(size=pool.concurrency[1]),
-        num_cpus=res.cpus,
-        **({"memory": res.memory_bytes} if res.memory_bytes else {}),
-    )
+    return ds.map_batches(_task_fn(spec.name), fn_kwargs={"spec": spec, "keep": keep, "key": f"{spec.name}-{key}"},
+                          compute=TaskPoolStrategy(size=spec.pool.concurrency[1]), **common)
 
 
-def pool_demand(config) -> dict[str, float]:
-    """CPUs and GPUs the graph holds at its minimum: every actor pool at min size + one decode task."""
-    pools = {"decode": config.decode.pool, "fusion": config.fusion.pool}
-    for name in ("vision", "speech", "audio", "text"):
-        enc = getattr(config.models, name)
-        if enc is not None:
-            pools[name] = enc.pool
-    cpus = config.decode.pool.num_cpus
-    gpus = 0.0
-    for name, pool in pools.items():
-        if name != "decode":
-            cpus += pool.concurrency[0] * pool.num_cpus
-            gpus += pool.concurrency[0] * pool.num_gpus
-    return {"CPU": cpus, "GPU": gpus}
+def apply_stages(ds, specs: list[StageSpec], key: str):
+    for spec, keep in zip(specs, keep_after(specs)):
+        ds = apply_stage(ds, spec, keep, key)
+    return ds
 
 
-def check_cluster_fits(config, available: dict[str, float], *, strict: bool) -> list[str]:
+def pool_demand(specs: list[StageSpec]) -> dict[str, float]:
+    """CPUs and GPUs the graph holds at its minimum: every actor pool at min size + one task."""
+    cpus = gpus = 0.0
+    task_cpus = 0.0
+    for spec in specs:
+        res = spec.build().resources
+        if spec.kind == "actor":
+            cpus += spec.pool.concurrency[0] * res.cpus
+            gpus += spec.pool.concurrency[0] * res.gpus
+        else:
+            task_cpus = max(task_cpus, res.cpus)
+    return {"CPU": cpus + task_cpus, "GPU": gpus}
+
+
+def check_cluster_fits(specs: list[StageSpec], available: dict[str, float], *, strict: bool) -> list[str]:
     """Problems if the pools' minimum cannot be placed: Ray Data would then wait forever.
 
     On a fixed cluster (strict) that is an error; on an attached, possibly autoscaling
@@ -100,7 +106,7 @@ def check_cluster_fits(config, available: dict[str, float], *, strict: bool) -> 
     """
     from mmbatch.errors import ConfigError
 
-    demand = pool_demand(config)
+    demand = pool_demand(specs)
     problems = [
         f"the pools need at least {demand[k]:g} {k} at their minimum sizes but the cluster has {available.get(k, 0):g} "
         f"(lower pool.num_{k.lower()}s or pool.concurrency minimums)"

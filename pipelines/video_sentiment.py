@@ -1,11 +1,12 @@
-"""The video sentiment graph: discover → decode → encoders → fusion → Parquet, and the run.
+"""The video sentiment graph: discover → decode → encoders → fusion → write, and the run.
 
     discover (driver) → split (long videos into chunks of clips, header reads only)
       → decode (CPU tasks, one video or chunk each, clips streamed out)
-      → vision (actors) → speech recognition (actors) → audio (actors) → text (actors)
-      → fusion (actors) → RunWriter on the driver (per-video Parquet, ledger, commit)
+      → vision → speech recognition (or sidecar transcripts) → audio → text (actor pools)
+      → fusion (actors) → write (CPU tasks: staged Parquet files, many videos each)
+      → driver: small per-video completion records → ledger → commit
 
-Heavy columns are dropped by the last stage that reads them.
+The graph is one list of `StageSpec`s (`stage_specs`); the Ray Data adapter consumes it.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from typing import Any
 
 from mmbatch.config import PipelineConfig, PoolConfig
 from mmbatch.schema import EmbeddingDims
-from pipelines.adapter import apply_actor_stage, apply_task_stage, check_cluster_fits
+from mmbatch.stage import StageSpec
 
 log = logging.getLogger(__name__)
 MAX_BLOCKS = 10_000
+# Bytes of a clip row besides its embeddings (ids, scores, transcript), for file sizing.
+ROW_OVERHEAD_BYTES = 400
 
 
 @dataclass
@@ -44,41 +47,82 @@ class RunResult:
         return self.failed / attempted if attempted else 0.0
 
 
-def build_dataset(refs: list, config: PipelineConfig, dims: EmbeddingDims):
-    """The lazy Ray Data graph over `refs` (VideoRef); nothing runs until it is consumed."""
-    import ray.data
+def rows_per_file(config: PipelineConfig, dims: EmbeddingDims) -> tuple[int, int]:
+    row_bytes = 4 * (dims.vision + dims.audio + dims.text + dims.fused) + ROW_OVERHEAD_BYTES
+    return config.output.rows_for(row_bytes)
 
+
+def stage_specs(config: PipelineConfig, dims: EmbeddingDims, writer: dict[str, Any] | None = None) -> list[StageSpec]:
+    """The graph as a list: which stages, in which order, on which pools. `writer` holds the
+    write stage's run arguments (output, staging folder, run id, …); without it the list ends
+    at fusion (for in-process loops that keep the rows)."""
     from mmbatch.decode.stage import DecodeStage
     from mmbatch.encoders import encoder_class
-    from mmbatch.encoders.speech import SpeechRecognitionStage
+    from mmbatch.encoders.speech import SidecarTranscriptStage, SpeechRecognitionStage
     from mmbatch.fusion import FusionStage
 
     models, so = config.models, config.storage_options
+    specs = []
+    if config.decode.split_clips:  # long videos → several decode tasks
+        from mmbatch.decode.split import SplitStage
+
+        specs.append(StageSpec("split", SplitStage, (config,), {}, kind="task",
+                               pool=PoolConfig(num_cpus=0.25, concurrency=(1, config.decode.pool.concurrency[1]),
+                                               batch_size=1)))
+    specs.append(StageSpec("decode", DecodeStage, (config,), {}, config.decode.pool, kind="task"))
+    if models.vision is not None:
+        specs.append(StageSpec("vision", encoder_class(models.vision.task), (models.vision,),
+                               {"dim": dims.vision, "storage_options": so}, models.vision.pool))
+    if models.speech is not None:
+        specs.append(StageSpec("speech", SpeechRecognitionStage, (models.speech,), {"storage_options": so},
+                               models.speech.pool))
+    elif models.text is not None:
+        specs.append(StageSpec("transcripts", SidecarTranscriptStage, (), {"storage_options": so},
+                               PoolConfig(num_cpus=0.1, batch_size=64), kind="task"))
+    if models.audio is not None:
+        specs.append(StageSpec("audio", encoder_class(models.audio.task), (models.audio,),
+                               {"dim": dims.audio, "storage_options": so}, models.audio.pool))
+    if models.text is not None:
+        specs.append(StageSpec("text", encoder_class(models.text.task), (models.text,),
+                               {"dim": dims.text, "storage_options": so}, models.text.pool))
+    specs.append(StageSpec("fusion", FusionStage, (config.fusion, dims), {"storage_options": so}, config.fusion.pool))
+    if writer is not None:
+        from mmbatch.writer import ClipWriterStage
+
+        per_file, per_group = rows_per_file(config, dims)
+        out = config.output
+        specs.append(StageSpec("write", ClipWriterStage, (), {**writer, "num_cpus": out.write_cpus,
+                                                              "row_group_rows": per_group},
+                               PoolConfig(num_cpus=out.write_cpus, concurrency=(1, out.write_concurrency),
+                                          batch_size=per_file), kind="task"))
+    return specs
+
+
+def build_dataset(refs: list, specs: list[StageSpec], config: PipelineConfig):
+    """The lazy Ray Data graph over `refs` (VideoRef); nothing runs until it is consumed."""
+    import ray.data
+
+    from pipelines.adapter import apply_stages
+
     # One ref per block (up to a cap that keeps scheduling overhead sane on huge nights) so
     # decode tasks spread over the cluster and one slow video does not hold up others.
     ds = ray.data.from_items([r.as_row() for r in refs], override_num_blocks=max(1, min(len(refs), MAX_BLOCKS)))
     key = hashlib.sha256(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
-    if config.decode.split_clips:  # long videos → several decode tasks
-        from mmbatch.decode.split import SplitStage
+    return apply_stages(ds, specs, key)
 
-        ds = apply_task_stage(ds, SplitStage, PoolConfig(num_cpus=0.25, concurrency=(1, config.decode.pool.concurrency[1]),
-                                                         batch_size=1), f"split-{key}", config)
-    ds = apply_task_stage(ds, DecodeStage, config.decode.pool, f"decode-{key}", config)
 
-    waveform_users = [m for m in ("speech", "audio") if getattr(models, m) is not None]
-    if models.vision is not None:
-        ds = apply_actor_stage(ds, encoder_class(models.vision.task), models.vision.pool, models.vision,
-                               dim=dims.vision, storage_options=so, drop_inputs=True)
-    if models.speech is not None:
-        ds = apply_actor_stage(ds, SpeechRecognitionStage, models.speech.pool, models.speech,
-                               storage_options=so, drop_inputs=waveform_users[-1] == "speech")
-    if models.audio is not None:
-        ds = apply_actor_stage(ds, encoder_class(models.audio.task), models.audio.pool, models.audio,
-                               dim=dims.audio, storage_options=so, drop_inputs=True)
-    if models.text is not None:
-        ds = apply_actor_stage(ds, encoder_class(models.text.task), models.text.pool, models.text,
-                               dim=dims.text, storage_options=so)
-    return apply_actor_stage(ds, FusionStage, config.fusion.pool, config.fusion, dims, storage_options=so)
+def _skips(fs, layout, refs: list, done: dict, run_date: dt.date, fingerprint: str) -> dict[str, dict]:
+    """Videos scored ok on an earlier night with the same content and models."""
+    from mmbatch.state import skip_candidates
+
+    previous = skip_candidates(fs, layout, [r.video_id for r in refs if r.video_id not in done])
+    skipped = {}
+    for ref in refs:
+        prev = previous.get(ref.video_id)
+        if (prev and prev["run_date"] < run_date and prev["model_fingerprint"] == fingerprint
+                and prev["etag"] == ref.etag and prev["size_bytes"] == ref.size):
+            skipped[ref.video_id] = prev
+    return skipped
 
 
 def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_date: dt.date,
@@ -89,60 +133,89 @@ def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_da
     autoscaling clusters, where it is only logged).
     """
     import ray
-    from mmbatch import sources
+
+    from mmbatch import sources, storage
+    from mmbatch.commit import Committer
     from mmbatch.encoders import inspect_models
-    from mmbatch.sink import RunWriter, committed_ledger
+    from mmbatch.layout import OutputLayout, run_id_for
+    from mmbatch.ledger import RunLedger
+    from mmbatch.lock import Lease
+    from pipelines.adapter import check_cluster_fits
 
     t0 = time.perf_counter()
-    for problem in check_cluster_fits(config, ray.cluster_resources(), strict=strict_resources):
-        log.warning("%s", problem)
-    refs = sources.discover(input_uri, config.storage_options)
     dims = inspect_models(config)
     fingerprint = config.fingerprint()
+    fs, root = storage.filesystem(output_uri, config.storage_options)
+    layout = OutputLayout(root.rstrip("/"), run_date, run_id_for(run_date, fingerprint))
     config_json = json.dumps(config.redacted(), sort_keys=True)
-    writer = RunWriter(output_uri, config.storage_options, run_date, fingerprint, dims, config_json,
-                       config.run.ledger_flush_videos)
+    writer_args = {"output": output_uri, "storage_options": config.storage_options, "staging_dir": layout.parts,
+                   "run_id": layout.run_id, "fingerprint": fingerprint, "dims": dims, "config_json": config_json}
+    specs = stage_specs(config, dims, writer_args)
+    for problem in check_cluster_fits(specs, ray.cluster_resources(), strict=strict_resources):
+        log.warning("%s", problem)
+    refs = sources.discover(input_uri, config.storage_options)
 
-    done = writer.load_ledger() if not force else {}
-    skipped: dict[str, dict[str, Any]] = {}
-    previous = committed_ledger(output_uri, config.storage_options) if not force else {}
-    for ref in refs:
-        prev = previous.get(ref.video_id)
-        if (prev and ref.video_id not in done and prev["run_date"] < run_date
-                and prev["model_fingerprint"] == fingerprint and prev["etag"] == ref.etag
-                and prev["size_bytes"] == ref.size):
-            # Scored on an earlier night with the same content and models: record, don't redo.
-            skipped[ref.video_id] = {
-                **prev, "n_clips": 0, "status": "skipped", "error_stage": None,
-                "error": None, "decode_seconds": 0.0, "run_id": writer.run_id, "run_date": run_date,
-            }
-    todo = [r for r in refs if r.video_id not in done and r.video_id not in skipped]
-    log.info("%d inputs: %d to score, %d resumed, %d skipped", len(refs), len(todo), len(done), len(skipped))
+    lease = Lease(fs, layout.lock, layout.run_id, ttl_s=config.run.lock_ttl_s,
+                  what=f"run date {run_date.isoformat()} of {output_uri}")
+    lease.acquire()
+    lease.start_renewing()
+    try:
+        committer = Committer(fs, layout, fingerprint, config_json, dims)
+        rolled = committer.roll_forward()
+        ledger = RunLedger(fs, layout.staging, {r.video_id: r for r in refs}, config.run.ledger_flush_videos)
+        done = ledger.load() if not force else {}
+        skipped = _skips(fs, layout, refs, done, run_date, fingerprint) if not force else {}
+        todo = [r for r in refs if r.video_id not in done and r.video_id not in skipped]
+        log.info("%d inputs: %d to score, %d resumed, %d skipped", len(refs), len(todo), len(done), len(skipped))
 
-    stage_stats = ""
-    if todo:
-        ds = build_dataset(todo, config, dims)
-        # Blocks as they arrive (no re-batching): the sink finishes videos as early as possible.
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
-            writer.add_batch(batch)
-        try:
-            stage_stats = ds.stats()  # Ray Data's per-operator wall/CPU times and row counts
-        except Exception as err:  # stats are a report, never a reason to lose the commit
-            stage_stats = f"unavailable: {err}"
-    wall = time.perf_counter() - t0
-    manifest = writer.commit(refs, skipped, {
-        "resumed_from_ledger": len(done),
-        "config": config.redacted(),
-        "embedding_dims": dims.as_dict(),
-        "input": input_uri,  # the per-input listing is the videos table of this partition
-        "timings": {"wall_seconds": round(wall, 3),
-                    "decode_seconds": round(sum(float(r.get("decode_seconds") or 0) for r in writer.done.values()), 3),
-                    "ray_data_stats": stage_stats},
-        "versions": _versions(),
-    })
+        stage_stats = None
+        if todo:
+            ds = build_dataset(todo, specs, config)
+            # Only small completion records reach the driver; clip rows stay on the workers.
+            for records in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=4):
+                ledger.add_records(records)
+            ledger.flush()
+            stage_stats = _stage_stats(ds)
+        for vid, pending in ledger.pending.items():  # rows lost mid-video (should not happen)
+            log.error("video %s incomplete at commit: chunks %s of %d", vid, pending.received, pending.n_chunks)
+        wall = time.perf_counter() - t0
+        manifest = committer.commit(refs, ledger.done, skipped, {
+            "resumed_from_ledger": len(done),
+            "rolled_forward": rolled,
+            "config": config.redacted(),
+            "embedding_dims": dims.as_dict(),
+            "input": input_uri,  # the per-input listing is the videos table of this partition
+            "timings": {"wall_seconds": round(wall, 3),
+                        "decode_seconds": round(sum(o.decode_seconds for o in ledger.done.values()), 3),
+                        "stages": stage_stats},
+            "versions": _versions(),
+        })
+    finally:
+        lease.release()
     c = manifest["counts"]
-    return RunResult(writer.run_id, output_uri, c["inputs"], c["scored"], c["failed"], c["skipped"],
+    return RunResult(layout.run_id, output_uri, c["inputs"], c["scored"], c["failed"], c["skipped"],
                      c["clips"], wall, manifest)
+
+
+def _stage_stats(ds) -> list[dict[str, Any]] | None:
+    """Per-operator busy time and rows from Ray Data's own stats, as JSON (never fatal)."""
+
+    def walk(summary):
+        for parent in summary.parents:
+            yield from walk(parent)
+        yield from summary.operators_stats
+
+    def total(stat):
+        return None if stat is None else round(float(stat.sum), 3)
+
+    try:
+        return [{"operator": op.operator_name, "tasks": getattr(op.wall_time, "count", None),
+                 "wall_seconds": total(op.wall_time), "cpu_seconds": total(op.cpu_time),
+                 "rows_out": None if op.output_num_rows is None else int(op.output_num_rows.sum)}
+                for op in walk(ds._get_stats_summary())]
+    except Exception as err:
+        log.warning("Ray Data stats unavailable: %s", err)
+        return None
 
 
 def _versions() -> dict[str, str]:

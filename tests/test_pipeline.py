@@ -10,7 +10,7 @@ import pytest
 from mmbatch.decode.backend import probe
 from mmbatch.decode.planner import plan_fixed_windows
 from mmbatch.encoders import inspect_models
-from mmbatch.schema import VIDEOS_SCHEMA, clips_schema, partitioning
+from mmbatch.schema import CLIPS_SCHEMA, VIDEOS_SCHEMA, partitioning
 from mmbatch.synth import write_video
 from pipelines.video_sentiment import run_pipeline
 
@@ -43,7 +43,7 @@ def test_schema_counts_and_scores(first_run, tiny_config, inputs):
     out, result = first_run
     clips = read(out, "clips")
     dims = inspect_models(tiny_config)
-    assert clips.schema.remove_metadata() == clips_schema(dims)
+    assert clips.schema.remove_metadata() == CLIPS_SCHEMA
     assert read(out, "videos").schema.remove_metadata() == VIDEOS_SCHEMA
 
     c = tiny_config.clips
@@ -78,7 +78,9 @@ def test_videos_table_has_every_input_once(first_run):
     assert (result.inputs, result.scored, result.failed, result.skipped, result.clips) == (4, 3, 1, 0, 6)
     assert result.manifest["counts"]["inputs"] == 4
     timings = result.manifest["timings"]
-    assert "MapBatches" in timings["ray_data_stats"] and timings["decode_seconds"] > 0
+    operators = [s["operator"] for s in timings["stages"]]
+    assert any("decode" in o for o in operators) and any("write" in o for o in operators), operators
+    assert timings["decode_seconds"] > 0
     assert result.manifest["versions"]["ray"].startswith("2.60")
 
 

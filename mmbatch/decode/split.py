@@ -45,6 +45,7 @@ def header_duration(uri: str, kind: str, storage_options: dict | None) -> float 
 
 class SplitStage:
     name = "split"
+    reads = ("video_id", "uri", "kind")
 
     def __init__(self, config: PipelineConfig):
         self.config = config

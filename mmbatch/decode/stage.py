@@ -3,8 +3,12 @@
 Fan-out stage: `__call__` yields one batch per clip so no more than one clip's pixels are
 held at a time. Each planned clip yields exactly one row (status ok or error) and every row
 carries `n_rows` (rows of its video, or of its chunk of a split video, with `chunk_index` and
-`n_chunks`), so the sink knows when a video is complete. A video that cannot be opened
+`n_chunks`), so the driver knows when a video is complete. A video that cannot be opened
 at all yields a single row with clip_index = -1 and the reason.
+
+Only what a configured model reads is decoded: frames (`frames`, `n_frames`, `has_frames`)
+only with a vision model, audio (`waveform`, `audio_len`, `has_waveform`) only with an audio
+or speech model. Error rows and clips without a stream carry zero-length tensors.
 """
 
 from __future__ import annotations
@@ -28,8 +32,13 @@ from mmbatch.stage import Resources
 Batch = dict[str, np.ndarray]
 
 
+REF_COLUMNS = ("video_id", "uri", "kind", "transcript_uri", "segments_uri", "segments")
+CHUNK_COLUMNS = ("chunk_first", "chunk_last", "plan_duration_s", "chunk_index", "n_chunks")
+
+
 class DecodeStage:
     name = "decode"
+    reads = (*REF_COLUMNS, *CHUNK_COLUMNS)
 
     def __init__(self, config: PipelineConfig, *, isolated: bool | None = None):
         self.config = config
@@ -39,6 +48,8 @@ class DecodeStage:
         self.resources = Resources(cpus=config.decode.pool.num_cpus)
         self.audio_len = int(round(self.clips.window_s * self.decode.sample_rate))
         self.isolated = (config.decode.timeout_s is not None) if isolated is None else isolated
+        self.want_frames = config.models.vision is not None
+        self.want_audio = config.models.audio is not None or config.models.speech is not None
         self._watchdog = None
 
     def setup(self) -> None:
@@ -113,7 +124,7 @@ class DecodeStage:
                 path, spool_dir = self._local_path(str(ref["uri"]), str(ref.get("kind", "file")))
                 info = backend.probe(path)
                 self._check_limits(info)
-                if info.has_video:
+                if info.has_video and self.want_frames:
                     video = open_video(self.backend, path, info, self.decode.image_size, self.decode.fallback_backend)
                 real_duration = video.duration_s if video is not None else info.duration_s
                 if chunk is None:
@@ -141,7 +152,7 @@ class DecodeStage:
             n_rows = len(spans)
             yield "plan", (n_rows, spans)
             setup_seconds = time.perf_counter() - t0
-            if info.has_audio:
+            if info.has_audio and self.want_audio:
                 try:
                     audio = backend.PyAVAudio(path, self.decode.sample_rate, origin_s=info.start_s)
                 except Exception:
@@ -160,25 +171,26 @@ class DecodeStage:
 
     def _decode_clip(self, ref, span: ClipSpan, n_rows: int, duration: float, video, audio) -> Batch:
         size, f = self.decode.image_size, self.clips.frames_per_clip
-        frames = np.zeros((1, f, size, size, 3), dtype=np.uint8)
-        waveform = np.zeros((1, self.audio_len), dtype=np.float32)
-        n_frames = frames_for(span, self.clips) if video is not None else 0
+        frames, n_frames = None, 0
         if video is not None:
+            frames = np.zeros((1, f, size, size, 3), dtype=np.uint8)
+            n_frames = frames_for(span, self.clips)
             try:
                 frames[0, :n_frames] = video.frames_at(sample_times(span, n_frames))
             except DecodeError as err:
                 return self._error_clip(ref, span, n_rows, str(err), duration)
-        audio_len = 0
+        waveform, audio_len = None, 0
         if audio is not None:
             try:
                 samples = audio.read(span.start_s, span.end_s)[: self.audio_len]
             except Exception:  # a damaged audio packet loses this clip's audio, not the clip
                 samples = np.zeros(0, dtype=np.float32)
-            waveform[0, : len(samples)] = samples
-            audio_len = len(samples)
+            if len(samples):
+                waveform = np.zeros((1, self.audio_len), dtype=np.float32)
+                waveform[0, : len(samples)] = samples
+                audio_len = len(samples)
         return self._row(ref, span.index, span.start_s, span.end_s, n_rows, duration, "ok", "",
-                         frames=frames, n_frames=n_frames, waveform=waveform, audio_len=audio_len,
-                         has_video=video is not None, has_audio=audio_len > 0)
+                         frames=frames, n_frames=n_frames, waveform=waveform, audio_len=audio_len)
 
     def _error_clip(self, ref, span: ClipSpan, n_rows: int, reason: str, duration: float = 0.0) -> Batch:
         return self._error_row(ref, span.index, span.start_s, span.end_s, n_rows, reason, duration=duration)
@@ -187,22 +199,18 @@ class DecodeStage:
         return self._error_row(ref, -1, 0.0, 0.0, 1, reason, seconds=seconds)
 
     def _error_row(self, ref, index, start, end, n_rows, reason, *, duration=0.0, seconds=0.0) -> Batch:
-        size, f = self.decode.image_size, self.clips.frames_per_clip
         row = self._row(ref, index, start, end, n_rows, duration, "error", reason,
-                        frames=np.zeros((1, f, size, size, 3), dtype=np.uint8), n_frames=0,
-                        waveform=np.zeros((1, self.audio_len), dtype=np.float32), audio_len=0,
-                        has_video=False, has_audio=False)
+                        frames=None, n_frames=0, waveform=None, audio_len=0)
         row["decode_seconds"] = np.array([seconds])
         return row
 
     def _row(self, ref, index, start, end, n_rows, duration, status, error, *, frames, n_frames, waveform,
-             audio_len, has_video, has_audio) -> Batch:
+             audio_len) -> Batch:
+        """One clip row. Only the configured modalities' tensors; zero-length where there is
+        no stream or the clip failed, so error rows carry no pixels through the GPU pools."""
         vid = str(ref["video_id"])
-        return {
+        row = {
             "video_id": np.array([vid]),
-            "uri": np.array([str(ref["uri"])]),
-            "etag": np.array([str(ref["etag"])]),
-            "size_bytes": np.array([int(ref["size"])], dtype=np.int64),
             "transcript_uri": np.array([str(ref.get("transcript_uri", ""))]),
             "clip_index": np.array([index], dtype=np.int32),
             "clip_id": np.array([clip_id(vid, start, end) if index >= 0 else ""]),
@@ -215,13 +223,17 @@ class DecodeStage:
             "status": np.array([status]),
             "error_stage": np.array(["decode" if status == "error" else ""]),
             "error": np.array([error]),
-            "frames": frames,
-            "n_frames": np.array([n_frames], dtype=np.int32),
-            "has_video": np.array([has_video]),
-            "waveform": waveform,
-            "audio_len": np.array([audio_len], dtype=np.int32),
-            "has_audio": np.array([has_audio]),
         }
+        if self.want_frames:
+            size = self.decode.image_size
+            row["frames"] = frames if frames is not None else np.zeros((1, 0, size, size, 3), dtype=np.uint8)
+            row["n_frames"] = np.array([n_frames], dtype=np.int32)
+            row["has_frames"] = np.array([frames is not None])
+        if self.want_audio:
+            row["waveform"] = waveform if waveform is not None else np.zeros((1, 0), dtype=np.float32)
+            row["audio_len"] = np.array([audio_len], dtype=np.int32)
+            row["has_waveform"] = np.array([audio_len > 0])
+        return row
 
     # -- helpers ------------------------------------------------------------------------------
     def _chunk(self, ref) -> tuple[int, bool, list[ClipSpan], int] | None:

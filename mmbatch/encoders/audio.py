@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmbatch.encoders.base import EncoderStage, mean_pool, usable_audio
+from mmbatch.encoders.base import AUDIO_INPUTS, EncoderStage, mean_pool, usable_audio
 from mmbatch.encoders.labels import label_matrix, to_sentiment
 
 
 
 class AudioClassificationEncoder(EncoderStage):
     modality = "audio"
-    input_columns = ("waveform",)
+    input_columns = AUDIO_INPUTS
 
     def load(self) -> None:
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
@@ -42,7 +42,8 @@ class AudioClassificationEncoder(EncoderStage):
         torch = self.torch
         lengths = torch.as_tensor(np.asarray(batch["audio_len"])[rows], device=self.device)
         longest = int(lengths.max())
-        wave = torch.from_numpy(np.ascontiguousarray(batch["waveform"][rows, :longest])).to(self.device)
+        wave = torch.from_numpy(np.ascontiguousarray(
+            np.stack([np.asarray(batch["waveform"][i])[:longest] for i in rows]))).to(self.device)
         mask = (torch.arange(longest, device=self.device)[None, :] < lengths[:, None]).to(wave.dtype)
         if self.normalise:
             count = mask.sum(1, keepdim=True)
@@ -76,7 +77,7 @@ class AudioZeroShotEncoder(EncoderStage):
     """
 
     modality = "audio"
-    input_columns = ("waveform",)
+    input_columns = AUDIO_INPUTS
 
     def load(self) -> None:
         from transformers import AutoFeatureExtractor, AutoTokenizer, ClapModel
@@ -131,7 +132,7 @@ class AudioZeroShotEncoder(EncoderStage):
 
         torch = self.torch
         lengths = np.asarray(batch["audio_len"])[rows]
-        waves = [torch.from_numpy(np.ascontiguousarray(batch["waveform"][i, : lengths[k]])).to(self.device)
+        waves = [torch.from_numpy(np.ascontiguousarray(batch["waveform"][i][: lengths[k]])).to(self.device)
                  for k, i in enumerate(rows)]
         feats = self.log_mel(waves).to(self.model.dtype)
         is_longer = torch.zeros((len(rows), 1), dtype=torch.bool, device=self.device)

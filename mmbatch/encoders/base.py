@@ -1,9 +1,10 @@
 """What every modality encoder shares: device/dtype, null handling, per-row error isolation.
 
 An encoder adds, for its modality m: `{m}_probs` (n, 3) float32 (NaN where missing),
-`{m}_embedding` (n, dim) float32 (zeros where missing) and updates `has_{m}`. Rows that are
-not `status == "ok"` or lack the modality's input are skipped, never failed. If a batch
-fails, rows are retried one by one, so one bad row only loses that row's modality.
+`{m}_embedding` (n, dim) float32 (zeros where missing) and `has_{m}` (the modality was
+scored). Rows that are not `status == "ok"` or lack the modality's input are skipped, never
+failed. If a batch fails, rows are retried one by one, so one bad row only loses that row's
+modality.
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ class EncoderStage:
     modality: str = ""  # vision | audio | text
     input_columns: tuple[str, ...] = ()
 
-    def __init__(self, config: EncoderConfig, *, dim: int, storage_options: dict | None = None,
-                 drop_inputs: bool = False):
+    def __init__(self, config: EncoderConfig, *, dim: int, storage_options: dict | None = None):
         self.config = config
         self.dim = dim
         self.storage_options = storage_options or {}
-        self.drop_inputs = drop_inputs
+        self.reads = ("video_id", "clip_index", "status", *self.input_columns)
         self.resources = Resources(cpus=config.pool.num_cpus, gpus=config.pool.num_gpus)
         self.name = f"{self.modality or 'speech'}_encoder"
         self._ready = False
@@ -55,9 +55,6 @@ class EncoderStage:
             with self.torch.inference_mode(), self.autocast():
                 run_isolated(self.name, batch, active, lambda rows: self.encode(batch, rows),
                              lambda i: self.mark_missing(batch, i))
-        if self.drop_inputs:
-            for col in self.input_columns:
-                batch.pop(col, None)
         return batch
 
     # -- for subclasses ---------------------------------------------------------------------
@@ -74,8 +71,7 @@ class EncoderStage:
         m = self.modality
         batch[f"{m}_probs"] = np.full((n, 3), np.nan, dtype=np.float32)
         batch[f"{m}_embedding"] = np.zeros((n, self.dim), dtype=np.float32)
-        batch[f"has_{m}"] = np.zeros(n, dtype=bool) if f"has_{m}" not in batch else batch[f"has_{m}"].copy()
-        batch[f"has_{m}"][~self.active_rows(batch)] = False
+        batch[f"has_{m}"] = np.zeros(n, dtype=bool)  # set by store() for each row scored
 
     def mark_missing(self, batch: Batch, i: int) -> None:
         m = self.modality
@@ -105,8 +101,24 @@ def is_ok(batch: Batch) -> np.ndarray:
     return np.asarray(batch["status"]) == "ok"
 
 
+AUDIO_INPUTS = ("waveform", "audio_len", "has_waveform")
+FRAME_INPUTS = ("frames", "n_frames", "has_frames")
+
+
 def usable_audio(batch: Batch) -> np.ndarray:
-    return is_ok(batch) & np.asarray(batch["has_audio"], dtype=bool) & (np.asarray(batch["audio_len"]) >= MIN_AUDIO_SAMPLES)
+    if "has_waveform" not in batch:
+        return np.zeros(len(batch["video_id"]), dtype=bool)
+    return (is_ok(batch) & np.asarray(batch["has_waveform"], dtype=bool)
+            & (np.asarray(batch["audio_len"]) >= MIN_AUDIO_SAMPLES))
+
+
+def stacked(column, rows: np.ndarray) -> np.ndarray:
+    """Rows of a tensor column as one contiguous array. Ray Data hands a column whose rows
+    differ in shape (error rows carry zero-length tensors) as an object array of arrays."""
+    column = np.asarray(column) if not isinstance(column, np.ndarray) else column
+    if column.dtype == object:
+        return np.ascontiguousarray(np.stack([column[i] for i in rows]))
+    return np.ascontiguousarray(column[rows])
 
 
 def run_isolated(name: str, batch: Batch, rows: np.ndarray, fn, on_row_failure) -> None:

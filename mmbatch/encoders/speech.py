@@ -2,6 +2,7 @@
 
 Log-mel features are computed by the feature extractor's torch path on the actor's device.
 Silence or no audio gives an empty transcript (the text modality is then missing, not failed).
+Without a speech model, `SidecarTranscriptStage` fills `transcript` from sidecars alone.
 """
 
 from __future__ import annotations
@@ -10,21 +11,57 @@ import logging
 
 import numpy as np
 
-from mmbatch.encoders.base import is_ok, run_isolated, usable_audio
+from mmbatch.encoders.base import AUDIO_INPUTS, is_ok, run_isolated, usable_audio
 from mmbatch.stage import Batch, Resources
 from mmbatch.transcripts import TranscriptCache
 
 log = logging.getLogger(__name__)
 
 
+SIDECAR_INPUTS = ("video_id", "clip_index", "status", "transcript_uri", "start_s", "end_s")
+
+
+def sidecar_transcripts(sidecars: TranscriptCache, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+    """(transcripts, has_sidecar) for the batch: each ok row's text from its sidecar."""
+    n = len(batch["video_id"])
+    transcripts = np.array([""] * n, dtype=object)
+    sidecar = np.asarray(batch.get("transcript_uri", np.array([""] * n))).astype(str)
+    for i in np.flatnonzero(is_ok(batch) & (sidecar != "")):
+        try:
+            transcripts[i] = sidecars.text_for(sidecar[i], float(batch["start_s"][i]), float(batch["end_s"][i]))
+        except Exception as err:  # an unreadable sidecar loses this clip's text, not the batch
+            log.warning("transcripts: sidecar %s unreadable: %s", sidecar[i], err)
+    return transcripts, sidecar != ""
+
+
+class SidecarTranscriptStage:
+    """`transcript` from .vtt/.srt/.txt sidecars, for configs with a text model but no speech model."""
+
+    name = "transcripts"
+    reads = SIDECAR_INPUTS
+
+    def __init__(self, *, storage_options: dict | None = None, num_cpus: float = 0.1):
+        self.storage_options = storage_options or {}
+        self.resources = Resources(cpus=num_cpus)
+        self.sidecars = None
+
+    def setup(self) -> None:
+        self.sidecars = TranscriptCache(self.storage_options)
+
+    def __call__(self, batch: Batch) -> Batch:
+        if self.sidecars is None:
+            self.setup()
+        batch["transcript"] = sidecar_transcripts(self.sidecars, batch)[0].astype(str)
+        return batch
+
+
 class SpeechRecognitionStage:
     name = "speech_recognition"
-    input_columns = ("waveform",)
+    reads = (*SIDECAR_INPUTS, *AUDIO_INPUTS)
 
-    def __init__(self, config, *, storage_options: dict | None = None, drop_inputs: bool = False):
+    def __init__(self, config, *, storage_options: dict | None = None):
         self.config = config
         self.storage_options = storage_options or {}
-        self.drop_inputs = drop_inputs
         self.resources = Resources(cpus=config.pool.num_cpus, gpus=config.pool.num_gpus)
         self._ready = False
 
@@ -60,16 +97,8 @@ class SpeechRecognitionStage:
     def __call__(self, batch: Batch) -> Batch:
         if not self._ready:
             self.setup()
-        n = len(batch["video_id"])
-        transcripts = np.array([""] * n, dtype=object)
-        sidecar = np.asarray(batch.get("transcript_uri", np.array([""] * n))).astype(str)
-        ok = is_ok(batch)
-        for i in np.flatnonzero(ok & (sidecar != "")):
-            try:
-                transcripts[i] = self.sidecars.text_for(sidecar[i], float(batch["start_s"][i]), float(batch["end_s"][i]))
-            except Exception as err:  # an unreadable sidecar loses this clip's text, not the batch
-                log.warning("speech_recognition: sidecar %s unreadable: %s", sidecar[i], err)
-        asr_rows = np.flatnonzero((sidecar == "") & usable_audio(batch))
+        transcripts, has_sidecar = sidecar_transcripts(self.sidecars, batch)
+        asr_rows = np.flatnonzero(~has_sidecar & usable_audio(batch))
         if len(asr_rows):
 
             def transcribe(rows):
@@ -77,9 +106,6 @@ class SpeechRecognitionStage:
 
             run_isolated(self.name, batch, asr_rows, transcribe, lambda i: None)  # failed row: no text
         batch["transcript"] = transcripts.astype(str)
-        if self.drop_inputs:
-            for col in self.input_columns:
-                batch.pop(col, None)
         return batch
 
     def _transcribe(self, batch: Batch, rows: np.ndarray) -> list[str]:

@@ -44,7 +44,7 @@ DEFAULT_TEXT_PROTOTYPES = {
 
 class _TextEncoder(EncoderStage):
     modality = "text"
-    input_columns = ()
+    input_columns = ("transcript",)
 
     def active_rows(self, batch):
         transcripts = np.asarray(batch.get("transcript", np.array([""] * len(batch["video_id"])))).astype(str)

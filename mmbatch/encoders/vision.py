@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmbatch.encoders.base import EncoderStage, is_ok, l2_normalise
+from mmbatch.encoders.base import FRAME_INPUTS, EncoderStage, is_ok, l2_normalise, stacked
 
 DEFAULT_IMAGE_PROMPTS = {
     "negative": ["a photo of a sad person", "a photo of an angry person", "a photo of a frightened person",
@@ -55,7 +55,7 @@ class _FrameEncoder(EncoderStage):
     """Frames (n, F, S, S, 3) uint8 → normalised (n*F, 3, size, size) on the device."""
 
     modality = "vision"
-    input_columns = ("frames",)
+    input_columns = FRAME_INPUTS
 
     def load_preprocessing(self, folder: str, default_size: int) -> None:
         mean, std, size = preprocessing_from(folder, self.config.revision)
@@ -64,11 +64,13 @@ class _FrameEncoder(EncoderStage):
         self.std = self.torch.tensor(std, device=self.device).view(1, 3, 1, 1)
 
     def active_rows(self, batch):
-        return is_ok(batch) & np.asarray(batch["has_video"], dtype=bool)
+        if "has_frames" not in batch:
+            return np.zeros(len(batch["video_id"]), dtype=bool)
+        return is_ok(batch) & np.asarray(batch["has_frames"], dtype=bool)
 
     def pixels(self, batch, rows):
         torch = self.torch
-        frames = torch.from_numpy(np.ascontiguousarray(batch["frames"][rows])).to(self.device, non_blocking=True)
+        frames = torch.from_numpy(stacked(batch["frames"], rows)).to(self.device, non_blocking=True)
         n, f, h, w, _ = frames.shape
         x = frames.view(n * f, h, w, 3).permute(0, 3, 1, 2).float().div_(255.0)
         if (h, w) != (self.size, self.size):

@@ -1,0 +1,81 @@
+"""Where everything lives under an output root (local path or any fsspec URI).
+
+    clips/run_date=D/part-*.parquet      clip rows, many videos a file; _SUCCESS once published
+    videos/run_date=D/videos.parquet     one row per input video of the night
+    state/state.parquet                  one row per video ever scored ok (the skip check)
+    _runs/<run_id>.json                  run manifests: the commit record, written before publishing
+    _locks/run_date=D.json               the lease of the run that holds the night
+    _staging/<run_id>/                   in-flight: parts/, ledger-*.parquet, publish/
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import posixpath
+from dataclasses import dataclass
+
+SUCCESS_MARKER = "_SUCCESS"
+
+
+def run_id_for(run_date: dt.date, fingerprint: str) -> str:
+    return f"{run_date.isoformat()}_{fingerprint[:8]}"
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    root: str  # a path inside the output filesystem, no trailing slash
+    run_date: dt.date
+    run_id: str
+
+    def _join(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    @property
+    def partition(self) -> str:
+        return f"run_date={self.run_date.isoformat()}"
+
+    @property
+    def clips(self) -> str:
+        return self._join("clips", self.partition)
+
+    @property
+    def videos(self) -> str:
+        return self._join("videos", self.partition)
+
+    @property
+    def videos_file(self) -> str:
+        return posixpath.join(self.videos, "videos.parquet")
+
+    @property
+    def runs(self) -> str:
+        return self._join("_runs")
+
+    @property
+    def manifest(self) -> str:
+        return self._join("_runs", f"{self.run_id}.json")
+
+    @property
+    def lock(self) -> str:
+        return self._join("_locks", f"{self.partition}.json")
+
+    @property
+    def state_lock(self) -> str:
+        return self._join("_locks", "state.json")
+
+    @property
+    def state(self) -> str:
+        return self._join("state", "state.parquet")
+
+    @property
+    def staging(self) -> str:
+        return self._join("_staging", self.run_id)
+
+    @property
+    def parts(self) -> str:
+        """Where the write stage puts clip files while the run is in flight."""
+        return posixpath.join(self.staging, "parts")
+
+    @property
+    def publish(self) -> str:
+        """The next content of the night's partitions, assembled before the commit."""
+        return posixpath.join(self.staging, "publish")

@@ -1,0 +1,118 @@
+"""A lease on one night of one output, so two runs never commit the same date at once.
+
+The lease is a small JSON object (`_locks/run_date=D.json`) naming the holder (run id, host,
+pid) and an expiry. The holder renews it from a background thread; a crashed run stops
+renewing, so its lease lapses after `ttl_s` and the next night is never blocked for good. On
+the holder's own host a lease whose process is gone is taken over at once (a killed run
+restarted on the same machine resumes without waiting).
+
+Object stores have no compare-and-swap that every S3-compatible store supports, so taking
+the lease is write-then-read-back: two runs starting within the same second could both
+believe they hold it; any later start is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+
+from mmbatch import storage
+from mmbatch.errors import MmbatchError
+
+log = logging.getLogger(__name__)
+
+
+class LockedError(MmbatchError):
+    """Another run holds the lease on this output and date."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Lease:
+    def __init__(self, fs, path: str, holder: str, ttl_s: float = 300.0, what: str = "this output and date"):
+        self.fs, self.path, self.ttl_s, self.what = fs, path, ttl_s, what
+        self.me = {"holder": holder, "host": socket.gethostname(), "pid": os.getpid()}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _read(self) -> dict | None:
+        try:
+            return json.loads(self.fs.cat_file(self.path))
+        except FileNotFoundError:
+            return None
+        except (ValueError, UnicodeDecodeError):
+            return {}  # damaged: treated as expired
+
+    def _write(self) -> None:
+        body = {**self.me, "expires_at": time.time() + self.ttl_s}
+        storage.write_bytes_atomic(self.fs, self.path, json.dumps(body).encode())
+
+    def _is_live_other(self, cur: dict | None) -> bool:
+        if not cur or cur.get("expires_at", 0) < time.time():
+            return False
+        if (cur.get("host"), cur.get("pid")) == (self.me["host"], self.me["pid"]):
+            return False
+        if cur.get("host") == self.me["host"] and isinstance(cur.get("pid"), int) and not _pid_alive(cur["pid"]):
+            return False  # its process is gone on this very host
+        return True
+
+    def acquire(self) -> None:
+        cur = self._read()
+        if self._is_live_other(cur):
+            raise LockedError(self._refusal(cur))
+        self._write()
+        time.sleep(0.05)  # let a racing writer land, then see who won
+        cur = self._read()
+        if cur and (cur.get("host"), cur.get("pid")) != (self.me["host"], self.me["pid"]):
+            raise LockedError(self._refusal(cur))
+
+    def _refusal(self, cur: dict) -> str:
+        left = max(0.0, cur.get("expires_at", 0) - time.time())
+        return (f"another run holds {self.what}: {cur.get('holder')} on host {cur.get('host')} "
+                f"(pid {cur.get('pid')}); its lease expires in {left:.0f} s unless renewed. "
+                f"Wait for it to finish, or delete {self.path} if you are sure it is dead.")
+
+    def start_renewing(self) -> None:
+        def renew():
+            while not self._stop.wait(self.ttl_s / 3):
+                try:
+                    self._write()
+                except Exception as err:  # next tick tries again; the lease lasts ttl_s
+                    log.warning("could not renew the lease %s: %s", self.path, err)
+
+        self._thread = threading.Thread(target=renew, name="mmbatch-lease", daemon=True)
+        self._thread.start()
+
+    def acquire_waiting(self, timeout_s: float) -> None:
+        """For short critical sections (the state table): wait for the holder to finish."""
+        deadline = time.time() + timeout_s
+        while True:
+            try:
+                return self.acquire()
+            except LockedError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        try:
+            cur = self._read()
+            if cur is not None and (cur.get("host"), cur.get("pid")) == (self.me["host"], self.me["pid"]):
+                self.fs.rm(self.path)
+        except Exception as err:  # an unreleased lease only lapses later
+            log.warning("could not release the lease %s: %s", self.path, err)

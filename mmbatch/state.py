@@ -1,0 +1,120 @@
+"""Incremental state: one row per video ever scored ok — its last committed run, etag, size
+and model fingerprint. The skip check reads this table (with column projection), so its
+cost grows with the number of videos, not with the number of nights.
+
+The commit rewrites it from the previous state plus the night's `videos` partition. The
+run ids merged are kept in the file's metadata; a committed run that is missing there (its
+state update failed) is merged the next time the state is read, and a missing state table is
+built once from every `videos` partition.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import posixpath
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mmbatch import storage
+from mmbatch.layout import OutputLayout
+from mmbatch.schema import STATE_SCHEMA
+
+log = logging.getLogger(__name__)
+METADATA_RUNS = b"mmbatch.state_runs"
+_COLUMNS = [f.name for f in STATE_SCHEMA if f.name != "run_date"]
+
+
+def _partition_rows(fs, videos_dir: str) -> pa.Table:
+    """Scored-ok rows of one `videos/run_date=D` partition, as state rows."""
+    import datetime as dt
+
+    run_date = dt.date.fromisoformat(posixpath.basename(videos_dir.rstrip("/")).split("=", 1)[1])
+    tables = []
+    for path in sorted(fs.glob(posixpath.join(videos_dir, "*.parquet"))):
+        t = pq.read_table(io.BytesIO(fs.cat_file(path)), columns=[*_COLUMNS, "status", "n_clips"])
+        tables.append(t.filter(pc.and_(pc.equal(t["status"], "ok"), pc.greater(t["n_clips"], 0))))
+    if not tables:
+        return STATE_SCHEMA.empty_table()
+    t = pa.concat_tables(tables).select(_COLUMNS)
+    return t.append_column("run_date", pa.array([run_date] * t.num_rows, pa.date32())).cast(STATE_SCHEMA)
+
+
+def merge(state: pa.Table, night: pa.Table) -> pa.Table:
+    """Latest run_date per video; on a tie the night being merged wins."""
+    both = pa.concat_tables([state.select(STATE_SCHEMA.names), night.select(STATE_SCHEMA.names)])
+    both = both.append_column("_order", pa.array(range(both.num_rows), pa.int64()))
+    both = both.sort_by([("video_id", "ascending"), ("run_date", "ascending"), ("_order", "ascending")])
+    vids = both["video_id"]
+    if both.num_rows == 0:
+        return STATE_SCHEMA.empty_table()
+    last = pc.not_equal(vids.slice(0, both.num_rows - 1), vids.slice(1))  # row i is the last of its video
+    keep = pa.concat_arrays([pa.array(last.to_numpy(zero_copy_only=False), pa.bool_()), pa.array([True])])
+    return both.filter(keep).drop_columns(["_order"])
+
+
+def _runs_in_archive(fs, layout: OutputLayout) -> dict[str, str]:
+    """run_id -> run_date of every manifest in `_runs/` (names only: nothing is parsed)."""
+    if not fs.exists(layout.runs):
+        return {}
+    out = {}
+    for path in fs.glob(posixpath.join(layout.runs, "*.json")):
+        run_id = posixpath.basename(path)[: -len(".json")]
+        out[run_id] = run_id.split("_", 1)[0]
+    return out
+
+
+def read_state(fs, layout: OutputLayout) -> tuple[pa.Table, set[str]]:
+    """The state table and the run ids merged into it, caught up with `_runs/`."""
+    merged: set[str] = set()
+    try:
+        data = fs.cat_file(layout.state)
+        pf = pq.ParquetFile(io.BytesIO(data))
+        table = pf.read(columns=STATE_SCHEMA.names).cast(STATE_SCHEMA)
+        merged = set(json.loads((pf.schema_arrow.metadata or {}).get(METADATA_RUNS, b"[]")))
+    except FileNotFoundError:
+        table = None
+    except Exception as err:  # damaged: rebuilt from the partitions, which are the truth
+        log.warning("state table %s unreadable (%s); rebuilding it from the videos partitions", layout.state, err)
+        table = None
+    runs = _runs_in_archive(fs, layout)
+    if table is None:  # built once from every published partition (all of them committed)
+        table = STATE_SCHEMA.empty_table()
+        videos_root = posixpath.join(layout.root, "videos")
+        parts = sorted(fs.glob(posixpath.join(videos_root, "run_date=*"))) if fs.exists(videos_root) else []
+        if parts:
+            table = merge(table, pa.concat_tables([_partition_rows(fs, p) for p in parts]))
+        return table, set(runs)
+    missing = sorted({runs[r] for r in set(runs) - merged})
+    for date in missing:  # committed, but its state update never landed
+        part = posixpath.join(layout.root, "videos", f"run_date={date}")
+        if fs.exists(part):
+            table = merge(table, _partition_rows(fs, part))
+    return table, merged | set(runs)
+
+
+def write_state(fs, layout: OutputLayout, table: pa.Table, merged: set[str]) -> None:
+    meta = {METADATA_RUNS: json.dumps(sorted(merged)).encode()}
+    buf = io.BytesIO()
+    pq.write_table(table.cast(STATE_SCHEMA).replace_schema_metadata(meta), buf, compression="zstd")
+    storage.write_bytes_atomic(fs, layout.state, buf.getvalue())
+
+
+def update_state(fs, layout: OutputLayout) -> int:
+    """Merge the night's published `videos` partition into the state table; returns its rows."""
+    table, merged = read_state(fs, layout)
+    table = merge(table, _partition_rows(fs, layout.videos))
+    write_state(fs, layout, table, merged | {layout.run_id})
+    return table.num_rows
+
+
+def skip_candidates(fs, layout: OutputLayout, video_ids: list[str]) -> dict[str, dict]:
+    """State rows of the given videos (the only part of the state the driver turns into dicts)."""
+    table, _ = read_state(fs, layout)
+    if table.num_rows == 0 or not video_ids:
+        return {}
+    table = table.filter(pc.is_in(table["video_id"], value_set=pa.array(video_ids, pa.string())))
+    return {r["video_id"]: r for r in table.to_pylist()}

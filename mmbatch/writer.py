@@ -1,0 +1,165 @@
+"""The write stage: clip rows → staged Parquet files, written by workers, not the driver.
+
+The last stage of the graph. Each call gets one batch of `rows_per_file` clip rows (Ray Data
+assembles them from many videos), converts it to Arrow column by column (no per-row Python)
+and writes one staged Parquet file. What it returns is small: one completion record per
+(video, chunk) in the batch — rows seen, clip rows written, ok rows, the file, the first
+error — which is all the driver needs for the ledger, reconciliation and the commit.
+
+File names are deterministic and collision-free: uuid5 of the run id and the batch's clip ids.
+A retried batch overwrites its own file; two different batches never share a name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import posixpath
+import uuid
+
+import numpy as np
+
+from mmbatch.schema import CLIPS_SCHEMA, HAS_COLUMN, MODALITIES, EmbeddingDims, file_schema, with_metadata
+from mmbatch.stage import Batch, Resources
+
+FILE_NAMESPACE = uuid.UUID("0b5e7d0e-51f3-4c83-a0a4-3f3f5b4a9e21")
+# Columns the driver needs to know when a video (or each chunk of a split one) is complete.
+BOOKKEEPING_COLUMNS = ("n_rows", "chunk_index", "n_chunks", "duration_s", "decode_seconds")
+_FLOAT_COLUMNS = ("p_negative", "p_neutral", "p_positive", "valence",
+                  *(f"{m}_valence" for m in MODALITIES), *(f"fusion_weight_{m}" for m in MODALITIES))
+_TEXT_COLUMNS = ("error_stage", "error", "transcript", "sentiment")  # "" is stored as null
+# Every clip-table column the write stage reads (run columns it adds itself).
+CLIP_INPUT_COLUMNS = ("video_id", "clip_id", "clip_index", "start_s", "end_s", "status", *_TEXT_COLUMNS,
+                      *_FLOAT_COLUMNS, *(f"has_{m}" for m in MODALITIES),
+                      *(f"{m}_embedding" for m in MODALITIES), "fused_embedding")
+
+
+def part_file_name(run_id: str, clip_ids: np.ndarray) -> str:
+    digest = hashlib.sha256("\n".join(sorted(map(str, clip_ids))).encode()).hexdigest()
+    return f"part-{uuid.uuid5(FILE_NAMESPACE, f'{run_id}|{digest}')}.parquet"
+
+
+def embedding_array(values: np.ndarray, present: np.ndarray):
+    """(n, d) float32 → list<float32>, null where not present (nulls take no value space)."""
+    import pyarrow as pa
+
+    values = np.asarray(values, dtype=np.float32)
+    n = len(present)
+    if values.ndim != 2 or n == 0:
+        return pa.nulls(n, type=pa.list_(pa.float32()))
+    d = values.shape[1]
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.where(present, d, 0), out=offsets[1:])
+    flat = pa.array(values[present].reshape(-1))
+    return pa.ListArray.from_arrays(pa.array(offsets), flat, mask=pa.array(~present))
+
+
+def clips_table(batch: Batch, fingerprint: str, run_id: str, schema=None):
+    """The clips table (partition key left out) of every row in `batch`, column by column."""
+    import pyarrow as pa
+
+    schema = schema or file_schema(CLIPS_SCHEMA)
+    n = len(batch["video_id"])
+    ok = np.asarray(batch["status"]).astype(str) == "ok"
+    cols: dict[str, pa.Array] = {
+        "video_id": pa.array(np.asarray(batch["video_id"]).astype(str)),
+        "clip_id": pa.array(np.asarray(batch["clip_id"]).astype(str)),
+        "clip_index": pa.array(np.asarray(batch["clip_index"], dtype=np.int32)),
+        "start_s": pa.array(np.asarray(batch["start_s"], dtype=np.float64)),
+        "end_s": pa.array(np.asarray(batch["end_s"], dtype=np.float64)),
+        "status": pa.array(np.asarray(batch["status"]).astype(str)),
+        "model_fingerprint": pa.array(np.full(n, fingerprint)),
+        "run_id": pa.array(np.full(n, run_id)),
+    }
+    for col in _TEXT_COLUMNS:
+        text = np.asarray(batch.get(col, np.full(n, ""))).astype(str)
+        cols[col] = pa.array(text, mask=text == "")
+    for col in _FLOAT_COLUMNS:
+        values = np.asarray(batch.get(col, np.full(n, np.nan)), dtype=np.float32)
+        cols[col] = pa.array(values, mask=np.isnan(values))
+    for m in MODALITIES:
+        has = np.asarray(batch.get(f"has_{m}", np.zeros(n, bool)), dtype=bool)
+        cols[HAS_COLUMN[m]] = pa.array(has)
+        cols[f"{m}_embedding"] = embedding_array(batch.get(f"{m}_embedding", np.zeros((n, 0))), has & ok)
+    cols["fused_embedding"] = embedding_array(batch.get("fused_embedding", np.zeros((n, 0))), ok)
+    return pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
+
+
+class ClipWriterStage:
+    """Writes each batch of clip rows to one staged Parquet file; returns completion records."""
+
+    name = "write"
+    reads = (*CLIP_INPUT_COLUMNS, *BOOKKEEPING_COLUMNS)
+    adds = ("expected_rows", "rows", "clip_rows", "ok_rows", "file", "file_rows")
+
+    def __init__(self, output: str, storage_options: dict | None, staging_dir: str, run_id: str,
+                 fingerprint: str, dims: EmbeddingDims, config_json: str, *, num_cpus: float = 0.5,
+                 row_group_rows: int = 2048):
+        self.output, self.storage_options = output, storage_options
+        self.staging_dir, self.run_id, self.fingerprint = staging_dir, run_id, fingerprint
+        self.dims, self.config_json = dims, config_json
+        self.row_group_rows = row_group_rows
+        self.resources = Resources(cpus=num_cpus)
+        self.fs = None
+
+    def setup(self) -> None:
+        from mmbatch import storage
+
+        self.fs, _ = storage.filesystem(self.output, self.storage_options)
+        self.schema = with_metadata(file_schema(CLIPS_SCHEMA), self.config_json, self.dims)
+
+    def __call__(self, batch: Batch) -> Batch:
+        if self.fs is None:
+            self.setup()
+        index = np.asarray(batch["clip_index"])
+        clip_rows = index >= 0  # clip_index -1: a video that could not be opened (no clip row)
+        name, written = "", 0
+        if clip_rows.any():
+            rows = {k: np.asarray(v)[clip_rows] for k, v in batch.items() if k in self.reads}
+            table = clips_table(rows, self.fingerprint, self.run_id, self.schema)
+            name = part_file_name(self.run_id, rows["clip_id"])
+            self._write(posixpath.join(self.staging_dir, name), table)
+            written = table.num_rows
+        return completion_records(batch, clip_rows, name, written)
+
+    def _write(self, path: str, table) -> None:
+        import pyarrow.parquet as pq
+
+        from mmbatch import storage
+
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd", row_group_size=self.row_group_rows)
+        storage.write_bytes_atomic(self.fs, path, buf.getvalue())
+
+
+def completion_records(batch: Batch, clip_rows: np.ndarray, file: str, file_rows: int) -> Batch:
+    """One record per (video, chunk) of the batch: a loop over videos, never over clips."""
+    vids = np.asarray(batch["video_id"]).astype(str)
+    chunks = np.asarray(batch.get("chunk_index", np.zeros(len(vids))), dtype=np.int64)
+    keys = np.char.add(np.char.add(vids, "\x00"), chunks.astype(str))
+    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    g = len(uniq)
+    ok = np.asarray(batch["status"]).astype(str) == "ok"
+    err_rows = np.flatnonzero(~ok)
+    err_first = np.full(g, len(vids))
+    np.minimum.at(err_first, inverse[err_rows], err_rows)  # each group's first error row
+    has_error = err_first < len(vids)
+    duration = np.zeros(g)
+    np.maximum.at(duration, inverse, np.asarray(batch["duration_s"], dtype=np.float64))
+    error_stage = np.asarray(batch["error_stage"]).astype(str)
+    error = np.asarray(batch["error"]).astype(str)
+    return {
+        "video_id": vids[first],
+        "chunk_index": chunks[first].astype(np.int32),
+        "n_chunks": np.asarray(batch.get("n_chunks", np.ones(len(vids))), dtype=np.int32)[first],
+        "expected_rows": np.asarray(batch["n_rows"], dtype=np.int32)[first],
+        "rows": np.bincount(inverse, minlength=g).astype(np.int32),
+        "clip_rows": np.bincount(inverse, weights=clip_rows, minlength=g).astype(np.int32),
+        "ok_rows": np.bincount(inverse, weights=ok & clip_rows, minlength=g).astype(np.int32),
+        "file": np.full(g, file),
+        "file_rows": np.full(g, file_rows, dtype=np.int32),
+        "duration_s": duration,
+        "decode_seconds": np.bincount(inverse, weights=np.asarray(batch["decode_seconds"], dtype=np.float64), minlength=g),
+        "error_stage": np.where(has_error, error_stage[np.minimum(err_first, len(vids) - 1)], ""),
+        "error": np.where(has_error, error[np.minimum(err_first, len(vids) - 1)], ""),
+    }
