@@ -18,11 +18,15 @@ from mmbatch.synth import write_video
 REPO = Path(__file__).resolve().parent.parent
 
 
+BOTH = {"vision": {"task": "image_zero_shot", "source": "tiny:clip"},
+        "audio": {"task": "audio_classification", "source": "tiny:wav2vec2-er"}}
+
+
 def cfg(**decode):
     return parse_config({
         "clips": {"window_s": 5.0, "stride_s": 5.0, "min_clip_s": 1.0, "frames_per_clip": 4},
         "decode": {"image_size": 32, "max_pixels": 1920 * 1080, **decode},
-        "models": {"text": {"task": "text_classification", "source": "tiny:roberta-sentiment"}},
+        "models": BOTH,  # decode emits only what configured models read (nothing is loaded here)
     })
 
 
@@ -57,7 +61,7 @@ def test_scored_cases(stage, tmp_path, name, kwargs, clips, has_audio):
     out = decode(stage, write_video(tmp_path / f"x.{name}", **kwargs))
     assert list(out["status"]) == ["ok"] * clips
     assert out["frames"].shape == (clips, 4, 32, 32, 3)
-    assert bool(out["has_audio"].all()) is has_audio
+    assert bool(out["has_waveform"].all()) is has_audio
 
 
 def test_short_video_is_one_clip_of_its_length(stage, tmp_path):
@@ -88,7 +92,7 @@ def test_audio_only_is_failed(stage, tmp_path):
 def test_audio_only_scored_when_allowed(tmp_path):
     s = DecodeStage(cfg(allow_audio_only=True), isolated=False)
     out = decode(s, write_video(tmp_path / "a.mp4", seconds=7.0, video=False))
-    assert list(out["status"]) == ["ok", "ok"] and not out["has_video"].any() and out["has_audio"].all()
+    assert list(out["status"]) == ["ok", "ok"] and not out["has_frames"].any() and out["has_waveform"].all()
     assert out["audio_len"].tolist() == [80000, 32000] and (out["frames"] == 0).all()
 
 
@@ -252,7 +256,7 @@ def test_segments_from_a_json_sidecar(tmp_path):
     write_video(tmp_path / "talk.mp4", seconds=9.0)
     (tmp_path / "talk.json").write_text('[[1.0, 2.0], {"start_s": 4.5, "end_s": 8.0}]')
     s = DecodeStage(parse_config({"clips": {"policy": "segments", "frames_per_clip": 2}, "decode": {"image_size": 32},
-                                  "models": {"text": {"task": "text_classification", "source": "x"}}}), isolated=False)
+                                  "models": BOTH}), isolated=False)
     ref = discover(str(tmp_path))[0]
     rows = list(s(ref_batch(ref)))
     out = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
@@ -263,7 +267,7 @@ def test_segments_from_a_json_sidecar(tmp_path):
 def test_target_fps_fills_fewer_frames(tmp_path):
     s = DecodeStage(parse_config({"clips": {"frames_per_clip": 8, "target_fps": 1.0, "window_s": 3, "stride_s": 3},
                                   "decode": {"image_size": 32},
-                                  "models": {"text": {"task": "text_classification", "source": "x"}}}), isolated=False)
+                                  "models": BOTH}), isolated=False)
     out = decode(s, write_video(tmp_path / "v.mp4", seconds=6.0))
     assert out["n_frames"].tolist() == [3, 3] and (out["frames"][:, 3:] == 0).all() and out["frames"][:, :3].std() > 10
 

@@ -44,7 +44,8 @@ def test_resampled_tone_keeps_its_pitch(stage, tmp_path):
 
 def test_no_audio_track_scores_without_audio(stage, tmp_path):
     out = decode(stage, write_video(tmp_path / "mute.mp4", seconds=3.0, audio=False))
-    assert list(out["status"]) == ["ok"] and not out["has_audio"].any() and out["has_video"].all()
+    assert list(out["status"]) == ["ok"] and not out["has_waveform"].any() and out["has_frames"].all()
+    assert out["waveform"].shape == (1, 0)  # no stream: no samples travel
 
 
 @pytest.mark.parametrize("make, reason", [
@@ -57,6 +58,7 @@ def test_unreadable_files_fail_with_reason(stage, tmp_path, make, reason):
     out = decode(stage, path)
     assert list(out["clip_index"]) == [-1] and list(out["status"]) == ["error"]
     assert out["error_stage"][0] == "decode" and reason in out["error"][0]
+    assert out["frames"].shape == (1, 0, 64, 64, 3) and out["waveform"].shape == (1, 0)  # error rows: no tensors
 
 
 def test_truncated_mp4(stage, tmp_path):
@@ -77,3 +79,20 @@ def test_pixel_limit(tiny_config, tmp_path):
     s = DecodeStage(cfg)
     out = decode(s, write_video(tmp_path / "big.mp4", seconds=1.0, width=96, height=64))
     assert out["error"][0] == "96x64 exceeds max_pixels 1000"
+
+
+def test_text_only_config_decodes_no_frames_and_no_audio(tiny_config, tmp_path, monkeypatch):
+    from mmbatch.config import ModelsConfig
+    from mmbatch.decode import stage as decode_stage
+
+    cfg = tiny_config.model_copy(update={"models": ModelsConfig(text=tiny_config.models.text)})
+
+    def no_frames(*args, **kwargs):
+        raise AssertionError("a text-only config opened a frame decoder")
+
+    monkeypatch.setattr(decode_stage, "open_video", no_frames)
+    monkeypatch.setattr(decode_stage.backend, "PyAVAudio", no_frames)
+    s = DecodeStage(cfg)
+    out = decode(s, write_video(tmp_path / "talk.mp4", seconds=7.0))
+    assert list(out["status"]) == ["ok", "ok"] and list(out["clip_index"]) == [0, 1]
+    assert not {"frames", "n_frames", "has_frames", "waveform", "audio_len", "has_waveform"} & set(out)

@@ -21,10 +21,10 @@ def clip_batch(n=4, frames=4, size=64, seconds=2.0):
         "start_s": np.arange(n) * 2.0, "end_s": np.arange(n) * 2.0 + 2.0,
         "status": np.array(["ok"] * (n - 1) + ["error"]),
         "frames": rng.integers(0, 255, size=(n, frames, size, size, 3), dtype=np.uint8),
-        "has_video": np.array([True, True, False, True]),
+        "has_frames": np.array([True, True, False, True]),
         "waveform": (0.1 * rng.normal(size=(n, samples))).astype(np.float32),
         "audio_len": np.array([samples, samples // 2, samples, samples], dtype=np.int32),
-        "has_audio": np.array([True, True, False, True]),
+        "has_waveform": np.array([True, True, False, True]),
         "transcript": np.array(["I love it", "", "this is awful", "fine"]),
         "transcript_uri": np.array([""] * n),
     }
@@ -34,7 +34,7 @@ def encoder(task, source, **kw):
     cfg = EncoderConfig(task=task, source=source, **kw)
     dims = {"image_zero_shot": 32, "image_classification": 32, "audio_classification": 32, "audio_zero_shot": 32,
             "text_classification": 32, "text_zero_shot": 384}
-    stage = encoder_class(task)(cfg, dim=dims[task], drop_inputs=True)
+    stage = encoder_class(task)(cfg, dim=dims[task])
     stage.setup()
     return stage
 
@@ -49,10 +49,9 @@ def check_modality(out, m, expected_present, dim):
     assert (out[f"{m}_embedding"][~present] == 0).all() and (np.abs(out[f"{m}_embedding"][present]).sum(1) > 0).all()
 
 
-def test_image_zero_shot_clip_drops_frames():
+def test_image_zero_shot_clip():
     out = encoder("image_zero_shot", "tiny:clip")(clip_batch())
     check_modality(out, "vision", [True, True, False, False], 32)  # row 2 no video, row 3 error
-    assert "frames" not in out
     # Mean of unit frame embeddings: norm <= 1.
     assert (np.linalg.norm(out["vision_embedding"][:2], axis=1) <= 1 + 1e-5).all()
 
@@ -84,7 +83,6 @@ def test_image_zero_shot_siglip(tmp_path):
 def test_audio_classification_maps_emotions():
     out = encoder("audio_classification", "tiny:wav2vec2-er")(clip_batch())
     check_modality(out, "audio", [True, True, False, False], 32)
-    assert "waveform" not in out
 
 
 def test_audio_embedding_ignores_padding():
@@ -104,8 +102,7 @@ def test_text_classification():
 
 
 def test_speech_recognition_transcribes_audio_rows_only():
-    stage = SpeechRecognitionStage(EncoderConfig(task="speech_recognition", source="tiny:whisper", max_new_tokens=4),
-                                   drop_inputs=False)
+    stage = SpeechRecognitionStage(EncoderConfig(task="speech_recognition", source="tiny:whisper", max_new_tokens=4))
     b = clip_batch()
     b["transcript"] = np.array([""] * 4)
     out = stage(b)
@@ -165,7 +162,7 @@ def test_audio_zero_shot_clap_matches_feature_extractor():
     from transformers import ClapFeatureExtractor
 
     cfg = EncoderConfig(task="audio_zero_shot", source="tiny:clap")
-    stage = encoder_class("audio_zero_shot")(cfg, dim=32, drop_inputs=True)
+    stage = encoder_class("audio_zero_shot")(cfg, dim=32)
     stage.setup()
     wave = (0.1 * np.random.default_rng(0).normal(size=3 * 16000)).astype(np.float32)
     ref = ClapFeatureExtractor.from_pretrained(resolve_source("tiny:clap"))(
@@ -219,3 +216,17 @@ def test_one_failing_row_only_loses_its_modality(monkeypatch):
     out = stage(b)
     assert out["has_text"].tolist() == [True, False, False, True]  # row 1: empty text; row 2: failed
     assert np.isnan(out["text_probs"][2]).all() and not np.isnan(out["text_probs"][3]).any()
+
+
+def test_ragged_rows_as_ray_data_hands_them():
+    """Error rows and clips without a stream carry zero-length tensors; Ray Data then hands the
+    column as an object array of arrays. Encoders stack the rows they score."""
+    b = clip_batch()
+    frames, waves = list(b["frames"]), list(b["waveform"])
+    frames[2], waves[2] = frames[2][:0], waves[2][:0]
+    b["frames"], b["waveform"] = np.empty(4, dtype=object), np.empty(4, dtype=object)
+    b["frames"][:], b["waveform"][:] = frames, waves
+    vision = encoder("image_zero_shot", "tiny:clip")(b)
+    check_modality(vision, "vision", [True, True, False, False], 32)
+    audio = encoder("audio_classification", "tiny:wav2vec2-er")(b)
+    check_modality(audio, "audio", [True, True, False, False], 32)

@@ -155,3 +155,28 @@ def test_hung_decoder_fails_its_video_and_the_run_goes_on(ray_cluster, tiny_conf
     assert videos.loc["stuck", ["status", "error_stage", "error"]].tolist() == [
         "error", "decode", "decode timed out after 5 s (decoder stuck)"]
     assert (result.scored, result.failed) == (1, 1)
+
+
+def test_columns_travel_only_to_the_stages_that_read_them(tiny_config):
+    from mmbatch.config import ModelsConfig
+    from mmbatch.schema import EmbeddingDims
+    from mmbatch.stage import keep_after
+    from pipelines.video_sentiment import stage_specs
+
+    dims = EmbeddingDims(32, 32, 32)
+    writer = {"output": "/tmp/x", "storage_options": None, "staging_dir": "/tmp/x/s", "run_id": "r",
+              "fingerprint": "f", "dims": dims, "config_json": "{}"}
+    specs = stage_specs(tiny_config, dims, writer)
+    names = [s.name for s in specs]
+    assert names == ["split", "decode", "vision", "speech", "audio", "text", "fusion", "write"]
+    after = dict(zip(names, keep_after(specs)))
+    assert "frames" in after["decode"] and "frames" not in after["vision"]
+    assert "waveform" in after["speech"] and "waveform" not in after["audio"]  # audio is its last reader
+    assert "transcript" in after["speech"] and "vision_probs" in after["text"] and "vision_probs" not in after["fusion"]
+    assert not {"uri", "etag", "size", "transcript_uri"} & after["text"]  # video-level fields stay with the driver
+    assert after["write"] is None
+
+    text_only = tiny_config.model_copy(update={"models": ModelsConfig(text=tiny_config.models.text)})
+    specs = stage_specs(text_only, EmbeddingDims(0, 0, 32), writer)
+    assert [s.name for s in specs] == ["split", "decode", "transcripts", "text", "fusion", "write"]
+    assert not {"frames", "waveform"} & keep_after(specs)[1]

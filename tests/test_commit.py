@@ -1,0 +1,230 @@
+"""Worker-side files, the ledger and the commit, without Ray: each data-loss case keeps every
+committed result, readers see one complete night, and a second run of a night is refused."""
+
+import datetime as dt
+import json
+import os
+import socket
+import time
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+from nights import DAY, DIMS, Night, clip_rows, concat, refs
+
+from mmbatch import storage
+from mmbatch.commit import CommitError
+from mmbatch.lock import Lease, LockedError
+from mmbatch.schema import CLIPS_SCHEMA, SCHEMA_VERSION, EmbeddingDims, partitioning
+from mmbatch.writer import part_file_name
+
+
+def clips(out, day=DAY) -> pd.DataFrame:
+    return pd.read_parquet(out / "clips" / f"run_date={day.isoformat()}").sort_values(["video_id", "clip_index"])
+
+
+def videos(out, day=DAY) -> pd.DataFrame:
+    return pd.read_parquet(out / "videos" / f"run_date={day.isoformat()}").set_index("video_id")
+
+
+def parquet_files(folder) -> list[str]:
+    return sorted(p.name for p in folder.glob("*.parquet"))
+
+
+def test_many_videos_share_a_file_with_exact_values(tmp_path):
+    night = Night(tmp_path, refs("a", "b", "c")).write(
+        concat(clip_rows("a", 2), clip_rows("b", 3), clip_rows("c", 1, "error", first=-1)))
+    manifest = night.commit()
+    files = parquet_files(tmp_path / "clips" / "run_date=2026-11-27")
+    assert files == [part_file_name(night.layout.run_id, np.array(["a-0", "a-1", "b-0", "b-1", "b-2"]))]
+    assert manifest["outputs"]["clip_files"] == files
+    t = pq.read_table(tmp_path / "clips", partitioning=partitioning())
+    assert t.schema.remove_metadata() == CLIPS_SCHEMA
+    assert pq.read_schema(tmp_path / "clips" / "run_date=2026-11-27" / files[0]).metadata[
+        b"mmbatch.schema_version"] == str(SCHEMA_VERSION).encode()
+    rec = t.to_pylist()[0]
+    assert (rec["video_id"], rec["clip_id"], rec["status"], rec["error"], rec["run_date"]) == ("a", "a-0", "ok", None, DAY)
+    assert rec["vision_embedding"] == [1.0] * 4 and rec["text_embedding"] == [1.0] * 2
+    assert rec["audio_embedding"] is None and rec["audio_valence"] is None and rec["fusion_weight_audio"] is None
+    assert rec["p_positive"] == pytest.approx(0.7) and rec["fused_embedding"] == [1.0] * 9
+    v = videos(tmp_path)
+    assert v["status"].to_dict() == {"a": "ok", "b": "ok", "c": "error"}
+    assert v["n_clips"].to_dict() == {"a": 2, "b": 3, "c": 0}
+    assert v.loc["c", ["error_stage", "error"]].tolist() == ["decode", "boom"]
+    assert manifest["counts"] == {"inputs": 3, "scored": 2, "failed": 1, "skipped": 0, "clips": 5,
+                                  "kept_after_failure": 0, "carried_over": 0}
+    assert (tmp_path / "clips" / "run_date=2026-11-27" / "_SUCCESS").read_text() == manifest["commit_id"]
+    assert json.loads((tmp_path / "_runs" / f"{night.layout.run_id}.json").read_text())["commit_id"] == manifest["commit_id"]
+    assert not (tmp_path / "_staging").exists() and not list((tmp_path / "_locks").iterdir())
+
+
+def test_a_video_whose_rows_span_files_completes_once_and_a_lost_one_is_reconciled(tmp_path):
+    night = Night(tmp_path, refs("a", "lost"))
+    night.write(clip_rows("a", 2, n_rows=3), clip_rows("a", 1, first=2, n_rows=3))
+    assert set(night.ledger.done) == {"a"} and night.ledger.done["a"].files and len(night.ledger.done["a"].files) == 2
+    night.commit()
+    assert clips(tmp_path)["clip_id"].tolist() == ["a-0", "a-1", "a-2"]
+    v = videos(tmp_path)
+    assert v.loc["lost", ["status", "error_stage"]].tolist() == ["error", "reconcile"]
+
+
+def test_killed_run_resumes_exactly_once(tmp_path):
+    first = Night(tmp_path, refs("a", "b"))
+    # File 1 holds all of a and 2 of b's 3 rows; the run dies before b's last row is written.
+    first.write(concat(clip_rows("a", 2), clip_rows("b", 2, n_rows=3, value=7.0)))
+    assert set(first.ledger.done) == {"a"}
+    again = Night(tmp_path, refs("a", "b"))
+    assert set(again.resumed) == {"a"}
+    again.write(clip_rows("b", 3))  # b is done again from the start
+    manifest = again.commit()
+    c = clips(tmp_path)
+    assert c["clip_id"].tolist() == ["a-0", "a-1", "b-0", "b-1", "b-2"]  # no duplicate of b's first attempt
+    assert {tuple(e) for e in c[c.video_id == "b"]["fused_embedding"]} == {(1.0,) * 9}
+    assert manifest["counts"]["scored"] == 2
+
+
+def test_staged_failures_and_changed_inputs_are_redone_on_resume(tmp_path):
+    first = Night(tmp_path, refs("bad", "good", "changed"))
+    first.write(clip_rows("bad", 1, "error", first=-1), clip_rows("good", 1), clip_rows("changed", 1))
+    resumed = Night(tmp_path, refs("bad", "good") + refs("changed", etag="new"))
+    assert set(resumed.resumed) == {"good"}  # the failure is retried; the changed file is redone
+    resumed.write(clip_rows("bad", 1), clip_rows("changed", 2))
+    resumed.commit()
+    assert videos(tmp_path)["status"].to_dict() == {"bad": "ok", "changed": "ok", "good": "ok"}
+    assert clips(tmp_path)["clip_id"].tolist() == ["bad-0", "changed-0", "changed-1", "good-0"]
+
+
+def test_same_date_rerun_keeps_a_committed_result_when_the_video_now_fails(tmp_path):
+    Night(tmp_path, refs("a", "b")).write(clip_rows("a", 2), clip_rows("b", 2)).commit()
+    rerun = Night(tmp_path, refs("a", "b")).write(concat(clip_rows("a", 2, value=2.0), clip_rows("b", 2, "error")))
+    manifest = rerun.commit()
+    c = clips(tmp_path)
+    assert c["clip_id"].tolist() == ["a-0", "a-1", "b-0", "b-1"] and (c["status"] == "ok").all()
+    assert c.set_index("clip_id")["fused_embedding"]["a-0"][0] == 2.0  # a: the new result
+    v = videos(tmp_path)
+    assert v.loc["b", "status"] == "ok" and v.loc["b", "n_clips"] == 2
+    assert "is kept: boom" in v.loc["b", "error"]
+    assert manifest["kept_after_failure"] == ["b"] and manifest["counts"]["failed"] == 1
+
+
+def test_a_second_run_of_the_date_with_other_inputs_keeps_the_first(tmp_path):
+    Night(tmp_path, refs("a")).write(clip_rows("a", 2)).commit()
+    manifest = Night(tmp_path, refs("b")).write(clip_rows("b", 1)).commit()
+    assert clips(tmp_path)["video_id"].tolist() == ["a", "a", "b"]
+    assert sorted(videos(tmp_path).index) == ["a", "b"]
+    assert manifest["carried_over"] == ["a"] and manifest["counts"]["inputs"] == 1
+
+
+def test_other_config_same_date_replaces_scores_and_marks_the_old_manifest(tmp_path):
+    old = Night(tmp_path, refs("a"), fp="fp1").write(clip_rows("a", 2))
+    old.commit()
+    new = Night(tmp_path, refs("a"), fp="fp2").write(clip_rows("a", 2))
+    new.commit()
+    assert set(clips(tmp_path)["model_fingerprint"]) == {"fp2"}
+    old_manifest = json.loads((tmp_path / "_runs" / f"{old.layout.run_id}.json").read_text())
+    assert old_manifest["superseded_by"] == new.layout.run_id
+
+
+def test_manifest_write_failure_publishes_nothing_and_a_rerun_resumes(tmp_path, monkeypatch):
+    night = Night(tmp_path, refs("a")).write(clip_rows("a", 2))
+    real = storage.write_bytes_atomic
+
+    def failing(fs, path, data):
+        if "/_runs/" in path:
+            raise OSError("disk full")
+        return real(fs, path, data)
+
+    monkeypatch.setattr(storage, "write_bytes_atomic", failing)
+    with pytest.raises(CommitError, match="before anything was published") as err:
+        night.commit()
+    assert not err.value.committed and not (tmp_path / "clips").exists() and not (tmp_path / "videos").exists()
+    monkeypatch.setattr(storage, "write_bytes_atomic", real)
+    again = Night(tmp_path, refs("a"))
+    assert set(again.resumed) == {"a"}
+    again.commit()
+    assert clips(tmp_path)["clip_id"].tolist() == ["a-0", "a-1"]
+
+
+def test_publish_interrupted_after_the_commit_record_is_finished_by_the_next_run(tmp_path, monkeypatch):
+    Night(tmp_path, refs("a")).write(clip_rows("a", 1)).commit()
+    night = Night(tmp_path, refs("a", "b")).write(clip_rows("a", 2, value=3.0), clip_rows("b", 1))
+    monkeypatch.setattr(type(night.committer), "publish", lambda self, commit_id: (_ for _ in ()).throw(OSError("boom")))
+    with pytest.raises(CommitError, match="after the commit record") as err:
+        night.commit()
+    assert err.value.committed
+    assert clips(tmp_path)["clip_id"].tolist() == ["a-0"]  # still exactly the previous night
+    monkeypatch.undo()
+    nxt = Night(tmp_path, refs("a", "b"))
+    assert nxt.rolled == [night.layout.run_id]
+    assert clips(tmp_path)["clip_id"].tolist() == ["a-0", "a-1", "b-0"]
+    assert sorted(videos(tmp_path).index) == ["a", "b"] and not (tmp_path / "_staging").exists()
+
+
+def test_clean_up_failure_after_the_commit_is_only_a_warning(tmp_path, monkeypatch):
+    night = Night(tmp_path, refs("a")).write(clip_rows("a", 1))
+    monkeypatch.setattr(type(night.committer), "_mark_superseded", lambda self, m: (_ for _ in ()).throw(OSError("x")))
+    manifest = night.commit()
+    assert manifest["cleanup_warnings"] and clips(tmp_path)["clip_id"].tolist() == ["a-0"]
+
+
+def test_damaged_run_manifest_is_skipped(tmp_path):
+    (tmp_path / "_runs").mkdir()
+    (tmp_path / "_runs" / "2026-11-27_deadbeef.json").write_text('{"run_id": "2026-11-2')
+    Night(tmp_path, refs("a")).write(clip_rows("a", 1)).commit()
+    second = Night(tmp_path, refs("a"), day=DAY + dt.timedelta(days=1))
+    from pipelines.video_sentiment import _skips
+
+    assert set(_skips(second.fs, second.layout, refs("a"), {}, DAY + dt.timedelta(days=1), "fp1")) == {"a"}
+
+
+def test_glob_readers_see_one_complete_night(tmp_path):
+    Night(tmp_path, refs("a", "b")).write(clip_rows("a", 2), clip_rows("b", 1)).commit()
+    glob = f"{tmp_path}/clips/**/*.parquet"
+
+    def seen():
+        df = pd.read_parquet(tmp_path / "clips", partitioning=partitioning())
+        n = duckdb.sql(f"SELECT count(*) FROM '{glob}'").fetchall()[0][0]
+        return sorted(df["clip_id"]), n
+
+    assert seen() == (["a-0", "a-1", "b-0"], 3)
+    killed = Night(tmp_path, refs("a", "b")).write(clip_rows("a", 3, value=5.0))  # killed before its commit
+    assert killed.ledger.done and seen() == (["a-0", "a-1", "b-0"], 3)
+    Night(tmp_path, refs("a", "b")).write(clip_rows("b", 2)).commit()  # resumes: a from the ledger
+    assert seen() == (["a-0", "a-1", "a-2", "b-0", "b-1"], 5)
+    files = list((tmp_path / "clips").rglob("*.parquet"))
+    assert len(files) == 2 and not list((tmp_path / "clips").glob("*/*.old"))
+
+
+def test_nights_with_other_embedding_sizes_read_together(tmp_path):
+    Night(tmp_path, refs("a")).write(clip_rows("a", 1)).commit()
+    other = EmbeddingDims(8, 5, 0)
+    day2 = DAY + dt.timedelta(days=1)
+    Night(tmp_path, refs("a"), day=day2, fp="fp2", dims=other).write(clip_rows("a", 1, dims=other)).commit()
+    df = pd.read_parquet(tmp_path / "clips", partitioning=partitioning()).sort_values("run_date")
+    assert [len(e) for e in df["vision_embedding"]] == [4, 8] and df["text_embedding"].iloc[1] is None
+    table = pads.dataset(tmp_path / "clips", partitioning=partitioning()).to_table()
+    assert table.num_rows == 2
+    sizes = duckdb.sql(f"SELECT len(vision_embedding) FROM '{tmp_path}/clips/**/*.parquet' ORDER BY 1").fetchall()
+    assert sizes == [(4,), (8,)]
+
+
+def test_a_second_run_of_the_same_night_is_refused(tmp_path):
+    fs, root = storage.filesystem(str(tmp_path))
+    path = f"{root}/_locks/run_date=2026-11-27.json"
+    first = Lease(fs, path, "2026-11-27_aaaa", ttl_s=60)
+    first.me["pid"] = os.getppid()  # another live process on this host
+    first.acquire()
+    second = Lease(fs, path, "2026-11-27_bbbb", ttl_s=60)
+    with pytest.raises(LockedError, match=r"another run holds .*2026-11-27_aaaa on host .* expires in \d+ s"):
+        second.acquire()
+    # A lease whose holder is dead on this host, or that expired elsewhere, is taken over.
+    fs.pipe_file(path, json.dumps({"holder": "x", "host": socket.gethostname(), "pid": 2**22 + 7,
+                                   "expires_at": time.time() + 60}).encode())
+    second.acquire()
+    fs.pipe_file(path, json.dumps({"holder": "y", "host": "elsewhere", "pid": 1, "expires_at": time.time() - 1}).encode())
+    second.acquire()
+    second.release()
+    assert not fs.exists(path)
