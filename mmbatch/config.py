@@ -162,8 +162,6 @@ class FusionConfig(_Strict):
 
 class RunConfig(_Strict):
     max_failed_fraction: float = Field(0.2, ge=0, le=1)
-    # Videos written per staged ledger file; smaller = finer-grained resume, more files.
-    ledger_flush_videos: int = Field(64, ge=1)
     # The lease on a night: renewed every third of this; a crashed run's lease lapses after it.
     lock_ttl_s: float = Field(300.0, ge=5)
 
@@ -171,20 +169,12 @@ class RunConfig(_Strict):
 class OutputConfig(_Strict):
     """Clip files: written by workers, many videos a file, sized for analytics engines."""
 
-    # Target size of one clip file. Rows per file are estimated from the embedding sizes.
+    # Target size of one clip file: Ray Data bundles this many bytes of rows into each write.
+    # It is also the resume granularity: a video counts as done once its last rows are written.
     target_file_mb: float = Field(128.0, gt=0)
-    # Fixed rows per file instead of the estimate (also the resume granularity: a video is
-    # done once the file holding its last rows is written).
-    rows_per_file: int | None = Field(None, ge=1)
     row_group_mb: float = Field(32.0, gt=0)
     write_cpus: float = Field(0.25, ge=0)
     write_concurrency: int = Field(4, ge=1)
-
-    def rows_for(self, row_bytes: int) -> tuple[int, int]:
-        """(rows per file, rows per row group) for rows of about `row_bytes` bytes."""
-        per_file = self.rows_per_file or max(1, int(self.target_file_mb * 2**20 / row_bytes))
-        per_group = max(1, min(per_file, int(self.row_group_mb * 2**20 / row_bytes)))
-        return per_file, per_group
 
 
 class PipelineConfig(_Strict):

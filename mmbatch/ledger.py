@@ -1,9 +1,10 @@
-"""The driver's side of the write: completion records → per-video outcomes, and the staged ledger.
+"""The driver's side of the write: completion records → per-video outcomes, and resume.
 
-The write stage returns one small record per (video, chunk, file). A video is complete when
-every chunk has reported all its rows; its `VideoOutcome` then goes to a staged ledger file
-under `_staging/<run_id>/`, so a run killed half-way resumes without redoing it. The cost
-here is per video, never per clip.
+The write stage returns one small record per (video, chunk, file) and also stages it as a
+`records-*.parquet` file next to the part it names. A video is complete when every chunk has
+reported all its rows. Each attempt of a run stages the identity of its inputs
+(`inputs-<attempt>.parquet`: video id, etag, size), so a resumed attempt keeps a video only
+if that attempt scored it ok from the same content. The cost here is per video, never per clip.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import io
 import logging
 import posixpath
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,7 +41,6 @@ class VideoOutcome:
     file_totals: list[int] = field(default_factory=list)  # all rows of each of them
 
 
-LEDGER_COLUMNS = tuple(VideoOutcome.__dataclass_fields__)
 
 
 @dataclass
@@ -62,36 +62,67 @@ class _Pending:
             self.received.get(c, 0) >= n for c, n in self.expected.items())
 
 
+def new_attempt_id() -> str:
+    """Sortable by start time, unique per attempt."""
+    import time
+
+    return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+
+
 class RunLedger:
-    def __init__(self, fs, staging_dir: str, refs_by_id: dict, flush_every: int = 64):
-        self.fs, self.staging_dir, self.flush_every = fs, staging_dir, flush_every
+    def __init__(self, fs, staging_dir: str, refs_by_id: dict, attempt: str | None = None):
+        self.fs, self.staging_dir = fs, staging_dir
         self.refs = refs_by_id
+        self.attempt = attempt or new_attempt_id()
         self.pending: dict[str, _Pending] = {}
         self.done: dict[str, VideoOutcome] = {}
-        self._buffer: list[VideoOutcome] = []
         self.clips_done = 0
+        self._inputs = {vid: (r.etag, r.size) for vid, r in refs_by_id.items()}
+
+    @property
+    def parts_dir(self) -> str:
+        return posixpath.join(self.staging_dir, "parts")
+
+    def begin(self) -> None:
+        """Stage this attempt's input identities (before any of its records can exist)."""
+        import pyarrow as pa
+
+        table = pa.table({"video_id": list(self._inputs), "etag": [e for e, _ in self._inputs.values()],
+                          "size_bytes": pa.array([s for _, s in self._inputs.values()], pa.int64())})
+        _write(self.fs, posixpath.join(self.staging_dir, f"inputs-{self.attempt}.parquet"), table)
 
     # -- resume -------------------------------------------------------------------------------
     def load(self) -> dict[str, VideoOutcome]:
-        """Outcomes finished by an earlier attempt of this run that still count: scored ok and
-        the input unchanged (etag and size). Failures and changed inputs are done again."""
+        """Outcomes finished by earlier attempts of this run that still count: scored ok from
+        the input as it is now (etag and size). Failures and changed inputs are done again."""
         import pyarrow.parquet as pq
 
-        found: dict[str, VideoOutcome] = {}
         if not self.fs.exists(self.staging_dir):
             return {}
-        for path in sorted(self.fs.glob(posixpath.join(self.staging_dir, "ledger-*.parquet"))):
-            try:
-                rows = pq.read_table(io.BytesIO(self.fs.cat_file(path))).to_pylist()
-            except Exception as err:  # half-written by a crash: its videos are done again
-                log.warning("ignoring unreadable ledger file %s: %s", path, err)
+        inputs: dict[str, dict[str, tuple[str, int]]] = {}
+        for path in self.fs.glob(posixpath.join(self.staging_dir, "inputs-*.parquet")):
+            attempt = posixpath.basename(path)[len("inputs-"): -len(".parquet")]
+            t = _read(self.fs, path, pq)
+            if t is not None:
+                inputs[attempt] = {r["video_id"]: (r["etag"], r["size_bytes"]) for r in t.to_pylist()}
+        earlier: dict[str, RunLedger] = {}
+        paths = self.fs.glob(posixpath.join(self.parts_dir, "records-*.parquet")) if self.fs.exists(self.parts_dir) else []
+        for path in sorted(paths):
+            t = _read(self.fs, path, pq)
+            if t is None or t.num_rows == 0:
                 continue
-            for row in rows:
-                found[row["video_id"]] = VideoOutcome(**{k: row[k] for k in LEDGER_COLUMNS})
-        for vid, outcome in found.items():
-            ref = self.refs.get(vid)
-            if ref is not None and outcome.status == "ok" and (outcome.etag, outcome.size_bytes) == (ref.etag, ref.size):
-                self.done[vid] = outcome
+            attempt = str(t["attempt"][0])
+            if attempt not in inputs:
+                continue
+            if attempt not in earlier:
+                refs = {v: _Ref(*ident) for v, ident in inputs[attempt].items()}
+                earlier[attempt] = RunLedger(self.fs, self.staging_dir, refs, attempt)
+            earlier[attempt].add_records({c: t[c].to_numpy(zero_copy_only=False) for c in t.column_names})
+        for attempt in sorted(earlier):  # later attempts win
+            for vid, outcome in earlier[attempt].done.items():
+                ref = self.refs.get(vid)
+                if ref is not None and outcome.status == "ok" and (outcome.etag, outcome.size_bytes) == (ref.etag, ref.size):
+                    self.done[vid] = outcome
         return dict(self.done)
 
     # -- streaming ----------------------------------------------------------------------------
@@ -132,37 +163,29 @@ class RunLedger:
             file_rows=[p.parts[f][0] for f in files], file_totals=[p.parts[f][1] for f in files])
         self.done[vid] = outcome
         self.clips_done += p.clip_rows
-        self._buffer.append(outcome)
-        if len(self._buffer) >= self.flush_every:
-            self.flush()
         return outcome
 
-    def flush(self) -> None:
-        if not self._buffer:
-            return
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        from mmbatch import storage
-
-        ids = sorted(o.video_id for o in self._buffer)
-        name = f"ledger-{uuid.uuid5(FILE_NAMESPACE, '|'.join(ids))}.parquet"
-        table = pa.Table.from_pylist([asdict(o) for o in self._buffer], schema=LEDGER_SCHEMA)
-        buf = io.BytesIO()
-        pq.write_table(table, buf)
-        storage.write_bytes_atomic(self.fs, posixpath.join(self.staging_dir, name), buf.getvalue())
-        self._buffer = []
 
 
-def _ledger_schema():
-    import pyarrow as pa
-
-    return pa.schema([
-        ("video_id", pa.string()), ("status", pa.string()), ("n_clips", pa.int32()), ("ok_clips", pa.int32()),
-        ("duration_s", pa.float64()), ("decode_seconds", pa.float64()), ("error_stage", pa.string()),
-        ("error", pa.string()), ("etag", pa.string()), ("size_bytes", pa.int64()),
-        ("files", pa.list_(pa.string())), ("file_rows", pa.list_(pa.int32())), ("file_totals", pa.list_(pa.int32())),
-    ])
+@dataclass(frozen=True)
+class _Ref:
+    etag: str
+    size: int
 
 
-LEDGER_SCHEMA = _ledger_schema()
+def _read(fs, path: str, pq):
+    try:
+        return pq.read_table(io.BytesIO(fs.cat_file(path)))
+    except Exception as err:  # half-written by a crash: what it names is done again
+        log.warning("ignoring unreadable staged file %s: %s", path, err)
+        return None
+
+
+def _write(fs, path: str, table) -> None:
+    import pyarrow.parquet as pq
+
+    from mmbatch import storage
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    storage.write_bytes_atomic(fs, path, buf.getvalue())

@@ -1,13 +1,14 @@
 """The write stage: clip rows → staged Parquet files, written by workers, not the driver.
 
-The last stage of the graph. Each call gets one batch of `rows_per_file` clip rows (Ray Data
-assembles them from many videos), converts it to Arrow column by column (no per-row Python)
-and writes one staged Parquet file. What it returns is small: one completion record per
-(video, chunk) in the batch — rows seen, clip rows written, ok rows, the file, the first
-error — which is all the driver needs for the ledger, reconciliation and the commit.
+The last stage of the graph. Each call gets one bundle of clip rows of about
+`output.target_file_mb` (Ray Data assembles it from many videos), converts it to Arrow column
+by column (no per-row Python) and writes one staged Parquet file. Beside it goes a small
+records file: one completion record per (video, chunk) in the bundle — rows seen, clip rows
+written, ok rows, the file, the first error. The same records are returned to the driver;
+the staged records files are the ledger a killed run resumes from.
 
-File names are deterministic and collision-free: uuid5 of the run id and the batch's clip ids.
-A retried batch overwrites its own file; two different batches never share a name.
+File names are deterministic and collision-free: uuid5 of the run id, the attempt and the
+bundle's clip ids. A retried write overwrites its own file; two bundles never share a name.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ CLIP_INPUT_COLUMNS = ("video_id", "clip_id", "clip_index", "start_s", "end_s", "
                       *(f"{m}_embedding" for m in MODALITIES), "fused_embedding")
 
 
-def part_file_name(run_id: str, clip_ids: np.ndarray) -> str:
-    digest = hashlib.sha256("\n".join(sorted(map(str, clip_ids))).encode()).hexdigest()
-    return f"part-{uuid.uuid5(FILE_NAMESPACE, f'{run_id}|{digest}')}.parquet"
+def part_file_name(run_id: str, attempt: str, keys: np.ndarray, prefix: str = "part") -> str:
+    digest = hashlib.sha256("\n".join(sorted(map(str, keys))).encode()).hexdigest()
+    return f"{prefix}-{uuid.uuid5(FILE_NAMESPACE, f'{run_id}|{attempt}|{digest}')}.parquet"
 
 
 def embedding_array(values: np.ndarray, present: np.ndarray):
@@ -86,17 +87,17 @@ def clips_table(batch: Batch, fingerprint: str, run_id: str, schema=None):
 
 
 class ClipWriterStage:
-    """Writes each batch of clip rows to one staged Parquet file; returns completion records."""
+    """Writes each bundle of clip rows to one staged Parquet file; returns completion records."""
 
     name = "write"
     reads = (*CLIP_INPUT_COLUMNS, *BOOKKEEPING_COLUMNS)
-    adds = ("expected_rows", "rows", "clip_rows", "ok_rows", "file", "file_rows")
 
     def __init__(self, output: str, storage_options: dict | None, staging_dir: str, run_id: str,
-                 fingerprint: str, dims: EmbeddingDims, config_json: str, *, num_cpus: float = 0.5,
-                 row_group_rows: int = 2048):
+                 fingerprint: str, dims: EmbeddingDims, config_json: str, *, attempt: str = "0",
+                 num_cpus: float = 0.25, row_group_rows: int = 2048):
         self.output, self.storage_options = output, storage_options
         self.staging_dir, self.run_id, self.fingerprint = staging_dir, run_id, fingerprint
+        self.attempt = attempt
         self.dims, self.config_json = dims, config_json
         self.row_group_rows = row_group_rows
         self.resources = Resources(cpus=num_cpus)
@@ -113,23 +114,37 @@ class ClipWriterStage:
             self.setup()
         index = np.asarray(batch["clip_index"])
         clip_rows = index >= 0  # clip_index -1: a video that could not be opened (no clip row)
+        # Each row's identity: its clip id, or its video's for a video that could not be opened.
+        keys = np.where(clip_rows, np.asarray(batch["clip_id"]).astype(str),
+                        np.char.add(np.asarray(batch["video_id"]).astype(str), "|unopened"))
         name, written = "", 0
         if clip_rows.any():
             rows = {k: np.asarray(v)[clip_rows] for k, v in batch.items() if k in self.reads}
             table = clips_table(rows, self.fingerprint, self.run_id, self.schema)
-            name = part_file_name(self.run_id, rows["clip_id"])
-            self._write(posixpath.join(self.staging_dir, name), table)
+            name = part_file_name(self.run_id, self.attempt, keys)
+            self._write(posixpath.join(self.staging_dir, name), table, self.row_group_rows)
             written = table.num_rows
-        return completion_records(batch, clip_rows, name, written)
+        records = completion_records(batch, clip_rows, name, written)
+        records["attempt"] = np.full(len(records["video_id"]), self.attempt)
+        # Written after the part it names: a records file always points to a complete part.
+        self._write(posixpath.join(self.staging_dir, part_file_name(self.run_id, self.attempt, keys, "records")),
+                    records_table(records))
+        return records
 
-    def _write(self, path: str, table) -> None:
+    def _write(self, path: str, table, row_group_rows: int | None = None) -> None:
         import pyarrow.parquet as pq
 
         from mmbatch import storage
 
         buf = io.BytesIO()
-        pq.write_table(table, buf, compression="zstd", row_group_size=self.row_group_rows)
+        pq.write_table(table, buf, compression="zstd", row_group_size=row_group_rows)
         storage.write_bytes_atomic(self.fs, path, buf.getvalue())
+
+
+def records_table(records: Batch):
+    import pyarrow as pa
+
+    return pa.table({k: pa.array(np.asarray(v)) for k, v in records.items()})
 
 
 def completion_records(batch: Batch, clip_rows: np.ndarray, file: str, file_rows: int) -> Batch:

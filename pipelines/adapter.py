@@ -1,8 +1,11 @@
-"""The one place where a stage meets Ray Data: a stage spec → map_batches.
+"""The one place where a stage meets Ray Data: a stage spec → map_batches or a Datasink.
 
 Actor pools (encoders, fusion): one stage object per actor, `setup()` once per actor.
-Task pools (split, decode, write): a stage object cached per worker process, so tasks on a
-warm worker do not redo `setup()`.
+Task pools (split, decode): a stage object cached per worker process, so tasks on a warm
+worker do not redo `setup()`. The write stage (kind "sink") runs as a Ray Data `Datasink`:
+its `min_bytes_per_write` makes Ray Data hand each write task a bundle of about the target
+file size (map_batches would re-batch a bundle and leave a small tail file per task), and
+what each write returns — small completion records — comes back to the driver.
 
 Each operator is named after its stage (progress bars, `ds.stats()` and the dashboard say
 which stage is slow), and after each stage the columns no later stage reads are dropped: the
@@ -44,12 +47,7 @@ class StageActor:
 
 def _task_fn(name: str):
     def run(batch, spec: StageSpec, keep: frozenset | None, key: str):
-        stage = _TASK_STAGES.get(key)
-        if stage is None:
-            stage = spec.build()
-            stage.setup()
-            _TASK_STAGES[key] = stage
-        out = stage(batch)
+        out = _cached_stage(spec, key)(batch)
         if inspect.isgenerator(out):
             for b in out:
                 yield _project(b, keep)
@@ -58,6 +56,63 @@ def _task_fn(name: str):
 
     run.__name__ = run.__qualname__ = name
     return run
+
+
+def _cached_stage(spec: StageSpec, key: str):
+    """The worker's stage object for this run attempt (`key`); one of an earlier run of the same
+    stage in this long-lived worker is closed first (a decode stage holds a child process)."""
+    stage = _TASK_STAGES.get(key)
+    if stage is None:
+        for old in [k for k in _TASK_STAGES if k.startswith(f"{spec.name}-")]:
+            close = getattr(_TASK_STAGES.pop(old), "close", None)
+            if close is not None:
+                close()
+        stage = spec.build()
+        stage.setup()
+        _TASK_STAGES[key] = stage
+    return stage
+
+
+def _datasink_class():
+    from ray.data import Datasink
+
+    class StageDatasink(Datasink):
+        """Runs a sink stage on each write task's bundle; keeps what the writes return."""
+
+        def __init__(self, spec: StageSpec, key: str, min_bytes: int):
+            self.spec, self.key, self._min_bytes = spec, key, min_bytes
+            self.records: list = []
+
+        @property
+        def min_bytes_per_write(self) -> int:
+            return self._min_bytes
+
+        def get_name(self) -> str:
+            return self.spec.name
+
+        def write(self, blocks, ctx):
+            import pyarrow as pa
+            from ray.data.block import BlockAccessor
+
+            tables = [t for t in (BlockAccessor.for_block(b).to_arrow() for b in blocks) if t.num_rows]
+            if not tables:
+                return None
+            table = pa.concat_tables(tables, promote_options="default")
+            batch = BlockAccessor.for_block(table).to_batch_format("numpy")
+            return _cached_stage(self.spec, f"{self.spec.name}-{self.key}")(batch)
+
+        def on_write_complete(self, write_result) -> None:
+            self.records = [r for r in write_result.write_returns if r is not None]
+
+    return StageDatasink
+
+
+def write_to_sink(ds, spec: StageSpec, key: str, min_bytes: int) -> list:
+    """Execute the graph into a sink stage; returns each write's records (on the driver)."""
+    sink = _datasink_class()(spec, key, min_bytes)
+    res = spec.build().resources
+    ds.write_datasink(sink, concurrency=spec.pool.concurrency[1], ray_remote_args={"num_cpus": res.cpus})
+    return sink.records
 
 
 def apply_stage(ds, spec: StageSpec, keep: frozenset | None, key: str):
@@ -79,8 +134,10 @@ def apply_stage(ds, spec: StageSpec, keep: frozenset | None, key: str):
 
 
 def apply_stages(ds, specs: list[StageSpec], key: str):
+    """map_batches for every stage but a final sink (see `write_to_sink`)."""
     for spec, keep in zip(specs, keep_after(specs)):
-        ds = apply_stage(ds, spec, keep, key)
+        if spec.kind != "sink":
+            ds = apply_stage(ds, spec, keep, key)
     return ds
 
 

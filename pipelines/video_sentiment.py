@@ -3,7 +3,8 @@
     discover (driver) → split (long videos into chunks of clips, header reads only)
       → decode (CPU tasks, one video or chunk each, clips streamed out)
       → vision → speech recognition (or sidecar transcripts) → audio → text (actor pools)
-      → fusion (actors) → write (CPU tasks: staged Parquet files, many videos each)
+      → fusion (actors) → write (a Ray Data Datasink: staged Parquet files of about
+        output.target_file_mb, many videos each, plus their completion records)
       → driver: small per-video completion records → ledger → commit
 
 The graph is one list of `StageSpec`s (`stage_specs`); the Ray Data adapter consumes it.
@@ -25,7 +26,7 @@ from mmbatch.stage import StageSpec
 
 log = logging.getLogger(__name__)
 MAX_BLOCKS = 10_000
-# Bytes of a clip row besides its embeddings (ids, scores, transcript), for file sizing.
+# Bytes of a clip row besides its embeddings (ids, scores, transcript), for row groups.
 ROW_OVERHEAD_BYTES = 400
 
 
@@ -47,9 +48,9 @@ class RunResult:
         return self.failed / attempted if attempted else 0.0
 
 
-def rows_per_file(config: PipelineConfig, dims: EmbeddingDims) -> tuple[int, int]:
+def row_group_rows(config: PipelineConfig, dims: EmbeddingDims) -> int:
     row_bytes = 4 * (dims.vision + dims.audio + dims.text + dims.fused) + ROW_OVERHEAD_BYTES
-    return config.output.rows_for(row_bytes)
+    return max(1, int(config.output.row_group_mb * 2**20 / row_bytes))
 
 
 def stage_specs(config: PipelineConfig, dims: EmbeddingDims, writer: dict[str, Any] | None = None) -> list[StageSpec]:
@@ -89,17 +90,21 @@ def stage_specs(config: PipelineConfig, dims: EmbeddingDims, writer: dict[str, A
     if writer is not None:
         from mmbatch.writer import ClipWriterStage
 
-        per_file, per_group = rows_per_file(config, dims)
         out = config.output
         specs.append(StageSpec("write", ClipWriterStage, (), {**writer, "num_cpus": out.write_cpus,
-                                                              "row_group_rows": per_group},
-                               PoolConfig(num_cpus=out.write_cpus, concurrency=(1, out.write_concurrency),
-                                          batch_size=per_file), kind="task"))
+                                                              "row_group_rows": row_group_rows(config, dims)},
+                               PoolConfig(num_cpus=out.write_cpus, concurrency=(1, out.write_concurrency)),
+                               kind="sink"))
     return specs
 
 
-def build_dataset(refs: list, specs: list[StageSpec], config: PipelineConfig):
-    """The lazy Ray Data graph over `refs` (VideoRef); nothing runs until it is consumed."""
+def config_key(config: PipelineConfig) -> str:
+    return hashlib.sha256(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def build_dataset(refs: list, specs: list[StageSpec], key: str):
+    """The lazy Ray Data graph over `refs` (VideoRef) up to the sink; nothing runs yet.
+    `key` names this run attempt's stage objects in the workers' caches."""
     import ray.data
 
     from pipelines.adapter import apply_stages
@@ -107,7 +112,6 @@ def build_dataset(refs: list, specs: list[StageSpec], config: PipelineConfig):
     # One ref per block (up to a cap that keeps scheduling overhead sane on huge nights) so
     # decode tasks spread over the cluster and one slow video does not hold up others.
     ds = ray.data.from_items([r.as_row() for r in refs], override_num_blocks=max(1, min(len(refs), MAX_BLOCKS)))
-    key = hashlib.sha256(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
     return apply_stages(ds, specs, key)
 
 
@@ -138,7 +142,7 @@ def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_da
     from mmbatch.commit import Committer
     from mmbatch.encoders import inspect_models
     from mmbatch.layout import OutputLayout, run_id_for
-    from mmbatch.ledger import RunLedger
+    from mmbatch.ledger import RunLedger, new_attempt_id
     from mmbatch.lock import Lease
     from pipelines.adapter import check_cluster_fits
 
@@ -148,8 +152,10 @@ def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_da
     fs, root = storage.filesystem(output_uri, config.storage_options)
     layout = OutputLayout(root.rstrip("/"), run_date, run_id_for(run_date, fingerprint))
     config_json = json.dumps(config.redacted(), sort_keys=True)
+    attempt = new_attempt_id()
     writer_args = {"output": output_uri, "storage_options": config.storage_options, "staging_dir": layout.parts,
-                   "run_id": layout.run_id, "fingerprint": fingerprint, "dims": dims, "config_json": config_json}
+                   "run_id": layout.run_id, "fingerprint": fingerprint, "dims": dims, "config_json": config_json,
+                   "attempt": attempt}
     specs = stage_specs(config, dims, writer_args)
     for problem in check_cluster_fits(specs, ray.cluster_resources(), strict=strict_resources):
         log.warning("%s", problem)
@@ -162,7 +168,7 @@ def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_da
     try:
         committer = Committer(fs, layout, fingerprint, config_json, dims)
         rolled = committer.roll_forward()
-        ledger = RunLedger(fs, layout.staging, {r.video_id: r for r in refs}, config.run.ledger_flush_videos)
+        ledger = RunLedger(fs, layout.staging, {r.video_id: r for r in refs}, attempt)
         done = ledger.load() if not force else {}
         skipped = _skips(fs, layout, refs, done, run_date, fingerprint) if not force else {}
         todo = [r for r in refs if r.video_id not in done and r.video_id not in skipped]
@@ -170,11 +176,14 @@ def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_da
 
         stage_stats = None
         if todo:
-            ds = build_dataset(todo, specs, config)
+            from pipelines.adapter import write_to_sink
+
+            ledger.begin()
+            key = f"{config_key(config)}-{attempt}"
+            ds = build_dataset(todo, specs, key)
             # Only small completion records reach the driver; clip rows stay on the workers.
-            for records in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=4):
+            for records in write_to_sink(ds, specs[-1], key, int(config.output.target_file_mb * 2**20)):
                 ledger.add_records(records)
-            ledger.flush()
             stage_stats = _stage_stats(ds)
         for vid, pending in ledger.pending.items():  # rows lost mid-video (should not happen)
             log.error("video %s incomplete at commit: chunks %s of %d", vid, pending.received, pending.n_chunks)
@@ -198,7 +207,8 @@ def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_da
 
 
 def _stage_stats(ds) -> list[dict[str, Any]] | None:
-    """Per-operator busy time and rows from Ray Data's own stats, as JSON (never fatal)."""
+    """Per-operator busy time and rows from Ray Data's own stats, as JSON (never fatal).
+    `write_datasink` keeps the executed dataset as `_write_ds`."""
 
     def walk(summary):
         for parent in summary.parents:
@@ -212,7 +222,7 @@ def _stage_stats(ds) -> list[dict[str, Any]] | None:
         return [{"operator": op.operator_name, "tasks": getattr(op.wall_time, "count", None),
                  "wall_seconds": total(op.wall_time), "cpu_seconds": total(op.cpu_time),
                  "rows_out": None if op.output_num_rows is None else int(op.output_num_rows.sum)}
-                for op in walk(ds._get_stats_summary())]
+                for op in walk(getattr(ds, "_write_ds", ds)._get_stats_summary())]
     except Exception as err:
         log.warning("Ray Data stats unavailable: %s", err)
         return None

@@ -65,16 +65,17 @@ class Night:
         self.fs, root = storage.filesystem(str(out))
         self.layout = OutputLayout(root.rstrip("/"), day, run_id_for(day, fp))
         self.inputs, self.fp, self.dims = inputs, fp, dims
-        self.writer = ClipWriterStage(str(out), None, self.layout.parts, self.layout.run_id, fp, dims, "{}")
-        self.ledger = RunLedger(self.fs, self.layout.staging, {r.video_id: r for r in inputs}, flush_every=1)
+        self.ledger = RunLedger(self.fs, self.layout.staging, {r.video_id: r for r in inputs})
+        self.writer = ClipWriterStage(str(out), None, self.layout.parts, self.layout.run_id, fp, dims, "{}",
+                                      attempt=self.ledger.attempt)
         self.committer = Committer(self.fs, self.layout, fp, "{}", dims)
         self.rolled = self.committer.roll_forward()
         self.resumed = self.ledger.load()
+        self.ledger.begin()
 
     def write(self, *batches: dict) -> "Night":
         for b in batches:
             self.ledger.add_records(self.writer(b))
-        self.ledger.flush()
         return self
 
     def commit(self) -> dict:

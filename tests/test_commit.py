@@ -39,7 +39,8 @@ def test_many_videos_share_a_file_with_exact_values(tmp_path):
         concat(clip_rows("a", 2), clip_rows("b", 3), clip_rows("c", 1, "error", first=-1)))
     manifest = night.commit()
     files = parquet_files(tmp_path / "clips" / "run_date=2026-11-27")
-    assert files == [part_file_name(night.layout.run_id, np.array(["a-0", "a-1", "b-0", "b-1", "b-2"]))]
+    keys = np.array(["a-0", "a-1", "b-0", "b-1", "b-2", "c|unopened"])
+    assert files == [part_file_name(night.layout.run_id, night.ledger.attempt, keys)]
     assert manifest["outputs"]["clip_files"] == files
     t = pq.read_table(tmp_path / "clips", partitioning=partitioning())
     assert t.schema.remove_metadata() == CLIPS_SCHEMA
@@ -160,7 +161,9 @@ def test_publish_interrupted_after_the_commit_record_is_finished_by_the_next_run
     nxt = Night(tmp_path, refs("a", "b"))
     assert nxt.rolled == [night.layout.run_id]
     assert clips(tmp_path)["clip_id"].tolist() == ["a-0", "a-1", "b-0"]
-    assert sorted(videos(tmp_path).index) == ["a", "b"] and not (tmp_path / "_staging").exists()
+    assert sorted(videos(tmp_path).index) == ["a", "b"]
+    staged = tmp_path / "_staging" / night.layout.run_id
+    assert not (staged / "parts").exists() and not (staged / "publish").exists()  # only the new attempt's inputs
 
 
 def test_clean_up_failure_after_the_commit_is_only_a_warning(tmp_path, monkeypatch):

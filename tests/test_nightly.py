@@ -63,8 +63,7 @@ def test_changed_models_rescore_everything(ray_cluster, tiny_config, many_videos
 
 def test_killed_driver_resumes_exactly_once(ray_cluster, tiny_config, many_videos, tmp_path):
     cfg = yaml.safe_load((REPO / "pipelines" / "tiny.yaml").read_text())
-    cfg["run"] = {"ledger_flush_videos": 1}
-    cfg["output"] = {"rows_per_file": 1}  # a file per clip: videos complete one by one
+    cfg["output"] = {"target_file_mb": 0.0001}  # a file per block: videos complete one by one
     for name in ("vision", "speech", "audio", "text"):  # no stage waits to fill a batch:
         cfg["models"][name]["pool"]["batch_size"] = 1   # videos reach the writer one by one
     cfg["fusion"]["pool"]["batch_size"] = 1
@@ -81,7 +80,7 @@ def test_killed_driver_resumes_exactly_once(ray_cluster, tiny_config, many_video
     staging = out / "_staging"
     try:
         deadline = time.time() + 300
-        while time.time() < deadline and len(list(staging.rglob("ledger-*.parquet"))) < 1:
+        while time.time() < deadline and len(list(staging.rglob("records-*.parquet"))) < 1:
             assert proc.poll() is None, "the job ended before it could be killed"
             time.sleep(0.05)
         # While it runs, a second run of the same output and date is refused, naming the first.
@@ -94,7 +93,7 @@ def test_killed_driver_resumes_exactly_once(ray_cluster, tiny_config, many_video
         _kill_session(proc.pid)
         proc.wait(timeout=30)
     assert not (out / "_runs").exists(), "killed before the commit"
-    done_before = len(list(staging.rglob("ledger-*.parquet")))
+    done_before = len(list(staging.rglob("records-*.parquet")))
     assert 1 <= done_before < 12
 
     result = run_pipeline(load_config(cfg_path), str(many_videos), str(out), DAY)

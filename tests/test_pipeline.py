@@ -79,7 +79,9 @@ def test_videos_table_has_every_input_once(first_run):
     assert result.manifest["counts"]["inputs"] == 4
     timings = result.manifest["timings"]
     operators = [s["operator"] for s in timings["stages"]]
-    assert any("decode" in o for o in operators) and any("write" in o for o in operators), operators
+    for stage in ("split", "decode", "vision", "speech", "audio", "text", "fusion"):  # each named after its stage
+        assert any(f"MapBatches({stage})" in o for o in operators), operators
+    assert operators[-1] == "Write" and all(s["wall_seconds"] is not None for s in timings["stages"])
     assert timings["decode_seconds"] > 0
     assert result.manifest["versions"]["ray"].startswith("2.60")
 
