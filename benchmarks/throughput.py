@@ -2,7 +2,8 @@
 """End-to-end clips/s against two references on the same data in the same run (DESIGN §7).
 
   decode_only  – the decode stage alone over all videos, in this process (the CPU floor)
-  sequential   – a naive loop: decode one video, then run every model on its clips, next video
+  sequential   – a naive loop: decode one video, then run every model on its clips, next video;
+                 built from the same stage list (`stage_specs`) the Ray Data pipeline runs
   pipeline     – the Ray Data pipeline (run_pipeline) on a local Ray
 
 Prints one JSON object. Default data: 12 videos x 30 s at 640x360 with audio, tiny models.
@@ -28,7 +29,28 @@ sys.path.insert(0, str(REPO))
 
 
 def concat(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+    """One batch from many; a column whose rows differ in shape becomes an object array, as
+    Ray Data hands ragged columns to the stages."""
+    out = {}
+    for k in rows[0]:
+        parts = [r[k] for r in rows]
+        try:
+            out[k] = np.concatenate(parts)
+        except ValueError:
+            out[k] = np.empty(sum(len(p) for p in parts), dtype=object)
+            out[k][:] = [row for p in parts for row in p]
+    return out
+
+
+def run_in_process(stages, ref_batch: dict) -> dict:
+    """One video through the stage list in this process (fan-out stages yield clip batches)."""
+    import inspect
+
+    batch = ref_batch
+    for stage in stages:
+        out = stage(batch)
+        batch = concat(list(out)) if inspect.isgenerator(out) else out
+    return batch
 
 
 def main() -> int:
@@ -43,10 +65,9 @@ def main() -> int:
 
     from mmbatch.config import load_config
     from mmbatch.decode.stage import DecodeStage
-    from mmbatch.encoders import encoder_class, inspect_models
-    from mmbatch.encoders.speech import SpeechRecognitionStage
-    from mmbatch.fusion import FusionStage
+    from mmbatch.encoders import inspect_models
     from mmbatch.sources import discover
+    from pipelines.video_sentiment import stage_specs
     from mmbatch.synth import write_video
 
     config = load_config(args.config)
@@ -70,24 +91,12 @@ def main() -> int:
         t = time.perf_counter() - t0
         report["decode_only"] = {"clips": n_clips, "seconds": round(t, 2), "clips_per_s": round(n_clips / t, 2)}
 
-        m = config.models
-        stages = []
-        if m.vision:
-            stages.append(encoder_class(m.vision.task)(m.vision, dim=dims.vision, drop_inputs=True))
-        if m.speech:
-            stages.append(SpeechRecognitionStage(m.speech))
-        if m.audio:
-            stages.append(encoder_class(m.audio.task)(m.audio, dim=dims.audio, drop_inputs=True))
-        if m.text:
-            stages.append(encoder_class(m.text.task)(m.text, dim=dims.text))
-        stages.append(FusionStage(config.fusion, dims))
+        stages = [spec.build() for spec in stage_specs(config, dims)]  # the pipeline's list, up to fusion
         for s in stages:
             s.setup()
         t0 = time.perf_counter()
         for ref in refs:
-            batch = concat(list(decode({k: np.array([v]) for k, v in ref.as_row().items()})))
-            for s in stages:
-                batch = s(batch)
+            run_in_process(stages, {k: np.array([v]) for k, v in ref.as_row().items()})
         t = time.perf_counter() - t0
         report["sequential"] = {"clips": n_clips, "seconds": round(t, 2), "clips_per_s": round(n_clips / t, 2)}
 
