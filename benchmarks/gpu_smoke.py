@@ -26,9 +26,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def build_real_size(root: Path) -> dict[str, str]:
     import torch
-    from transformers import (CLIPConfig, CLIPModel, RobertaConfig, RobertaForSequenceClassification, Wav2Vec2Config,
-                              Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification, WhisperConfig,
-                              WhisperFeatureExtractor, WhisperForConditionalGeneration)
+    from transformers import (
+        CLIPConfig,
+        CLIPModel,
+        RobertaConfig,
+        RobertaForSequenceClassification,
+        Wav2Vec2Config,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForSequenceClassification,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+    )
 
     from mmbatch import tiny
 
@@ -48,7 +57,7 @@ def build_real_size(root: Path) -> dict[str, str]:
     p = root / "wav2vec2"
     labels = ["neu", "hap", "ang", "sad"]
     Wav2Vec2ForSequenceClassification(Wav2Vec2Config(num_labels=4, id2label=dict(enumerate(labels)),
-                                                     label2id={l: i for i, l in enumerate(labels)})).save_pretrained(p)
+                                                     label2id={name: i for i, name in enumerate(labels)})).save_pretrained(p)
     Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(p)
     paths["audio"] = str(p)
 
@@ -70,7 +79,7 @@ def build_real_size(root: Path) -> dict[str, str]:
     p = root / "roberta"
     labels = ["negative", "neutral", "positive"]
     RobertaForSequenceClassification(RobertaConfig(vocab_size=len(tok), num_labels=3, id2label=dict(enumerate(labels)),
-                                                   label2id={l: i for i, l in enumerate(labels)}, **ids)).save_pretrained(p)
+                                                   label2id={name: i for i, name in enumerate(labels)}, **ids)).save_pretrained(p)
     tok.model_max_length = 512
     tok.save_pretrained(p)
     paths["text"] = str(p)

@@ -67,8 +67,8 @@ def main() -> int:
     from mmbatch.decode.stage import DecodeStage
     from mmbatch.encoders import inspect_models
     from mmbatch.sources import discover
-    from pipelines.video_sentiment import stage_specs
     from mmbatch.synth import write_video
+    from pipelines.video_sentiment import stage_specs
 
     config = load_config(args.config)
     report: dict = {"videos": args.videos, "seconds_per_video": args.seconds,
@@ -86,7 +86,7 @@ def main() -> int:
         t0 = time.perf_counter()
         n_clips = 0
         for ref in refs:
-            for row in decode({k: np.array([v]) for k, v in ref.as_row().items()}):
+            for _row in decode({k: np.array([v]) for k, v in ref.as_row().items()}):
                 n_clips += 1
         t = time.perf_counter() - t0
         report["decode_only"] = {"clips": n_clips, "seconds": round(t, 2), "clips_per_s": round(n_clips / t, 2)}

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mmbatch.writer import FILE_NAMESPACE
-
 log = logging.getLogger(__name__)
 
 

@@ -79,7 +79,7 @@ def _build_wav2vec2_er(out: Path) -> None:
         vocab_size=32, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
         conv_dim=(16, 16, 16), conv_stride=(5, 4, 4), conv_kernel=(10, 4, 4), num_feat_extract_layers=3,
         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, classifier_proj_size=16,
-        num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
+        num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
     )
     _seed()
     Wav2Vec2ForSequenceClassification(cfg).save_pretrained(out)
@@ -122,7 +122,7 @@ def _build_roberta_sentiment(out: Path) -> None:
         vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
         max_position_embeddings=130, pad_token_id=tok.convert_tokens_to_ids("<pad>"),
         bos_token_id=tok.convert_tokens_to_ids("<s>"), eos_token_id=tok.convert_tokens_to_ids("</s>"),
-        num_labels=3, id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
+        num_labels=3, id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
     )
     _seed()
     RobertaForSequenceClassification(cfg).save_pretrained(out)
@@ -175,7 +175,7 @@ def _build_vit_expression(out: Path) -> None:
     labels = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]  # FER-2013 label set
     cfg = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=64,
                     patch_size=16, num_labels=len(labels), id2label=dict(enumerate(labels)),
-                    label2id={l: i for i, l in enumerate(labels)})
+                    label2id={name: i for i, name in enumerate(labels)})
     _seed()
     ViTForImageClassification(cfg).save_pretrained(out)
     (out / "preprocessor_config.json").write_text(json.dumps({

@@ -34,7 +34,7 @@ def moto_server(extra_env: dict | None = None):
                 break
             except OSError:
                 if proc.poll() is not None:
-                    raise RuntimeError("moto_server exited during start-up")
+                    raise RuntimeError("moto_server exited during start-up") from None
                 time.sleep(0.2)
         else:
             raise RuntimeError("moto_server did not start within 30 s")

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 
 from mmbatch.schema import partitioning
 

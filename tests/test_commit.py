@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
-from nights import DAY, DIMS, Night, clip_rows, concat, refs
+from nights import DAY, Night, clip_rows, concat, refs
 
 from mmbatch import storage
 from mmbatch.commit import CommitError

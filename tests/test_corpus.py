@@ -1,6 +1,5 @@
 """Real-world odd and broken videos: each has one exact, asserted outcome."""
 
-import resource
 import subprocess
 import sys
 from fractions import Fraction
@@ -8,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ref_batch
+
 from mmbatch.config import parse_config
 from mmbatch.decode.stage import DecodeStage
 from mmbatch.sources import VideoRef

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from conftest import ref_batch
+
 from mmbatch.decode.stage import DecodeStage
 from mmbatch.sources import VideoRef
 from mmbatch.synth import write_video

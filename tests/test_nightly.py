@@ -14,11 +14,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from s3server import free_port, moto_server, storage_options
 
 from mmbatch.schema import partitioning
 from mmbatch.synth import write_video
 from pipelines.video_sentiment import run_pipeline
-from s3server import free_port, moto_server, storage_options
 
 REPO = Path(__file__).resolve().parent.parent
 DAY = dt.date(2026, 11, 27)

@@ -1,14 +1,15 @@
 """The whole job against a real S3 endpoint (moto server on 127.0.0.1): inputs and outputs in buckets."""
 
 import csv
-from pathlib import Path
 import datetime as dt
 import io
 import tarfile
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import s3fs
+from s3server import moto_server, storage_options
 
 from mmbatch.config import parse_config
 from mmbatch.errors import InputError
@@ -16,7 +17,6 @@ from mmbatch.schema import partitioning
 from mmbatch.sources import discover
 from mmbatch.synth import write_video, write_vtt
 from pipelines.video_sentiment import run_pipeline
-from s3server import moto_server, storage_options
 
 DAY = dt.date(2026, 11, 27)
 CUE = "A sentence from the sidecar transcript."
@@ -201,7 +201,6 @@ def test_model_from_an_s3_folder_is_fetched_once(s3, tmp_path, monkeypatch):
     assert Path(local, "config.json").exists() and Path(local).is_relative_to(tmp_path / "cache")
     s3["fs"].rm("in-bucket/models/roberta", recursive=True)  # a second resolve must not need S3
     assert models.resolve_source("s3://in-bucket/models/roberta", s3["options"]) == local
-    from mmbatch.config import parse_config
     from mmbatch.encoders import inspect_models
 
     cfg = parse_config({"storage_options": s3["options"],

@@ -4,8 +4,8 @@ import datetime as dt
 
 import numpy as np
 import pyarrow.parquet as pq
-
 from conftest import ref_batch
+
 from mmbatch.config import parse_config
 from mmbatch.decode.split import SplitStage, header_duration
 from mmbatch.decode.stage import DecodeStage
@@ -18,7 +18,7 @@ from pipelines.video_sentiment import run_pipeline
 def cfg(split):
     return parse_config({"clips": {"window_s": 2.0, "stride_s": 2.0, "frames_per_clip": 2},
                          "decode": {"image_size": 32, "split_clips": split},
-                         "models": {"text": {"task": "text_classification", "source": "x"}}})
+                         "models": {"vision": {"task": "image_zero_shot", "source": "x"}}})  # frames decoded
 
 
 def test_split_stage_emits_chunks(tmp_path):

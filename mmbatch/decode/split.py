@@ -21,7 +21,6 @@ from mmbatch.decode.planner import plan_clips
 from mmbatch.stage import Batch, Resources
 
 
-
 def header_duration(uri: str, kind: str, storage_options: dict | None) -> float | None:
     """Duration from headers alone (no frames); None when it cannot be had cheaply."""
     from mmbatch import containers, storage

@@ -13,7 +13,6 @@ from mmbatch.encoders.base import AUDIO_INPUTS, EncoderStage, mean_pool, usable_
 from mmbatch.encoders.labels import label_matrix, to_sentiment
 
 
-
 class AudioClassificationEncoder(EncoderStage):
     modality = "audio"
     input_columns = AUDIO_INPUTS
@@ -108,7 +107,7 @@ class AudioZeroShotEncoder(EncoderStage):
     def active_rows(self, batch):
         return usable_audio(batch)
 
-    def log_mel(self, waves: list) -> "torch.Tensor":
+    def log_mel(self, waves: list) -> "torch.Tensor":  # noqa: F821 (torch is imported in setup)
         """(n, 1 or 4, frames, mels) input features for ClapModel, computed on the device."""
         import torchaudio.functional as AF
 
