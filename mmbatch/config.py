@@ -1,8 +1,9 @@
 """Typed pipeline configuration: YAML in, validated object out.
 
 Every knob has a default; unknown keys are an error that names the key. The resolved
-config (defaults filled in) is saved next to the output and hashed into the model
-fingerprint, so changing a model or a knob that changes scores rescores everything.
+config (defaults filled in) is saved next to the output. The model fingerprint hashes the
+settings that change scores; a setting that does not (pools, timeouts, limits, output
+layout) is declared so on its field (`OPERATIONAL`), so retuning a cluster rescores nothing.
 """
 
 from __future__ import annotations
@@ -19,8 +20,32 @@ from mmbatch.errors import ConfigError
 SENTIMENT_CLASSES = ("negative", "neutral", "positive")
 
 
+# Marks a field that does not change scores: left out of the model fingerprint.
+OPERATIONAL = {"scoring": False}
+
+
+def operational(default: Any = ..., **kwargs) -> Any:
+    return Field(default, json_schema_extra=OPERATIONAL, **kwargs)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def scoring_dump(model: BaseModel) -> Any:
+    """The model as JSON without its operational fields (recursively)."""
+    out = {}
+    for name, field in type(model).model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if extra.get("scoring") is False:
+            continue
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            out[name] = scoring_dump(value)
+        else:
+            out[name] = value.model_dump(mode="json") if hasattr(value, "model_dump") else \
+                json.loads(json.dumps(value, default=str))
+    return out
 
 
 class PoolConfig(_Strict):
@@ -50,8 +75,9 @@ class ClipConfig(_Strict):
     # columns (a video without segments falls back to fixed windows). window_s also caps the
     # audio kept per clip.
     policy: Literal["fixed", "whole", "segments"] = "fixed"
-    window_s: float = Field(10.0, gt=0)
-    stride_s: float = Field(10.0, gt=0)
+    # At least 0.1 s: a near-zero window or stride would plan billions of clips.
+    window_s: float = Field(10.0, ge=0.1, le=24 * 3600)
+    stride_s: float = Field(10.0, ge=0.1, le=24 * 3600)
     min_clip_s: float = Field(1.0, ge=0)
     frames_per_clip: int = Field(8, ge=1, le=256)
     # Alternative to a fixed count: sample at this rate, at most frames_per_clip frames.
@@ -62,21 +88,22 @@ class DecodeConfig(_Strict):
     # auto = decord where it is installed, else pyav; or decord | pyav | package.module:Class
     backend: str = "auto"
     # Retried when the primary backend cannot open a file (decord fails on some files FFmpeg reads).
-    fallback_backend: str | None = "pyav"
+    fallback_backend: str | None = operational("pyav")
     # A video whose decoder produces nothing for this long is killed and recorded as failed
     # (decord can hang in native code holding the GIL). null: decode in-process, no watchdog.
-    timeout_s: float | None = Field(600.0, gt=0)
+    timeout_s: float | None = operational(600.0, gt=0)
     image_size: int = Field(224, ge=8, le=4096)
     sample_rate: int = Field(16000, ge=1000)
-    max_duration_s: float = Field(6 * 3600.0, gt=0)
-    max_pixels: int = Field(3840 * 2160, gt=0)
-    max_clips: int = Field(5000, ge=1)
+    # Limits, checked from the headers before any frame is decoded.
+    max_duration_s: float = operational(6 * 3600.0, gt=0)
+    max_pixels: int = operational(3840 * 2160, gt=0)
+    max_clips: int = operational(5000, ge=1)
     # A video with more clips than this decodes as several tasks of at most this many clips
     # (a recorded stream of hours must not serialise on one core). null: never split.
-    split_clips: int | None = Field(360, ge=1)
+    split_clips: int | None = operational(360, ge=1)
     # Score files without a video stream (podcasts, calls) on audio and speech alone.
     allow_audio_only: bool = False
-    pool: PoolConfig = PoolConfig(num_cpus=1.0, concurrency=(1, 64), batch_size=1)
+    pool: PoolConfig = operational(PoolConfig(num_cpus=1.0, concurrency=(1, 64), batch_size=1))
 
 
 class EncoderConfig(_Strict):
@@ -94,7 +121,11 @@ class EncoderConfig(_Strict):
     source: str  # hub id, local folder, s3:// folder, tiny:<name> or package:<module>
     revision: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    pool: PoolConfig = PoolConfig(num_cpus=1.0, batch_size=16)
+    pool: PoolConfig = operational(PoolConfig(num_cpus=1.0, batch_size=16))
+    # Code-loading policy: a model folder's own Python code runs only when this is true, and
+    # pickle-based weights (.bin/.pt) load only when allow_pickle is true (safetensors otherwise).
+    trust_remote_code: bool = operational(False)
+    allow_pickle: bool = operational(False)
     # Label name (case-insensitive) -> negative|neutral|positive|ignore; merged over the defaults.
     label_map: dict[str, str] = Field(default_factory=dict)
     # Zero-shot prompts per class (image_zero_shot: "a photo of ..."; text_zero_shot: sentences).
@@ -151,7 +182,8 @@ class FusionConfig(_Strict):
     # A MultimodalFusionModel folder (save_pretrained), hub id or s3:// folder; for mode "trained".
     checkpoint: str | None = None
     revision: str | None = None
-    pool: PoolConfig = PoolConfig(num_cpus=0.5, batch_size=64)
+    pool: PoolConfig = operational(PoolConfig(num_cpus=0.5, batch_size=64))
+    allow_pickle: bool = operational(False)
 
     @model_validator(mode="after")
     def _checkpoint_for_trained(self) -> "FusionConfig":
@@ -162,6 +194,9 @@ class FusionConfig(_Strict):
 
 class RunConfig(_Strict):
     max_failed_fraction: float = Field(0.2, ge=0, le=1)
+    # A configured modality that failed (has an error) on more than this share of the
+    # attempted clips makes the night "committed, but degraded" (exit code 2).
+    max_modality_failed_fraction: float = Field(0.05, ge=0, le=1)
     # The lease on a night: renewed every third of this; a crashed run's lease lapses after it.
     lock_ttl_s: float = Field(300.0, ge=5)
 
@@ -177,30 +212,38 @@ class OutputConfig(_Strict):
     write_concurrency: int = Field(4, ge=1)
 
 
+class InputsConfig(_Strict):
+    """What a night may read, and how much."""
+
+    # URIs (prefixes) besides the input's own folder that manifests, playlists and sidecars
+    # may point into, e.g. ["s3://media-bucket/videos/"]. http(s) only when listed here.
+    allowed_roots: list[str] = operational(default_factory=list)
+    # A transcript sidecar larger than this is refused (its clips lose their text, with the reason).
+    max_sidecar_bytes: int = operational(1 << 20, ge=1)
+    # Characters of transcript kept per clip; longer text is cut, and the cut is recorded.
+    max_transcript_chars: int = Field(2000, ge=1)
+    # Rows of one manifest; more is an input error.
+    max_manifest_rows: int = operational(1_000_000, ge=1)
+
+
 class PipelineConfig(_Strict):
-    storage_options: dict[str, Any] = Field(default_factory=dict)
+    storage_options: dict[str, Any] = operational(default_factory=dict)
+    inputs: InputsConfig = InputsConfig()
     clips: ClipConfig = ClipConfig()
     decode: DecodeConfig = DecodeConfig()
     models: ModelsConfig
     fusion: FusionConfig = FusionConfig()
-    output: OutputConfig = OutputConfig()
-    run: RunConfig = RunConfig()
+    output: OutputConfig = operational(OutputConfig())
+    run: RunConfig = operational(RunConfig())
 
-    def fingerprint(self) -> str:
-        """Hash of everything that changes a score: models, clip policy, decode sizes, fusion.
-
-        Pool sizes, storage options and run policy do not change scores, so they are left out:
-        retuning a cluster must not rescore the archive.
-        """
-        scoring = self.model_dump(mode="json", exclude={"storage_options": True, "run": True, "output": True})
-        scoring["decode"].pop("pool", None)
-        scoring["fusion"].pop("pool", None)
-        for enc in scoring["models"].values():
-            if enc:
-                enc.pop("pool", None)
+    def fingerprint(self, model_identities: dict[str, str] | None = None) -> str:
+        """Hash of everything that changes a score: the scoring settings (fields not declared
+        operational) and each model's identity (resolved hub commit, folder content hash or
+        object ETags; see mmbatch.models.model_identity)."""
         from mmbatch.schema import SCHEMA_VERSION
 
-        blob = json.dumps({"schema": SCHEMA_VERSION, "scoring": scoring}, sort_keys=True)
+        blob = json.dumps({"schema": SCHEMA_VERSION, "scoring": scoring_dump(self),
+                           "models": model_identities or {}}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def redacted(self) -> dict[str, Any]:

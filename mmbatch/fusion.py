@@ -68,7 +68,8 @@ class FusionStage:
             self.torch = torch
             self.device = pick_device(self.config.pool.num_gpus > 0)
             source = resolve_source(self.config.checkpoint, self.storage_options)
-            self.model = load_pretrained(MultimodalFusionModel, source, self.config.revision).to(self.device).eval()
+            self.model = load_pretrained(MultimodalFusionModel, source, self.config.revision,
+                                         allow_pickle=self.config.allow_pickle).to(self.device).eval()
 
     def _trained(self, batch: Batch, present: dict[str, np.ndarray]):
         torch = self.torch

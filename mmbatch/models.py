@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
+import logging
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
 from mmbatch.errors import ModelLoadError
 
+log = logging.getLogger(__name__)
 TINY_VERSION = "v1"
+PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_WHOLE_HASH_LIMIT = 64 << 20  # files up to this size are hashed whole; larger: ends + size
 
 
 def cache_root() -> Path:
@@ -74,10 +81,27 @@ def resolve_source(source: str, storage_options: dict | None = None) -> str:
     return source  # a hub id
 
 
+def _remote_listing(uri: str, storage_options: dict | None) -> list[tuple[str, int, str]]:
+    """(relative path, size, ETag or mtime) of every object under a remote model folder."""
+    from mmbatch import storage
+
+    fs, path = storage.filesystem(uri, storage_options)
+    base = path.rstrip("/") + "/"
+    try:
+        found = fs.find(base, detail=True)
+    except Exception as err:
+        raise ModelLoadError(f"cannot list model folder {uri}: {str(err).splitlines()[0][:200]}") from None
+    return sorted((p[len(base):], int(info.get("size") or 0),
+                   str(info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""))
+                  for p, info in found.items())
+
+
 def _fetch_remote_folder(uri: str, storage_options: dict | None) -> str:
     from mmbatch import storage
 
-    key = hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
+    # Keyed by the objects' ETags, not the URI alone: an updated folder is fetched again.
+    listing = _remote_listing(uri, storage_options)
+    key = hashlib.sha256(json.dumps([uri.rstrip("/"), listing]).encode()).hexdigest()[:16]
     target = cache_root() / "remote" / key
     marker = target / ".complete"
     if marker.exists():
@@ -116,12 +140,28 @@ def pick_dtype(requested: str, device):
     return torch.float16
 
 
-def load_pretrained(auto_class, source: str, revision: str | None, storage_options: dict | None = None, **kwargs):
-    """`auto_class.from_pretrained` with a clear error naming the source on failure."""
+def _loads_weights(auto_class) -> bool:
+    from transformers import PreTrainedModel
+
+    return auto_class.__name__.startswith("AutoModel") or (
+        isinstance(auto_class, type) and issubclass(auto_class, PreTrainedModel))
+
+
+def load_pretrained(auto_class, source: str, revision: str | None, storage_options: dict | None = None, *,
+                    trust_remote_code: bool = False, allow_pickle: bool = False, **kwargs):
+    """`auto_class.from_pretrained` with a clear error naming the source on failure.
+
+    Code-loading policy, always explicit (never a prompt that depends on stdin): a folder's
+    own Python code runs only with `trust_remote_code`, and model weights load from
+    safetensors unless `allow_pickle`.
+    """
     path = resolve_source(source, storage_options)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one bar per actor per model drowns the job log
+    kwargs["trust_remote_code"] = trust_remote_code
+    if _loads_weights(auto_class) and not allow_pickle:
+        kwargs["use_safetensors"] = True
     try:
         return auto_class.from_pretrained(path, revision=revision, **kwargs)
     except Exception as err:
@@ -130,3 +170,78 @@ def load_pretrained(auto_class, source: str, revision: str | None, storage_optio
             + (f" (revision {revision})" if revision else "")
             + f": {str(err).splitlines()[0][:300]}"
         ) from None
+
+
+# -- start-up checks and identity (driver) ----------------------------------------------------
+def check_weights_format(source: str, revision: str | None, allow_pickle: bool, resolved: str, what: str) -> None:
+    """Refuse, at start-up, a model whose weights exist only in a pickle-based format."""
+    if allow_pickle:
+        return
+    if os.path.isdir(resolved):
+        names = [p.name for p in Path(resolved).rglob("*") if p.is_file()]
+    else:
+        try:
+            from huggingface_hub import list_repo_files
+
+            names = list_repo_files(resolved, revision=revision)
+        except Exception:  # offline: the actor's use_safetensors=True still refuses
+            return
+    if any(n.endswith(".safetensors") for n in names):
+        return
+    if any(n.endswith(PICKLE_WEIGHTS) for n in names):
+        raise ModelLoadError(
+            f"{what}: {source!r} has only pickle-based weights ({', '.join(n for n in names if n.endswith(PICKLE_WEIGHTS))}), "
+            f"which can run code when loaded; convert them to safetensors, or set {what}.allow_pickle: true")
+
+
+def folder_digest(folder: str) -> str:
+    """Content hash of a model folder: every file's name, size and bytes (large files: their
+    first and last 8 MiB), so a changed checkpoint changes the fingerprint."""
+    h = hashlib.sha256()
+    root = Path(folder)
+    for p in sorted(q for q in root.rglob("*") if q.is_file() and not q.name.startswith(".")):
+        size = p.stat().st_size
+        h.update(f"{p.relative_to(root)}\0{size}\0".encode())
+        with open(p, "rb") as fh:
+            if size <= _WHOLE_HASH_LIMIT:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            else:
+                h.update(fh.read(8 << 20))
+                fh.seek(size - (8 << 20))
+                h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+def _hub_commit(repo: str, revision: str | None) -> str:
+    if revision and _COMMIT.fullmatch(revision):
+        return revision
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().model_info(repo, revision=revision, timeout=10).sha
+    except Exception:
+        pass
+    try:  # offline: the commit of the locally cached snapshot
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo, revision=revision, local_files_only=True)).name
+    except Exception:
+        pass
+    log.warning("model %s (revision %s) could not be resolved to a commit; pin `revision` to a commit hash "
+                "so that a model updated under the same name rescores", repo, revision or "main")
+    return f"unresolved:{revision or 'main'}"
+
+
+def model_identity(source: str, revision: str | None, storage_options: dict | None = None) -> str:
+    """What a model *is*, for the fingerprint: the resolved hub commit, a local folder's
+    content hash, a remote folder's object ETags, or the tiny preset's version."""
+    if source.startswith("tiny:"):
+        return f"{source}@{TINY_VERSION}"
+    if "://" in source and not source.startswith("file://"):
+        listing = _remote_listing(source, storage_options)
+        return "etags:" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
+    resolved = resolve_source(source, storage_options)
+    if os.path.isdir(resolved):
+        return "content:" + folder_digest(resolved)
+    return f"hub:{resolved}@{_hub_commit(resolved, revision)}"

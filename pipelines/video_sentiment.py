@@ -140,7 +140,7 @@ def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_da
 
     from mmbatch import sources, storage
     from mmbatch.commit import Committer
-    from mmbatch.encoders import inspect_models
+    from mmbatch.encoders import inspect_models, model_identities
     from mmbatch.layout import OutputLayout, run_id_for
     from mmbatch.ledger import RunLedger, new_attempt_id
     from mmbatch.lock import Lease
@@ -148,7 +148,7 @@ def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_da
 
     t0 = time.perf_counter()
     dims = inspect_models(config)
-    fingerprint = config.fingerprint()
+    fingerprint = config.fingerprint(model_identities(config))
     fs, root = storage.filesystem(output_uri, config.storage_options)
     layout = OutputLayout(root.rstrip("/"), run_date, run_id_for(run_date, fingerprint))
     config_json = json.dumps(config.redacted(), sort_keys=True)

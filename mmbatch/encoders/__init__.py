@@ -22,12 +22,26 @@ def encoder_class(task: str):
     }[task]
 
 
-def _model_config(enc: EncoderConfig, storage_options: dict):
+def _model_config(enc: EncoderConfig, storage_options: dict, what: str):
+    """The model's config, read on the driver under the code-loading policy: custom code and
+    pickle-only weights are refused here, at start-up, not in an actor an hour later."""
     from transformers import AutoConfig
 
-    from mmbatch.models import load_pretrained, resolve_source
+    from mmbatch.models import check_weights_format, load_pretrained, resolve_source
 
-    return load_pretrained(AutoConfig, resolve_source(enc.source, storage_options), enc.revision)
+    resolved = resolve_source(enc.source, storage_options)
+    try:
+        cfg = load_pretrained(AutoConfig, resolved, enc.revision, trust_remote_code=enc.trust_remote_code)
+    except ModelLoadError as err:
+        if "trust_remote_code" in str(err) or "custom code" in str(err):
+            raise ModelLoadError(f"{what}: {enc.source!r} ships its own Python code; it runs only with "
+                                 f"{what}.trust_remote_code: true") from None
+        raise
+    if getattr(cfg, "auto_map", None) and not enc.trust_remote_code:
+        raise ModelLoadError(f"{what}: {enc.source!r} ships its own Python code (auto_map); it runs only with "
+                             f"{what}.trust_remote_code: true")
+    check_weights_format(enc.source, enc.revision, enc.allow_pickle, resolved, what)
+    return cfg
 
 
 def _dim(enc: EncoderConfig, cfg) -> int:
@@ -38,6 +52,20 @@ def _dim(enc: EncoderConfig, cfg) -> int:
     if enc.task == "audio_zero_shot":
         return int(cfg.projection_dim)
     return int(cfg.hidden_size)
+
+
+def model_identities(config: PipelineConfig) -> dict[str, str]:
+    """Each configured model's identity for the fingerprint (see mmbatch.models.model_identity)."""
+    from mmbatch.models import model_identity
+
+    out = {}
+    for name in ("vision", "audio", "speech", "text"):
+        enc = getattr(config.models, name)
+        if enc is not None:
+            out[name] = model_identity(enc.source, enc.revision, config.storage_options)
+    if config.fusion.mode == "trained":
+        out["fusion"] = model_identity(config.fusion.checkpoint, config.fusion.revision, config.storage_options)
+    return out
 
 
 def inspect_models(config: PipelineConfig) -> EmbeddingDims:
@@ -54,12 +82,12 @@ def inspect_models(config: PipelineConfig) -> EmbeddingDims:
         enc = getattr(models, modality)
         if enc is None:
             continue
-        cfg = _model_config(enc, config.storage_options)
+        cfg = _model_config(enc, config.storage_options, f"models.{modality}")
         if enc.task in ("audio_classification", "text_classification", "image_classification"):
             label_matrix(cfg.id2label, enc.label_map, enc.source)
         dims[modality] = _dim(enc, cfg)
     if models.speech is not None:
-        cfg = _model_config(models.speech, config.storage_options)
+        cfg = _model_config(models.speech, config.storage_options, "models.speech")
         if not getattr(cfg, "is_encoder_decoder", False):
             raise ModelLoadError(f"models.speech: {models.speech.source!r} is not a speech-to-text (encoder-decoder) model")
     if config.fusion.mode == "trained":

@@ -24,11 +24,11 @@ class AudioClassificationEncoder(EncoderStage):
 
         cfg = self.config
         folder = resolve_source(cfg.source, self.storage_options)
-        model_config = load_pretrained(AutoConfig, folder, cfg.revision)
+        model_config = load_pretrained(AutoConfig, folder, cfg.revision, **self.load_policy)
         self.matrix = label_matrix(model_config.id2label, cfg.label_map, cfg.source)
-        self.model = load_pretrained(AutoModelForAudioClassification, folder, cfg.revision).to(self.device).eval()
+        self.model = load_pretrained(AutoModelForAudioClassification, folder, cfg.revision, **self.load_policy).to(self.device).eval()
         try:
-            fe = AutoFeatureExtractor.from_pretrained(folder, revision=cfg.revision)
+            fe = AutoFeatureExtractor.from_pretrained(folder, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
             self.normalise = bool(getattr(fe, "do_normalize", True))
             self.use_mask = bool(getattr(fe, "return_attention_mask", True))
         except Exception:
@@ -86,14 +86,14 @@ class AudioZeroShotEncoder(EncoderStage):
 
         torch, cfg = self.torch, self.config
         folder = resolve_source(cfg.source, self.storage_options)
-        self.model = load_pretrained(ClapModel, folder, cfg.revision).to(self.device).eval()
-        fe = load_pretrained(AutoFeatureExtractor, folder, cfg.revision)
+        self.model = load_pretrained(ClapModel, folder, cfg.revision, **self.load_policy).to(self.device).eval()
+        fe = load_pretrained(AutoFeatureExtractor, folder, cfg.revision, **self.load_policy)
         self.fusion_input = fe.truncation == "fusion"
         filters = fe.mel_filters if self.fusion_input else fe.mel_filters_slaney
         self.mel_filters = torch.tensor(filters, dtype=torch.float32, device=self.device)  # (bins, mels)
         self.window = torch.hann_window(fe.fft_window_size, periodic=True, device=self.device)
         self.fe = fe
-        tokenizer = load_pretrained(AutoTokenizer, folder, cfg.revision)
+        tokenizer = load_pretrained(AutoTokenizer, folder, cfg.revision, **self.load_policy)
         prompts = cfg.prompts or DEFAULT_AUDIO_PROMPTS
         with torch.inference_mode():
             vectors = []

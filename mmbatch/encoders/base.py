@@ -29,6 +29,7 @@ class EncoderStage:
         self.dim = dim
         self.storage_options = storage_options or {}
         self.reads = ("video_id", "clip_index", "status", *self.input_columns)
+        self.load_policy = {"trust_remote_code": config.trust_remote_code, "allow_pickle": config.allow_pickle}
         self.resources = Resources(cpus=config.pool.num_cpus, gpus=config.pool.num_gpus)
         self.name = f"{self.modality or 'speech'}_encoder"
         self._ready = False

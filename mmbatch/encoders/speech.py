@@ -62,6 +62,7 @@ class SpeechRecognitionStage:
     def __init__(self, config, *, storage_options: dict | None = None):
         self.config = config
         self.storage_options = storage_options or {}
+        self.load_policy = {"trust_remote_code": config.trust_remote_code, "allow_pickle": config.allow_pickle}
         self.resources = Resources(cpus=config.pool.num_cpus, gpus=config.pool.num_gpus)
         self._ready = False
 
@@ -76,15 +77,16 @@ class SpeechRecognitionStage:
         self.device = pick_device(cfg.pool.num_gpus > 0)
         self.dtype = pick_dtype(cfg.dtype, self.device)
         folder = resolve_source(cfg.source, self.storage_options)
-        self.model = load_pretrained(AutoModelForSpeechSeq2Seq, folder, cfg.revision, dtype=self.dtype)
+        self.model = load_pretrained(AutoModelForSpeechSeq2Seq, folder, cfg.revision, dtype=self.dtype, **self.load_policy)
         self.model = self.model.to(self.device).eval()
-        self.features = load_pretrained(AutoFeatureExtractor, folder, cfg.revision)
+        self.features = load_pretrained(AutoFeatureExtractor, folder, cfg.revision, **self.load_policy)
         try:
-            self.tokenizer = AutoProcessor.from_pretrained(folder, revision=cfg.revision).tokenizer
+            self.tokenizer = AutoProcessor.from_pretrained(folder, revision=cfg.revision,
+                                                           trust_remote_code=cfg.trust_remote_code).tokenizer
         except Exception:
             from transformers import AutoTokenizer
 
-            self.tokenizer = load_pretrained(AutoTokenizer, folder, cfg.revision)
+            self.tokenizer = load_pretrained(AutoTokenizer, folder, cfg.revision, **self.load_policy)
         gen = self.model.generation_config
         self.generate_kwargs = {"max_new_tokens": cfg.max_new_tokens}
         if getattr(gen, "lang_to_id", None):  # multilingual Whisper: pin language and task

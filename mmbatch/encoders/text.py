@@ -73,10 +73,10 @@ class TextClassificationEncoder(_TextEncoder):
 
         cfg = self.config
         folder = resolve_source(cfg.source, self.storage_options)
-        model_config = load_pretrained(AutoConfig, folder, cfg.revision)
+        model_config = load_pretrained(AutoConfig, folder, cfg.revision, **self.load_policy)
         self.matrix = label_matrix(model_config.id2label, cfg.label_map, cfg.source)
-        self.model = load_pretrained(AutoModelForSequenceClassification, folder, cfg.revision).to(self.device).eval()
-        self.tokenizer = load_pretrained(AutoTokenizer, folder, cfg.revision)
+        self.model = load_pretrained(AutoModelForSequenceClassification, folder, cfg.revision, **self.load_policy).to(self.device).eval()
+        self.tokenizer = load_pretrained(AutoTokenizer, folder, cfg.revision, **self.load_policy)
 
     def encode(self, batch, rows):
         tok = self.tokenize(self.texts(batch, rows))
@@ -106,8 +106,8 @@ class TextZeroShotEncoder(_TextEncoder):
 
         cfg = self.config
         folder = resolve_source(cfg.source, self.storage_options)
-        self.model = load_pretrained(AutoModel, folder, cfg.revision).to(self.device).eval()
-        self.tokenizer = load_pretrained(AutoTokenizer, folder, cfg.revision)
+        self.model = load_pretrained(AutoModel, folder, cfg.revision, **self.load_policy).to(self.device).eval()
+        self.tokenizer = load_pretrained(AutoTokenizer, folder, cfg.revision, **self.load_policy)
         self.pooling = pooling_mode(folder)
         prototypes = cfg.prompts or DEFAULT_TEXT_PROTOTYPES
         with self.torch.inference_mode():

@@ -97,8 +97,8 @@ class ImageZeroShotEncoder(_FrameEncoder):
 
         torch, cfg = self.torch, self.config
         folder = resolve_source(cfg.source, self.storage_options)
-        self.model = load_pretrained(AutoModel, folder, cfg.revision).to(self.device).eval()
-        tokenizer = load_pretrained(AutoTokenizer, folder, cfg.revision)
+        self.model = load_pretrained(AutoModel, folder, cfg.revision, **self.load_policy).to(self.device).eval()
+        tokenizer = load_pretrained(AutoTokenizer, folder, cfg.revision, **self.load_policy)
         self.load_preprocessing(folder, self.model.config.vision_config.image_size)
         prompts = cfg.prompts or DEFAULT_IMAGE_PROMPTS
         # SigLIP was trained on max-length padded text; CLIP on dynamic padding.
@@ -137,8 +137,8 @@ class ImageClassificationEncoder(_FrameEncoder):
 
         cfg = self.config
         folder = resolve_source(cfg.source, self.storage_options)
-        self.matrix = label_matrix(load_pretrained(AutoConfig, folder, cfg.revision).id2label, cfg.label_map, cfg.source)
-        self.model = load_pretrained(AutoModelForImageClassification, folder, cfg.revision).to(self.device).eval()
+        self.matrix = label_matrix(load_pretrained(AutoConfig, folder, cfg.revision, **self.load_policy).id2label, cfg.label_map, cfg.source)
+        self.model = load_pretrained(AutoModelForImageClassification, folder, cfg.revision, **self.load_policy).to(self.device).eval()
         self.load_preprocessing(folder, int(getattr(self.model.config, "image_size", 224)))
 
     def encode(self, batch, rows):
