@@ -5,8 +5,9 @@ Nightly:   ray job submit --working-dir . -- python jobs/score_videos.py \\
                --config pipelines/video_sentiment.yaml --input s3://b/videos/ --output s3://b/scores/
 Laptop:    python jobs/score_videos.py --demo
 
-Exit codes: 0 committed; 2 committed but more than --max-failed-fraction of videos failed;
-1 not committed (configuration, input or system error; the message says which).
+Exit codes: 0 committed; 2 committed but degraded (more than --max-failed-fraction of videos
+failed, or a configured modality failed on more than run.max_modality_failed_fraction of
+clips); 1 not committed (configuration, input or system error; the message says which).
 """
 
 from __future__ import annotations
@@ -115,9 +116,16 @@ def main(argv: list[str] | None = None) -> int:
         print_demo_table(args.output, run_date)
         print(f"\nTry:  python -c \"import duckdb; print(duckdb.sql(\\\"SELECT video_id, round(avg(valence), 3) AS "
               f"valence FROM '{args.output}/clips/**/*.parquet' GROUP BY 1 ORDER BY 1\\\"))\"")
+    degraded = result.degraded_modalities(config.run.max_modality_failed_fraction)
     if result.failed_fraction > limit:
         print(f"error: {result.failed} of {result.scored + result.failed} videos failed "
               f"({result.failed_fraction:.0%} > max-failed-fraction {limit:.0%}); see the videos table",
+              file=sys.stderr)
+        return 2
+    if degraded:
+        which = ", ".join(f"{m} on {share:.0%} of clips" for m, share in degraded.items())
+        print(f"error: committed, but degraded: {which} failed (> run.max_modality_failed_fraction "
+              f"{config.run.max_modality_failed_fraction:.0%}); the reasons are in clips.<modality>_error",
               file=sys.stderr)
         return 2
     return 0

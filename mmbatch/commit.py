@@ -39,6 +39,7 @@ from mmbatch import schema, storage
 from mmbatch.errors import MmbatchError
 from mmbatch.layout import SUCCESS_MARKER, OutputLayout
 from mmbatch.ledger import VideoOutcome
+from mmbatch.trust import redact_text
 
 log = logging.getLogger(__name__)
 COMMIT_STEPS = ("assemble", "manifest", "publish", "state", "cleanup")
@@ -101,12 +102,13 @@ class Committer:
         self.videos_schema = schema.with_metadata(schema.file_schema(schema.VIDEOS_SCHEMA), config_json, dims)
         self.clips_schema = schema.with_metadata(schema.file_schema(schema.CLIPS_SCHEMA), config_json, dims)
         self.run_date = layout.run_date
+        self.dims = dims
 
     # -- step 1 and 2 ---------------------------------------------------------------------------
     def videos_rows(self, refs: list, outcomes: dict[str, VideoOutcome], skipped: dict[str, dict]) -> list[dict]:
         rows = []
         for ref in refs:
-            base = {"video_id": ref.video_id, "uri": ref.uri, "etag": ref.etag, "size_bytes": ref.size,
+            base = {"video_id": ref.video_id, "uri": ref.display_uri, "etag": ref.etag, "size_bytes": ref.size,
                     "model_fingerprint": self.fingerprint, "run_id": self.layout.run_id}
             if ref.video_id in skipped:
                 prev = skipped[ref.video_id]
@@ -115,7 +117,8 @@ class Committer:
                              "skipped_from": prev["run_id"]})
             elif (o := outcomes.get(ref.video_id)) is not None:
                 rows.append({**base, "duration_s": o.duration_s, "n_clips": o.n_clips, "status": o.status,
-                             "error_stage": o.error_stage, "error": o.error, "decode_seconds": o.decode_seconds})
+                             "error_stage": o.error_stage, "error": redact_text(o.error) if o.error else None,
+                             "decode_seconds": o.decode_seconds})
             else:
                 rows.append({**base, "duration_s": None, "n_clips": 0, "status": "error", "error_stage": "reconcile",
                              "error": "video was never completed by the pipeline (worker lost or decode crashed)",
@@ -192,7 +195,8 @@ class Committer:
                   for s in ("ok", "error", "skipped")}
         if sum(counts.values()) != len(refs):
             raise RuntimeError(f"reconciliation failed: {len(refs)} inputs vs {counts}")
-        scored_clips = sum(o.n_clips for o in outcomes.values() if o.video_id in input_ids and o.video_id not in kept)
+        scored = [o for o in outcomes.values() if o.video_id in input_ids and o.video_id not in kept]
+        scored_clips = sum(o.n_clips for o in scored)
         return {
             "run_id": lay.run_id, "commit_id": commit_id, "run_date": self.run_date.isoformat(),
             "model_fingerprint": self.fingerprint, "schema_version": schema.SCHEMA_VERSION,
@@ -200,11 +204,24 @@ class Committer:
             "counts": {"inputs": len(refs), "scored": counts["ok"] - len(kept), "failed": counts["error"] + len(kept),
                        "skipped": counts["skipped"], "clips": scored_clips, "kept_after_failure": len(kept),
                        "carried_over": len(carried)},
+            "modalities": self._modality_counts(scored),
             "kept_after_failure": kept, "carried_over": carried,
             "outputs": {"clips": lay.clips, "videos": lay.videos, "clip_files": sorted(files),
                         "videos_file": lay.videos_file, "manifest": lay.manifest},
             **manifest_extra,
         }
+
+    def _modality_counts(self, outcomes: list[VideoOutcome]) -> dict[str, dict[str, Any]]:
+        """Per configured modality: clips scored, clips where it failed, and the failed share."""
+        out = {}
+        for m in schema.MODALITIES:
+            if not getattr(self.dims, m):
+                continue
+            scored = sum(o.modalities.get(m, [0, 0])[0] for o in outcomes)
+            failed = sum(o.modalities.get(m, [0, 0])[1] for o in outcomes)
+            out[m] = {"scored": scored, "failed": failed,
+                      "failed_fraction": round(failed / (scored + failed), 4) if scored + failed else 0.0}
+        return out
 
     def _stage_parts(self, outcomes: dict[str, VideoOutcome], excluded: set[str], clips_dir: str) -> list[str]:
         """Link each needed staged part into the publish folder; rewrite those with extra rows."""

@@ -31,19 +31,39 @@ class TarSample:
     transcript_member: str | None
 
 
-def list_tar_samples(fs, shard_path: str) -> list[TarSample]:
-    """Scan a tar shard's headers (streaming; member data is skipped, not read)."""
+@dataclass(frozen=True)
+class CorruptRegion:
+    offset: int  # byte offset of the first unreadable header
+    length: int  # bytes skipped until the next readable header
+
+
+def _padded(size: int) -> int:
+    return (size + tarfile.BLOCKSIZE - 1) // tarfile.BLOCKSIZE * tarfile.BLOCKSIZE
+
+
+def list_tar_samples(fs, shard_path: str) -> tuple[list[TarSample], list[CorruptRegion]]:
+    """Scan a tar shard's headers, seeking over member data (nothing else is read).
+
+    A damaged member header does not end the scan: the reader skips ahead to the next readable
+    header (`ignore_zeros`), and the skipped span is returned as a corrupt region, so one bad
+    member fails only itself.
+    """
     members: dict[str, dict[str, tuple[str, int]]] = {}
+    corrupt: list[CorruptRegion] = []
+    expected = 0  # where the next header should start
     try:
-        with fs.open(shard_path, "rb") as fh, tarfile.open(fileobj=fh, mode="r|*") as tar:
+        with fs.open(shard_path, "rb") as fh, tarfile.open(fileobj=fh, mode="r:", ignore_zeros=True) as tar:
             for info in tar:
+                if info.offset > expected:
+                    corrupt.append(CorruptRegion(expected, info.offset - expected))
+                expected = info.offset_data + (_padded(info.size) if info.isfile() else 0)
                 if not info.isfile():
                     continue
                 base = posixpath.basename(info.name)
                 key, dot, ext = base.partition(".")
                 prefix = posixpath.join(posixpath.dirname(info.name), key)
                 members.setdefault(prefix, {})["." + ext.lower() if dot else ""] = (info.name, info.size)
-    except tarfile.TarError as err:
+    except (tarfile.TarError, OSError) as err:
         raise InputError(f"unreadable tar shard {shard_path}: {err}") from None
     samples = []
     for key, files in sorted(members.items()):
@@ -52,7 +72,7 @@ def list_tar_samples(fs, shard_path: str) -> list[TarSample]:
             continue
         transcript = next((files[e][0] for e in SIDECAR_EXTS if e in files), None)
         samples.append(TarSample(key, video[0], video[1], transcript))
-    return samples
+    return samples, corrupt
 
 
 def tar_member_uri(member: str, shard_uri: str) -> str:
@@ -94,12 +114,29 @@ def _resolve(base: str, ref: str) -> str:
     return posixpath.normpath(posixpath.join(posixpath.dirname(base), ref))
 
 
-def spool_hls(fs, playlist_path: str, local_path: str) -> None:
-    """Concatenate init + segments into one local file, streaming in bounded chunks."""
+MAX_PLAYLIST_BYTES = 4 << 20
+
+
+def spool_hls(fs, playlist_path: str, local_path: str, check=None) -> None:
+    """Concatenate init + segments into one local file, streaming in bounded chunks.
+
+    `check(uri)` is called for every segment before anything is read (the trust boundary); a
+    segment on another scheme is refused too (its filesystem is not this night's).
+    """
     with fs.open(playlist_path, "rb") as fh:
-        pl = parse_m3u8(fh.read().decode("utf-8", errors="replace"), playlist_path)
+        data = fh.read(MAX_PLAYLIST_BYTES + 1)
+    if len(data) > MAX_PLAYLIST_BYTES:
+        raise InputError(f"HLS playlist larger than {MAX_PLAYLIST_BYTES} bytes")
+    pl = parse_m3u8(data.decode("utf-8", errors="replace"), playlist_path)
+    parts = ([pl.init] if pl.init else []) + pl.segments
+    for part in parts:
+        if check is not None:
+            check(part)
+        protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+        if "://" in part and part.split("://", 1)[0].lower() not in protocols:
+            raise InputError(f"HLS segment on another kind of store than its playlist: {part.split('?', 1)[0]}")
     with open(local_path, "wb") as out:
-        for part in ([pl.init] if pl.init else []) + pl.segments:
+        for part in parts:
             with fs.open(part, "rb", block_size=_COPY_CHUNK) as src:
                 shutil.copyfileobj(src, out, _COPY_CHUNK)
 

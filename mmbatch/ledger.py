@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mmbatch.schema import MODALITIES
+
 log = logging.getLogger(__name__)
 
 
@@ -37,6 +39,8 @@ class VideoOutcome:
     files: list[str] = field(default_factory=list)  # staged part files holding its rows
     file_rows: list[int] = field(default_factory=list)  # its rows in each of them
     file_totals: list[int] = field(default_factory=list)  # all rows of each of them
+    # modality -> [clips scored, clips where it failed (a reason and no score)]
+    modalities: dict[str, list[int]] = field(default_factory=dict)
 
 
 
@@ -54,6 +58,7 @@ class _Pending:
     decode_seconds: float = 0.0
     error_stage: str = ""
     error: str = ""
+    modalities: dict[str, list[int]] = field(default_factory=dict)
 
     def complete(self) -> bool:
         return len(self.expected) == self.n_chunks and all(
@@ -143,6 +148,11 @@ class RunLedger:
             p.ok_rows += int(records["ok_rows"][i])
             p.duration_s = max(p.duration_s, float(records["duration_s"][i]))
             p.decode_seconds += float(records["decode_seconds"][i])
+            for m in MODALITIES:
+                if f"{m}_scored" in records:
+                    counts = p.modalities.setdefault(m, [0, 0])
+                    counts[0] += int(records[f"{m}_scored"][i])
+                    counts[1] += int(records[f"{m}_failed"][i])
             if not p.error and str(records["error"][i]):
                 p.error_stage, p.error = str(records["error_stage"][i]), str(records["error"][i])
             if p.complete():
@@ -158,7 +168,8 @@ class RunLedger:
             duration_s=p.duration_s or None, decode_seconds=p.decode_seconds,
             error_stage=None if ok else (p.error_stage or None), error=None if ok else (p.error or "no clip scored"),
             etag=ref.etag if ref else "", size_bytes=ref.size if ref else 0, files=files,
-            file_rows=[p.parts[f][0] for f in files], file_totals=[p.parts[f][1] for f in files])
+            file_rows=[p.parts[f][0] for f in files], file_totals=[p.parts[f][1] for f in files],
+            modalities=p.modalities)
         self.done[vid] = outcome
         self.clips_done += p.clip_rows
         return outcome

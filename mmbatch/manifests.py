@@ -21,7 +21,7 @@ def is_manifest(path: str) -> bool:
     return path.lower().endswith(MANIFEST_EXTENSIONS)
 
 
-def read_manifest(fs, path: str, uri: str) -> list[dict[str, Any]]:
+def read_manifest(fs, path: str, uri: str, *, max_rows: int = 1_000_000) -> list[dict[str, Any]]:
     import pyarrow.csv as pacsv
     import pyarrow.json as pajson
     import pyarrow.parquet as pq
@@ -44,6 +44,8 @@ def read_manifest(fs, path: str, uri: str) -> list[dict[str, Any]]:
         raise InputError(f"unreadable manifest {uri}: {str(err).splitlines()[0][:300]}") from None
     if "uri" not in table.column_names:
         raise InputError(f"manifest {uri} has no 'uri' column (columns: {table.column_names})")
+    if table.num_rows > max_rows:
+        raise InputError(f"manifest {uri} has {table.num_rows} rows, more than inputs.max_manifest_rows {max_rows}")
     rows = []
     base = posixpath.dirname(path)
     wanted = [c for c in ("uri", "video_id", "start_s", "end_s") if c in table.column_names]

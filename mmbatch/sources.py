@@ -1,7 +1,10 @@
 """Discovery: turn an input URI (folder, prefix, glob or single file) into VideoRef rows.
 
 Runs on the driver before any Ray work, so a missing bucket, denied access or an empty
-prefix is reported at once with the URI and the cause.
+prefix is reported at once with the URI and the cause. What is wrong with one input — a
+manifest row outside the allowed roots, a row whose object cannot be read, a corrupt member
+of a tar shard — becomes a VideoRef with `error` set: that input fails, with the reason, and
+nothing is read from it; the rest of the night goes on.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 from mmbatch import containers, storage
 from mmbatch.errors import InputError
 from mmbatch.manifests import is_manifest, read_manifest
+from mmbatch.trust import AllowedRoots, TrustError, redact_text, redact_uri
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 TRANSCRIPT_EXTENSIONS = (".vtt", ".srt", ".txt")
@@ -29,9 +33,16 @@ class VideoRef:
     etag: str
     sidecars: dict[str, str] = field(default_factory=dict)
     kind: str = "file"  # file | tar (a WebDataset sample) | hls (an .m3u8 media playlist)
+    error: str = ""  # set: this input fails with this reason and is never read
+
+    @property
+    def display_uri(self) -> str:
+        """The URI as it may be stored and logged: credentials and signatures removed."""
+        return redact_uri(self.uri)
 
     def as_row(self) -> dict[str, Any]:
         row = asdict(self)
+        del row["error"]
         row["transcript_uri"] = self.sidecars.get("transcript", "")
         row["segments_uri"] = self.sidecars.get("segments", "")
         row["segments"] = self.sidecars.get("segments_json", "")  # inline, from a manifest
@@ -80,16 +91,20 @@ def _reason(err: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-def discover(uri: str, storage_options: dict[str, Any] | None = None) -> list[VideoRef]:
+def discover(uri: str, storage_options: dict[str, Any] | None = None, *, trust: AllowedRoots | None = None,
+             max_manifest_rows: int = 1_000_000) -> list[VideoRef]:
     """List the videos under `uri`, sorted by video_id.
 
     `uri` may be a folder/prefix, a glob, a single video, a manifest (.csv/.jsonl/.parquet),
     a WebDataset shard (.tar) or an HLS media playlist (.m3u8); a prefix may mix videos,
     shards and playlists. Same-stem .vtt/.srt/.txt files are attached as transcripts.
+    Manifest rows are checked against `trust` (default: the input's own folder) before they
+    are touched.
     """
+    trust = trust or AllowedRoots.for_input(uri)
     fs, path = storage.filesystem(uri, storage_options)
     if is_manifest(path):
-        return _from_manifest(fs, path, uri, storage_options)
+        return _from_manifest(fs, path, uri, storage_options, trust, max_manifest_rows)
     listing = _list(fs, path, uri)
     has_glob = any(ch in path for ch in "*?[")
     single_file = not has_glob and len(listing) == 1 and next(iter(listing)) == path.rstrip("/")
@@ -145,8 +160,19 @@ def _tar_refs(fs, shard: str, shard_id: str, info: dict[str, Any]) -> list[Video
     shard_uri = full_uri(fs, shard)
     if "://" not in shard_uri:
         shard_uri = "file://" + shard_uri
-    refs = []
-    for sample in containers.list_tar_samples(fs, shard):
+    try:
+        samples, corrupt = containers.list_tar_samples(fs, shard)
+    except InputError as err:  # the shard cannot be opened at all: it fails, the night goes on
+        return [VideoRef(video_id=shard_id, uri=shard_uri, size=int(info.get("size") or 0), etag=_etag(info),
+                         kind="tar", error=redact_text(str(err)))]
+    refs = [VideoRef(video_id=f"{shard_id}/corrupt-at-{c.offset}", uri=shard_uri, size=c.length,
+                     etag=f"{_etag(info)}:{c.offset}", kind="tar",
+                     error=f"corrupt tar member header at byte {c.offset} of the shard ({c.length} bytes skipped)")
+            for c in corrupt]
+    if not samples and not corrupt:
+        refs.append(VideoRef(video_id=shard_id, uri=shard_uri, size=int(info.get("size") or 0), etag=_etag(info),
+                             kind="tar", error="tar shard holds no video member"))
+    for sample in samples:
         sidecars = ({"transcript": containers.tar_member_uri(sample.transcript_member, shard_uri)}
                     if sample.transcript_member else {})
         refs.append(VideoRef(video_id=f"{shard_id}/{sample.key}",
@@ -155,26 +181,35 @@ def _tar_refs(fs, shard: str, shard_id: str, info: dict[str, Any]) -> list[Video
     return refs
 
 
-def _from_manifest(fs, path: str, uri: str, storage_options) -> list[VideoRef]:
+def _from_manifest(fs, path: str, uri: str, storage_options, trust: AllowedRoots,
+                   max_rows: int) -> list[VideoRef]:
     refs = []
-    for row in read_manifest(fs, path, uri):
+    for row in read_manifest(fs, path, uri, max_rows=max_rows):
         target = row["uri"]
-        tfs, tpath = (fs, target) if "://" not in target else storage.filesystem(target, storage_options)
-        try:
-            info = tfs.info(tpath)
-        except (FileNotFoundError, PermissionError, OSError):
-            info = {"size": 0}  # the decode stage records the video as failed, with the reason
-        stem, ext = _split_ext(tpath)
-        video_id = row["video_id"] or posixpath.relpath(stem, posixpath.dirname(path))
+        stem, ext = _split_ext(target.split("?", 1)[0])
+        video_id = str(row["video_id"] or posixpath.relpath(stem.split("://", 1)[-1],
+                                                              posixpath.dirname(path)))
         kind = "hls" if ext == ".m3u8" else "file"
+        try:
+            trust.check(target)  # before anything is read from it, a stat included
+            tfs, tpath = (fs, target) if "://" not in target else storage.filesystem(target, storage_options)
+            info = tfs.info(tpath)
+        except TrustError as err:
+            refs.append(VideoRef(video_id=video_id, uri=target, size=0, etag="", kind=kind, error=str(err)))
+            continue
+        except Exception as err:  # missing, denied, or a store that cannot be reached: this row fails
+            refs.append(VideoRef(video_id=video_id, uri=target, size=0, etag="", kind=kind,
+                                 error=f"cannot read {redact_uri(target)}: {redact_text(_reason(err))}"))
+            continue
+        tstem = _split_ext(tpath)[0]
         sidecars = {}
         for side in (".vtt", ".srt", ".txt"):
-            if tfs.exists(stem + side):
-                sidecars = {"transcript": full_uri(tfs, stem + side)}
+            if tfs.exists(tstem + side):
+                sidecars = {"transcript": full_uri(tfs, tstem + side)}
                 break
         if row["segments"]:
             sidecars["segments_json"] = json.dumps(sorted(row["segments"]))
-        refs.append(VideoRef(video_id=str(video_id), uri=full_uri(tfs, tpath), size=int(info.get("size") or 0),
+        refs.append(VideoRef(video_id=video_id, uri=full_uri(tfs, tpath), size=int(info.get("size") or 0),
                              etag=_etag(info), sidecars=sidecars, kind=kind))
     return _unique(refs)
 
@@ -183,7 +218,8 @@ def _unique(refs: list[VideoRef]) -> list[VideoRef]:
     seen: dict[str, str] = {}
     for r in refs:
         if r.video_id in seen:
-            raise InputError(f"two inputs map to video_id {r.video_id!r}: {seen[r.video_id]} and {r.uri}; rename one")
+            raise InputError(f"two inputs map to video_id {r.video_id!r}: {redact_uri(seen[r.video_id])} and "
+                             f"{r.display_uri}; rename one")
         seen[r.video_id] = r.uri
     return sorted(refs, key=lambda r: r.video_id)
 

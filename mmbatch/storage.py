@@ -28,7 +28,14 @@ def protocol_of(uri: str) -> str:
     return uri.split("://", 1)[0].lower() if "://" in uri else "file"
 
 
+# storage_options are for the object store of the night; a local or web URI gets none
+# (s3fs options given to the HTTP filesystem raise TypeError).
+_NO_OPTIONS = ("file", "local", "http", "https")
+
+
 def _options_for(uri: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
+    if protocol_of(uri) in _NO_OPTIONS:
+        return {}
     opts = copy.deepcopy(storage_options or {})
     if protocol_of(uri) in ("s3", "s3a"):
         cfg = opts.setdefault("config_kwargs", {})

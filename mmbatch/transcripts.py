@@ -2,6 +2,10 @@
 
 A clip gets the text of every cue that overlaps it, so a sentence crossing a clip boundary
 reaches both clips. A `.txt` sidecar applies to every clip of its video.
+
+Sidecars are bounded: one larger than `max_bytes` is refused without being read whole, and one
+that is not UTF-8 text, or a .vtt/.srt without a single cue, is an error with that reason
+(never a silent empty transcript).
 """
 
 from __future__ import annotations
@@ -48,27 +52,63 @@ def text_in_span(cues: list[Cue], start_s: float, end_s: float) -> str:
     return " ".join(c.text for c in cues if c.start_s < end_s and c.end_s > start_s)
 
 
+class SidecarError(Exception):
+    """A transcript sidecar that cannot be used; the message is the reason."""
+
+
+def decode_sidecar(data: bytes, name: str) -> str:
+    if b"\x00" in data:
+        raise SidecarError(f"transcript sidecar {name} is binary, not text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise SidecarError(f"transcript sidecar {name} is not UTF-8 text (byte {err.start})") from None
+
+
 class TranscriptCache:
     """Reads each sidecar once per worker (a video's clips usually share a batch)."""
 
-    def __init__(self, storage_options: dict | None = None, size: int = 256):
+    def __init__(self, storage_options: dict | None = None, size: int = 256, max_bytes: int = 1 << 20):
         self.storage_options = storage_options or {}
-        self._cache: OrderedDict[str, list[Cue] | str] = OrderedDict()
+        self._cache: OrderedDict[str, list[Cue] | str | SidecarError] = OrderedDict()
         self.size = size
+        self.max_bytes = max_bytes
 
-    def _load(self, uri: str) -> list[Cue] | str:
+    def _read(self, uri: str) -> list[Cue] | str:
         from mmbatch import storage
 
-        if uri in self._cache:
-            self._cache.move_to_end(uri)
-            return self._cache[uri]
+        name = uri.rsplit("/", 1)[-1]
         fs, path = storage.filesystem(uri, self.storage_options)
         with fs.open(path, "rb") as fh:
-            raw = fh.read().decode("utf-8", errors="replace")
-        parsed: list[Cue] | str = raw.strip() if uri.lower().endswith(".txt") else parse_cues(raw)
+            data = fh.read(self.max_bytes + 1)
+        if len(data) > self.max_bytes:
+            raise SidecarError(f"transcript sidecar {name} is larger than inputs.max_sidecar_bytes ({self.max_bytes})")
+        raw = decode_sidecar(data, name)
+        if uri.lower().endswith(".txt"):
+            return raw.strip()
+        cues = parse_cues(raw)
+        if not cues and raw.strip():
+            raise SidecarError(f"transcript sidecar {name} has no readable cues")
+        return cues
+
+    def _load(self, uri: str) -> list[Cue] | str:
+        if uri in self._cache:
+            self._cache.move_to_end(uri)
+            cached = self._cache[uri]
+            if isinstance(cached, SidecarError):
+                raise cached
+            return cached
+        try:
+            parsed: list[Cue] | str | SidecarError = self._read(uri)
+        except SidecarError as err:
+            parsed = err
+        except ValueError as err:  # a malformed timestamp
+            parsed = SidecarError(f"transcript sidecar {uri.rsplit('/', 1)[-1]} is malformed: {err}")
         self._cache[uri] = parsed
         if len(self._cache) > self.size:
             self._cache.popitem(last=False)
+        if isinstance(parsed, SidecarError):
+            raise parsed
         return parsed
 
     def text_for(self, uri: str, start_s: float, end_s: float) -> str:

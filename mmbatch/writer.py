@@ -22,13 +22,15 @@ import numpy as np
 
 from mmbatch.schema import CLIPS_SCHEMA, HAS_COLUMN, MODALITIES, EmbeddingDims, file_schema, with_metadata
 from mmbatch.stage import Batch, Resources
+from mmbatch.trust import redact_text
 
 FILE_NAMESPACE = uuid.UUID("0b5e7d0e-51f3-4c83-a0a4-3f3f5b4a9e21")
 # Columns the driver needs to know when a video (or each chunk of a split one) is complete.
 BOOKKEEPING_COLUMNS = ("n_rows", "chunk_index", "n_chunks", "duration_s", "decode_seconds")
 _FLOAT_COLUMNS = ("p_negative", "p_neutral", "p_positive", "valence",
                   *(f"{m}_valence" for m in MODALITIES), *(f"fusion_weight_{m}" for m in MODALITIES))
-_TEXT_COLUMNS = ("error_stage", "error", "transcript", "sentiment")  # "" is stored as null
+_TEXT_COLUMNS = ("error_stage", "error", "transcript", "sentiment", *(f"{m}_error" for m in MODALITIES))  # "" → null
+_MESSAGE_COLUMNS = ("error", *(f"{m}_error" for m in MODALITIES))
 # Every clip-table column the write stage reads (run columns it adds itself).
 CLIP_INPUT_COLUMNS = ("video_id", "clip_id", "clip_index", "start_s", "end_s", "status", *_TEXT_COLUMNS,
                       *_FLOAT_COLUMNS, *(f"has_{m}" for m in MODALITIES),
@@ -74,6 +76,11 @@ def clips_table(batch: Batch, fingerprint: str, run_id: str, schema=None):
     }
     for col in _TEXT_COLUMNS:
         text = np.asarray(batch.get(col, np.full(n, ""))).astype(str)
+        if col in _MESSAGE_COLUMNS and (text != "").any():  # reasons may quote a URI: no secrets at rest
+            rows = np.flatnonzero(text != "")
+            text = text.astype(object)
+            text[rows] = [redact_text(t) for t in text[rows]]
+            text = text.astype(str)
         cols[col] = pa.array(text, mask=text == "")
     for col in _FLOAT_COLUMNS:
         values = np.asarray(batch.get(col, np.full(n, np.nan)), dtype=np.float32)
@@ -147,6 +154,14 @@ def records_table(records: Batch):
     return pa.table({k: pa.array(np.asarray(v)) for k, v in records.items()})
 
 
+def _modality_flags(batch: Batch, m: str, ok: np.ndarray) -> dict[str, np.ndarray]:
+    """Per row: the modality was scored; or it failed (a reason and no score) on an ok clip."""
+    n = len(ok)
+    has = np.asarray(batch.get(f"has_{m}", np.zeros(n, bool)), dtype=bool) & ok
+    reason = np.asarray(batch.get(f"{m}_error", np.full(n, ""))).astype(str) != ""
+    return {"scored": has, "failed": reason & ~has & ok}
+
+
 def completion_records(batch: Batch, clip_rows: np.ndarray, file: str, file_rows: int) -> Batch:
     """One record per (video, chunk) of the batch: a loop over videos, never over clips."""
     vids = np.asarray(batch["video_id"]).astype(str)
@@ -175,6 +190,8 @@ def completion_records(batch: Batch, clip_rows: np.ndarray, file: str, file_rows
         "file_rows": np.full(g, file_rows, dtype=np.int32),
         "duration_s": duration,
         "decode_seconds": np.bincount(inverse, weights=np.asarray(batch["decode_seconds"], dtype=np.float64), minlength=g),
+        **{f"{m}_{what}": np.bincount(inverse, weights=flags, minlength=g).astype(np.int32)
+           for m in MODALITIES for what, flags in _modality_flags(batch, m, ok).items()},
         "error_stage": np.where(has_error, error_stage[np.minimum(err_first, len(vids) - 1)], ""),
         "error": np.where(has_error, error[np.minimum(err_first, len(vids) - 1)], ""),
     }

@@ -47,16 +47,23 @@ class RunResult:
         attempted = self.scored + self.failed
         return self.failed / attempted if attempted else 0.0
 
+    def degraded_modalities(self, limit: float) -> dict[str, float]:
+        """Configured modalities that failed on more than `limit` of the clips they were tried on."""
+        return {m: c["failed_fraction"] for m, c in self.manifest.get("modalities", {}).items()
+                if c["failed_fraction"] > limit}
+
 
 def row_group_rows(config: PipelineConfig, dims: EmbeddingDims) -> int:
     row_bytes = 4 * (dims.vision + dims.audio + dims.text + dims.fused) + ROW_OVERHEAD_BYTES
     return max(1, int(config.output.row_group_mb * 2**20 / row_bytes))
 
 
-def stage_specs(config: PipelineConfig, dims: EmbeddingDims, writer: dict[str, Any] | None = None) -> list[StageSpec]:
+def stage_specs(config: PipelineConfig, dims: EmbeddingDims, writer: dict[str, Any] | None = None,
+                trust=None) -> list[StageSpec]:
     """The graph as a list: which stages, in which order, on which pools. `writer` holds the
     write stage's run arguments (output, staging folder, run id, …); without it the list ends
-    at fusion (for in-process loops that keep the rows)."""
+    at fusion (for in-process loops that keep the rows). `trust`: the run's AllowedRoots,
+    which decode checks playlist segments against."""
     from mmbatch.decode.stage import DecodeStage
     from mmbatch.encoders import encoder_class
     from mmbatch.encoders.speech import SidecarTranscriptStage, SpeechRecognitionStage
@@ -70,15 +77,15 @@ def stage_specs(config: PipelineConfig, dims: EmbeddingDims, writer: dict[str, A
         specs.append(StageSpec("split", SplitStage, (config,), {}, kind="task",
                                pool=PoolConfig(num_cpus=0.25, concurrency=(1, config.decode.pool.concurrency[1]),
                                                batch_size=1)))
-    specs.append(StageSpec("decode", DecodeStage, (config,), {}, config.decode.pool, kind="task"))
+    specs.append(StageSpec("decode", DecodeStage, (config, trust), {}, config.decode.pool, kind="task"))
     if models.vision is not None:
         specs.append(StageSpec("vision", encoder_class(models.vision.task), (models.vision,),
                                {"dim": dims.vision, "storage_options": so}, models.vision.pool))
     if models.speech is not None:
-        specs.append(StageSpec("speech", SpeechRecognitionStage, (models.speech,), {"storage_options": so},
-                               models.speech.pool))
+        specs.append(StageSpec("speech", SpeechRecognitionStage, (models.speech,),
+                               {"storage_options": so, "limits": config.inputs}, models.speech.pool))
     elif models.text is not None:
-        specs.append(StageSpec("transcripts", SidecarTranscriptStage, (), {"storage_options": so},
+        specs.append(StageSpec("transcripts", SidecarTranscriptStage, (), {"storage_options": so, "limits": config.inputs},
                                PoolConfig(num_cpus=0.1, batch_size=64), kind="task"))
     if models.audio is not None:
         specs.append(StageSpec("audio", encoder_class(models.audio.task), (models.audio,),
@@ -142,8 +149,9 @@ def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_da
     from mmbatch.commit import Committer
     from mmbatch.encoders import inspect_models, model_identities
     from mmbatch.layout import OutputLayout, run_id_for
-    from mmbatch.ledger import RunLedger, new_attempt_id
+    from mmbatch.ledger import RunLedger, VideoOutcome, new_attempt_id
     from mmbatch.lock import Lease
+    from mmbatch.trust import AllowedRoots, redact_uri
     from pipelines.adapter import check_cluster_fits
 
     t0 = time.perf_counter()
@@ -156,10 +164,12 @@ def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_da
     writer_args = {"output": output_uri, "storage_options": config.storage_options, "staging_dir": layout.parts,
                    "run_id": layout.run_id, "fingerprint": fingerprint, "dims": dims, "config_json": config_json,
                    "attempt": attempt}
-    specs = stage_specs(config, dims, writer_args)
+    trust = AllowedRoots.for_input(input_uri, config.inputs.allowed_roots)
+    specs = stage_specs(config, dims, writer_args, trust)
     for problem in check_cluster_fits(specs, ray.cluster_resources(), strict=strict_resources):
         log.warning("%s", problem)
-    refs = sources.discover(input_uri, config.storage_options)
+    refs = sources.discover(input_uri, config.storage_options, trust=trust,
+                            max_manifest_rows=config.inputs.max_manifest_rows)
 
     lease = Lease(fs, layout.lock, layout.run_id, ttl_s=config.run.lock_ttl_s,
                   what=f"run date {run_date.isoformat()} of {output_uri}")
@@ -170,9 +180,14 @@ def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_da
         rolled = committer.roll_forward()
         ledger = RunLedger(fs, layout.staging, {r.video_id: r for r in refs}, attempt)
         done = ledger.load() if not force else {}
+        for ref in refs:  # refused or unreadable inputs: failed with the reason, never read
+            if ref.error:
+                ledger.done[ref.video_id] = VideoOutcome(ref.video_id, "error", 0, 0, None, 0.0, "input", ref.error,
+                                                         ref.etag, ref.size)
         skipped = _skips(fs, layout, refs, done, run_date, fingerprint) if not force else {}
-        todo = [r for r in refs if r.video_id not in done and r.video_id not in skipped]
-        log.info("%d inputs: %d to score, %d resumed, %d skipped", len(refs), len(todo), len(done), len(skipped))
+        todo = [r for r in refs if r.video_id not in ledger.done and r.video_id not in skipped]
+        log.info("%d inputs: %d to score, %d resumed, %d skipped, %d refused or unreadable", len(refs), len(todo),
+                 len(done), len(skipped), sum(1 for r in refs if r.error))
 
         stage_stats = None
         if todo:
@@ -193,7 +208,7 @@ def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_da
             "rolled_forward": rolled,
             "config": config.redacted(),
             "embedding_dims": dims.as_dict(),
-            "input": input_uri,  # the per-input listing is the videos table of this partition
+            "input": redact_uri(input_uri),  # the per-input listing is the videos table of this partition
             "timings": {"wall_seconds": round(wall, 3),
                         "decode_seconds": round(sum(o.decode_seconds for o in ledger.done.values()), 3),
                         "stages": stage_stats},

@@ -54,11 +54,13 @@ def _short_reason(err: BaseException, path: str | None = None) -> str:
     return text[:300]
 
 
-def probe(path, *, read_rotation: bool = True) -> StreamInfo:
+def probe(path, *, read_rotation: bool = True, max_pixels: int | None = None,
+          max_duration_s: float | None = None) -> StreamInfo:
     """Describe the streams from the container headers (`path`: a path or a seekable file).
 
     The display rotation rides on decoded frames, so reading it decodes one frame; callers
-    that only need the duration pass read_rotation=False and touch headers alone.
+    that only need the duration pass read_rotation=False and touch headers alone. A video
+    over `max_pixels` or `max_duration_s` (from the headers) has no frame decoded at all.
     """
     import av
 
@@ -73,7 +75,10 @@ def probe(path, *, read_rotation: bool = True) -> StreamInfo:
                 if s is not None and s.duration and s.time_base:
                     duration = max(duration, float(s.duration * s.time_base))
             rotation = 0
-            if v is not None and read_rotation:
+            within = ((max_pixels is None or (v is not None and v.codec_context.width * v.codec_context.height
+                                              <= max_pixels))
+                      and (max_duration_s is None or duration <= max_duration_s))
+            if v is not None and read_rotation and within:
                 try:  # the display matrix rides on decoded frames; one frame is enough
                     rotation = int(round(next(container.decode(v)).rotation or 0)) % 360
                 except Exception:

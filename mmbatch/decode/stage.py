@@ -40,7 +40,7 @@ class DecodeStage:
     name = "decode"
     reads = (*REF_COLUMNS, *CHUNK_COLUMNS)
 
-    def __init__(self, config: PipelineConfig, *, isolated: bool | None = None):
+    def __init__(self, config: PipelineConfig, trust=None, *, isolated: bool | None = None):
         self.config = config
         self.clips = config.clips
         self.decode = config.decode
@@ -48,6 +48,7 @@ class DecodeStage:
         self.resources = Resources(cpus=config.decode.pool.num_cpus)
         self.audio_len = int(round(self.clips.window_s * self.decode.sample_rate))
         self.isolated = (config.decode.timeout_s is not None) if isolated is None else isolated
+        self.trust = trust  # AllowedRoots: playlist segments are checked against it before any read
         self.want_frames = config.models.vision is not None
         self.want_audio = config.models.audio is not None or config.models.speech is not None
         self._watchdog = None
@@ -70,7 +71,7 @@ class DecodeStage:
         if self.isolated and self._watchdog is None:
             from mmbatch.decode.watchdog import IsolatedDecoder
 
-            self._watchdog = IsolatedDecoder(DecodeStage, (self.config,), self.decode.timeout_s)
+            self._watchdog = IsolatedDecoder(DecodeStage, (self.config, self.trust), self.decode.timeout_s)
 
     def __call__(self, batch: Batch) -> Iterator[Batch]:
         if not hasattr(self, "backend"):
@@ -122,7 +123,8 @@ class DecodeStage:
         try:
             try:
                 path, spool_dir = self._local_path(str(ref["uri"]), str(ref.get("kind", "file")))
-                info = backend.probe(path)
+                # Header-only limits first: no frame is decoded for a video over them.
+                info = backend.probe(path, max_pixels=self.decode.max_pixels, max_duration_s=self.decode.max_duration_s)
                 self._check_limits(info)
                 if info.has_video and self.want_frames:
                     video = open_video(self.backend, path, info, self.decode.image_size, self.decode.fallback_backend)
@@ -136,6 +138,9 @@ class DecodeStage:
                     # decode would; earlier chunks hold full windows that the duration cannot move.
                     spans = plan_clips(real_duration, self.clips)[first:] if is_last else header_spans
                     spans = spans or header_spans
+                    if video is not None and spans[0].start_s >= real_duration:  # a forged header duration
+                        raise DecodeError(f"clips from {spans[0].start_s:.1f} s lie beyond the decoded end of the video "
+                                          f"({real_duration:.1f} s; the container claims {info.duration_s:.1f} s)")
                 if not spans:
                     raise DecodeError("empty video: duration is 0 s")
                 if total > self.decode.max_clips:
@@ -285,25 +290,40 @@ class DecodeStage:
                 raise DecodeError("empty file (0 bytes)")
             return path, None
         from mmbatch import containers, storage
+        from mmbatch.trust import TrustError, redact_uri
 
+        if self.trust is not None and not self.trust.allows(uri):
+            raise DecodeError(f"refused {redact_uri(uri)}: outside the allowed input roots")
         spool = tempfile.mkdtemp(prefix="mmbatch-spool-")
         try:
             fs, remote = storage.filesystem(uri, self.storage_options)
             if kind == "hls":
                 local = os.path.join(spool, "stream.ts")
-                containers.spool_hls(fs, remote, local)
+                containers.spool_hls(fs, remote, local, check=self._check_segment(fs))
             else:
                 local = os.path.join(spool, os.path.basename(remote) or "video")
                 containers.spool_stream(fs, remote, local)
         except Exception as err:
             shutil.rmtree(spool, ignore_errors=True)
+            if isinstance(err, TrustError):
+                raise DecodeError(str(err)) from None
             if isinstance(err, FileNotFoundError):
-                raise DecodeError(f"file not found: {uri}") from None
-            raise DecodeError(f"cannot read {uri}: {str(err).splitlines()[0][:200]}") from None
+                raise DecodeError(f"file not found: {redact_uri(uri)}") from None
+            raise DecodeError(f"cannot read {redact_uri(uri)}: {str(err).splitlines()[0][:200]}") from None
         if os.path.getsize(local) == 0:
             shutil.rmtree(spool, ignore_errors=True)
             raise DecodeError("empty file (0 bytes)")
         return local, spool
+
+    def _check_segment(self, fs):
+        """A check for each playlist segment: its full URI must lie under the allowed roots."""
+        from mmbatch.sources import full_uri
+
+        def check(path: str) -> None:
+            if self.trust is not None:
+                self.trust.check(path if "://" in path else full_uri(fs, path))
+
+        return check
 
     @staticmethod
     def _cleanup(spool_dir: str | None) -> None:

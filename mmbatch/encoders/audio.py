@@ -26,7 +26,8 @@ class AudioClassificationEncoder(EncoderStage):
         folder = resolve_source(cfg.source, self.storage_options)
         model_config = load_pretrained(AutoConfig, folder, cfg.revision, **self.load_policy)
         self.matrix = label_matrix(model_config.id2label, cfg.label_map, cfg.source)
-        self.model = load_pretrained(AutoModelForAudioClassification, folder, cfg.revision, **self.load_policy).to(self.device).eval()
+        self.model = load_pretrained(AutoModelForAudioClassification, folder, cfg.revision, **self.load_policy)
+        self.model = self.model.to(self.device).eval()
         try:
             fe = AutoFeatureExtractor.from_pretrained(folder, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
             self.normalise = bool(getattr(fe, "do_normalize", True))

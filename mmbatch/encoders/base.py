@@ -28,7 +28,7 @@ class EncoderStage:
         self.config = config
         self.dim = dim
         self.storage_options = storage_options or {}
-        self.reads = ("video_id", "clip_index", "status", *self.input_columns)
+        self.reads = ("video_id", "clip_index", "status", f"{self.modality}_error", *self.input_columns)
         self.load_policy = {"trust_remote_code": config.trust_remote_code, "allow_pickle": config.allow_pickle}
         self.resources = Resources(cpus=config.pool.num_cpus, gpus=config.pool.num_gpus)
         self.name = f"{self.modality or 'speech'}_encoder"
@@ -55,7 +55,7 @@ class EncoderStage:
         if len(active):
             with self.torch.inference_mode(), self.autocast():
                 run_isolated(self.name, batch, active, lambda rows: self.encode(batch, rows),
-                             lambda i: self.mark_missing(batch, i))
+                             lambda i, err: self.mark_failed(batch, i, err))
         return batch
 
     # -- for subclasses ---------------------------------------------------------------------
@@ -73,12 +73,19 @@ class EncoderStage:
         batch[f"{m}_probs"] = np.full((n, 3), np.nan, dtype=np.float32)
         batch[f"{m}_embedding"] = np.zeros((n, self.dim), dtype=np.float32)
         batch[f"has_{m}"] = np.zeros(n, dtype=bool)  # set by store() for each row scored
+        # Why the modality is missing or degraded on a row; an earlier stage may have said
+        # already (the transcript stage for text).
+        if f"{m}_error" not in batch:
+            batch[f"{m}_error"] = np.full(n, "", dtype=object)
+        else:
+            batch[f"{m}_error"] = np.asarray(batch[f"{m}_error"]).astype(object)
 
-    def mark_missing(self, batch: Batch, i: int) -> None:
+    def mark_failed(self, batch: Batch, i: int, err: BaseException) -> None:
         m = self.modality
         batch[f"{m}_probs"][i] = np.nan
         batch[f"{m}_embedding"][i] = 0.0
         batch[f"has_{m}"][i] = False
+        batch[f"{m}_error"][i] = f"{self.name} failed: {short_reason(err)}"
 
     def store(self, batch: Batch, rows: np.ndarray, probs: np.ndarray, embeddings: np.ndarray) -> None:
         m = self.modality
@@ -122,9 +129,14 @@ def stacked(column, rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(column[rows])
 
 
+def short_reason(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text[:200]}" if text else type(err).__name__
+
+
 def run_isolated(name: str, batch: Batch, rows: np.ndarray, fn, on_row_failure) -> None:
     """fn(rows) for the whole batch; if that raises, fn once per row, so one bad row only
-    costs that row (on_row_failure(i)), never the batch or the actor."""
+    costs that row (on_row_failure(i, error)), never the batch or the actor."""
     try:
         fn(rows)
     except Exception as err:
@@ -134,7 +146,7 @@ def run_isolated(name: str, batch: Batch, rows: np.ndarray, fn, on_row_failure) 
                 fn(np.array([i]))
             except Exception as row_err:
                 log.warning("%s: row %s of %s failed: %s", name, batch["clip_index"][i], batch["video_id"][i], row_err)
-                on_row_failure(i)
+                on_row_failure(i, row_err)
 
 
 def mean_pool(hidden, mask):

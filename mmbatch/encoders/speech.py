@@ -11,9 +11,10 @@ import logging
 
 import numpy as np
 
-from mmbatch.encoders.base import AUDIO_INPUTS, is_ok, run_isolated, usable_audio
+from mmbatch.config import InputsConfig
+from mmbatch.encoders.base import AUDIO_INPUTS, is_ok, run_isolated, short_reason, usable_audio
 from mmbatch.stage import Batch, Resources
-from mmbatch.transcripts import TranscriptCache
+from mmbatch.transcripts import SidecarError, TranscriptCache
 
 log = logging.getLogger(__name__)
 
@@ -21,17 +22,31 @@ log = logging.getLogger(__name__)
 SIDECAR_INPUTS = ("video_id", "clip_index", "status", "transcript_uri", "start_s", "end_s")
 
 
-def sidecar_transcripts(sidecars: TranscriptCache, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
-    """(transcripts, has_sidecar) for the batch: each ok row's text from its sidecar."""
+def sidecar_transcripts(sidecars: TranscriptCache, batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(transcripts, has_sidecar, text errors) for the batch: each ok row's text from its sidecar."""
     n = len(batch["video_id"])
     transcripts = np.array([""] * n, dtype=object)
+    errors = np.array([""] * n, dtype=object)
     sidecar = np.asarray(batch.get("transcript_uri", np.array([""] * n))).astype(str)
     for i in np.flatnonzero(is_ok(batch) & (sidecar != "")):
         try:
             transcripts[i] = sidecars.text_for(sidecar[i], float(batch["start_s"][i]), float(batch["end_s"][i]))
-        except Exception as err:  # an unreadable sidecar loses this clip's text, not the batch
-            log.warning("transcripts: sidecar %s unreadable: %s", sidecar[i], err)
-    return transcripts, sidecar != ""
+        except SidecarError as err:  # a bad sidecar loses this clip's text, with the reason
+            errors[i] = str(err)
+        except Exception as err:
+            errors[i] = f"transcript sidecar unreadable: {short_reason(err)}"
+    return transcripts, sidecar != "", errors
+
+
+def store_transcripts(batch: Batch, transcripts: np.ndarray, errors: np.ndarray, max_chars: int) -> Batch:
+    """`transcript` and `text_error` columns; text beyond max_chars is cut, and the cut recorded."""
+    long = np.flatnonzero(np.array([len(t) > max_chars for t in transcripts], dtype=bool))
+    for i in long:
+        errors[i] = errors[i] or f"transcript cut to inputs.max_transcript_chars ({max_chars} of {len(transcripts[i])})"
+        transcripts[i] = transcripts[i][:max_chars]
+    batch["transcript"] = transcripts.astype(str)
+    batch["text_error"] = errors.astype(str)
+    return batch
 
 
 class SidecarTranscriptStage:
@@ -40,28 +55,31 @@ class SidecarTranscriptStage:
     name = "transcripts"
     reads = SIDECAR_INPUTS
 
-    def __init__(self, *, storage_options: dict | None = None, num_cpus: float = 0.1):
+    def __init__(self, *, storage_options: dict | None = None, limits: InputsConfig | None = None,
+                 num_cpus: float = 0.1):
         self.storage_options = storage_options or {}
+        self.limits = limits or InputsConfig()
         self.resources = Resources(cpus=num_cpus)
         self.sidecars = None
 
     def setup(self) -> None:
-        self.sidecars = TranscriptCache(self.storage_options)
+        self.sidecars = TranscriptCache(self.storage_options, max_bytes=self.limits.max_sidecar_bytes)
 
     def __call__(self, batch: Batch) -> Batch:
         if self.sidecars is None:
             self.setup()
-        batch["transcript"] = sidecar_transcripts(self.sidecars, batch)[0].astype(str)
-        return batch
+        transcripts, _, errors = sidecar_transcripts(self.sidecars, batch)
+        return store_transcripts(batch, transcripts, errors, self.limits.max_transcript_chars)
 
 
 class SpeechRecognitionStage:
     name = "speech_recognition"
     reads = (*SIDECAR_INPUTS, *AUDIO_INPUTS)
 
-    def __init__(self, config, *, storage_options: dict | None = None):
+    def __init__(self, config, *, storage_options: dict | None = None, limits: InputsConfig | None = None):
         self.config = config
         self.storage_options = storage_options or {}
+        self.limits = limits or InputsConfig()
         self.load_policy = {"trust_remote_code": config.trust_remote_code, "allow_pickle": config.allow_pickle}
         self.resources = Resources(cpus=config.pool.num_cpus, gpus=config.pool.num_gpus)
         self._ready = False
@@ -93,22 +111,24 @@ class SpeechRecognitionStage:
             self.generate_kwargs["task"] = "transcribe"
             if cfg.language:
                 self.generate_kwargs["language"] = cfg.language
-        self.sidecars = TranscriptCache(self.storage_options)
+        self.sidecars = TranscriptCache(self.storage_options, max_bytes=self.limits.max_sidecar_bytes)
         self._ready = True
 
     def __call__(self, batch: Batch) -> Batch:
         if not self._ready:
             self.setup()
-        transcripts, has_sidecar = sidecar_transcripts(self.sidecars, batch)
+        transcripts, has_sidecar, errors = sidecar_transcripts(self.sidecars, batch)
         asr_rows = np.flatnonzero(~has_sidecar & usable_audio(batch))
         if len(asr_rows):
 
             def transcribe(rows):
                 transcripts[rows] = self._transcribe(batch, rows)
 
-            run_isolated(self.name, batch, asr_rows, transcribe, lambda i: None)  # failed row: no text
-        batch["transcript"] = transcripts.astype(str)
-        return batch
+            def failed(i, err):  # no text for this clip, and why
+                errors[i] = f"speech recognition failed: {short_reason(err)}"
+
+            run_isolated(self.name, batch, asr_rows, transcribe, failed)
+        return store_transcripts(batch, transcripts, errors, self.limits.max_transcript_chars)
 
     def _transcribe(self, batch: Batch, rows: np.ndarray) -> list[str]:
         lengths = np.asarray(batch["audio_len"])[rows]

@@ -75,7 +75,8 @@ class TextClassificationEncoder(_TextEncoder):
         folder = resolve_source(cfg.source, self.storage_options)
         model_config = load_pretrained(AutoConfig, folder, cfg.revision, **self.load_policy)
         self.matrix = label_matrix(model_config.id2label, cfg.label_map, cfg.source)
-        self.model = load_pretrained(AutoModelForSequenceClassification, folder, cfg.revision, **self.load_policy).to(self.device).eval()
+        self.model = load_pretrained(AutoModelForSequenceClassification, folder, cfg.revision, **self.load_policy)
+        self.model = self.model.to(self.device).eval()
         self.tokenizer = load_pretrained(AutoTokenizer, folder, cfg.revision, **self.load_policy)
 
     def encode(self, batch, rows):

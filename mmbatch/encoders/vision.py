@@ -137,8 +137,10 @@ class ImageClassificationEncoder(_FrameEncoder):
 
         cfg = self.config
         folder = resolve_source(cfg.source, self.storage_options)
-        self.matrix = label_matrix(load_pretrained(AutoConfig, folder, cfg.revision, **self.load_policy).id2label, cfg.label_map, cfg.source)
-        self.model = load_pretrained(AutoModelForImageClassification, folder, cfg.revision, **self.load_policy).to(self.device).eval()
+        model_config = load_pretrained(AutoConfig, folder, cfg.revision, **self.load_policy)
+        self.matrix = label_matrix(model_config.id2label, cfg.label_map, cfg.source)
+        self.model = load_pretrained(AutoModelForImageClassification, folder, cfg.revision, **self.load_policy)
+        self.model = self.model.to(self.device).eval()
         self.load_preprocessing(folder, int(getattr(self.model.config, "image_size", 224)))
 
     def encode(self, batch, rows):
