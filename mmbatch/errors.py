@@ -17,5 +17,9 @@ class ModelLoadError(MmbatchError):
     """A model cannot be loaded or does not fit its task (e.g. labels that cannot be mapped)."""
 
 
+class OutputError(MmbatchError):
+    """The output cannot be written (not a folder, denied, full); the message names it."""
+
+
 class DecodeError(Exception):
     """One video cannot be decoded; the message is the short human reason written to `error`."""

@@ -148,9 +148,10 @@ def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_da
     from mmbatch import sources, storage
     from mmbatch.commit import Committer
     from mmbatch.encoders import inspect_models, model_identities
+    from mmbatch.errors import OutputError
     from mmbatch.layout import OutputLayout, run_id_for
     from mmbatch.ledger import RunLedger, VideoOutcome, new_attempt_id
-    from mmbatch.lock import Lease
+    from mmbatch.lock import Lease, LockedError
     from mmbatch.trust import AllowedRoots, redact_uri
     from pipelines.adapter import check_cluster_fits
 
@@ -173,7 +174,12 @@ def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_da
 
     lease = Lease(fs, layout.lock, layout.run_id, ttl_s=config.run.lock_ttl_s,
                   what=f"run date {run_date.isoformat()} of {output_uri}")
-    lease.acquire()
+    try:  # the first write to the output: an unwritable output fails here, before any video work
+        lease.acquire()
+    except LockedError:
+        raise
+    except Exception as err:
+        raise OutputError(f"cannot write to the output {redact_uri(output_uri)}: {_reason(err)}") from None
     lease.start_renewing()
     try:
         committer = Committer(fs, layout, fingerprint, config_json, dims)
@@ -197,7 +203,15 @@ def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_da
             key = f"{config_key(config)}-{attempt}"
             ds = build_dataset(todo, specs, key)
             # Only small completion records reach the driver; clip rows stay on the workers.
-            for records in write_to_sink(ds, specs[-1], key, int(config.output.target_file_mb * 2**20)):
+            try:
+                written = write_to_sink(ds, specs[-1], key, int(config.output.target_file_mb * 2**20))
+            except Exception as err:
+                cause = _os_error(err)
+                if cause is None:
+                    raise
+                raise OutputError(f"writing clip files under {redact_uri(output_uri)} failed: {_reason(cause)}; "
+                                  "the work staged so far is kept and a rerun of this date resumes it") from None
+            for records in written:
                 ledger.add_records(records)
             stage_stats = _stage_stats(ds)
         for vid, pending in ledger.pending.items():  # rows lost mid-video (should not happen)
@@ -219,6 +233,24 @@ def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_da
     c = manifest["counts"]
     return RunResult(layout.run_id, output_uri, c["inputs"], c["scored"], c["failed"], c["skipped"],
                      c["clips"], wall, manifest)
+
+
+def _reason(err: BaseException) -> str:
+    from mmbatch.trust import redact_text
+
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return redact_text(f"{type(err).__name__}: {text[:300]}" if text else type(err).__name__)
+
+
+def _os_error(err: BaseException) -> OSError | None:
+    """The OSError behind a failure, through Ray's task-error wrapping (`cause`) and chaining."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, OSError):
+            return err
+        err = getattr(err, "cause", None) or err.__cause__
+        seen += 1
+    return None
 
 
 def _stage_stats(ds) -> list[dict[str, Any]] | None:

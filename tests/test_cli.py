@@ -76,3 +76,20 @@ def test_too_many_failures_commit_but_exit_2(tmp_path):
     assert "3 videos: 1 scored, 2 failed" in r.stdout
     assert "2 of 3 videos failed (67% > max-failed-fraction 50%)" in r.stderr
     assert list((tmp_path / "o" / "_runs").glob("*.json"))  # committed anyway
+
+
+def test_a_modality_that_failed_everywhere_is_not_a_plain_success(tmp_path):
+    """Binary .vtt sidecars: text fails on every clip (with the reason), and the exit code says so."""
+    from mmbatch.synth import write_video
+
+    src = tmp_path / "in"
+    write_video(src / "talk.mp4", seconds=2.0, width=64, height=48)
+    (src / "talk.vtt").write_bytes(b"WEBVTT\n\x00\xff\xfe" * 50)
+    r = run("--config", str(REPO / "pipelines" / "tiny.yaml"), "--input", str(src), "--output", str(tmp_path / "o"),
+            "--run-date", "2026-11-27")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "1 videos: 1 scored, 0 failed" in r.stdout
+    assert "committed, but degraded: text on 100% of clips failed" in r.stderr
+    clips = pq.read_table(tmp_path / "o" / "clips", partitioning=partitioning()).to_pandas()
+    assert clips["text_error"].tolist() == ["transcript sidecar talk.vtt is binary, not text"]
+    assert not clips["has_text"].any() and clips["status"].tolist() == ["ok"]

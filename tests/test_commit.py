@@ -231,3 +231,18 @@ def test_a_second_run_of_the_same_night_is_refused(tmp_path):
     second.acquire()
     second.release()
     assert not fs.exists(path)
+
+
+def test_an_output_that_cannot_be_written_fails_before_any_video_work(tiny_config, tmp_path, monkeypatch):
+    """An output path under a regular file: one clear error, and Ray was never asked for work."""
+    import pipelines.video_sentiment as vs
+    from mmbatch.errors import OutputError
+    from mmbatch.synth import write_video
+
+    write_video(tmp_path / "in" / "v.mp4", seconds=1.0, width=32, height=32)
+    (tmp_path / "afile").write_text("not a folder")
+    monkeypatch.setattr(vs, "build_dataset", lambda *a, **k: pytest.fail("video work started"))
+    monkeypatch.setattr("ray.cluster_resources", lambda: {"CPU": 2.0, "GPU": 1.0})
+    with pytest.raises(OutputError, match=rf"cannot write to the output {tmp_path / 'afile' / 'out'}: "
+                                          r"(NotADirectoryError|FileExistsError)"):
+        vs.run_pipeline(tiny_config, str(tmp_path / "in"), str(tmp_path / "afile" / "out"), DAY)

@@ -44,6 +44,18 @@ def test_fingerprint_ignores_pools_but_not_models():
     assert base.fingerprint() != other_model.fingerprint()
 
 
+def test_operational_knobs_rescore_nothing():
+    base = parse_config(MINIMAL)
+    retuned = parse_config({**MINIMAL, "decode": {"timeout_s": 5, "split_clips": 10, "fallback_backend": None,
+                                                  "max_pixels": 100, "max_duration_s": 60, "max_clips": 3},
+                            "output": {"target_file_mb": 16}, "inputs": {"allowed_roots": ["s3://x/"],
+                                                                         "max_sidecar_bytes": 10}})
+    assert base.fingerprint({"text": "content:1"}) == retuned.fingerprint({"text": "content:1"})
+    scoring = parse_config({**MINIMAL, "decode": {"image_size": 112}})
+    assert base.fingerprint() != scoring.fingerprint()
+    assert base.fingerprint({"text": "content:1"}) != base.fingerprint({"text": "content:2"})
+
+
 def test_secrets_are_redacted():
     cfg = parse_config({**MINIMAL, "storage_options": {"key": "AKIA123", "secret": "s3cr3t", "anon": False,
                                                        "client_kwargs": {"region_name": "eu-west-1"}}})

@@ -192,15 +192,27 @@ def test_standard_aws_environment_is_honoured(s3, monkeypatch):
     assert [r.video_id for r in refs] == ["b"]
 
 
-def test_model_from_an_s3_folder_is_fetched_once(s3, tmp_path, monkeypatch):
+def test_model_from_an_s3_folder_is_fetched_once_per_content(s3, tmp_path, monkeypatch):
+    import json
+
     from mmbatch import models
 
     monkeypatch.setenv("MMBATCH_CACHE", str(tmp_path / "cache"))
     s3["fs"].put(models.resolve_source("tiny:roberta-sentiment") + "/", "in-bucket/models/roberta/", recursive=True)
     local = models.resolve_source("s3://in-bucket/models/roberta", s3["options"])
     assert Path(local, "config.json").exists() and Path(local).is_relative_to(tmp_path / "cache")
-    s3["fs"].rm("in-bucket/models/roberta", recursive=True)  # a second resolve must not need S3
-    assert models.resolve_source("s3://in-bucket/models/roberta", s3["options"]) == local
+    identity = models.model_identity("s3://in-bucket/models/roberta", None, s3["options"])
+    fetched = Path(local, "config.json").stat().st_mtime_ns
+    assert models.resolve_source("s3://in-bucket/models/roberta", s3["options"]) == local  # unchanged: no fetch
+    assert Path(local, "config.json").stat().st_mtime_ns == fetched
+    # The folder is updated under the same URI: the identity (and so the fingerprint) changes,
+    # and the new content is fetched into a new cache entry.
+    cfg = json.loads(Path(local, "config.json").read_text())
+    cfg["label2id"] = {"NEGATIVE": 0, "NEUTRAL": 1, "POSITIVE": 2, **cfg.get("label2id", {})}
+    s3["fs"].pipe("in-bucket/models/roberta/config.json", json.dumps(cfg).encode())
+    assert models.model_identity("s3://in-bucket/models/roberta", None, s3["options"]) != identity
+    updated = models.resolve_source("s3://in-bucket/models/roberta", s3["options"])
+    assert updated != local and json.loads(Path(updated, "config.json").read_text()) == cfg
     from mmbatch.encoders import inspect_models
 
     cfg = parse_config({"storage_options": s3["options"],

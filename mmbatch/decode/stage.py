@@ -138,9 +138,6 @@ class DecodeStage:
                     # decode would; earlier chunks hold full windows that the duration cannot move.
                     spans = plan_clips(real_duration, self.clips)[first:] if is_last else header_spans
                     spans = spans or header_spans
-                    if video is not None and spans[0].start_s >= real_duration:  # a forged header duration
-                        raise DecodeError(f"clips from {spans[0].start_s:.1f} s lie beyond the decoded end of the video "
-                                          f"({real_duration:.1f} s; the container claims {info.duration_s:.1f} s)")
                 if not spans:
                     raise DecodeError("empty video: duration is 0 s")
                 if total > self.decode.max_clips:
@@ -164,6 +161,11 @@ class DecodeStage:
                     audio = None  # unreadable audio track: score the video without audio
             for span in spans:
                 c0 = time.perf_counter()
+                if video is not None and span.start_s >= real_duration:  # planned from a forged header duration
+                    yield "row", self._error_clip(ref, span, n_rows, (
+                        f"clip at {span.start_s:.1f} s lies beyond the decoded end of the video ({real_duration:.1f} s; "
+                        f"the container claims {info.duration_s:.1f} s)"), real_duration)
+                    continue
                 row = self._decode_clip(ref, span, n_rows, real_duration, video, audio)
                 row["decode_seconds"] = np.array([time.perf_counter() - c0 + setup_seconds])
                 setup_seconds = 0.0

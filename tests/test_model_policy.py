@@ -1,0 +1,61 @@
+"""Code-loading policy and model identity, checked on the driver at start-up."""
+
+import json
+import shutil
+
+import pytest
+
+from mmbatch import models
+from mmbatch.config import parse_config
+from mmbatch.encoders import inspect_models, model_identities
+from mmbatch.errors import ModelLoadError
+
+
+def text_config(source, **enc):
+    return parse_config({"models": {"text": {"task": "text_classification", "source": str(source), **enc}}})
+
+
+@pytest.fixture
+def roberta(tmp_path):
+    folder = tmp_path / "roberta"
+    shutil.copytree(models.resolve_source("tiny:roberta-sentiment"), folder)
+    return folder
+
+
+def test_custom_code_runs_only_when_allowed(roberta):
+    cfg = json.loads((roberta / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModelForSequenceClassification": "modeling_evil.EvilModel"}
+    (roberta / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelLoadError, match=r"models.text: .* ships its own Python code \(auto_map\); it runs only "
+                                             r"with models.text.trust_remote_code: true"):
+        inspect_models(text_config(roberta))
+    assert inspect_models(text_config(roberta, trust_remote_code=True)).text == 32
+
+
+def test_pickle_weights_are_refused_unless_allowed(roberta):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(roberta)
+    for p in roberta.glob("*.safetensors"):
+        p.unlink()
+    import torch
+
+    torch.save(model.state_dict(), roberta / "pytorch_model.bin")  # the classic pickle checkpoint
+    with pytest.raises(ModelLoadError, match=r"has only pickle-based weights \(pytorch_model.bin\).*"
+                                             r"set models.text.allow_pickle: true"):
+        inspect_models(text_config(roberta))
+    assert inspect_models(text_config(roberta, allow_pickle=True)).text == 32
+    with pytest.raises(ModelLoadError, match="cannot load"):  # the actor's load refuses it too
+        models.load_pretrained(AutoModelForSequenceClassification, str(roberta), None)
+
+
+def test_identity_follows_content_not_names(roberta):
+    before = model_identities(text_config(roberta))["text"]
+    assert before.startswith("content:") and model_identities(text_config(roberta))["text"] == before
+    cfg = json.loads((roberta / "config.json").read_text())
+    (roberta / "config.json").write_text(json.dumps({**cfg, "classifier_dropout": 0.3}))
+    after = model_identities(text_config(roberta))["text"]
+    assert after != before
+    a, b = text_config(roberta), text_config(roberta)
+    assert a.fingerprint({"text": before}) != b.fingerprint({"text": after})
+    assert model_identities(text_config("tiny:roberta-sentiment"))["text"] == "tiny:roberta-sentiment@v1"
