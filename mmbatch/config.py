@@ -199,6 +199,11 @@ class RunConfig(_Strict):
     max_modality_failed_fraction: float = Field(0.05, ge=0, le=1)
     # The lease on a night: renewed every third of this; a crashed run's lease lapses after it.
     lock_ttl_s: float = Field(300.0, ge=5)
+    # Ray retries, set explicitly rather than left to defaults: a task whose worker died is
+    # run again this many times; an actor that died is restarted, and its batch retried, this
+    # many times. Exceptions inside a stage are data (error rows), never retried.
+    task_retries: int = Field(3, ge=0)
+    actor_restarts: int = Field(5, ge=0)
 
 
 class OutputConfig(_Strict):

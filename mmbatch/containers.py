@@ -10,11 +10,12 @@
 
 from __future__ import annotations
 
+import functools
+import io
 import posixpath
 import shutil
 import tarfile
 from dataclasses import dataclass
-from typing import Any
 
 from mmbatch.errors import InputError
 
@@ -41,6 +42,20 @@ def _padded(size: int) -> int:
     return (size + tarfile.BLOCKSIZE - 1) // tarfile.BLOCKSIZE * tarfile.BLOCKSIZE
 
 
+def _tolerant_members(tar: tarfile.TarFile):
+    """Members of a seekable tar, stepping a block past any header tarfile gives up on (a data
+    block can pass for the start of an extended header, which `ignore_zeros` does not cover)."""
+    while True:
+        try:
+            info = tar.next()
+        except tarfile.ReadError:
+            tar.offset += tarfile.BLOCKSIZE
+            continue
+        if info is None:
+            return
+        yield info
+
+
 def list_tar_samples(fs, shard_path: str) -> tuple[list[TarSample], list[CorruptRegion]]:
     """Scan a tar shard's headers, seeking over member data (nothing else is read).
 
@@ -53,7 +68,7 @@ def list_tar_samples(fs, shard_path: str) -> tuple[list[TarSample], list[Corrupt
     expected = 0  # where the next header should start
     try:
         with fs.open(shard_path, "rb") as fh, tarfile.open(fileobj=fh, mode="r:", ignore_zeros=True) as tar:
-            for info in tar:
+            for info in _tolerant_members(tar):
                 if info.offset > expected:
                     corrupt.append(CorruptRegion(expected, info.offset - expected))
                 expected = info.offset_data + (_padded(info.size) if info.isfile() else 0)
@@ -77,6 +92,51 @@ def list_tar_samples(fs, shard_path: str) -> tuple[list[TarSample], list[Corrupt
 
 def tar_member_uri(member: str, shard_uri: str) -> str:
     return f"tar://{member}::{shard_uri}"
+
+
+class _Range(io.RawIOBase):
+    """Read-only view of `size` bytes of a file object from `start` (one tar member)."""
+
+    def __init__(self, fh, start: int, size: int):
+        self._fh, self._start, self._size, self._pos = fh, start, size, 0
+        fh.seek(start)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        n = min(len(buf), self._size - self._pos)
+        if n <= 0:
+            return 0
+        data = self._fh.read(n)
+        buf[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+@functools.lru_cache(maxsize=32)
+def _member_index(fs, shard_path: str) -> dict[str, tuple[int, int]]:
+    """member name -> (data offset, size), from the same tolerant header scan as discovery."""
+    index = {}
+    with fs.open(shard_path, "rb") as fh, tarfile.open(fileobj=fh, mode="r:", ignore_zeros=True) as tar:
+        for info in _tolerant_members(tar):
+            if info.isfile():
+                index[info.name] = (info.offset_data, info.size)
+    return index
+
+
+def open_tar_member(fs, shard_path: str, member: str, block_size: int = _COPY_CHUNK):
+    """A member's bytes straight from the shard by range (fsspec's tar filesystem would give up
+    on the whole shard at its first corrupt header)."""
+    try:
+        start, size = _member_index(fs, shard_path)[member]
+    except KeyError:
+        raise FileNotFoundError(f"no member {member} in the tar shard") from None
+    return io.BufferedReader(_Range(fs.open(shard_path, "rb", block_size=block_size), start, size), _COPY_CHUNK)
 
 
 # -- HLS ----------------------------------------------------------------------------------
@@ -141,7 +201,19 @@ def spool_hls(fs, playlist_path: str, local_path: str, check=None) -> None:
                 shutil.copyfileobj(src, out, _COPY_CHUNK)
 
 
-def spool_stream(fs, path: str, local_path: str, **open_kwargs: Any) -> None:
-    # block_size bounds the client's read-ahead buffer (s3fs would otherwise pick its default).
-    with fs.open(path, "rb", block_size=_COPY_CHUNK, **open_kwargs) as src, open(local_path, "wb") as out:
+def spool_stream(uri: str, storage_options: dict | None, local_path: str) -> None:
+    with open_input(uri, storage_options) as src, open(local_path, "wb") as out:
         shutil.copyfileobj(src, out, _COPY_CHUNK)
+
+
+def open_input(uri: str, storage_options: dict | None):
+    """Open an input for reading: a file or object, or a tar member (`tar://m::<shard uri>`).
+    block_size bounds the client's read-ahead buffer (s3fs would otherwise pick its default)."""
+    from mmbatch import storage
+
+    if uri.startswith("tar://") and "::" in uri:
+        member, shard = uri[len("tar://"):].split("::", 1)
+        fs, shard_path = storage.filesystem(shard, storage_options)
+        return open_tar_member(fs, shard_path, member)
+    fs, path = storage.filesystem(uri, storage_options)
+    return fs.open(path, "rb", block_size=_COPY_CHUNK)

@@ -185,14 +185,14 @@ def _from_manifest(fs, path: str, uri: str, storage_options, trust: AllowedRoots
                    max_rows: int) -> list[VideoRef]:
     refs = []
     for row in read_manifest(fs, path, uri, max_rows=max_rows):
-        target = row["uri"]
+        target = row["uri"] if "://" in row["uri"] else full_uri(fs, row["uri"])  # relative rows: the manifest's store
         stem, ext = _split_ext(target.split("?", 1)[0])
         video_id = str(row["video_id"] or posixpath.relpath(stem.split("://", 1)[-1],
                                                               posixpath.dirname(path)))
         kind = "hls" if ext == ".m3u8" else "file"
         try:
             trust.check(target)  # before anything is read from it, a stat included
-            tfs, tpath = (fs, target) if "://" not in target else storage.filesystem(target, storage_options)
+            tfs, tpath = (fs, row["uri"]) if "://" not in row["uri"] else storage.filesystem(target, storage_options)
             info = tfs.info(tpath)
         except TrustError as err:
             refs.append(VideoRef(video_id=video_id, uri=target, size=0, etag="", kind=kind, error=str(err)))

@@ -75,11 +75,10 @@ class TranscriptCache:
         self.max_bytes = max_bytes
 
     def _read(self, uri: str) -> list[Cue] | str:
-        from mmbatch import storage
+        from mmbatch.containers import open_input
 
         name = uri.rsplit("/", 1)[-1]
-        fs, path = storage.filesystem(uri, self.storage_options)
-        with fs.open(path, "rb") as fh:
+        with open_input(uri, self.storage_options) as fh:
             data = fh.read(self.max_bytes + 1)
         if len(data) > self.max_bytes:
             raise SidecarError(f"transcript sidecar {name} is larger than inputs.max_sidecar_bytes ({self.max_bytes})")

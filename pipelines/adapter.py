@@ -107,15 +107,17 @@ def _datasink_class():
     return StageDatasink
 
 
-def write_to_sink(ds, spec: StageSpec, key: str, min_bytes: int) -> list:
+def write_to_sink(ds, spec: StageSpec, key: str, min_bytes: int, retries: int = 3) -> list:
     """Execute the graph into a sink stage; returns each write's records (on the driver)."""
     sink = _datasink_class()(spec, key, min_bytes)
     res = spec.build().resources
-    ds.write_datasink(sink, concurrency=spec.pool.concurrency[1], ray_remote_args={"num_cpus": res.cpus})
+    ds.write_datasink(sink, concurrency=spec.pool.concurrency[1],
+                      ray_remote_args={"num_cpus": res.cpus, "max_retries": retries})
     return sink.records
 
 
-def apply_stage(ds, spec: StageSpec, keep: frozenset | None, key: str):
+def apply_stage(ds, spec: StageSpec, keep: frozenset | None, key: str, retries: tuple[int, int] = (3, 3)):
+    """`retries`: (task retries, actor restarts), for workers that die; see run.task_retries."""
     res = spec.build().resources  # cheap: __init__ only stores settings
     common = {"batch_size": spec.pool.batch_size, "batch_format": "numpy", "zero_copy_batch": False,
               "num_cpus": res.cpus, **({"memory": res.memory_bytes} if res.memory_bytes else {})}
@@ -126,18 +128,19 @@ def apply_stage(ds, spec: StageSpec, keep: frozenset | None, key: str):
         return ds.map_batches(actor_cls, fn_constructor_args=(spec, keep),
                               compute=ActorPoolStrategy(min_size=spec.pool.concurrency[0],
                                                         max_size=spec.pool.concurrency[1]),
-                              num_gpus=res.gpus or None, **common)
+                              num_gpus=res.gpus or None, max_restarts=retries[1], max_task_retries=retries[1],
+                              **common)
     from ray.data import TaskPoolStrategy
 
     return ds.map_batches(_task_fn(spec.name), fn_kwargs={"spec": spec, "keep": keep, "key": f"{spec.name}-{key}"},
-                          compute=TaskPoolStrategy(size=spec.pool.concurrency[1]), **common)
+                          compute=TaskPoolStrategy(size=spec.pool.concurrency[1]), max_retries=retries[0], **common)
 
 
-def apply_stages(ds, specs: list[StageSpec], key: str):
+def apply_stages(ds, specs: list[StageSpec], key: str, retries: tuple[int, int] = (3, 3)):
     """map_batches for every stage but a final sink (see `write_to_sink`)."""
     for spec, keep in zip(specs, keep_after(specs)):
         if spec.kind != "sink":
-            ds = apply_stage(ds, spec, keep, key)
+            ds = apply_stage(ds, spec, keep, key, retries)
     return ds
 
 

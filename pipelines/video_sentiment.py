@@ -109,7 +109,7 @@ def config_key(config: PipelineConfig) -> str:
     return hashlib.sha256(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def build_dataset(refs: list, specs: list[StageSpec], key: str):
+def build_dataset(refs: list, specs: list[StageSpec], key: str, retries: tuple[int, int] = (3, 3)):
     """The lazy Ray Data graph over `refs` (VideoRef) up to the sink; nothing runs yet.
     `key` names this run attempt's stage objects in the workers' caches."""
     import ray.data
@@ -119,7 +119,7 @@ def build_dataset(refs: list, specs: list[StageSpec], key: str):
     # One ref per block (up to a cap that keeps scheduling overhead sane on huge nights) so
     # decode tasks spread over the cluster and one slow video does not hold up others.
     ds = ray.data.from_items([r.as_row() for r in refs], override_num_blocks=max(1, min(len(refs), MAX_BLOCKS)))
-    return apply_stages(ds, specs, key)
+    return apply_stages(ds, specs, key, retries)
 
 
 def _skips(fs, layout, refs: list, done: dict, run_date: dt.date, fingerprint: str) -> dict[str, dict]:
@@ -201,10 +201,12 @@ def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_da
 
             ledger.begin()
             key = f"{config_key(config)}-{attempt}"
-            ds = build_dataset(todo, specs, key)
+            retries = (config.run.task_retries, config.run.actor_restarts)
+            ds = build_dataset(todo, specs, key, retries)
             # Only small completion records reach the driver; clip rows stay on the workers.
             try:
-                written = write_to_sink(ds, specs[-1], key, int(config.output.target_file_mb * 2**20))
+                written = write_to_sink(ds, specs[-1], key, int(config.output.target_file_mb * 2**20),
+                                        config.run.task_retries)
             except Exception as err:
                 cause = _os_error(err)
                 if cause is None:

@@ -170,7 +170,7 @@ opts = json.loads(sys.argv[1])
 fs, path = storage.filesystem("s3://in-bucket/big/blob.mp4", opts)
 fs.info(path)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-containers.spool_stream(fs, path, sys.argv[2])
+containers.spool_stream("s3://in-bucket/big/blob.mp4", opts, sys.argv[2])
 print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """ % str(Path(__file__).resolve().parent.parent)
     import json

@@ -128,17 +128,24 @@ def test_a_corrupt_tar_member_fails_only_itself(tmp_path):
     assert refs["shard-000/c"].sidecars["transcript"].startswith("tar://c.txt::")
 
 
-def test_playlist_segments_outside_the_input_are_refused(tiny_config, tmp_path):
-    (tmp_path / "private").mkdir()
-    (tmp_path / "private" / "seg0.ts").write_bytes(b"\x47" * 188)
+@pytest.mark.parametrize("segment", ["../private/seg0.ts", "{private}/seg0.ts", "file://{private}/seg0.ts",
+                                     "{url}/seg0.ts?sig=FAKESIGNATURE0123456789", "s3://other-bucket/seg0.ts"])
+def test_playlist_segments_outside_the_input_are_refused(tiny_config, tmp_path, listener, segment):
+    url, hits = listener
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "seg0.ts").write_bytes(b"\x47" * 188)
+    segment = segment.format(private=private, url=url)
     playlist = tmp_path / "in" / "cam.m3u8"
     playlist.parent.mkdir()
-    playlist.write_text("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n../private/seg0.ts\n#EXT-X-ENDLIST\n")
+    playlist.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n{segment}\n#EXT-X-ENDLIST\n")
     stage = DecodeStage(tiny_config, AllowedRoots.for_input(str(tmp_path / "in")), isolated=False)
     ref = VideoRef("cam", str(playlist), playlist.stat().st_size, "e", kind="hls")
     rows = list(stage(ref_batch(ref)))
     assert len(rows) == 1 and rows[0]["status"][0] == "error"
-    assert rows[0]["error"][0].startswith(f"refused {tmp_path / 'private' / 'seg0.ts'}: outside the allowed input roots")
+    error = str(rows[0]["error"][0])
+    assert error.startswith("refused ") and ("outside the allowed input roots" in error or "http(s)" in error), error
+    assert "FAKESIGNATURE" not in error and hits == []
 
 
 def test_sidecars_are_bounded_and_never_silently_empty(tmp_path):
@@ -251,3 +258,29 @@ def test_refused_rows_fail_per_video_and_no_secret_lands_anywhere(ray_cluster, t
     written = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
     for secret in SECRETS:
         assert secret.encode() not in written and secret not in caplog.text, secret
+
+
+def test_a_shard_with_one_corrupt_member_scores_the_rest(ray_cluster, tiny_config, tmp_path):
+    import datetime as dt
+
+    import pyarrow.parquet as pq
+
+    from mmbatch.schema import partitioning
+    from pipelines.video_sentiment import run_pipeline
+
+    shard = tmp_path / "in" / "shard-000.tar"
+    shard.parent.mkdir()
+    with tarfile.open(shard, "w") as tar:
+        for name in ("a", "b", "c"):
+            video = write_video(tmp_path / "src" / f"{name}.mp4", seconds=1.5, width=48, height=32, seed=ord(name))
+            tar.add(video, arcname=f"{name}.mp4")
+    raw = bytearray(shard.read_bytes())
+    at = raw.find(b"b.mp4")
+    raw[at + 148: at + 156] = b"garbage!"
+    shard.write_bytes(bytes(raw))
+    result = run_pipeline(tiny_config, str(shard), str(tmp_path / "out"), dt.date(2026, 11, 27))
+    videos = pq.read_table(tmp_path / "out" / "videos", partitioning=partitioning()).to_pandas().set_index("video_id")
+    corrupt = [v for v in videos.index if "corrupt-at-" in v]
+    assert len(corrupt) == 1 and int(corrupt[0].rsplit("-", 1)[1]) <= at  # b's (extended) header onwards
+    assert videos["status"].to_dict() == {"shard-000/a": "ok", "shard-000/c": "ok", corrupt[0]: "error"}
+    assert (result.inputs, result.scored, result.failed) == (3, 2, 1)

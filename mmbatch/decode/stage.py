@@ -298,13 +298,14 @@ class DecodeStage:
             raise DecodeError(f"refused {redact_uri(uri)}: outside the allowed input roots")
         spool = tempfile.mkdtemp(prefix="mmbatch-spool-")
         try:
-            fs, remote = storage.filesystem(uri, self.storage_options)
             if kind == "hls":
+                fs, remote = storage.filesystem(uri, self.storage_options)
                 local = os.path.join(spool, "stream.ts")
                 containers.spool_hls(fs, remote, local, check=self._check_segment(fs))
-            else:
-                local = os.path.join(spool, os.path.basename(remote) or "video")
-                containers.spool_stream(fs, remote, local)
+            else:  # an object or a tar member (read by range from its shard)
+                name = uri.split("::", 1)[0].split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+                local = os.path.join(spool, name or "video")
+                containers.spool_stream(uri, self.storage_options, local)
         except Exception as err:
             shutil.rmtree(spool, ignore_errors=True)
             if isinstance(err, TrustError):
