@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Submit the nightly scoring job to a Ray cluster, wait for it, retry a failed submission.
+"""Submit the nightly scoring job to a Ray cluster, wait for it, retry what is worth retrying.
 
 Ray Jobs never retries a failed job by itself. Rerunning the same --run-date is safe (it
 resumes where the failed attempt stopped), so a scheduler (cron, Airflow, a KubeRay CronJob)
@@ -9,8 +9,12 @@ calls this wrapper instead of `ray job submit`:
         --config pipelines/video_sentiment.yaml --input s3://b/videos/ --output s3://b/scores/
 
 Everything after `--` goes to jobs/score_videos.py; --run-date defaults to today (UTC) and is
-fixed once here, so every retry works on the same night. Exit code: that of the last attempt's
-job (0 ok, 2 committed with too many failed videos, 1 otherwise).
+fixed once here, so every retry works on the same night. Each attempt's submission id is
+`mmbatch-<run date>-<attempt>`; an attempt of the same night that is still running is waited
+for, never submitted twice. The exit code is the job driver's own (read from Ray Jobs, not from
+the logs): 0 committed, 1 not committed (retried here first), 2 not worth retrying (arguments,
+configuration, input, models), 3 committed but degraded. Stopping this wrapper (SIGTERM, SIGINT)
+stops the Ray job.
 """
 
 from __future__ import annotations
@@ -18,18 +22,54 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+EXCLUDES = [".git", ".venv", "venv", "tests", "mmbatch_demo", "benchmarks/results", "**/__pycache__"]
+
+
+def _status(client, job_id: str) -> str:
+    return str(client.get_job_status(job_id)).split(".")[-1]
+
+
+def _exit_code(client, job_id: str, status: str) -> int:
+    """The driver's own exit code; a driver that never reported one (killed, lost) is a system failure."""
+    from mmbatch.errors import ExitCode
+
+    if status == "SUCCEEDED":
+        return ExitCode.OK
+    code = getattr(client.get_job_info(job_id), "driver_exit_code", None)
+    return ExitCode.SYSTEM if code in (None, 0) else int(code)
+
+
+def _submit(client, submission_id: str, entrypoint: str, working_dir: str) -> str:
+    """Submit, or attach to the same night's attempt when it exists and is still running."""
+    try:
+        existing = _status(client, submission_id)
+    except Exception:
+        existing = None
+    if existing is not None and existing not in TERMINAL:
+        print(f"{submission_id} is already running: waiting for it", flush=True)
+        return submission_id
+    if existing is not None:  # this wrapper ran before for the night: a new id for this attempt
+        submission_id = f"{submission_id}-{int(time.time())}"
+    return client.submit_job(entrypoint=entrypoint, submission_id=submission_id,
+                             runtime_env={"working_dir": working_dir, "excludes": EXCLUDES})
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Submit jobs/score_videos.py to Ray, wait, retry on failure.")
+    from mmbatch.errors import ExitCode
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://head:8265")
-    ap.add_argument("--retries", type=int, default=2, help="extra attempts after a failed one")
+    ap.add_argument("--retries", type=int, default=2, help="extra attempts after one that failed with exit code 1")
     ap.add_argument("--backoff-s", type=float, default=60.0, help="wait before a retry (doubles each time)")
     ap.add_argument("--poll-s", type=float, default=5.0)
     ap.add_argument("--working-dir", default=str(REPO))
@@ -38,36 +78,58 @@ def main(argv: list[str] | None = None) -> int:
     job_args = args.job_args[1:] if args.job_args[:1] == ["--"] else args.job_args
     if "--run-date" not in job_args:
         job_args += ["--run-date", dt.datetime.now(dt.timezone.utc).date().isoformat()]
+    run_date = job_args[job_args.index("--run-date") + 1]
 
     from ray.job_submission import JobSubmissionClient
 
-    client = JobSubmissionClient(args.address)
-    entrypoint = "python jobs/score_videos.py " + shlex.join(job_args)
-    excludes = [".git", ".venv", "venv", "tests", "mmbatch_demo", "benchmarks/results", "**/__pycache__"]
-    backoff = args.backoff_s
-    status = "FAILED"
-    for attempt in range(args.retries + 1):
-        try:
-            job_id = client.submit_job(entrypoint=entrypoint,
-                                       runtime_env={"working_dir": args.working_dir, "excludes": excludes})
-        except Exception as err:  # the cluster refused the submission (agent not ready, network)
-            print(f"attempt {attempt + 1}: submission failed: {err}", flush=True)
-            status = "FAILED"
+    try:
+        client = JobSubmissionClient(args.address)
+    except Exception as err:
+        text = str(err)
+        if "token" in text.lower() or "authentication" in text.lower() or type(err).__name__ == "AuthenticationError":
+            print(f"error: the Ray cluster at {args.address} requires its token: set RAY_AUTH_MODE=token, with the "
+                  "token from the head's ~/.ray/auth_token", file=sys.stderr)
         else:
-            print(f"attempt {attempt + 1}: submitted {job_id}: {entrypoint}", flush=True)
-            while (status := str(client.get_job_status(job_id)).split(".")[-1]) not in TERMINAL:
+            print(f"error: cannot reach the Ray cluster at {args.address}: {text.splitlines()[0][:300]}",
+                  file=sys.stderr)
+        return ExitCode.SYSTEM
+
+    entrypoint = "python jobs/score_videos.py " + shlex.join(job_args)
+    current: dict[str, str] = {}
+
+    def stop(signum, _frame):  # a stopped scheduler task stops its Ray job too
+        if current.get("job"):
+            print(f"stopping {current['job']} (signal {signum})", flush=True)
+            try:
+                client.stop_job(current["job"])
+            except Exception as err:
+                print(f"could not stop {current['job']}: {err}", file=sys.stderr)
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    backoff, code = args.backoff_s, ExitCode.SYSTEM
+    for attempt in range(1, args.retries + 2):
+        try:
+            job_id = _submit(client, f"mmbatch-{run_date}-{attempt}", entrypoint, args.working_dir)
+        except Exception as err:  # the cluster refused the submission (agent not ready, network)
+            print(f"attempt {attempt}: submission failed: {str(err).splitlines()[0][:300]}", flush=True)
+            code = ExitCode.SYSTEM
+        else:
+            current["job"] = job_id
+            print(f"attempt {attempt}: submitted {job_id}: {entrypoint}", flush=True)
+            while (status := _status(client, job_id)) not in TERMINAL:
                 time.sleep(args.poll_s)
-            logs = client.get_job_logs(job_id)
-            print(logs[-4000:], flush=True)
-            if status == "SUCCEEDED":
-                return 0
-            if "committed:" in logs and "max-failed-fraction" in logs:
-                return 2  # the run committed; too many bad inputs is not fixed by retrying
-        if attempt < args.retries:
-            print(f"attempt {attempt + 1} ended {status}; retrying in {backoff:.0f} s", flush=True)
+            print(client.get_job_logs(job_id)[-4000:], flush=True)
+            code = _exit_code(client, job_id, status)
+            print(f"attempt {attempt}: {status}, exit code {code}", flush=True)
+            if code != ExitCode.SYSTEM:
+                return code  # committed, degraded, or an error that a retry cannot fix
+        if attempt <= args.retries:
+            print(f"attempt {attempt} is worth retrying; retrying in {backoff:.0f} s", flush=True)
             time.sleep(backoff)
             backoff *= 2
-    return 1
+    return code
 
 
 if __name__ == "__main__":

@@ -5,9 +5,20 @@ Nightly:   ray job submit --working-dir . -- python jobs/score_videos.py \\
                --config pipelines/video_sentiment.yaml --input s3://b/videos/ --output s3://b/scores/
 Laptop:    python jobs/score_videos.py --demo
 
-Exit codes: 0 committed; 2 committed but degraded (more than --max-failed-fraction of videos
-failed, or a configured modality failed on more than run.max_modality_failed_fraction of
-clips); 1 not committed (configuration, input or system error; the message says which).
+Inputs: a folder, prefix or glob of videos; one video; a manifest (.csv/.jsonl/.parquet with a
+`uri` column); WebDataset .tar shards; HLS .m3u8 media playlists. Same-stem .vtt/.srt/.txt files
+are transcripts. Local paths, s3:// or any fsspec URI.
+
+Cluster: without RAY_ADDRESS a local Ray starts; `ray job submit` (or RAY_ADDRESS=auto / a head
+address) attaches to a cluster. Everything that can fail fast (configuration, models, inputs,
+the output's writability) is checked before Ray starts.
+
+Exit codes (a scheduler retries only 1):
+  0  committed
+  1  not committed; worth retrying (infrastructure, output fault, the night held by another run)
+  2  not committed; not worth retrying (bad arguments, configuration, input or models)
+  3  committed, but degraded (more than --max-failed-fraction of videos failed, or a configured
+     modality failed on more than run.max_modality_failed_fraction of its clips)
 """
 
 from __future__ import annotations
@@ -29,17 +40,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="score_videos.py",
         description="Score videos for sentiment per clip with Ray Data; write Parquet under --output.",
+        epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", help="pipeline YAML (default: pipelines/video_sentiment.yaml; "
                                      "pipelines/demo.yaml with --demo)")
-    p.add_argument("--input", help="folder, prefix, glob or single video: local path, s3://, or any fsspec URI")
+    p.add_argument("--input", help="folder, prefix, glob, video, manifest (.csv/.jsonl/.parquet), .tar shard or "
+                                    ".m3u8 playlist: local path, s3://, or any fsspec URI")
     p.add_argument("--output", help="output root: local path, s3://, or any fsspec URI")
     p.add_argument("--run-date", type=dt.date.fromisoformat, default=None,
                    help="the night this run belongs to, YYYY-MM-DD (default: today, UTC); "
                         "rerunning a date resumes or repeats it")
     p.add_argument("--force", action="store_true", help="rescore videos already scored on an earlier date")
     p.add_argument("--max-failed-fraction", type=float, default=None,
-                   help="exit 2 when more than this fraction of attempted videos failed (default from config: 0.2)")
+                   help="exit 3 when more than this fraction of attempted videos failed (default from config: 0.2)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check config, models, inputs and output, print what would be scored, resumed, skipped "
+                        "and refused, and exit (no Ray)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="log level of the job's own lines (Ray Data's progress dumps only at DEBUG)")
     p.add_argument("--demo", action="store_true",
                    help="write sample videos to a local folder and score them with pipelines/demo.yaml (no network)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (ignored when attaching)")
@@ -51,9 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def init_ray(num_cpus: int | None) -> None:
+def init_ray(num_cpus: int | None, log_level: str = "INFO") -> None:
     import ray
+    from ray.data import DataContext
 
+    DataContext.get_current().enable_progress_bars = log_level == "DEBUG"
     if ray.is_initialized():
         return
     # RAY_ADDRESS is set by `ray job submit` and by users attaching to a cluster.
@@ -81,8 +101,12 @@ def print_demo_table(output: str, run_date: dt.date) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from mmbatch.config import load_config
-    from mmbatch.errors import MmbatchError
+    from mmbatch.errors import ExitCode, MmbatchError
+    from mmbatch.trust import redact_text
 
     run_date = args.run_date or dt.datetime.now(dt.timezone.utc).date()
     config_path = args.config or str(REPO / "pipelines" / ("demo.yaml" if args.demo else "video_sentiment.yaml"))
@@ -96,14 +120,28 @@ def main(argv: list[str] | None = None) -> int:
             args.output = args.output or str(demo_root / "scores")
             write_demo_inputs(args.input)
             print(f"demo: wrote sample videos with transcripts to {args.input}")
-        init_ray(args.num_cpus)
-        from pipelines.video_sentiment import run_pipeline
+        from pipelines.video_sentiment import execute, plan_run
 
-        result = run_pipeline(config, args.input, args.output, run_date, force=args.force,
-                              strict_resources=not os.environ.get("RAY_ADDRESS"))
+        plan = plan_run(config, args.input, args.output, run_date, force=args.force, dry_run=args.dry_run)
+        print(f"{'dry run' if args.dry_run else 'plan'}: {plan.summary()}")
+        if args.dry_run:
+            for ref in plan.refused[:20]:
+                print(f"  refused {ref.video_id}: {ref.error}")
+            return ExitCode.OK
+        init_ray(args.num_cpus, args.log_level)
+        result = execute(plan, strict_resources=not os.environ.get("RAY_ADDRESS"))
     except MmbatchError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; rerun the same --run-date to resume", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug or an infrastructure failure: one line, the traceback in the log
+        logging.getLogger("score_videos").debug("unexpected failure", exc_info=True)
+        text = str(err).strip().splitlines()[0][:500] if str(err).strip() else ""
+        print(f"error: unexpected failure: {type(err).__name__}: {redact_text(text)} (--log-level DEBUG shows "
+              "the traceback; a rerun of the same --run-date resumes)", file=sys.stderr)
+        return ExitCode.SYSTEM
 
     limit = args.max_failed_fraction if args.max_failed_fraction is not None else config.run.max_failed_fraction
     rate = result.clips / result.wall_seconds if result.wall_seconds else 0.0
@@ -121,14 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {result.failed} of {result.scored + result.failed} videos failed "
               f"({result.failed_fraction:.0%} > max-failed-fraction {limit:.0%}); see the videos table",
               file=sys.stderr)
-        return 2
+        return ExitCode.DEGRADED
     if degraded:
         which = ", ".join(f"{m} on {share:.0%} of clips" for m, share in degraded.items())
         print(f"error: committed, but degraded: {which} failed (> run.max_modality_failed_fraction "
               f"{config.run.max_modality_failed_fraction:.0%}); the reasons are in clips.<modality>_error",
               file=sys.stderr)
-        return 2
-    return 0
+        return ExitCode.DEGRADED
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

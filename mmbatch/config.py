@@ -195,7 +195,7 @@ class FusionConfig(_Strict):
 class RunConfig(_Strict):
     max_failed_fraction: float = Field(0.2, ge=0, le=1)
     # A configured modality that failed (has an error) on more than this share of the
-    # attempted clips makes the night "committed, but degraded" (exit code 2).
+    # attempted clips makes the night "committed, but degraded" (exit code 3).
     max_modality_failed_fraction: float = Field(0.05, ge=0, le=1)
     # The lease on a night: renewed every third of this; a crashed run's lease lapses after it.
     lock_ttl_s: float = Field(300.0, ge=5)
@@ -203,6 +203,8 @@ class RunConfig(_Strict):
     # run again this many times; an actor that died is restarted, and its batch retried, this
     # many times. Exceptions inside a stage are data (error rows), never retried.
     task_retries: int = Field(3, ge=0)
+    # Seconds between the job's progress lines (videos done/total, clips, clips/s, ETA).
+    progress_interval_s: float = Field(30.0, gt=0)
     actor_restarts: int = Field(5, ge=0)
 
 

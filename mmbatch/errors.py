@@ -1,20 +1,40 @@
-"""Typed errors. System-level ones are raised; per-row ones become data (status="error")."""
+"""Typed errors and the exit codes they mean. System-level errors are raised; per-row ones
+become data (status="error")."""
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """What a scheduler reads. The one home of these numbers (README, --help, docs/operations.md)."""
+
+    OK = 0  # committed
+    SYSTEM = 1  # not committed, worth retrying: infrastructure, output faults, a held lease, a failed commit
+    USAGE = 2  # not committed, not worth retrying: bad arguments, configuration, input or models (argparse: 2)
+    DEGRADED = 3  # committed, but too many videos failed or a configured modality failed too often
 
 
 class MmbatchError(Exception):
     """Base class: something wrong with the whole run, reported before or instead of work."""
 
+    exit_code = ExitCode.SYSTEM
+
 
 class ConfigError(MmbatchError):
     """The configuration is invalid; the message names the key."""
+
+    exit_code = ExitCode.USAGE
 
 
 class InputError(MmbatchError):
     """The input cannot be listed or read: missing bucket, denied, nothing matched, bad scheme."""
 
+    exit_code = ExitCode.USAGE
+
 
 class ModelLoadError(MmbatchError):
     """A model cannot be loaded or does not fit its task (e.g. labels that cannot be mapped)."""
+
+    exit_code = ExitCode.USAGE
 
 
 class OutputError(MmbatchError):

@@ -78,6 +78,16 @@ class Lease:
         if cur and (cur.get("host"), cur.get("pid")) != (self.me["host"], self.me["pid"]):
             raise LockedError(self._refusal(cur))
 
+    def probe(self) -> None:
+        """Prove the output takes writes (for a dry run): refuse if the night is held, else
+        write and delete a probe object next to the lease."""
+        cur = self._read()
+        if self._is_live_other(cur):
+            raise LockedError(self._refusal(cur))
+        probe = f"{self.path}.probe-{self.me['pid']}"
+        storage.write_bytes_atomic(self.fs, probe, b"probe")
+        self.fs.rm(probe)
+
     def _refusal(self, cur: dict) -> str:
         left = max(0.0, cur.get("expires_at", 0) - time.time())
         return (f"another run holds {self.what}: {cur.get('holder')} on host {cur.get('host')} "

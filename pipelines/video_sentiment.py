@@ -136,15 +136,43 @@ def _skips(fs, layout, refs: list, done: dict, run_date: dt.date, fingerprint: s
     return skipped
 
 
-def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_date: dt.date,
-                 *, force: bool = False, strict_resources: bool = True) -> RunResult:
-    """Discover, skip what is done, score the rest, commit. Ray must already be initialised.
+@dataclass
+class RunPlan:
+    """Everything decided before Ray starts: models inspected, inputs discovered and checked,
+    what is resumed, skipped or refused, and (unless a dry run) the lease on the night."""
 
-    `strict_resources`: fail when the pools' minimum does not fit the cluster (set False on
-    autoscaling clusters, where it is only logged).
-    """
-    import ray
+    config: PipelineConfig
+    input_uri: str
+    output_uri: str
+    run_date: dt.date
+    refs: list
+    dims: EmbeddingDims
+    fingerprint: str
+    layout: Any
+    fs: Any
+    specs: list[StageSpec]
+    attempt: str
+    ledger: Any
+    committer: Any
+    done: dict
+    skipped: dict
+    todo: list
+    refused: list
+    lease: Any = None
+    rolled: list = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
 
+    def summary(self) -> str:
+        return (f"{len(self.refs)} inputs: {len(self.todo)} to score, {len(self.done)} resumed, "
+                f"{len(self.skipped)} skipped, {len(self.refused)} refused or unreadable")
+
+
+def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, run_date: dt.date, *, force: bool = False,
+             dry_run: bool = False) -> RunPlan:
+    """The run up to the point where Ray is needed; no Ray here, so bad configuration, models,
+    inputs or outputs fail fast. A real run takes the lease on the night (the first write to the
+    output) and finishes an interrupted commit of the date; a dry run only probes that the
+    output can be written."""
     from mmbatch import sources, storage
     from mmbatch.commit import Committer
     from mmbatch.encoders import inspect_models, model_identities
@@ -153,7 +181,6 @@ def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_da
     from mmbatch.ledger import RunLedger, VideoOutcome, new_attempt_id
     from mmbatch.lock import Lease, LockedError
     from mmbatch.trust import AllowedRoots, redact_uri
-    from pipelines.adapter import check_cluster_fits
 
     t0 = time.perf_counter()
     dims = inspect_models(config)
@@ -167,74 +194,109 @@ def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_da
                    "attempt": attempt}
     trust = AllowedRoots.for_input(input_uri, config.inputs.allowed_roots)
     specs = stage_specs(config, dims, writer_args, trust)
-    for problem in check_cluster_fits(specs, ray.cluster_resources(), strict=strict_resources):
-        log.warning("%s", problem)
     refs = sources.discover(input_uri, config.storage_options, trust=trust,
                             max_manifest_rows=config.inputs.max_manifest_rows)
 
     lease = Lease(fs, layout.lock, layout.run_id, ttl_s=config.run.lock_ttl_s,
-                  what=f"run date {run_date.isoformat()} of {output_uri}")
+                  what=f"run date {run_date.isoformat()} of {redact_uri(output_uri)}")
     try:  # the first write to the output: an unwritable output fails here, before any video work
-        lease.acquire()
+        lease.probe() if dry_run else lease.acquire()
     except LockedError:
         raise
     except Exception as err:
         raise OutputError(f"cannot write to the output {redact_uri(output_uri)}: {_reason(err)}") from None
-    lease.start_renewing()
+    committer = Committer(fs, layout, fingerprint, config_json, dims)
     try:
-        committer = Committer(fs, layout, fingerprint, config_json, dims)
-        rolled = committer.roll_forward()
+        rolled = [] if dry_run else committer.roll_forward()
         ledger = RunLedger(fs, layout.staging, {r.video_id: r for r in refs}, attempt)
         done = ledger.load() if not force else {}
-        for ref in refs:  # refused or unreadable inputs: failed with the reason, never read
-            if ref.error:
-                ledger.done[ref.video_id] = VideoOutcome(ref.video_id, "error", 0, 0, None, 0.0, "input", ref.error,
-                                                         ref.etag, ref.size)
+        refused = [r for r in refs if r.error]
+        for ref in refused:  # refused or unreadable inputs: failed with the reason, never read
+            ledger.done[ref.video_id] = VideoOutcome(ref.video_id, "error", 0, 0, None, 0.0, "input", ref.error,
+                                                     ref.etag, ref.size)
         skipped = _skips(fs, layout, refs, done, run_date, fingerprint) if not force else {}
-        todo = [r for r in refs if r.video_id not in ledger.done and r.video_id not in skipped]
-        log.info("%d inputs: %d to score, %d resumed, %d skipped, %d refused or unreadable", len(refs), len(todo),
-                 len(done), len(skipped), sum(1 for r in refs if r.error))
+    except BaseException:
+        if not dry_run:
+            lease.release()
+        raise
+    todo = [r for r in refs if r.video_id not in ledger.done and r.video_id not in skipped]
+    plan = RunPlan(config, input_uri, output_uri, run_date, refs, dims, fingerprint, layout, fs, specs, attempt,
+                   ledger, committer, done, skipped, todo, refused, None if dry_run else lease, rolled, t0)
+    log.info("%s", plan.summary())
+    return plan
 
+
+def execute(plan: RunPlan, *, strict_resources: bool = True) -> RunResult:
+    """Score what the plan says, then commit; releases the plan's lease. Ray must be up.
+
+    `strict_resources`: fail when the pools' minimum does not fit the cluster (set False on
+    autoscaling clusters, where it is only logged).
+    """
+    import ray
+
+    from mmbatch.errors import OutputError
+    from mmbatch.trust import redact_uri
+    from pipelines.adapter import check_cluster_fits, write_to_sink
+
+    config, ledger = plan.config, plan.ledger
+    try:
+        for problem in check_cluster_fits(plan.specs, ray.cluster_resources(), strict=strict_resources):
+            log.warning("%s", problem)
+        plan.lease.start_renewing()
         stage_stats = None
-        if todo:
-            from pipelines.adapter import write_to_sink
+        if plan.todo:
+            from mmbatch.ledger import RunLedger
+            from mmbatch.progress import ProgressReporter
 
             ledger.begin()
-            key = f"{config_key(config)}-{attempt}"
+            progress = ProgressReporter(
+                plan.fs, plan.layout.parts,
+                lambda: RunLedger(plan.fs, plan.layout.staging, {r.video_id: r for r in plan.todo}, plan.attempt),
+                len(plan.todo), config.run.progress_interval_s)
+            progress.start()
+            key = f"{config_key(config)}-{plan.attempt}"
             retries = (config.run.task_retries, config.run.actor_restarts)
-            ds = build_dataset(todo, specs, key, retries)
+            ds = build_dataset(plan.todo, plan.specs, key, retries)
             # Only small completion records reach the driver; clip rows stay on the workers.
             try:
-                written = write_to_sink(ds, specs[-1], key, int(config.output.target_file_mb * 2**20),
+                written = write_to_sink(ds, plan.specs[-1], key, int(config.output.target_file_mb * 2**20),
                                         config.run.task_retries)
             except Exception as err:
                 cause = _os_error(err)
                 if cause is None:
                     raise
-                raise OutputError(f"writing clip files under {redact_uri(output_uri)} failed: {_reason(cause)}; "
+                raise OutputError(f"writing clip files under {redact_uri(plan.output_uri)} failed: {_reason(cause)}; "
                                   "the work staged so far is kept and a rerun of this date resumes it") from None
+            finally:
+                progress.stop()
             for records in written:
                 ledger.add_records(records)
             stage_stats = _stage_stats(ds)
         for vid, pending in ledger.pending.items():  # rows lost mid-video (should not happen)
             log.error("video %s incomplete at commit: chunks %s of %d", vid, pending.received, pending.n_chunks)
-        wall = time.perf_counter() - t0
-        manifest = committer.commit(refs, ledger.done, skipped, {
-            "resumed_from_ledger": len(done),
-            "rolled_forward": rolled,
+        wall = time.perf_counter() - plan.started
+        manifest = plan.committer.commit(plan.refs, ledger.done, plan.skipped, {
+            "resumed_from_ledger": len(plan.done),
+            "rolled_forward": plan.rolled,
             "config": config.redacted(),
-            "embedding_dims": dims.as_dict(),
-            "input": redact_uri(input_uri),  # the per-input listing is the videos table of this partition
+            "embedding_dims": plan.dims.as_dict(),
+            "input": redact_uri(plan.input_uri),  # the per-input listing is the videos table of this partition
             "timings": {"wall_seconds": round(wall, 3),
                         "decode_seconds": round(sum(o.decode_seconds for o in ledger.done.values()), 3),
                         "stages": stage_stats},
             "versions": _versions(),
         })
     finally:
-        lease.release()
+        plan.lease.release()
     c = manifest["counts"]
-    return RunResult(layout.run_id, output_uri, c["inputs"], c["scored"], c["failed"], c["skipped"],
+    return RunResult(plan.layout.run_id, plan.output_uri, c["inputs"], c["scored"], c["failed"], c["skipped"],
                      c["clips"], wall, manifest)
+
+
+def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_date: dt.date,
+                 *, force: bool = False, strict_resources: bool = True) -> RunResult:
+    """Discover, skip what is done, score the rest, commit: `plan_run` then `execute`."""
+    return execute(plan_run(config, input_uri, output_uri, run_date, force=force), strict_resources=strict_resources)
 
 
 def _reason(err: BaseException) -> str:

@@ -40,14 +40,40 @@ def test_bad_config_fails_fast_naming_the_key(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("models:\n  text: {task: text_classification, source: tiny:roberta-sentiment, batchsize: 4}\n")
     r = run("--config", str(cfg), "--input", str(tmp_path), "--output", str(tmp_path / "o"))
-    assert r.returncode == 1 and "models.text.batchsize: unknown key" in r.stderr
+    assert r.returncode == 2 and "models.text.batchsize: unknown key" in r.stderr
     assert "Traceback" not in r.stderr
 
 
-def test_missing_input_is_a_clear_error(tmp_path):
+def test_input_and_output_errors_come_before_ray_starts(tmp_path):
+    """Wrong input (exit 2: not worth retrying) and an unwritable output (exit 1): one error line,
+    and no Ray session was ever started."""
     r = run("--config", str(REPO / "pipelines" / "tiny.yaml"), "--input", str(tmp_path / "nope"),
             "--output", str(tmp_path / "o"))
-    assert r.returncode == 1 and f"input not found: {tmp_path / 'nope'}" in r.stderr
+    assert r.returncode == 2 and f"error: input not found: {tmp_path / 'nope'}" in r.stderr
+    assert "Started a local Ray instance" not in r.stderr + r.stdout and "Traceback" not in r.stderr
+    from mmbatch.synth import write_video
+
+    write_video(tmp_path / "in" / "v.mp4", seconds=1.0, width=32, height=32)
+    (tmp_path / "file").write_text("x")
+    r = run("--config", str(REPO / "pipelines" / "tiny.yaml"), "--input", str(tmp_path / "in"),
+            "--output", str(tmp_path / "file" / "out"))
+    assert r.returncode == 1 and f"error: cannot write to the output {tmp_path / 'file' / 'out'}" in r.stderr
+    assert "Started a local Ray instance" not in r.stderr + r.stdout and "Traceback" not in r.stderr
+
+
+def test_dry_run_says_what_would_happen_and_starts_nothing(tmp_path):
+    from mmbatch.synth import write_video
+
+    write_video(tmp_path / "in" / "a.mp4", seconds=1.0, width=32, height=32)
+    write_video(tmp_path / "in" / "b.mp4", seconds=1.0, width=32, height=32)
+    (tmp_path / "in" / "list.csv").write_text("uri\na.mp4\nb.mp4\n/etc/hostname.mp4\n")
+    r = run("--config", str(REPO / "pipelines" / "tiny.yaml"), "--input", str(tmp_path / "in" / "list.csv"),
+            "--output", str(tmp_path / "o"), "--dry-run")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "dry run: 3 inputs: 2 to score, 0 resumed, 0 skipped, 1 refused or unreadable" in r.stdout
+    assert "refused /etc/hostname.mp4: outside the allowed input roots" in r.stdout
+    assert "Started a local Ray instance" not in r.stderr + r.stdout
+    assert not (tmp_path / "o" / "_runs").exists() and not list((tmp_path / "o").rglob("*.parquet"))
 
 
 def test_demo_runs_and_reads_sentiment(tmp_path):
@@ -72,7 +98,7 @@ def test_too_many_failures_commit_but_exit_2(tmp_path):
         (src / f"{name}.mp4").write_bytes(b"garbage" * 100)
     r = run("--config", str(REPO / "pipelines" / "tiny.yaml"), "--input", str(src), "--output", str(tmp_path / "o"),
             "--run-date", "2026-11-27", "--max-failed-fraction", "0.5")
-    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.returncode == 3, r.stderr[-2000:]
     assert "3 videos: 1 scored, 2 failed" in r.stdout
     assert "2 of 3 videos failed (67% > max-failed-fraction 50%)" in r.stderr
     assert list((tmp_path / "o" / "_runs").glob("*.json"))  # committed anyway
@@ -87,7 +113,7 @@ def test_a_modality_that_failed_everywhere_is_not_a_plain_success(tmp_path):
     (src / "talk.vtt").write_bytes(b"WEBVTT\n\x00\xff\xfe" * 50)
     r = run("--config", str(REPO / "pipelines" / "tiny.yaml"), "--input", str(src), "--output", str(tmp_path / "o"),
             "--run-date", "2026-11-27")
-    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.returncode == 3, r.stderr[-2000:]
     assert "1 videos: 1 scored, 0 failed" in r.stdout
     assert "committed, but degraded: text on 100% of clips failed" in r.stderr
     clips = pq.read_table(tmp_path / "o" / "clips", partitioning=partitioning()).to_pandas()

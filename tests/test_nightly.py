@@ -183,13 +183,27 @@ def test_ray_job_submit_against_s3(ray_head, many_videos, tmp_path):
         assert clips.num_rows == 2
 
 
-def test_nightly_wrapper_retries_a_failed_job(ray_head, tmp_path):
+def test_nightly_wrapper_reads_exit_codes_and_retries_only_what_is_worth_it(ray_head, tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
     env.pop("RAY_ADDRESS", None)
-    r = subprocess.run([sys.executable, str(REPO / "jobs" / "nightly.py"), "--address", ray_head, "--retries", "1",
-                        "--backoff-s", "0", "--poll-s", "1", "--", "--config", "pipelines/tiny.yaml",
-                        "--input", str(tmp_path / "does-not-exist"), "--output", str(tmp_path / "out")],
-                       env=env, capture_output=True, text=True, timeout=600, cwd=str(REPO))
+
+    def nightly(*job_args):
+        return subprocess.run([sys.executable, str(REPO / "jobs" / "nightly.py"), "--address", ray_head, "--retries",
+                               "1", "--backoff-s", "0", "--poll-s", "1", "--", "--config", "pipelines/tiny.yaml",
+                               *job_args], env=env, capture_output=True, text=True, timeout=600, cwd=str(REPO))
+
+    # A wrong input cannot be fixed by retrying: exit 2 after one attempt.
+    r = nightly("--input", str(tmp_path / "does-not-exist"), "--output", str(tmp_path / "out"), "--run-date", "2026-11-27")
+    assert r.returncode == 2, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "attempt 1: FAILED, exit code 2" in r.stdout and "attempt 2" not in r.stdout
+    assert "input not found" in r.stdout and "mmbatch-2026-11-27-1" in r.stdout
+    # The night held by another run (a live lease elsewhere) is worth retrying: exit 1, retried once.
+    write_video(tmp_path / "in" / "v.mp4", seconds=1.0, width=32, height=32)
+    locks = tmp_path / "out2" / "_locks"
+    locks.mkdir(parents=True)
+    (locks / "run_date=2026-11-28.json").write_text(json.dumps(
+        {"holder": "2026-11-28_other", "host": "elsewhere", "pid": 1, "expires_at": time.time() + 3600}))
+    r = nightly("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out2"), "--run-date", "2026-11-28")
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
-    assert "attempt 1: submitted" in r.stdout and "attempt 2: submitted" in r.stdout
-    assert "input not found" in r.stdout and "--run-date" in r.stdout
+    assert "attempt 1: FAILED, exit code 1" in r.stdout and "attempt 2: FAILED, exit code 1" in r.stdout
+    assert "another run holds run date 2026-11-28" in r.stdout
