@@ -76,13 +76,15 @@ def init_ray(num_cpus: int | None, log_level: str = "INFO") -> None:
     DataContext.get_current().enable_progress_bars = log_level == "DEBUG"
     if ray.is_initialized():
         return
+    # Workers log at the job's level too (Ray's LoggingConfig reaches them under `ray job submit`).
+    logging_config = ray.LoggingConfig(log_level=log_level)
     # RAY_ADDRESS is set by `ray job submit` and by users attaching to a cluster.
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
+        ray.init(log_to_driver=True, logging_config=logging_config)
     else:
         # Workers import mmbatch/pipelines from this checkout even when it is not pip-installed.
         path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_config=logging_config,
                  runtime_env={"env_vars": {"PYTHONPATH": path}})
 
 
@@ -128,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
             for ref in plan.refused[:20]:
                 print(f"  refused {ref.video_id}: {ref.error}")
             return ExitCode.OK
-        init_ray(args.num_cpus, args.log_level)
+        try:
+            init_ray(args.num_cpus, args.log_level)
+        except BaseException:
+            plan.lease.release()  # the night is free again at once, not when the lease lapses
+            raise
         result = execute(plan, strict_resources=not os.environ.get("RAY_ADDRESS"))
     except MmbatchError as err:
         print(f"error: {err}", file=sys.stderr)

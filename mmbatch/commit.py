@@ -82,6 +82,14 @@ def _exchange(a: str, b: str) -> bool:
     return fn(at_fdcwd, a.encode(), at_fdcwd, b.encode(), exchange) == 0
 
 
+def _conform(table: pa.Table, target: pa.Schema) -> pa.Table:
+    """Rows written by an older schema version, in today's: columns it lacked are null, types
+    are cast (v1's fixed-size embedding lists to lists)."""
+    n = table.num_rows
+    columns = [table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(n, f.type) for f in target]
+    return pa.Table.from_arrays(columns, schema=target)
+
+
 def read_manifest(fs, path: str) -> dict | None:
     """A manifest, or None (with a warning) when it is damaged: never fatal."""
     try:
@@ -258,8 +266,7 @@ class Committer:
             t = _read_table(self.fs, path)
             t = t.filter(pc.is_in(t["video_id"], value_set=pa.array(video_ids)))
             if t.num_rows:
-                tables.append(t.cast(self.clips_schema.remove_metadata()).replace_schema_metadata(
-                    t.schema.metadata))
+                tables.append(_conform(t, self.clips_schema))
         name = f"carried-{uuid.uuid5(uuid.NAMESPACE_URL, self.layout.run_id + '|' + '|'.join(video_ids))}.parquet"
         table = pa.concat_tables(tables) if tables else self.clips_schema.empty_table()
         _write_table(self.fs, posixpath.join(clips_dir, name), table)

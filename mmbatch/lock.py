@@ -116,6 +116,16 @@ class Lease:
                     raise
                 time.sleep(0.5)
 
+    def _remove_empty_folder(self) -> None:
+        """Locally, leave no empty `_locks/` behind (os.rmdir refuses a folder another run uses)."""
+        from fsspec.implementations.local import LocalFileSystem
+
+        if isinstance(self.fs, LocalFileSystem):
+            try:
+                os.rmdir(os.path.dirname(self.path))
+            except OSError:
+                pass
+
     def release(self) -> None:
         self._stop.set()
         if self._thread is not None:
@@ -124,5 +134,6 @@ class Lease:
             cur = self._read()
             if cur is not None and (cur.get("host"), cur.get("pid")) == (self.me["host"], self.me["pid"]):
                 self.fs.rm(self.path)
+                self._remove_empty_folder()
         except Exception as err:  # an unreleased lease only lapses later
             log.warning("could not release the lease %s: %s", self.path, err)

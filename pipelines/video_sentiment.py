@@ -160,6 +160,7 @@ class RunPlan:
     refused: list
     lease: Any = None
     rolled: list = field(default_factory=list)
+    identities: dict = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
 
     def summary(self) -> str:
@@ -184,7 +185,8 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, run_date: 
 
     t0 = time.perf_counter()
     dims = inspect_models(config)
-    fingerprint = config.fingerprint(model_identities(config))
+    identities = model_identities(config)
+    fingerprint = config.fingerprint(identities)
     fs, root = storage.filesystem(output_uri, config.storage_options)
     layout = OutputLayout(root.rstrip("/"), run_date, run_id_for(run_date, fingerprint))
     config_json = json.dumps(config.redacted(), sort_keys=True)
@@ -221,7 +223,7 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, run_date: 
         raise
     todo = [r for r in refs if r.video_id not in ledger.done and r.video_id not in skipped]
     plan = RunPlan(config, input_uri, output_uri, run_date, refs, dims, fingerprint, layout, fs, specs, attempt,
-                   ledger, committer, done, skipped, todo, refused, None if dry_run else lease, rolled, t0)
+                   ledger, committer, done, skipped, todo, refused, None if dry_run else lease, rolled, identities, t0)
     log.info("%s", plan.summary())
     return plan
 
@@ -280,12 +282,14 @@ def execute(plan: RunPlan, *, strict_resources: bool = True) -> RunResult:
             "rolled_forward": plan.rolled,
             "config": config.redacted(),
             "embedding_dims": plan.dims.as_dict(),
+            "model_identities": plan.identities,  # what the fingerprint hashes; trained heads check them
             "input": redact_uri(plan.input_uri),  # the per-input listing is the videos table of this partition
             "timings": {"wall_seconds": round(wall, 3),
                         "decode_seconds": round(sum(o.decode_seconds for o in ledger.done.values()), 3),
                         "stages": stage_stats},
             "versions": _versions(),
         })
+        _write_report(plan, manifest)
     finally:
         plan.lease.release()
     c = manifest["counts"]
@@ -297,6 +301,17 @@ def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_da
                  *, force: bool = False, strict_resources: bool = True) -> RunResult:
     """Discover, skip what is done, score the rest, commit: `plan_run` then `execute`."""
     return execute(plan_run(config, input_uri, output_uri, run_date, force=force), strict_resources=strict_resources)
+
+
+def _write_report(plan: RunPlan, manifest: dict[str, Any]) -> None:
+    """The night's HTML report next to its manifest; a report is never a reason to fail the night."""
+    from mmbatch.report import write_report
+
+    try:
+        manifest["report"] = write_report(plan.output_uri, plan.run_date, plan.config.storage_options)
+    except Exception as err:
+        log.warning("run report not written: %s", _reason(err))
+        manifest.setdefault("cleanup_warnings", []).append(f"run report: {_reason(err)}")
 
 
 def _reason(err: BaseException) -> str:

@@ -59,7 +59,7 @@ def test_many_videos_share_a_file_with_exact_values(tmp_path):
                                   "kept_after_failure": 0, "carried_over": 0}
     assert (tmp_path / "clips" / "run_date=2026-11-27" / "_SUCCESS").read_text() == manifest["commit_id"]
     assert json.loads((tmp_path / "_runs" / f"{night.layout.run_id}.json").read_text())["commit_id"] == manifest["commit_id"]
-    assert not (tmp_path / "_staging").exists() and not list((tmp_path / "_locks").iterdir())
+    assert not (tmp_path / "_staging").exists() and not (tmp_path / "_locks").exists()
 
 
 def test_a_video_whose_rows_span_files_completes_once_and_a_lost_one_is_reconciled(tmp_path):
@@ -246,3 +246,18 @@ def test_an_output_that_cannot_be_written_fails_before_any_video_work(tiny_confi
     with pytest.raises(OutputError, match=rf"cannot write to the output {tmp_path / 'afile' / 'out'}: "
                                           r"(NotADirectoryError|FileExistsError)"):
         vs.run_pipeline(tiny_config, str(tmp_path / "in"), str(tmp_path / "afile" / "out"), DAY)
+
+
+def test_rows_carried_from_a_v1_partition_take_todays_schema(tmp_path):
+    """A schema-v1 night (fixed-size embeddings, no *_error columns) rerun with other inputs:
+    its videos are carried over into v2 files."""
+    import pyarrow as pa
+
+    from mmbatch.commit import _conform
+    from mmbatch.schema import file_schema
+
+    v1 = pa.table({"video_id": ["old"], "clip_id": ["old-0"], "clip_index": pa.array([0], pa.int32()),
+                   "vision_embedding": pa.array([[1.0, 2.0]], pa.list_(pa.float32(), 2))})
+    out = _conform(v1, file_schema(CLIPS_SCHEMA))
+    assert out.schema == file_schema(CLIPS_SCHEMA)
+    assert out.to_pylist()[0]["vision_embedding"] == [1.0, 2.0] and out.to_pylist()[0]["text_error"] is None

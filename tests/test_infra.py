@@ -31,3 +31,10 @@ def test_schema_validation_catches_typos():
 def test_rayjob_entrypoint_runs_the_job():
     job = yaml.safe_load((INFRA / "kuberay-rayjob.yaml").read_text())
     assert job["kind"] == "RayJob" and job["spec"]["entrypoint"].startswith("python jobs/score_videos.py")
+
+
+def test_nodes_install_from_pyproject_not_a_copy_of_the_pins():
+    cfg = yaml.safe_load((INFRA / "ray-cluster.yaml").read_text())
+    assert cfg["file_mounts"] == {"~/mmbatch": "."}
+    setup = " ".join(cfg["setup_commands"])
+    assert "pip install -e ~/mmbatch" in setup and "==" not in setup

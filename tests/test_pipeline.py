@@ -82,6 +82,8 @@ def test_videos_table_has_every_input_once(first_run):
     for stage in ("split", "decode", "vision", "speech", "audio", "text", "fusion"):  # each named after its stage
         assert any(f"MapBatches({stage})" in o for o in operators), operators
     assert operators[-1] == "Write" and all(s["wall_seconds"] is not None for s in timings["stages"])
+    report = (out / "_runs" / f"{result.run_id}.html").read_text()  # written with every commit
+    assert result.manifest["report"].endswith(f"{result.run_id}.html") and "busy seconds by stage" in report
     assert timings["decode_seconds"] > 0
     assert result.manifest["versions"]["ray"].startswith("2.60")
 

@@ -1,0 +1,43 @@
+"""The run report: a self-contained HTML page whose numbers and plots match the night."""
+
+import datetime as dt
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from nights import DAY, Night, clip_rows, refs
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_report_has_the_plots_and_the_right_numbers(tmp_path):
+    def rows(vid, n, valence, **kw):
+        b = clip_rows(vid, n, **kw)
+        b["valence"] = np.linspace(valence - 0.1, valence + 0.1, n).astype(np.float32)
+        b["sentiment"] = np.array(["negative" if valence < 0 else "positive"] * n)
+        return b
+
+    Night(tmp_path, refs("a", "b")).write(rows("a", 2, 0.5), rows("b", 2, -0.5)).commit()
+    day2 = DAY + dt.timedelta(days=1)
+    Night(tmp_path, refs("a", "b", "c", "bad"), day=day2).write(
+        rows("a", 3, 0.6), rows("b", 2, -0.8), rows("c", 4, 0.1), clip_rows("bad", 1, "error", first=-1)).commit()
+    r = subprocess.run([sys.executable, str(REPO / "jobs" / "report.py"), "--output", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    page = Path(r.stdout.split("report: ", 1)[1].strip())
+    assert page == tmp_path / "_runs" / f"{day2}_fp1.html"
+    text = page.read_text()
+    assert text.startswith("<!DOCTYPE html>") and "http" not in text.replace("http://www.w3.org/2000/svg", "")
+    titles = re.findall(r"<svg [^>]*><title>([^<]+)</title>", text)
+    assert titles == ["failed videos by reason", "clips by sentiment", "distribution of clip valence",
+                      "valence over time, b", "valence over time, a", "modality agreement, %"]
+    assert "<td>inputs</td><td>4</td>" in text and "<td>scored</td><td>3</td>" in text
+    assert "<td>failed</td><td>1</td>" in text and "decode: boom" in text
+    assert "Change from the previous night (2026-11-27)" in text
+    assert "<td>inputs</td><td>2</td><td>4</td><td>2</td>" in text  # 2 → 4 inputs
+    assert "(mean valence -0.80)" in text and "(mean valence +0.60)" in text
+    missing = subprocess.run([sys.executable, str(REPO / "jobs" / "report.py"), "--output", str(tmp_path),
+                              "--run-date", "2020-01-01"], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "no committed run for 2020-01-01" in missing.stderr
