@@ -17,6 +17,10 @@ import numpy as np
 from mmbatch.encoders.base import EncoderStage, is_ok, l2_normalise, mean_pool
 from mmbatch.encoders.labels import label_matrix, to_sentiment
 
+# Prototype sentences per class. Besides plain statements of feeling, opinions about a piece of
+# work and neutral descriptions of events (a plot, an itinerary): on 1,500 held-out Rotten Tomatoes
+# snippets and synopses this lifts fresh/rotten AUC from 0.75 to 0.78 and 3-class macro-F1 from
+# 0.42 to 0.63 over the first five-per-class set (see docs/training.md).
 DEFAULT_TEXT_PROTOTYPES = {
     "negative": [
         "This is terrible and I hate it.",
@@ -24,6 +28,26 @@ DEFAULT_TEXT_PROTOTYPES = {
         "That was awful, a complete disaster.",
         "I'm angry and frustrated with this.",
         "What a horrible, miserable experience.",
+        "It was boring, dull and a waste of time.",
+        "The whole thing is a mess and falls flat.",
+        "Badly made, poorly written and painful to sit through.",
+        "I did not enjoy it at all; it is tedious and lifeless.",
+        "A clumsy, forgettable failure that never works.",
+        "It's stupid, lazy and not worth it.",
+        "Unfortunately it is weak, predictable and uninspired.",
+        "Nothing here is funny, moving or interesting.",
+        "The worst thing I have seen in years.",
+        "Sadly, it disappoints on every level.",
+        "A tired, joyless exercise that goes nowhere.",
+        "Overlong, confused and ultimately pointless.",
+        "The jokes fall flat and the characters are thin.",
+        "It wastes a good cast on a silly, hollow script.",
+        "Pretentious and dreary, it never comes alive.",
+        "A mediocre, by-the-numbers effort.",
+        "Ugly, shallow and strangely dull.",
+        "It tries hard but is simply not good.",
+        "Incoherent and annoying from the first scene.",
+        "Neither clever nor entertaining; skip it.",
     ],
     "neutral": [
         "The meeting is scheduled for Tuesday.",
@@ -31,6 +55,21 @@ DEFAULT_TEXT_PROTOTYPES = {
         "The report has three sections.",
         "It is a regular day with nothing special.",
         "The package was delivered this afternoon.",
+        "A young man moves to a new city and takes a job at a bank.",
+        "The story follows a family living on a farm in the 1950s.",
+        "After the war, two brothers return home and open a shop.",
+        "She works as a nurse and lives with her sister.",
+        "The film is set in London and runs for two hours.",
+        "He travels across the country to find his father.",
+        "The detective investigates a series of robberies in the town.",
+        "They meet at a conference and begin working together.",
+        "The documentary describes the history of the railway.",
+        "A group of students prepares for an exam.",
+        "In 1962, a teacher arrives at a small school in the mountains.",
+        "The plot centers on a lawyer who defends a farmer.",
+        "Years later, the two friends meet again in Paris.",
+        "A journalist researches the life of a famous singer.",
+        "The crew of a ship sails north to map the coast.",
     ],
     "positive": [
         "This is wonderful and I love it.",
@@ -38,6 +77,26 @@ DEFAULT_TEXT_PROTOTYPES = {
         "That was amazing, a great success.",
         "I'm excited and delighted with this.",
         "What a fantastic, joyful experience.",
+        "It is smart, funny and beautifully made.",
+        "A moving, heartfelt and thoroughly enjoyable piece of work.",
+        "Brilliant performances and a clever, engaging story.",
+        "I enjoyed every minute; it is charming and fresh.",
+        "One of the best things I have seen this year.",
+        "Entertaining, touching and well worth your time.",
+        "Gorgeous, witty and full of life.",
+        "A delightful surprise that really works.",
+        "Powerful, honest and wonderfully acted.",
+        "Highly recommended: a pleasure from start to finish.",
+        "A smart, stylish and deeply satisfying film.",
+        "Warm, funny and full of heart.",
+        "An absorbing, beautifully crafted story.",
+        "Sharp writing and a terrific cast make it a joy.",
+        "Exhilarating and inventive, it is a real treat.",
+        "Tender, wise and quietly powerful.",
+        "A triumph: confident, surprising and fun.",
+        "Engrossing and superbly performed.",
+        "Witty and sweet, it wins you over.",
+        "Fresh, lively and genuinely moving.",
     ],
 }
 
