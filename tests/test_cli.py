@@ -89,7 +89,7 @@ def test_demo_runs_and_reads_sentiment(tmp_path):
     assert "customer_call" in r.stdout and "fused positive" in r.stdout
 
 
-def test_too_many_failures_commit_but_exit_2(tmp_path):
+def test_too_many_failures_commit_but_exit_3(tmp_path):
     from mmbatch.synth import write_video
 
     src = tmp_path / "in"
