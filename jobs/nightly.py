@@ -64,7 +64,7 @@ def _submit(client, submission_id: str, entrypoint: str, working_dir: str) -> st
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mmbatch.errors import ExitCode
+    from mmbatch.errors import ExitCode, first_line
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: the Ray cluster at {args.address} requires its token: set RAY_AUTH_MODE=token, with the "
                   "token from the head's ~/.ray/auth_token", file=sys.stderr)
         else:
-            print(f"error: cannot reach the Ray cluster at {args.address}: {text.splitlines()[0][:300]}",
+            print(f"error: cannot reach the Ray cluster at {args.address}: {first_line(err)}",
                   file=sys.stderr)
         return ExitCode.SYSTEM
 
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             job_id = _submit(client, f"mmbatch-{run_date}-{attempt}", entrypoint, args.working_dir)
         except Exception as err:  # the cluster refused the submission (agent not ready, network)
-            print(f"attempt {attempt}: submission failed: {str(err).splitlines()[0][:300]}", flush=True)
+            print(f"attempt {attempt}: submission failed: {first_line(err)}", flush=True)
             code = ExitCode.SYSTEM
         else:
             current["job"] = job_id

@@ -107,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from mmbatch.config import load_config
-    from mmbatch.errors import ExitCode, MmbatchError
-    from mmbatch.trust import redact_text
+    from mmbatch.errors import ExitCode, MmbatchError, short_reason
 
     run_date = args.run_date or dt.datetime.now(dt.timezone.utc).date()
     config_path = args.config or str(REPO / "pipelines" / ("demo.yaml" if args.demo else "video_sentiment.yaml"))
@@ -144,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as err:  # a bug or an infrastructure failure: one line, the traceback in the log
         logging.getLogger("score_videos").debug("unexpected failure", exc_info=True)
-        text = str(err).strip().splitlines()[0][:500] if str(err).strip() else ""
-        print(f"error: unexpected failure: {type(err).__name__}: {redact_text(text)} (--log-level DEBUG shows "
+        print(f"error: unexpected failure: {short_reason(err, 500)} (--log-level DEBUG shows "
               "the traceback; a rerun of the same --run-date resumes)", file=sys.stderr)
         return ExitCode.SYSTEM
 

@@ -13,6 +13,23 @@ class ExitCode(IntEnum):
     DEGRADED = 3  # committed, but too many videos failed or a configured modality failed too often
 
 
+def first_line(err: BaseException | str, limit: int = 300) -> str:
+    """The first line of a message, at most `limit` characters, credentials in URIs removed
+    (the one home of error shortening)."""
+    from mmbatch.trust import redact_text
+
+    text = str(err).strip()
+    if not text and isinstance(err, BaseException):
+        return type(err).__name__
+    return redact_text(text.splitlines()[0][:limit]) if text else ""
+
+
+def short_reason(err: BaseException, limit: int = 200) -> str:
+    """`Type: first line` of an exception, for error columns and error lines."""
+    text = first_line(err, limit)
+    return f"{type(err).__name__}: {text}" if text and text != type(err).__name__ else type(err).__name__
+
+
 class MmbatchError(Exception):
     """Base class: something wrong with the whole run, reported before or instead of work."""
 

@@ -12,7 +12,7 @@ import io
 import posixpath
 from typing import Any
 
-from mmbatch.errors import InputError
+from mmbatch.errors import InputError, first_line
 
 MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".ndjson", ".parquet")
 
@@ -39,9 +39,9 @@ def read_manifest(fs, path: str, uri: str, *, max_rows: int = 1_000_000) -> list
     except FileNotFoundError:
         raise InputError(f"manifest not found: {uri}") from None
     except PermissionError as err:
-        raise InputError(f"access denied reading manifest {uri}: {str(err).splitlines()[0][:200]}") from None
+        raise InputError(f"access denied reading manifest {uri}: {first_line(err, 200)}") from None
     except Exception as err:  # pyarrow parse errors, truncated Parquet, …
-        raise InputError(f"unreadable manifest {uri}: {str(err).splitlines()[0][:300]}") from None
+        raise InputError(f"unreadable manifest {uri}: {first_line(err)}") from None
     if "uri" not in table.column_names:
         raise InputError(f"manifest {uri} has no 'uri' column (columns: {table.column_names})")
     if table.num_rows > max_rows:

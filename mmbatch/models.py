@@ -20,7 +20,7 @@ import re
 from contextlib import contextmanager
 from pathlib import Path
 
-from mmbatch.errors import ModelLoadError
+from mmbatch.errors import ModelLoadError, first_line
 
 log = logging.getLogger(__name__)
 TINY_VERSION = "v1"
@@ -90,7 +90,7 @@ def _remote_listing(uri: str, storage_options: dict | None) -> list[tuple[str, i
     try:
         found = fs.find(base, detail=True)
     except Exception as err:
-        raise ModelLoadError(f"cannot list model folder {uri}: {str(err).splitlines()[0][:200]}") from None
+        raise ModelLoadError(f"cannot list model folder {uri}: {first_line(err, 200)}") from None
     return sorted((p[len(base):], int(info.get("size") or 0),
                    str(info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""))
                   for p, info in found.items())
@@ -112,7 +112,7 @@ def _fetch_remote_folder(uri: str, storage_options: dict | None) -> str:
             try:
                 fs.get(path.rstrip("/") + "/", str(target) + "/", recursive=True)
             except Exception as err:
-                raise ModelLoadError(f"cannot fetch model folder {uri}: {str(err).splitlines()[0][:200]}") from None
+                raise ModelLoadError(f"cannot fetch model folder {uri}: {first_line(err, 200)}") from None
             if not (target / "config.json").exists():
                 raise ModelLoadError(f"model folder {uri} has no config.json")
             marker.touch()
@@ -168,7 +168,7 @@ def load_pretrained(auto_class, source: str, revision: str | None, storage_optio
         raise ModelLoadError(
             f"cannot load {auto_class.__name__} from {source!r}"
             + (f" (revision {revision})" if revision else "")
-            + f": {str(err).splitlines()[0][:300]}"
+            + f": {first_line(err)}"
         ) from None
 
 

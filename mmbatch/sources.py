@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mmbatch import containers, storage
-from mmbatch.errors import InputError
+from mmbatch.errors import InputError, first_line
 from mmbatch.manifests import is_manifest, read_manifest
 from mmbatch.trust import AllowedRoots, TrustError, redact_text, redact_uri
 
@@ -86,9 +86,7 @@ def _list(fs, path: str, uri: str) -> dict[str, dict[str, Any]]:
 
 
 def _reason(err: BaseException) -> str:
-    # Exceptions from botocore never carry credentials, but keep the message short anyway.
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0][:300]
+    return first_line(err, 300)
 
 
 def discover(uri: str, storage_options: dict[str, Any] | None = None, *, trust: AllowedRoots | None = None,
@@ -199,7 +197,7 @@ def _from_manifest(fs, path: str, uri: str, storage_options, trust: AllowedRoots
             continue
         except Exception as err:  # missing, denied, or a store that cannot be reached: this row fails
             refs.append(VideoRef(video_id=video_id, uri=target, size=0, etag="", kind=kind,
-                                 error=f"cannot read {redact_uri(target)}: {redact_text(_reason(err))}"))
+                                 error=f"cannot read {redact_uri(target)}: {_reason(err)}"))
             continue
         tstem = _split_ext(tpath)[0]
         sidecars = {}

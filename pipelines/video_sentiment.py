@@ -315,10 +315,9 @@ def _write_report(plan: RunPlan, manifest: dict[str, Any]) -> None:
 
 
 def _reason(err: BaseException) -> str:
-    from mmbatch.trust import redact_text
+    from mmbatch.errors import short_reason
 
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return redact_text(f"{type(err).__name__}: {text[:300]}" if text else type(err).__name__)
+    return short_reason(err, 300)
 
 
 def _os_error(err: BaseException) -> OSError | None:

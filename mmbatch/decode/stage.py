@@ -26,7 +26,7 @@ from mmbatch.config import PipelineConfig
 from mmbatch.decode import backend
 from mmbatch.decode.planner import ClipSpan, clip_id, frames_for, parse_segments, plan_clips, sample_times
 from mmbatch.decode.video import open_video
-from mmbatch.errors import DecodeError
+from mmbatch.errors import DecodeError, first_line
 from mmbatch.stage import Resources
 
 Batch = dict[str, np.ndarray]
@@ -312,7 +312,7 @@ class DecodeStage:
                 raise DecodeError(str(err)) from None
             if isinstance(err, FileNotFoundError):
                 raise DecodeError(f"file not found: {redact_uri(uri)}") from None
-            raise DecodeError(f"cannot read {redact_uri(uri)}: {str(err).splitlines()[0][:200]}") from None
+            raise DecodeError(f"cannot read {redact_uri(uri)}: {first_line(err, 200)}") from None
         if os.path.getsize(local) == 0:
             shutil.rmtree(spool, ignore_errors=True)
             raise DecodeError("empty file (0 bytes)")

@@ -15,6 +15,7 @@ from contextlib import nullcontext
 import numpy as np
 
 from mmbatch.config import EncoderConfig
+from mmbatch.errors import short_reason
 from mmbatch.stage import Batch, Resources
 
 log = logging.getLogger(__name__)
@@ -127,11 +128,6 @@ def stacked(column, rows: np.ndarray) -> np.ndarray:
     if column.dtype == object:
         return np.ascontiguousarray(np.stack([column[i] for i in rows]))
     return np.ascontiguousarray(column[rows])
-
-
-def short_reason(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return f"{type(err).__name__}: {text[:200]}" if text else type(err).__name__
 
 
 def run_isolated(name: str, batch: Batch, rows: np.ndarray, fn, on_row_failure) -> None:

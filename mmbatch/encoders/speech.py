@@ -12,7 +12,8 @@ import logging
 import numpy as np
 
 from mmbatch.config import InputsConfig
-from mmbatch.encoders.base import AUDIO_INPUTS, is_ok, run_isolated, short_reason, usable_audio
+from mmbatch.encoders.base import AUDIO_INPUTS, is_ok, run_isolated, usable_audio
+from mmbatch.errors import short_reason
 from mmbatch.stage import Batch, Resources
 from mmbatch.transcripts import SidecarError, TranscriptCache
 
