@@ -195,8 +195,8 @@ def train_fusion(df: pd.DataFrame, dims: dict[str, int], cfg: TrainConfig | None
     if val.empty:
         val = train
     tr, va = tensors(train, dims), tensors(val, dims)
-    y_cls = torch.from_numpy(train["target"].to_numpy(np.int64)).to(device)
-    y_val = torch.from_numpy(train["valence"].to_numpy(np.float32)).to(device)
+    y_cls = torch.from_numpy(np.array(train["target"], dtype=np.int64)).to(device)
+    y_val = torch.from_numpy(np.array(train["valence"], dtype=np.float32)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     best, best_state, stale, history = math.inf, None, 0, []
     for epoch in range(cfg.epochs):
