@@ -27,14 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="where to write the page (default: _runs/<run_id>.html under --output)")
     p.add_argument("--config", default=None, help="pipeline YAML, for its storage_options (credentials, endpoint)")
     args = p.parse_args(argv)
-    from mmbatch.errors import ExitCode
+    from mmbatch.config import storage_options_from
+    from mmbatch.errors import ExitCode, MmbatchError
     from mmbatch.report import write_report
 
-    options = {}
-    if args.config:
-        from mmbatch.config import load_config
-
-        options = load_config(args.config).storage_options
+    try:
+        options = storage_options_from(args.config)
+    except MmbatchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
     try:
         where = write_report(args.output, args.run_date, options, args.out)
     except FileNotFoundError as err:

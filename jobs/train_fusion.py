@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=None, help="pipeline YAML, for storage_options")
     args = p.parse_args(argv)
 
-    from mmbatch.errors import ExitCode
+    from mmbatch.config import storage_options_from
+    from mmbatch.errors import ExitCode, MmbatchError
     from mmbatch.training import (
         TrainConfig,
         encoder_identities,
@@ -48,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         train_fusion,
     )
 
-    options = {}
-    if args.config:
-        from mmbatch.config import load_config
-
-        options = load_config(args.config).storage_options
+    try:
+        options = storage_options_from(args.config)
+    except MmbatchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
     try:
         clips = load_clips(args.clips, options)
         labels = read_labels(args.labels, tuple(args.label_range) if args.label_range else None)

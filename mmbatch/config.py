@@ -291,6 +291,11 @@ def parse_config(data: dict[str, Any], origin: str = "(dict)") -> PipelineConfig
         raise ConfigError(_format_validation_error(err, origin)) from None
 
 
+def storage_options_from(path: str | Path | None) -> dict[str, Any]:
+    """A config file's storage_options (credentials, endpoint) for tools that only read the output."""
+    return dict(load_config(path).storage_options) if path else {}
+
+
 def load_config(path: str | Path) -> PipelineConfig:
     """Read a YAML config file (the only place YAML is parsed)."""
     import yaml
