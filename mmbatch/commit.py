@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import ctypes
 import datetime as dt
-import io
 import json
 import logging
 import os
@@ -33,7 +32,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from mmbatch import schema, storage
 from mmbatch.errors import MmbatchError
@@ -59,16 +57,6 @@ def _is_local(fs) -> bool:
     from fsspec.implementations.local import LocalFileSystem
 
     return isinstance(fs, LocalFileSystem)
-
-
-def _read_table(fs, path: str, **kw) -> pa.Table:
-    return pq.read_table(io.BytesIO(fs.cat_file(path)), **kw)
-
-
-def _write_table(fs, path: str, table: pa.Table) -> None:
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    storage.write_bytes_atomic(fs, path, buf.getvalue())
 
 
 def _exchange(a: str, b: str) -> bool:
@@ -139,7 +127,7 @@ class Committer:
             return {}
         out = {}
         for path in sorted(self.fs.glob(posixpath.join(self.layout.videos, "*.parquet"))):
-            for row in _read_table(self.fs, path).to_pylist():
+            for row in storage.read_parquet(self.fs, path).to_pylist():
                 out[row["video_id"]] = row
         return out
 
@@ -192,7 +180,7 @@ class Committer:
         carry_ids = [v for v in kept + carried if (previous[v]["n_clips"] or 0) > 0]
         if carry_ids:
             files.append(self._carry(carry_ids, clips_dir))
-        _write_table(fs, posixpath.join(videos_dir, "videos.parquet"),
+        storage.write_parquet(fs, posixpath.join(videos_dir, "videos.parquet"),
                      pa.Table.from_pylist([{k: r.get(k) for k in self.videos_schema.names} for r in rows],
                                           schema=self.videos_schema))
         commit_id = str(uuid.uuid4())
@@ -248,9 +236,9 @@ class Committer:
             if rows_wanted[name] == totals[name]:
                 self._link(src, dst)
             else:  # rows of videos that are not published (redone, or kept from before) share the file
-                t = _read_table(self.fs, src)
+                t = storage.read_parquet(self.fs, src)
                 t = t.filter(pc.is_in(t["video_id"], value_set=pa.array(sorted(wanted[name]))))
-                _write_table(self.fs, dst, t)
+                storage.write_parquet(self.fs, dst, t)
         return sorted(wanted)
 
     def _link(self, src: str, dst: str) -> None:
@@ -263,13 +251,13 @@ class Committer:
         """Rows committed earlier tonight that stay: read from the current partition, one file."""
         tables = []
         for path in sorted(self.fs.glob(posixpath.join(self.layout.clips, "*.parquet"))):
-            t = _read_table(self.fs, path)
+            t = storage.read_parquet(self.fs, path)
             t = t.filter(pc.is_in(t["video_id"], value_set=pa.array(video_ids)))
             if t.num_rows:
                 tables.append(_conform(t, self.clips_schema))
         name = f"carried-{uuid.uuid5(uuid.NAMESPACE_URL, self.layout.run_id + '|' + '|'.join(video_ids))}.parquet"
         table = pa.concat_tables(tables) if tables else self.clips_schema.empty_table()
-        _write_table(self.fs, posixpath.join(clips_dir, name), table)
+        storage.write_parquet(self.fs, posixpath.join(clips_dir, name), table)
         return name
 
     # -- step 5: publish (also the roll-forward) ------------------------------------------------

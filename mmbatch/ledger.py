@@ -9,7 +9,6 @@ if that attempt scored it ok from the same content. The cost here is per video, 
 
 from __future__ import annotations
 
-import io
 import logging
 import posixpath
 import uuid
@@ -29,7 +28,6 @@ class VideoOutcome:
     video_id: str
     status: str  # ok (at least one clip scored) | error
     n_clips: int  # clip rows staged (ok and error clips)
-    ok_clips: int
     duration_s: float | None
     decode_seconds: float
     error_stage: str | None
@@ -41,9 +39,6 @@ class VideoOutcome:
     file_totals: list[int] = field(default_factory=list)  # all rows of each of them
     # modality -> [clips scored, clips where it failed (a reason and no score)]
     modalities: dict[str, list[int]] = field(default_factory=dict)
-
-
-
 
 @dataclass
 class _Pending:
@@ -98,29 +93,24 @@ class RunLedger:
     def load(self) -> dict[str, VideoOutcome]:
         """Outcomes finished by earlier attempts of this run that still count: scored ok from
         the input as it is now (etag and size). Failures and changed inputs are done again."""
-        import pyarrow.parquet as pq
-
         if not self.fs.exists(self.staging_dir):
             return {}
         inputs: dict[str, dict[str, tuple[str, int]]] = {}
         for path in self.fs.glob(posixpath.join(self.staging_dir, "inputs-*.parquet")):
             attempt = posixpath.basename(path)[len("inputs-"): -len(".parquet")]
-            t = _read(self.fs, path, pq)
+            t = _read(self.fs, path)
             if t is not None:
                 inputs[attempt] = {r["video_id"]: (r["etag"], r["size_bytes"]) for r in t.to_pylist()}
         earlier: dict[str, RunLedger] = {}
-        paths = self.fs.glob(posixpath.join(self.parts_dir, "records-*.parquet")) if self.fs.exists(self.parts_dir) else []
-        for path in sorted(paths):
-            t = _read(self.fs, path, pq)
-            if t is None or t.num_rows == 0:
-                continue
-            attempt = str(t["attempt"][0])
+        for path in staged_records(self.fs, self.parts_dir):
+            records = read_records(self.fs, path)
+            attempt = None if records is None else str(records["attempt"][0])
             if attempt not in inputs:
                 continue
             if attempt not in earlier:
                 refs = {v: _Ref(*ident) for v, ident in inputs[attempt].items()}
                 earlier[attempt] = RunLedger(self.fs, self.staging_dir, refs, attempt)
-            earlier[attempt].add_records({c: t[c].to_numpy(zero_copy_only=False) for c in t.column_names})
+            earlier[attempt].add_records(records)
         for attempt in sorted(earlier):  # later attempts win
             for vid, outcome in earlier[attempt].done.items():
                 ref = self.refs.get(vid)
@@ -164,7 +154,7 @@ class RunLedger:
         ok = p.ok_rows > 0
         files = sorted(p.parts)
         outcome = VideoOutcome(
-            video_id=vid, status="ok" if ok else "error", n_clips=p.clip_rows, ok_clips=p.ok_rows,
+            video_id=vid, status="ok" if ok else "error", n_clips=p.clip_rows,
             duration_s=p.duration_s or None, decode_seconds=p.decode_seconds,
             error_stage=None if ok else (p.error_stage or None), error=None if ok else (p.error or "no clip scored"),
             etag=ref.etag if ref else "", size_bytes=ref.size if ref else 0, files=files,
@@ -182,19 +172,30 @@ class _Ref:
     size: int
 
 
-def _read(fs, path: str, pq):
+def _read(fs, path: str):
+    from mmbatch import storage
+
     try:
-        return pq.read_table(io.BytesIO(fs.cat_file(path)))
+        return storage.read_parquet(fs, path)
     except Exception as err:  # half-written by a crash: what it names is done again
         log.warning("ignoring unreadable staged file %s: %s", path, err)
         return None
 
 
-def _write(fs, path: str, table) -> None:
-    import pyarrow.parquet as pq
+def staged_records(fs, parts_dir: str) -> list[str]:
+    """The records files the write stage has staged so far, in name order."""
+    return sorted(fs.glob(posixpath.join(parts_dir, "records-*.parquet"))) if fs.exists(parts_dir) else []
 
+
+def read_records(fs, path: str) -> dict[str, np.ndarray] | None:
+    """One staged records file as the columns `add_records` takes; None if unreadable or empty."""
+    t = _read(fs, path)
+    if t is None or t.num_rows == 0:
+        return None
+    return {c: t[c].to_numpy(zero_copy_only=False) for c in t.column_names}
+
+
+def _write(fs, path: str, table) -> None:
     from mmbatch import storage
 
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    storage.write_bytes_atomic(fs, path, buf.getvalue())
+    storage.write_parquet(fs, path, table)

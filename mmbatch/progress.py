@@ -8,7 +8,6 @@ complete. It reads nothing else, so its cost is one listing and a few small read
 from __future__ import annotations
 
 import logging
-import posixpath
 import threading
 import time
 
@@ -31,21 +30,17 @@ class ProgressReporter:
         self.lines: list[str] = []
 
     def tick(self) -> str:
-        import io
+        from mmbatch.ledger import read_records, staged_records
 
-        import pyarrow.parquet as pq
-
-        if self.fs.exists(self.parts_dir):
-            for path in sorted(self.fs.glob(posixpath.join(self.parts_dir, "records-*.parquet"))):
-                if path in self._seen:
-                    continue
-                try:
-                    t = pq.read_table(io.BytesIO(self.fs.cat_file(path)))
-                except Exception:  # being written: next tick
-                    continue
-                self._seen.add(path)
-                if t.num_rows and str(t["attempt"][0]) == self.ledger.attempt:
-                    self.ledger.add_records({c: t[c].to_numpy(zero_copy_only=False) for c in t.column_names})
+        for path in staged_records(self.fs, self.parts_dir):
+            if path in self._seen:
+                continue
+            records = read_records(self.fs, path)
+            if records is None:  # unreadable just now: the next tick tries again
+                continue
+            self._seen.add(path)
+            if str(records["attempt"][0]) == self.ledger.attempt:
+                self.ledger.add_records(records)
         done, clips = len(self.ledger.done), self.ledger.clips_done
         elapsed = time.perf_counter() - self._t0
         rate = clips / elapsed if elapsed else 0.0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import io
 import posixpath
 from typing import Any
 
@@ -35,14 +34,13 @@ def _manifests(fs, root: str) -> list[dict]:
 
 def _partition(fs, root: str, table: str, day: str, columns: list[str] | None = None):
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     folder = posixpath.join(root, table, f"run_date={day}")
     if not fs.exists(folder):
         return None
     parts = []
     for path in sorted(fs.glob(posixpath.join(folder, "*.parquet"))):
-        t = pq.read_table(io.BytesIO(fs.cat_file(path)))
+        t = storage.read_parquet(fs, path)
         parts.append(t.select([c for c in columns if c in t.column_names]) if columns else t)
     return pa.concat_tables(parts, promote_options="default").to_pandas() if parts else None
 

@@ -35,7 +35,7 @@ def _partition_rows(fs, videos_dir: str) -> pa.Table:
     run_date = dt.date.fromisoformat(posixpath.basename(videos_dir.rstrip("/")).split("=", 1)[1])
     tables = []
     for path in sorted(fs.glob(posixpath.join(videos_dir, "*.parquet"))):
-        t = pq.read_table(io.BytesIO(fs.cat_file(path)), columns=[*_COLUMNS, "status", "n_clips"])
+        t = storage.read_parquet(fs, path, columns=[*_COLUMNS, "status", "n_clips"])
         tables.append(t.filter(pc.and_(pc.equal(t["status"], "ok"), pc.greater(t["n_clips"], 0))))
     if not tables:
         return STATE_SCHEMA.empty_table()
@@ -98,9 +98,7 @@ def read_state(fs, layout: OutputLayout) -> tuple[pa.Table, set[str]]:
 
 def write_state(fs, layout: OutputLayout, table: pa.Table, merged: set[str]) -> None:
     meta = {METADATA_RUNS: json.dumps(sorted(merged)).encode()}
-    buf = io.BytesIO()
-    pq.write_table(table.cast(STATE_SCHEMA).replace_schema_metadata(meta), buf, compression="zstd")
-    storage.write_bytes_atomic(fs, layout.state, buf.getvalue())
+    storage.write_parquet(fs, layout.state, table.cast(STATE_SCHEMA).replace_schema_metadata(meta))
 
 
 def update_state(fs, layout: OutputLayout) -> int:

@@ -80,3 +80,23 @@ def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
     else:
         with fs.open(path, "wb") as f:
             f.write(data)
+
+
+def read_parquet(fs: fsspec.AbstractFileSystem, path: str, **kwargs):
+    """One Parquet object as a pyarrow Table (one GET; pyarrow's reader options in kwargs)."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    return pq.read_table(io.BytesIO(fs.cat_file(path)), **kwargs)
+
+
+def write_parquet(fs: fsspec.AbstractFileSystem, path: str, table, **kwargs) -> None:
+    """One Parquet object, written whole (see write_bytes_atomic); pyarrow's writer options in kwargs."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf, **{"compression": "zstd", **kwargs})
+    write_bytes_atomic(fs, path, buf.getvalue())

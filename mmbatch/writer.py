@@ -14,7 +14,6 @@ bundle's clip ids. A retried write overwrites its own file; two bundles never sh
 from __future__ import annotations
 
 import hashlib
-import io
 import posixpath
 import uuid
 
@@ -139,13 +138,9 @@ class ClipWriterStage:
         return records
 
     def _write(self, path: str, table, row_group_rows: int | None = None) -> None:
-        import pyarrow.parquet as pq
-
         from mmbatch import storage
 
-        buf = io.BytesIO()
-        pq.write_table(table, buf, compression="zstd", row_group_size=row_group_rows)
-        storage.write_bytes_atomic(self.fs, path, buf.getvalue())
+        storage.write_parquet(self.fs, path, table, row_group_size=row_group_rows)
 
 
 def records_table(records: Batch):

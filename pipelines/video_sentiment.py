@@ -184,8 +184,8 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, run_date: 
     from mmbatch.trust import AllowedRoots, redact_uri
 
     t0 = time.perf_counter()
-    dims = inspect_models(config)
-    identities = model_identities(config)
+    identities = model_identities(config)  # hashed once: the trained-head check below reuses them
+    dims = inspect_models(config, identities)
     fingerprint = config.fingerprint(identities)
     fs, root = storage.filesystem(output_uri, config.storage_options)
     layout = OutputLayout(root.rstrip("/"), run_date, run_id_for(run_date, fingerprint))
@@ -214,8 +214,9 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, run_date: 
         done = ledger.load() if not force else {}
         refused = [r for r in refs if r.error]
         for ref in refused:  # refused or unreadable inputs: failed with the reason, never read
-            ledger.done[ref.video_id] = VideoOutcome(ref.video_id, "error", 0, 0, None, 0.0, "input", ref.error,
-                                                     ref.etag, ref.size)
+            ledger.done[ref.video_id] = VideoOutcome(ref.video_id, "error", n_clips=0, duration_s=None,
+                                                     decode_seconds=0.0, error_stage="input", error=ref.error,
+                                                     etag=ref.etag, size_bytes=ref.size)
         skipped = _skips(fs, layout, refs, done, run_date, fingerprint) if not force else {}
     except BaseException:
         if not dry_run:

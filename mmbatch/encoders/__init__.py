@@ -68,7 +68,7 @@ def model_identities(config: PipelineConfig) -> dict[str, str]:
     return out
 
 
-def inspect_models(config: PipelineConfig) -> EmbeddingDims:
+def inspect_models(config: PipelineConfig, identities: dict[str, str] | None = None) -> EmbeddingDims:
     """Read each model's config (no weights) before any Ray work: label tables, dims, sources.
 
     A model that cannot be found or whose labels do not map is a ModelLoadError now, not an
@@ -91,11 +91,11 @@ def inspect_models(config: PipelineConfig) -> EmbeddingDims:
         if not getattr(cfg, "is_encoder_decoder", False):
             raise ModelLoadError(f"models.speech: {models.speech.source!r} is not a speech-to-text (encoder-decoder) model")
     if config.fusion.mode == "trained":
-        dims["joint"] = _check_fusion_checkpoint(config, dims)
+        dims["joint"] = _check_fusion_checkpoint(config, dims, identities)
     return EmbeddingDims(**dims)
 
 
-def _check_fusion_checkpoint(config: PipelineConfig, dims: dict[str, int]) -> int:
+def _check_fusion_checkpoint(config: PipelineConfig, dims: dict[str, int], identities: dict[str, str] | None) -> int:
     from mmbatch.fusion_model import MultimodalFusionConfig
     from mmbatch.models import load_pretrained, resolve_source
 
@@ -110,7 +110,7 @@ def _check_fusion_checkpoint(config: PipelineConfig, dims: dict[str, int]) -> in
             )
     trained_on = getattr(cfg, "encoders", None) or {}
     if trained_on:  # a head trained by jobs/train_fusion.py knows which encoders made its inputs
-        current = model_identities(config)
+        current = identities if identities is not None else model_identities(config)
         changed = {m: (trained_on[m], current.get(m)) for m in trained_on if trained_on[m] != current.get(m)}
         if changed:
             detail = "; ".join(f"{m}: trained on {old}, configured {new}" for m, (old, new) in changed.items())
