@@ -1,81 +1,17 @@
 #!/usr/bin/env python
-"""Train the fusion head on your labels, from the pipeline's own output (no video is decoded again).
+"""Train the fusion head on labels: `mmbatch train`, runnable from a checkout that is not pip-installed.
 
-    python jobs/train_fusion.py --clips s3://bucket/scores/ --labels labels.csv --out fusion-head/
-    python jobs/train_fusion.py --clips scores/ --labels mosi.parquet --label-range -3 3 --out head/
-
-Labels (CSV or Parquet): `video_id`, then `clip_id` or `start_s`/`end_s` (matched to the clip it
-overlaps most), and `label`: negative|neutral|positive, or a number in --label-range. An optional
-`split` column (train|val|test) replaces the seeded split by video. The checkpoint folder gets the
-model (save_pretrained), metrics.json and metrics.md; score with it by setting
-`fusion: {mode: trained, checkpoint: <folder>}`. Exit codes: 0 trained, 2 bad labels or clips.
+    python jobs/train_fusion.py --help
 """
 
-from __future__ import annotations
-
-import argparse
-import json
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
+if str(REPO) not in sys.path:  # under `ray job submit --working-dir .` the package may not be installed
     sys.path.insert(0, str(REPO))
 
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--clips", required=True, help="the pipeline's output root (its clips/ holds the embeddings)")
-    p.add_argument("--labels", required=True, help="CSV or Parquet of labels")
-    p.add_argument("--label-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
-                   help="range of numeric labels, mapped to valence -1..1 (e.g. -3 3)")
-    p.add_argument("--out", required=True, help="checkpoint folder to write")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--config", default=None, help="pipeline YAML, for storage_options")
-    args = p.parse_args(argv)
-
-    from mmbatch.config import storage_options_from
-    from mmbatch.errors import ExitCode, MmbatchError
-    from mmbatch.training import (
-        TrainConfig,
-        encoder_identities,
-        evaluate,
-        join_labels,
-        load_clips,
-        read_labels,
-        save_checkpoint,
-        split_by_video,
-        train_fusion,
-    )
-
-    try:
-        options = storage_options_from(args.config)
-    except MmbatchError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    try:
-        clips = load_clips(args.clips, options)
-        labels = read_labels(args.labels, tuple(args.label_range) if args.label_range else None)
-        joined, report = join_labels(clips, labels)
-        if report["matched"] == 0:
-            raise ValueError(f"none of the {report['labels']} labels matched a scored clip under {args.clips}")
-        encoders = encoder_identities(args.clips, set(joined["model_fingerprint"]), options)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return ExitCode.USAGE
-    print(f"labels: {report['matched']} of {report['labels']} matched clips of {report['videos']} videos")
-    joined["split"] = split_by_video(joined, args.seed)
-    dims = {m: int(next((len(e) for e in joined[f"{m}_embedding"] if e is not None), 0))
-            for m in ("vision", "audio", "text")}
-    model, history = train_fusion(joined, dims, TrainConfig(seed=args.seed, epochs=args.epochs))
-    result = evaluate(model, joined, dims)
-    result["epochs"] = len(history)
-    save_checkpoint(model, args.out, dims, encoders, result, report)
-    print(Path(args.out, "metrics.md").read_text())
-    print(json.dumps({"checkpoint": args.out, "trained": result["trained"], "zero_shot": result["zero_shot"]}))
-    return ExitCode.OK
-
+from pipelines.cli.train import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

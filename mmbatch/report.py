@@ -5,7 +5,7 @@ most negative and most positive videos, how often the modalities agree with the 
 time by stage, and the change from the previous night. It reads the night's committed `videos`
 and `clips` partitions (a few scalar columns) and its manifest, on any fsspec root; it is
 written next to the manifest at the end of each run (`_runs/<run_id>.html`) and by
-`python jobs/report.py --output <root> [--run-date D]`.
+`mmbatch report --output <root> [--run-date D]`.
 """
 
 from __future__ import annotations

@@ -119,3 +119,32 @@ def test_a_modality_that_failed_everywhere_is_not_a_plain_success(tmp_path):
     clips = pq.read_table(tmp_path / "o" / "clips", partitioning=partitioning()).to_pandas()
     assert clips["text_error"].tolist() == ["transcript sidecar talk.vtt is binary, not text"]
     assert not clips["has_text"].any() and clips["status"].tolist() == ["ok"]
+
+
+def test_mmbatch_command_dispatches_to_the_same_jobs(tmp_path):
+    """`mmbatch <command>` (the console script) and `python jobs/<job>.py` run the same code."""
+    cmd = [sys.executable, "-m", "pipelines.cli"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 2 and all(f"  {c} " in r.stdout for c in ("score", "nightly", "report", "train"))
+    r = subprocess.run([*cmd, "score", "--input", "x"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 2 and "usage: mmbatch score" in r.stderr and "--input and --output are required" in r.stderr
+    r = subprocess.run([*cmd, "report", "--output", str(tmp_path / "none")], capture_output=True, text=True,
+                       timeout=60, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == f"error: no committed run under {tmp_path / 'none'}"
+    r = subprocess.run([*cmd, "scor"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 2 and "unknown command 'scor'" in r.stderr
+
+
+def test_wheel_ships_the_command_and_its_yaml(tmp_path):
+    """A non-editable install has the console script, the CLI modules and the shipped pipeline YAMLs."""
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                    str(tmp_path), str(REPO)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("mmbatch-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for needed in ("pipelines/cli/score.py", "pipelines/cli/nightly.py", "pipelines/cli/report.py",
+                   "pipelines/cli/train.py", "pipelines/demo.yaml", "pipelines/video_sentiment.yaml"):
+        assert needed in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "mmbatch = pipelines.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -109,11 +109,11 @@ def _check_fusion_checkpoint(config: PipelineConfig, dims: dict[str, int], ident
                 f"but models.{m} produces {dim or 'none'}"
             )
     trained_on = getattr(cfg, "encoders", None) or {}
-    if trained_on:  # a head trained by jobs/train_fusion.py knows which encoders made its inputs
+    if trained_on:  # a head trained by `mmbatch train` knows which encoders made its inputs
         current = identities if identities is not None else model_identities(config)
         changed = {m: (trained_on[m], current.get(m)) for m in trained_on if trained_on[m] != current.get(m)}
         if changed:
             detail = "; ".join(f"{m}: trained on {old}, configured {new}" for m, (old, new) in changed.items())
             raise ModelLoadError(f"fusion checkpoint {f.checkpoint!r} was trained on other encoders ({detail}); "
-                                 "train it again on clips of these models (jobs/train_fusion.py)")
+                                 "train it again on clips of these models (mmbatch train)")
     return int(cfg.joint_dim)

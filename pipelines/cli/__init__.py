@@ -1,0 +1,47 @@
+"""The `mmbatch` command: `mmbatch score | nightly | report | train`.
+
+Each subcommand is one module here with a `main(argv) -> exit code`; `jobs/*.py` are thin wrappers
+over the same functions, so `ray job submit -- python jobs/score_videos.py ...` works from a checkout
+that is not pip-installed. Modules import nothing heavy at the top, so `--help` answers at once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+# The folder that holds the `mmbatch` and `pipelines` packages: a checkout, or site-packages.
+CODE_ROOT = Path(__file__).resolve().parent.parent.parent
+PIPELINES_DIR = CODE_ROOT / "pipelines"  # the shipped YAML files live beside the package code
+
+COMMANDS = {
+    "score": ("pipelines.cli.score", "score videos for sentiment per clip and commit a night (jobs/score_videos.py)"),
+    "nightly": ("pipelines.cli.nightly", "submit the scoring job to a Ray cluster, wait, retry what is worth it"),
+    "report": ("pipelines.cli.report", "write the HTML report of a committed night"),
+    "train": ("pipelines.cli.train", "train the fusion head on labelled clips from the output"),
+}
+
+
+def checkout_root() -> Path | None:
+    """The repository checkout this code runs from, when it is one (it has jobs/score_videos.py)."""
+    return CODE_ROOT if (CODE_ROOT / "jobs" / "score_videos.py").is_file() else None
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {about}" for name, (_, about) in COMMANDS.items()]
+    return "usage: mmbatch <command> [options]   (mmbatch <command> --help for its options)\n\n" + "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"mmbatch: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    sys.argv[0] = f"mmbatch {name}"  # argparse names the command in usage and errors
+    return int(importlib.import_module(COMMANDS[name][0]).main(rest))

@@ -1,0 +1,168 @@
+"""Score a video collection for sentiment, clip by clip, and write Parquet.
+
+Nightly:   ray job submit --working-dir . -- python jobs/score_videos.py \\
+               --config pipelines/video_sentiment.yaml --input s3://b/videos/ --output s3://b/scores/
+Laptop:    mmbatch score --demo          (the same as python jobs/score_videos.py --demo)
+
+Inputs: a folder, prefix or glob of videos; one video; a manifest (.csv/.jsonl/.parquet with a
+`uri` column); WebDataset .tar shards; HLS .m3u8 media playlists. Same-stem .vtt/.srt/.txt files
+are transcripts. Local paths, s3:// or any fsspec URI.
+
+Cluster: without RAY_ADDRESS a local Ray starts; `ray job submit` (or RAY_ADDRESS=auto / a head
+address) attaches to a cluster. Everything that can fail fast (configuration, models, inputs,
+the output's writability) is checked before Ray starts.
+
+Exit codes (a scheduler retries only 1):
+  0  committed
+  1  not committed; worth retrying (infrastructure, output fault, the night held by another run)
+  2  not committed; not worth retrying (bad arguments, configuration, input or models)
+  3  committed, but degraded (more than --max-failed-fraction of videos failed, or a configured
+     modality failed on more than run.max_modality_failed_fraction of its clips)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+from pipelines.cli import CODE_ROOT, PIPELINES_DIR
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Score videos for sentiment per clip with Ray Data; write Parquet under --output.",
+        epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", help="pipeline YAML (default: pipelines/video_sentiment.yaml; "
+                                     "pipelines/demo.yaml with --demo)")
+    p.add_argument("--input", help="folder, prefix, glob, video, manifest (.csv/.jsonl/.parquet), .tar shard or "
+                                    ".m3u8 playlist: local path, s3://, or any fsspec URI")
+    p.add_argument("--output", help="output root: local path, s3://, or any fsspec URI")
+    p.add_argument("--run-date", type=dt.date.fromisoformat, default=None,
+                   help="the night this run belongs to, YYYY-MM-DD (default: today, UTC); "
+                        "rerunning a date resumes or repeats it")
+    p.add_argument("--force", action="store_true", help="rescore videos already scored on an earlier date")
+    p.add_argument("--max-failed-fraction", type=float, default=None,
+                   help="exit 3 when more than this fraction of attempted videos failed (default from config: 0.2)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check config, models, inputs and output, print what would be scored, resumed, skipped "
+                        "and refused, and exit (no Ray)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="log level of the job's own lines (Ray Data's progress dumps only at DEBUG)")
+    p.add_argument("--demo", action="store_true",
+                   help="write sample videos to a local folder and score them with pipelines/demo.yaml (no network)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (ignored when attaching)")
+    args = p.parse_args(argv)
+    if not args.demo and not (args.input and args.output):
+        p.error("--input and --output are required (or use --demo)")
+    if args.max_failed_fraction is not None and not 0 <= args.max_failed_fraction <= 1:
+        p.error("--max-failed-fraction must be between 0 and 1")
+    return args
+
+
+def init_ray(num_cpus: int | None, log_level: str = "INFO") -> None:
+    import ray
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = log_level == "DEBUG"
+    if ray.is_initialized():
+        return
+    # Workers log at the job's level too (Ray's LoggingConfig reaches them under `ray job submit`).
+    logging_config = ray.LoggingConfig(log_level=log_level)
+    # RAY_ADDRESS is set by `ray job submit` and by users attaching to a cluster.
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True, logging_config=logging_config)
+    else:
+        # Workers import mmbatch/pipelines from this checkout even when it is not pip-installed.
+        path = os.pathsep.join(p for p in (str(CODE_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_config=logging_config,
+                 runtime_env={"env_vars": {"PYTHONPATH": path}})
+
+
+def print_demo_table(output: str, run_date: dt.date) -> None:
+    import pandas as pd
+
+    clips = pd.read_parquet(Path(output) / "clips" / f"run_date={run_date.isoformat()}")
+    clips = clips.sort_values(["video_id", "clip_index"])
+    print("\nPer clip (transcript from the demo's .vtt sidecars; text scored by a real sentence-embedding model):")
+    for r in clips.itertuples():
+        text = (r.transcript or "")[:62]
+        tv = "  n/a" if r.text_valence != r.text_valence else f"{r.text_valence:+.2f}"
+        print(f"  {r.video_id:<15} {r.start_s:5.1f}-{r.end_s:5.1f}s  text {tv}  fused {r.sentiment:<8} "
+              f"{r.valence:+.2f}  {text}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from mmbatch.config import load_config
+    from mmbatch.errors import ExitCode, MmbatchError, short_reason
+
+    run_date = args.run_date or dt.datetime.now(dt.timezone.utc).date()
+    config_path = args.config or str(PIPELINES_DIR / ("demo.yaml" if args.demo else "video_sentiment.yaml"))
+    try:
+        config = load_config(config_path)
+        if args.demo:
+            from mmbatch.synth import write_demo_inputs
+
+            demo_root = Path(os.environ.get("MMBATCH_DEMO_DIR", "mmbatch_demo")).resolve()
+            args.input = args.input or str(demo_root / "videos")
+            args.output = args.output or str(demo_root / "scores")
+            write_demo_inputs(args.input)
+            print(f"demo: wrote sample videos with transcripts to {args.input}")
+        from pipelines.video_sentiment import execute, plan_run
+
+        plan = plan_run(config, args.input, args.output, run_date, force=args.force, dry_run=args.dry_run)
+        print(f"{'dry run' if args.dry_run else 'plan'}: {plan.summary()}")
+        if args.dry_run:
+            for ref in plan.refused[:20]:
+                print(f"  refused {ref.video_id}: {ref.error}")
+            return ExitCode.OK
+        try:
+            init_ray(args.num_cpus, args.log_level)
+        except BaseException:
+            plan.lease.release()  # the night is free again at once, not when the lease lapses
+            raise
+        result = execute(plan, strict_resources=not os.environ.get("RAY_ADDRESS"))
+    except MmbatchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; rerun the same --run-date to resume", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug or an infrastructure failure: one line, the traceback in the log
+        logging.getLogger("score_videos").debug("unexpected failure", exc_info=True)
+        print(f"error: unexpected failure: {short_reason(err, 500)} (--log-level DEBUG shows "
+              "the traceback; a rerun of the same --run-date resumes)", file=sys.stderr)
+        return ExitCode.SYSTEM
+
+    limit = args.max_failed_fraction if args.max_failed_fraction is not None else config.run.max_failed_fraction
+    rate = result.clips / result.wall_seconds if result.wall_seconds else 0.0
+    print(
+        f"\nrun {result.run_id} committed: {result.inputs} videos: {result.scored} scored, {result.failed} failed, "
+        f"{result.skipped} skipped; {result.clips} clips in {result.wall_seconds:.1f} s ({rate:.2f} clips/s)\n"
+        f"output: {result.output}"
+    )
+    if args.demo:
+        print_demo_table(args.output, run_date)
+        print(f"\nTry:  python -c \"import duckdb; print(duckdb.sql(\\\"SELECT video_id, round(avg(valence), 3) AS "
+              f"valence FROM '{args.output}/clips/**/*.parquet' GROUP BY 1 ORDER BY 1\\\"))\"")
+    degraded = result.degraded_modalities(config.run.max_modality_failed_fraction)
+    if result.failed_fraction > limit:
+        print(f"error: {result.failed} of {result.scored + result.failed} videos failed "
+              f"({result.failed_fraction:.0%} > max-failed-fraction {limit:.0%}); see the videos table",
+              file=sys.stderr)
+        return ExitCode.DEGRADED
+    if degraded:
+        which = ", ".join(f"{m} on {share:.0%} of clips" for m, share in degraded.items())
+        print(f"error: committed, but degraded: {which} failed (> run.max_modality_failed_fraction "
+              f"{config.run.max_modality_failed_fraction:.0%}); the reasons are in clips.<modality>_error",
+              file=sys.stderr)
+        return ExitCode.DEGRADED
+    return ExitCode.OK
+
