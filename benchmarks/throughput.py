@@ -1,120 +1,368 @@
 #!/usr/bin/env python
-"""End-to-end clips/s against two references on the same data in the same run (DESIGN §7).
+"""Clips/s of the pipeline against the CPU's decode limit and a naive loop, on the same videos.
 
-  decode_only  – the decode stage alone over all videos, in this process (the CPU floor)
-  sequential   – a naive loop: decode one video, then run every model on its clips, next video;
-                 built from the same stage list (`stage_specs`) the Ray Data pipeline runs
-  pipeline     – the Ray Data pipeline (run_pipeline) on a local Ray
+Three ways over one generated corpus (videos with audio), with the production clip and decode
+settings (pipelines/video_sentiment.yaml: 10 s clips, 8 frames at 224 px, 16 kHz audio) and the
+models of --config (default: the tiny preset):
 
-Prints one JSON object. Default data: 12 videos x 30 s at 640x360 with audio, tiny models.
+  decode_only  the decode stage alone in a process pool over every core: the CPU limit
+  naive        one process: decode a video, then each model in turn, next video; built from the
+               same stage list (`stage_specs`) the Ray Data pipeline runs
+  pipeline     the real job (`jobs/score_videos.py`) in its own process, local Ray
 
-    python benchmarks/throughput.py --videos 12 --seconds 30 --config pipelines/tiny.yaml
+Each reports clips/s at steady state (start-up excluded: pool start, model loading, Ray start;
+for the pipeline, the span between the first and the last clip file written), time to the first
+written clip, video-seconds per second, peak memory of the whole process tree (PSS) and, for the
+pipeline, each stage's busy time from Ray Data's stats. --scale runs the pipeline at 1x, 4x and
+16x the corpus (hard links, so the videos are read again but not stored twice). The last line of
+output is the whole report as JSON.
+
+    python benchmarks/throughput.py --quick               # the 2-core target: 24 x 30 s at 640x360, median of 3
+    python benchmarks/throughput.py --videos 8 --repeats 1 --resolutions 640x360,1280x720
+    python benchmarks/throughput.py --quick --scale       # memory and wall time at 1x, 4x, 16x
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
+import concurrent.futures as cf
 import json
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+# Clip files small enough that the pipeline writes one every few clips, so completions are
+# visible while it runs (production writes ~128 MB files: fewer, larger, same work per clip).
+BENCH_TARGET_FILE_MB = 0.004
 
 
-def concat(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+# -- configuration ------------------------------------------------------------------------------
+def bench_config(models_yaml: str, engine: str | None = None, placement: str | None = None) -> dict:
+    """The models and pools of `models_yaml` with the production clip and decode settings."""
+    raw = yaml.safe_load(Path(models_yaml).read_text())
+    if placement:
+        raw.setdefault("encoders", {})["placement"] = placement
+    production = yaml.safe_load((REPO / "pipelines" / "video_sentiment.yaml").read_text())
+    raw["clips"] = production["clips"]
+    raw["decode"] = {**raw.get("decode", {}), "image_size": production["decode"]["image_size"]}
+    raw.setdefault("output", {})["target_file_mb"] = BENCH_TARGET_FILE_MB
+    if engine and raw.get("models", {}).get("speech"):
+        raw["models"]["speech"]["engine"] = engine
+    return raw
+
+
+def load(raw: dict):
+    from mmbatch.config import PipelineConfig
+
+    return PipelineConfig.model_validate(raw)
+
+
+# -- the corpus ----------------------------------------------------------------------------------
+def make_corpus(folder: Path, videos: int, seconds: float, width: int, height: int) -> list[Path]:
+    from mmbatch.synth import write_video
+
+    paths = []
+    for i in range(videos):
+        p = folder / f"v{i:04d}.mp4"
+        if not p.exists():
+            write_video(p, seconds=seconds, width=width, height=height, seed=i)
+        paths.append(p)
+    return paths
+
+
+def scaled_copy(paths: list[Path], folder: Path, factor: int) -> Path:
+    """`factor` times the corpus as hard links under new names (new video ids, same bytes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(factor):
+        for p in paths:
+            link = folder / f"{p.stem}_{k:02d}{p.suffix}"
+            if not link.exists():
+                os.link(p, link)
+    return folder
+
+
+# -- memory of a process tree ---------------------------------------------------------------------
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(entry))
+    return kids
+
+
+def tree_pss_mb(root: int) -> float:
+    """Proportional set size of `root` and all its descendants (shared pages counted once)."""
+    kids, todo, total = _children(), [root], 0
+    while todo:
+        pid = todo.pop()
+        todo.extend(kids.get(pid, []))
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+                    break
+        except OSError:
+            pass
+    return total / 1024
+
+
+class PeakMemory:
+    """Samples the PSS of a process tree every `interval_s` in a thread; `.peak_mb` is the maximum."""
+
+    def __init__(self, pid: int, interval_s: float = 0.5):
+        self.pid, self.interval_s, self.peak_mb = pid, interval_s, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, tree_pss_mb(self.pid))
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def rates(clips: int, seconds: float, video_seconds: float) -> dict:
+    return {"clips": clips, "seconds": round(seconds, 2), "clips_per_s": round(clips / seconds, 2) if seconds else None,
+            "video_s_per_s": round(video_seconds / seconds, 1) if seconds else None}
+
+
+# -- (a) decode only -----------------------------------------------------------------------------
+_DECODE = None
+
+
+def _decode_init(raw: dict) -> None:
+    global _DECODE
+    from mmbatch.decode.stage import DecodeStage
+
+    _DECODE = DecodeStage(load(raw))
+    _DECODE.setup()
+
+
+def _decode_one(row: dict) -> int:
+    return sum(len(out["video_id"]) for out in _DECODE({k: np.array([v]) for k, v in row.items()}))
+
+
+def decode_only(raw: dict, rows: list[dict], workers: int, video_seconds: float) -> dict:
+    with cf.ProcessPoolExecutor(workers, initializer=_decode_init, initargs=(raw,)) as pool:
+        list(pool.map(_decode_one, rows[:workers]))  # start every worker and warm its decoder
+        t0 = time.perf_counter()
+        clips = sum(pool.map(_decode_one, rows))
+        seconds = time.perf_counter() - t0
+        peak = tree_pss_mb(os.getpid())
+    return {**rates(clips, seconds, video_seconds), "workers": workers, "process_tree_pss_mb_at_end": round(peak)}
+
+
+# -- (b) the naive loop, from the pipeline's own stage list ----------------------------------------
+def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """One batch from many; a column whose rows differ in shape becomes an object array, as
     Ray Data hands ragged columns to the stages."""
     out = {}
-    for k in rows[0]:
-        parts = [r[k] for r in rows]
+    for k in parts[0]:
+        cols = [p[k] for p in parts]
         try:
-            out[k] = np.concatenate(parts)
+            out[k] = np.concatenate(cols)
         except ValueError:
-            out[k] = np.empty(sum(len(p) for p in parts), dtype=object)
-            out[k][:] = [row for p in parts for row in p]
+            out[k] = np.empty(sum(len(c) for c in cols), dtype=object)
+            out[k][:] = [row for c in cols for row in c]
     return out
 
 
-def run_in_process(stages, ref_batch: dict) -> dict:
-    """One video through the stage list in this process (fan-out stages yield clip batches)."""
+def naive(raw: dict, rows: list[dict], video_seconds: float) -> dict:
     import inspect
 
-    batch = ref_batch
+    from mmbatch.encoders import inspect_models
+    from pipelines.video_sentiment import stage_specs
+
+    config = load(raw)
+    t_setup = time.perf_counter()
+    stages = [spec.build() for spec in stage_specs(config, inspect_models(config))]  # up to fusion
     for stage in stages:
-        out = stage(batch)
-        batch = concat(list(out)) if inspect.isgenerator(out) else out
-    return batch
+        stage.setup()
+    setup = time.perf_counter() - t_setup
+    busy = {s.name: 0.0 for s in stages}
+    clips = 0
+    first = None
+    t0 = time.perf_counter()
+    for row in rows:
+        batch = {k: np.array([v]) for k, v in row.items()}
+        for stage in stages:
+            ts = time.perf_counter()
+            out = stage(batch)
+            batch = concat(list(out)) if inspect.isgenerator(out) else out
+            busy[stage.name] += time.perf_counter() - ts
+        clips += len(batch["video_id"])
+        first = first or time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    return {**rates(clips, seconds, video_seconds), "setup_s": round(setup, 2),
+            "first_video_s": round(setup + (first or 0), 2), "stage_busy_s": {k: round(v, 2) for k, v in busy.items()}}
+
+
+# -- (c) the pipeline through the real job --------------------------------------------------------
+class WrittenClips:
+    """Watches the run's staging folder: (mtime, rows) of each clip file as it appears."""
+
+    def __init__(self, output: Path):
+        self.output, self.files = output, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        import pyarrow.parquet as pq
+
+        while not self._stop.wait(0.2):
+            for p in self.output.glob("_staging/*/parts/part-*.parquet"):
+                if p not in self.files:
+                    try:
+                        self.files[p] = (p.stat().st_mtime, pq.read_metadata(p).num_rows)
+                    except Exception:
+                        pass  # being written or just published: seen on the next look or gone
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def steady(self, started: float) -> tuple[float | None, float | None, int]:
+        """(time to first clip file, steady clips/s between the first and last file, files)."""
+        seen = sorted(self.files.values())
+        if not seen:
+            return None, None, 0
+        first = seen[0][0] - started
+        if len(seen) < 3:
+            return first, None, len(seen)
+        span = seen[-1][0] - seen[0][0]
+        return first, (sum(n for _, n in seen[1:]) / span if span > 0 else None), len(seen)
+
+
+def pipeline(raw: dict, input_dir: Path, work: Path, num_cpus: int | None, video_seconds: float) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    cfg, out = work / "config.yaml", work / "out"
+    cfg.write_text(yaml.safe_dump(raw))
+    cmd = [sys.executable, str(REPO / "jobs" / "score_videos.py"), "--config", str(cfg), "--input", str(input_dir),
+           "--output", str(out), "--run-date", "2026-01-01", "--log-level", "WARNING"]
+    if num_cpus:
+        cmd += ["--num-cpus", str(num_cpus)]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    started = time.time()
+    t0 = time.perf_counter()
+    with WrittenClips(out) as written:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        with PeakMemory(proc.pid) as memory:
+            log = proc.communicate()[0]
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"the job exited {proc.returncode}:\n{log[-3000:]}")
+    manifest = json.loads(next((out / "_runs").glob("*.json")).read_text())
+    clips = manifest["counts"]["clips"]
+    first, steady, files = written.steady(started)
+    stages = manifest["timings"].get("stages") or []
+    return {**rates(clips, wall, video_seconds), "wall_s": round(wall, 2),
+            "steady_clips_per_s": round(steady, 2) if steady else None, "first_clip_s": round(first, 2) if first else None,
+            "clip_files_seen": files, "peak_pss_mb": round(memory.peak_mb),
+            "stage_busy_s": {s["operator"]: s["wall_seconds"] for s in stages}}
+
+
+# -- the run ---------------------------------------------------------------------------------------
+def median_of(runs: list[dict], key: str):
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return round(statistics.median(values), 2) if values else None
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--videos", type=int, default=12)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="24 videos x 30 s at 640x360, median of 3 (the 2-core target)")
+    ap.add_argument("--videos", type=int, default=24)
     ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--width", type=int, default=640)
-    ap.add_argument("--height", type=int, default=360)
-    ap.add_argument("--config", default=str(REPO / "pipelines" / "tiny.yaml"))
-    ap.add_argument("--num-cpus", type=int, default=None)
+    ap.add_argument("--resolutions", default="640x360,1280x720")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--config", default=str(REPO / "pipelines" / "tiny.yaml"), help="models and pools (YAML)")
+    ap.add_argument("--num-cpus", type=int, default=None, help="CPUs for the pipeline's local Ray and the decode pool")
+    ap.add_argument("--placement", default=None, choices=["per_modality", "colocated"],
+                    help="override encoders.placement of --config")
+    ap.add_argument("--scale", action="store_true", help="also the pipeline at 1x, 4x and 16x the corpus")
+    ap.add_argument("--skip", default="", help="comma-separated parts to leave out: decode_only,naive,pipeline")
+    ap.add_argument("--work-dir", default=None, help="keep the corpus here between runs")
     args = ap.parse_args()
-
-    from mmbatch.config import load_config
-    from mmbatch.decode.stage import DecodeStage
-    from mmbatch.encoders import inspect_models
+    if args.quick:
+        args.videos, args.seconds, args.resolutions, args.repeats = 24, 30.0, "640x360", 3
+    skip = set(filter(None, args.skip.split(",")))
+    cpus = args.num_cpus or os.cpu_count()
+    raw = bench_config(args.config, placement=args.placement)
+    report: dict = {"benchmark": "throughput", "videos": args.videos, "seconds_per_video": args.seconds,
+                    "cpus": cpus, "models": Path(args.config).name,
+                    "placement": raw.get("encoders", {}).get("placement", "per_modality"), "clips": raw["clips"],
+                    "image_size": raw["decode"]["image_size"], "repeats": args.repeats, "results": {}}
     from mmbatch.sources import discover
-    from mmbatch.synth import write_video
-    from pipelines.video_sentiment import stage_specs
 
-    config = load_config(args.config)
-    report: dict = {"videos": args.videos, "seconds_per_video": args.seconds,
-                    "resolution": f"{args.width}x{args.height}", "config": Path(args.config).name,
-                    "cpus": os.cpu_count()}
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "in"
-        for i in range(args.videos):
-            write_video(src / f"v{i:03d}.mp4", seconds=args.seconds, width=args.width, height=args.height, seed=i)
-        refs = discover(str(src))
-        dims = inspect_models(config)
-
-        decode = DecodeStage(config)
-        decode.setup()
-        t0 = time.perf_counter()
-        n_clips = 0
-        for ref in refs:
-            for _row in decode({k: np.array([v]) for k, v in ref.as_row().items()}):
-                n_clips += 1
-        t = time.perf_counter() - t0
-        report["decode_only"] = {"clips": n_clips, "seconds": round(t, 2), "clips_per_s": round(n_clips / t, 2)}
-
-        stages = [spec.build() for spec in stage_specs(config, dims)]  # the pipeline's list, up to fusion
-        for s in stages:
-            s.setup()
-        t0 = time.perf_counter()
-        for ref in refs:
-            run_in_process(stages, {k: np.array([v]) for k, v in ref.as_row().items()})
-        t = time.perf_counter() - t0
-        report["sequential"] = {"clips": n_clips, "seconds": round(t, 2), "clips_per_s": round(n_clips / t, 2)}
-
-        import ray
-
-        from pipelines.video_sentiment import run_pipeline
-
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
-        t0 = time.perf_counter()
-        result = run_pipeline(config, str(src), str(Path(tmp) / "out"), dt.date(2026, 1, 1))
-        t = time.perf_counter() - t0
-        ray.shutdown()
-        report["pipeline"] = {"clips": result.clips, "seconds": round(t, 2), "clips_per_s": round(result.clips / t, 2),
-                              "includes": "discovery, model inspection, actor start-up, Parquet writes, commit"}
-    report["pipeline_vs_sequential"] = round(report["pipeline"]["clips_per_s"] / report["sequential"]["clips_per_s"], 2)
-    print(json.dumps(report, indent=2))
+    with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
+        root = Path(args.work_dir or tmp)
+        for res in args.resolutions.split(","):
+            w, h = map(int, res.split("x"))
+            paths = make_corpus(root / f"corpus-{res}", args.videos, args.seconds, w, h)
+            rows = [r.as_row() for r in discover(str(paths[0].parent))]
+            video_seconds = args.videos * args.seconds
+            runs: dict[str, list[dict]] = {"decode_only": [], "naive": [], "pipeline": []}
+            for rep in range(args.repeats):
+                if "decode_only" not in skip:
+                    runs["decode_only"].append(decode_only(raw, rows, cpus, video_seconds))
+                if "naive" not in skip:
+                    runs["naive"].append(naive(raw, rows, video_seconds))
+                if "pipeline" not in skip:
+                    runs["pipeline"].append(pipeline(raw, paths[0].parent, root / f"run-{res}-{rep}", args.num_cpus,
+                                                     video_seconds))
+                print(json.dumps({res: {k: v[-1] for k, v in runs.items() if v}}), flush=True)
+            result = {k: {"median_clips_per_s": median_of(v, "clips_per_s"), "runs": v} for k, v in runs.items() if v}
+            if runs["pipeline"]:
+                p = result["pipeline"]
+                p["median_steady_clips_per_s"] = median_of(runs["pipeline"], "steady_clips_per_s")
+                p["median_first_clip_s"] = median_of(runs["pipeline"], "first_clip_s")
+                p["median_wall_s"] = median_of(runs["pipeline"], "wall_s")
+                steady = p["median_steady_clips_per_s"]
+                for ref in ("decode_only", "naive"):
+                    if ref in result and steady:
+                        result[f"pipeline_vs_{ref}"] = round(steady / result[ref]["median_clips_per_s"], 2)
+            report["results"][res] = result
+            if args.scale:
+                report.setdefault("scale", {})[res] = scale(raw, paths, root / f"scale-{res}", args.num_cpus,
+                                                            args.seconds)
+    print(json.dumps(report))
     return 0
+
+
+def scale(raw: dict, paths: list[Path], work: Path, num_cpus: int | None, seconds: float) -> dict:
+    out = {}
+    for factor in (1, 4, 16):
+        folder = scaled_copy(paths, work / f"in-{factor}x", factor)
+        r = pipeline(raw, folder, work / f"run-{factor}x", num_cpus, len(paths) * factor * seconds)
+        out[f"{factor}x"] = {k: r[k] for k in ("clips", "wall_s", "steady_clips_per_s", "first_clip_s", "peak_pss_mb")}
+        print(json.dumps({"scale": {f"{factor}x": out[f"{factor}x"]}}), flush=True)
+    out["peak_pss_16x_over_1x"] = round(out["16x"]["peak_pss_mb"] / out["1x"]["peak_pss_mb"], 2)
+    out["wall_16x_over_1x"] = round(out["16x"]["wall_s"] / out["1x"]["wall_s"], 2)
+    return out
 
 
 if __name__ == "__main__":

@@ -133,6 +133,12 @@ class EncoderConfig(_Strict):
     temperature: float = Field(0.05, gt=0)
     language: str | None = None
     max_new_tokens: int = Field(96, ge=1, le=440)
+    # Speech only: the runtime that runs Whisper. transformers: any transformers speech-to-text model.
+    # ctranslate2: faster-whisper's CTranslate2 runtime (needs `pip install faster-whisper`); the source
+    # is a CTranslate2 Whisper folder, or a transformers Whisper converted once per node and cached.
+    engine: Literal["transformers", "ctranslate2"] = "transformers"
+    # ctranslate2 only: auto = int8 on CPU, float16 on GPU; or int8, int8_float16, float16, float32, ...
+    compute_type: str = "auto"
 
     @field_validator("label_map")
     @classmethod
@@ -141,6 +147,12 @@ class EncoderConfig(_Strict):
             if target not in (*SENTIMENT_CLASSES, "ignore"):
                 raise ValueError(f"label_map[{label!r}] must be one of negative, neutral, positive, ignore; got {target!r}")
         return {k.lower(): t for k, t in v.items()}
+
+    @model_validator(mode="after")
+    def _engine_for_speech(self) -> "EncoderConfig":
+        if self.engine != "transformers" and self.task != "speech_recognition":
+            raise ValueError(f"engine {self.engine!r} is for speech_recognition models only")
+        return self
 
     @field_validator("prompts")
     @classmethod
@@ -192,6 +204,18 @@ class FusionConfig(_Strict):
         return self
 
 
+class EncodersConfig(_Strict):
+    """Where the models run. per_modality: vision, speech, audio, text and fusion each get an actor
+    pool of their own (models.<m>.pool, fusion.pool), sized and placed apart. colocated: one pool
+    (encoders.pool) whose actors hold every model and run them in turn on each batch; no process,
+    start-up or object-store hop between models, so it is the faster choice when one machine or one
+    GPU does all the encoding (benchmarks/throughput.py compares both)."""
+
+    placement: Literal["per_modality", "colocated"] = "per_modality"
+    # For colocated: resources of one actor and its batch size (every model sees this batch).
+    pool: PoolConfig = PoolConfig(num_cpus=1.0, concurrency=(1, 1), batch_size=32)
+
+
 class RunConfig(_Strict):
     max_failed_fraction: float = Field(0.2, ge=0, le=1)
     # A configured modality that failed (has an error) on more than this share of the
@@ -240,6 +264,7 @@ class PipelineConfig(_Strict):
     decode: DecodeConfig = DecodeConfig()
     models: ModelsConfig
     fusion: FusionConfig = FusionConfig()
+    encoders: EncodersConfig = operational(EncodersConfig())
     output: OutputConfig = operational(OutputConfig())
     run: RunConfig = operational(RunConfig())
 

@@ -58,3 +58,25 @@ def keep_after(specs: list[StageSpec]) -> list[frozenset | None]:
         later = frozenset().union(*reads[i + 1:]) if i + 1 < len(specs) else None
         out.append(later)
     return out
+
+
+class ColocatedStages:
+    """Stages run in turn by one worker: one actor holds every model of the chain, so batches
+    pass between them in memory (no extra processes, start-ups or object-store hops)."""
+
+    name = "encoders"
+
+    def __init__(self, members: list[StageSpec], resources: Resources):
+        self.members = [spec.build() for spec in members]
+        self.resources = resources
+        # What the chain reads from outside; columns a member makes for a later one are simply there.
+        self.reads = tuple(dict.fromkeys(c for m in self.members for c in m.reads))
+
+    def setup(self) -> None:
+        for member in self.members:
+            member.setup()
+
+    def __call__(self, batch: Batch) -> Batch:
+        for member in self.members:
+            batch = member(batch)
+        return batch

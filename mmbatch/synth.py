@@ -1,7 +1,9 @@
 """Synthetic videos (PyAV): the demo's inputs and the test suite's fixtures.
 
-Frames are coloured gradients that change over time; audio is a tone (or silence). The demo
-videos carry WebVTT transcripts whose sentences change sentiment from clip to clip.
+Frames are coloured gradients that change over time; audio is a tone (or silence), or real
+synthesized speech (espeak-ng, from the `espeakng-loader` wheel of the test extra) for tests of
+speech recognition with real weights. The demo videos carry WebVTT transcripts whose sentences
+change sentiment from clip to clip.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import numpy as np
 def write_video(path: str | Path, *, seconds: float = 6.0, fps: int = 10, width: int = 96, height: int = 64,
                 audio: bool = True, sample_rate: int = 22050, tone_hz: float = 440.0, seed: int = 0,
                 codec: str = "libx264", audio_codec: str = "aac", video: bool = True,
-                container_format: str | None = None, container_options: dict | None = None) -> Path:
+                container_format: str | None = None, container_options: dict | None = None,
+                speech: list[tuple[float, str]] | None = None) -> Path:
     """Write a small test video with PyAV; returns its path.
+
+    `speech`: (start second, sentence) pairs spoken by espeak-ng instead of the tone.
 
     `container_format="hls"` with `container_options={"hls_time": "2"}` writes an HLS
     playlist at `path` plus its .ts segments beside it, as stream recorders do.
@@ -57,6 +62,11 @@ def write_video(path: str | Path, *, seconds: float = 6.0, fps: int = 10, width:
             total = int(seconds * sample_rate)
             t = np.arange(total) / sample_rate
             wave = (0.3 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)
+            if speech:
+                wave[:] = 0.0
+                for start, sentence in speech:
+                    said = spoken(sentence, sample_rate)[: max(0, total - int(start * sample_rate))]
+                    wave[int(start * sample_rate): int(start * sample_rate) + len(said)] = said
             channels = 2 if astream.layout.name == "stereo" else 1
             pts = 0
             for start in range(0, total, frame_size):
@@ -71,6 +81,41 @@ def write_video(path: str | Path, *, seconds: float = 6.0, fps: int = 10, width:
             for packet in astream.encode():
                 out.mux(packet)
     return path
+
+
+def spoken(text: str, sample_rate: int = 16000) -> np.ndarray:
+    """`text` read aloud by espeak-ng (the library and voices ship in the `espeakng-loader` wheel),
+    as mono float32 at `sample_rate`: real speech for recognisers, made offline."""
+    import ctypes
+
+    try:
+        import espeakng_loader
+    except ImportError:
+        raise RuntimeError("synthesized speech needs espeak-ng: pip install espeakng-loader") from None
+    import torch
+    import torchaudio.functional as AF
+
+    lib = ctypes.CDLL(espeakng_loader.get_library_path())
+    # AUDIO_OUTPUT_SYNCHRONOUS (2): samples come through the callback; returns espeak's own rate.
+    rate = lib.espeak_Initialize(2, 0, str(espeakng_loader.get_data_path()).encode(), 0)
+    if rate <= 0:
+        raise RuntimeError("espeak-ng did not initialise")
+    chunks: list[np.ndarray] = []
+
+    @ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+    def collect(wav, n, _events):
+        if n > 0:
+            chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+        return 0
+
+    lib.espeak_SetSynthCallback(collect)
+    lib.espeak_SetVoiceByName(b"en-us")
+    raw = text.encode() + b"\0"
+    # espeak_Synth(text, size, position, POS_CHARACTER, end_position, espeakCHARS_UTF8, uid, user_data)
+    if lib.espeak_Synth(raw, len(raw), 0, 1, 0, 1, None, None) != 0 or lib.espeak_Synchronize() != 0:
+        raise RuntimeError(f"espeak-ng could not speak {text!r}")
+    audio = torch.from_numpy(np.concatenate(chunks).astype(np.float32) / 32768.0)
+    return AF.resample(audio, rate, sample_rate).numpy()
 
 
 def _stamp(seconds: float) -> str:

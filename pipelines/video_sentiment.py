@@ -65,11 +65,7 @@ def stage_specs(config: PipelineConfig, dims: EmbeddingDims, writer: dict[str, A
     at fusion (for in-process loops that keep the rows). `trust`: the run's AllowedRoots,
     which decode checks playlist segments against."""
     from mmbatch.decode.stage import DecodeStage
-    from mmbatch.encoders import encoder_class
-    from mmbatch.encoders.speech import SidecarTranscriptStage, SpeechRecognitionStage
-    from mmbatch.fusion import FusionStage
 
-    models, so = config.models, config.storage_options
     specs = []
     if config.decode.split_clips:  # long videos → several decode tasks
         from mmbatch.decode.split import SplitStage
@@ -78,22 +74,7 @@ def stage_specs(config: PipelineConfig, dims: EmbeddingDims, writer: dict[str, A
                                pool=PoolConfig(num_cpus=0.25, concurrency=(1, config.decode.pool.concurrency[1]),
                                                batch_size=1)))
     specs.append(StageSpec("decode", DecodeStage, (config, trust), {}, config.decode.pool, kind="task"))
-    if models.vision is not None:
-        specs.append(StageSpec("vision", encoder_class(models.vision.task), (models.vision,),
-                               {"dim": dims.vision, "storage_options": so}, models.vision.pool))
-    if models.speech is not None:
-        specs.append(StageSpec("speech", SpeechRecognitionStage, (models.speech,),
-                               {"storage_options": so, "limits": config.inputs}, models.speech.pool))
-    elif models.text is not None:
-        specs.append(StageSpec("transcripts", SidecarTranscriptStage, (), {"storage_options": so, "limits": config.inputs},
-                               PoolConfig(num_cpus=0.1, batch_size=64), kind="task"))
-    if models.audio is not None:
-        specs.append(StageSpec("audio", encoder_class(models.audio.task), (models.audio,),
-                               {"dim": dims.audio, "storage_options": so}, models.audio.pool))
-    if models.text is not None:
-        specs.append(StageSpec("text", encoder_class(models.text.task), (models.text,),
-                               {"dim": dims.text, "storage_options": so}, models.text.pool))
-    specs.append(StageSpec("fusion", FusionStage, (config.fusion, dims), {"storage_options": so}, config.fusion.pool))
+    specs.extend(model_specs(config, dims))
     if writer is not None:
         from mmbatch.writer import ClipWriterStage
 
@@ -103,6 +84,45 @@ def stage_specs(config: PipelineConfig, dims: EmbeddingDims, writer: dict[str, A
                                PoolConfig(num_cpus=out.write_cpus, concurrency=(1, out.write_concurrency)),
                                kind="sink"))
     return specs
+
+
+def model_specs(config: PipelineConfig, dims: EmbeddingDims) -> list[StageSpec]:
+    """The encoders and fusion: a pool each (per_modality), or one pool whose actors run them all
+    in turn (colocated; each model then runs on that pool's resources)."""
+    from mmbatch.encoders import encoder_class
+    from mmbatch.encoders.speech import SidecarTranscriptStage, SpeechRecognitionStage
+    from mmbatch.fusion import FusionStage
+    from mmbatch.stage import ColocatedStages, Resources
+
+    colocated = config.encoders.placement == "colocated"
+    shared = config.encoders.pool
+
+    def pool_of(section):  # colocated models follow the shared pool (its GPU share picks the device)
+        return section.model_copy(update={"pool": shared}) if colocated else section
+
+    models, so = config.models, config.storage_options
+    specs = []
+    if models.vision is not None:
+        specs.append(StageSpec("vision", encoder_class(models.vision.task), (pool_of(models.vision),),
+                               {"dim": dims.vision, "storage_options": so}, models.vision.pool))
+    if models.speech is not None:
+        specs.append(StageSpec("speech", SpeechRecognitionStage, (pool_of(models.speech),),
+                               {"storage_options": so, "limits": config.inputs}, models.speech.pool))
+    elif models.text is not None:
+        specs.append(StageSpec("transcripts", SidecarTranscriptStage, (), {"storage_options": so, "limits": config.inputs},
+                               PoolConfig(num_cpus=0.1, batch_size=64), kind="task"))
+    if models.audio is not None:
+        specs.append(StageSpec("audio", encoder_class(models.audio.task), (pool_of(models.audio),),
+                               {"dim": dims.audio, "storage_options": so}, models.audio.pool))
+    if models.text is not None:
+        specs.append(StageSpec("text", encoder_class(models.text.task), (pool_of(models.text),),
+                               {"dim": dims.text, "storage_options": so}, models.text.pool))
+    specs.append(StageSpec("fusion", FusionStage, (pool_of(config.fusion), dims), {"storage_options": so},
+                           config.fusion.pool))
+    if not colocated:
+        return specs
+    resources = Resources(cpus=shared.num_cpus, gpus=shared.num_gpus)
+    return [StageSpec("encoders", ColocatedStages, (specs, resources), {}, shared)]
 
 
 def config_key(config: PipelineConfig) -> str:

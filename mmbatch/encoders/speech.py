@@ -86,14 +86,29 @@ class SpeechRecognitionStage:
         self._ready = False
 
     def setup(self) -> None:
+        from mmbatch.models import pick_device
+
+        self.device = pick_device(self.config.pool.num_gpus > 0)
+        self.ct2 = None
+        if self.config.engine == "ctranslate2":
+            from mmbatch.encoders.ct2_whisper import CT2Whisper, ct2_folder
+
+            cfg = self.config
+            self.ct2 = CT2Whisper(ct2_folder(cfg.source, cfg.revision, self.storage_options), device=self.device.type,
+                                  compute_type=cfg.compute_type, language=cfg.language, max_new_tokens=cfg.max_new_tokens)
+        else:
+            self._load_transformers()
+        self.sidecars = TranscriptCache(self.storage_options, max_bytes=self.limits.max_sidecar_bytes)
+        self._ready = True
+
+    def _load_transformers(self) -> None:
         import torch
         from transformers import AutoFeatureExtractor, AutoModelForSpeechSeq2Seq, AutoProcessor
 
-        from mmbatch.models import load_pretrained, pick_device, pick_dtype, resolve_source
+        from mmbatch.models import load_pretrained, pick_dtype, resolve_source
 
         cfg = self.config
         self.torch = torch
-        self.device = pick_device(cfg.pool.num_gpus > 0)
         self.dtype = pick_dtype(cfg.dtype, self.device)
         folder = resolve_source(cfg.source, self.storage_options)
         self.model = load_pretrained(AutoModelForSpeechSeq2Seq, folder, cfg.revision, dtype=self.dtype, **self.load_policy)
@@ -112,8 +127,6 @@ class SpeechRecognitionStage:
             self.generate_kwargs["task"] = "transcribe"
             if cfg.language:
                 self.generate_kwargs["language"] = cfg.language
-        self.sidecars = TranscriptCache(self.storage_options, max_bytes=self.limits.max_sidecar_bytes)
-        self._ready = True
 
     def __call__(self, batch: Batch) -> Batch:
         if not self._ready:
@@ -134,6 +147,8 @@ class SpeechRecognitionStage:
     def _transcribe(self, batch: Batch, rows: np.ndarray) -> list[str]:
         lengths = np.asarray(batch["audio_len"])[rows]
         waves = [np.asarray(batch["waveform"][i][: lengths[k]], dtype=np.float32) for k, i in enumerate(rows)]
+        if self.ct2 is not None:
+            return self.ct2.transcribe(waves)
         feats = self.features(waves, sampling_rate=self.features.sampling_rate, return_tensors="pt",
                               device=str(self.device))
         inputs = feats["input_features"].to(self.device, self.model.dtype)

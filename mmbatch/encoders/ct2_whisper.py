@@ -1,0 +1,109 @@
+"""Whisper on CTranslate2 (faster-whisper's runtime): the `ctranslate2` speech engine.
+
+Batched across clips: each clip's log-mel features are padded to Whisper's 30 s window, the
+batch is encoded once and decoded greedily without timestamps, one prompt per clip (the same
+decoding as the transformers engine). int8 on CPU and float16 on GPU unless `compute_type`
+says otherwise. The source is a CTranslate2 folder, or a transformers Whisper (hub id, folder,
+s3://, tiny:) that is converted once per node and cached under the model cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from mmbatch.errors import ModelLoadError
+
+INSTALL_HINT = "models.speech.engine ctranslate2 needs faster-whisper: pip install 'mmbatch[ctranslate2]'"
+
+
+def is_ct2_folder(folder: str) -> bool:
+    """A CTranslate2 model folder: model.bin plus a config.json that is not a transformers config
+    (those name their model_type)."""
+    p = Path(folder)
+    try:
+        return (p / "model.bin").is_file() and "model_type" not in json.loads((p / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def check_installed() -> None:
+    try:
+        import faster_whisper  # noqa: F401
+    except ImportError:
+        raise ModelLoadError(INSTALL_HINT) from None
+
+
+def check_ct2_folder(folder: str, source: str) -> None:
+    """What faster-whisper needs offline: without tokenizer.json it would download one."""
+    if not (Path(folder) / "tokenizer.json").is_file():
+        raise ModelLoadError(f"models.speech: CTranslate2 folder {source!r} has no tokenizer.json "
+                             "(faster-whisper would download one); add the model's tokenizer.json")
+
+
+def ct2_folder(source: str, revision: str | None, storage_options: dict | None = None) -> str:
+    """A CTranslate2 folder for `source`: itself, or its conversion, cached by content."""
+    from mmbatch.models import _file_lock, cache_root, folder_digest, resolve_source
+
+    resolved = resolve_source(source, storage_options)
+    if is_ct2_folder(resolved):
+        return resolved
+    if not os.path.isdir(resolved):  # a hub id: its files, from the local HF cache or the hub
+        from huggingface_hub import snapshot_download
+
+        resolved = snapshot_download(resolved, revision=revision)
+    target = cache_root() / "ct2" / folder_digest(resolved)[:16]
+    if not (target / "model.bin").is_file():
+        with _file_lock(target.with_suffix(".lock")):
+            if not (target / "model.bin").is_file():
+                _convert(resolved, target)
+    return str(target)
+
+
+def _convert(folder: str, target: Path) -> None:
+    from ctranslate2.converters import TransformersConverter
+    from transformers import AutoTokenizer
+
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    copy = [f for f in ("preprocessor_config.json", "tokenizer.json") if (Path(folder) / f).is_file()]
+    try:
+        TransformersConverter(folder, copy_files=copy, load_as_float16=False).convert(str(tmp), force=True)
+    except Exception as err:
+        raise ModelLoadError(f"cannot convert {folder} to CTranslate2: {err}") from None
+    if not (tmp / "tokenizer.json").is_file():  # faster-whisper reads the fast tokenizer's file
+        AutoTokenizer.from_pretrained(folder).backend_tokenizer.save(str(tmp / "tokenizer.json"))
+    os.replace(tmp, target)
+
+
+class CT2Whisper:
+    def __init__(self, folder: str, *, device: str, compute_type: str, language: str | None, max_new_tokens: int):
+        from faster_whisper import WhisperModel
+        from faster_whisper.tokenizer import Tokenizer
+
+        if compute_type == "auto":
+            compute_type = "float16" if device == "cuda" else "int8"
+        # CPU threads: what the worker was given (Ray sets OMP_NUM_THREADS from the actor's CPUs).
+        threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+        self.model = WhisperModel(folder, device=device, compute_type=compute_type, cpu_threads=threads)
+        multilingual = self.model.model.is_multilingual
+        self.tokenizer = Tokenizer(self.model.hf_tokenizer, multilingual, task="transcribe",
+                                   language=(language or "en") if multilingual else None)
+        self.prompt = self.model.get_prompt(self.tokenizer, [], without_timestamps=True)
+        self.max_length = len(self.prompt) + max_new_tokens
+        self.compute_type = compute_type
+
+    def transcribe(self, waves: list[np.ndarray]) -> list[str]:
+        from faster_whisper.audio import pad_or_trim
+
+        fe = self.model.feature_extractor
+        feats = np.stack([pad_or_trim(fe(w)[:, : fe.nb_max_frames]) for w in waves]).astype(np.float32)
+        encoded = self.model.encode(feats)
+        results = self.model.model.generate(encoded, [self.prompt] * len(waves), beam_size=1,
+                                            max_length=self.max_length, suppress_blank=True, suppress_tokens=[-1])
+        eot = self.tokenizer.eot
+        return [self.tokenizer.decode([t for t in r.sequences_ids[0] if t < eot]).strip() for r in results]
