@@ -360,7 +360,7 @@ def main() -> int:
     ap.add_argument("--videos", type=int, default=24)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--resolutions", default="640x360,1280x720")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=None, help="runs of each way; the median is reported (default 3)")
     ap.add_argument("--config", default=str(REPO / "pipelines" / "tiny.yaml"), help="models and pools (YAML)")
     ap.add_argument("--num-cpus", type=int, default=None, help="CPUs for the pipeline's local Ray and the decode pool")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
@@ -375,7 +375,8 @@ def main() -> int:
     ap.add_argument("--work-dir", default=None, help="keep the corpus here between runs")
     args = ap.parse_args()
     if args.quick:
-        args.videos, args.seconds, args.resolutions, args.repeats = 24, 30.0, "640x360", 3
+        args.videos, args.seconds, args.resolutions = 24, 30.0, "640x360"
+    args.repeats = args.repeats or 3
     skip = set(filter(None, args.skip.split(",")))
     cpus = args.num_cpus or os.cpu_count()
     models_dir = Path(tempfile.mkdtemp(prefix="mmbatch-bench-models-"))

@@ -71,7 +71,7 @@ def stage_specs(config: PipelineConfig, dims: EmbeddingDims, writer: dict[str, A
         from mmbatch.decode.split import SplitStage
 
         specs.append(StageSpec("split", SplitStage, (config,), {}, kind="task",
-                               pool=PoolConfig(num_cpus=0.25, concurrency=(1, config.decode.pool.concurrency[1]),
+                               pool=PoolConfig(num_cpus=0.1, concurrency=(1, config.decode.pool.concurrency[1]),
                                                batch_size=1)))
     specs.append(StageSpec("decode", DecodeStage, (config, trust), {}, config.decode.pool, kind="task"))
     specs.extend(model_specs(config, dims))

@@ -32,10 +32,15 @@ def inputs(sample_videos, tmp_path_factory):
     return root
 
 
+def placed(config, placement: str):
+    return config.model_copy(update={"encoders": config.encoders.model_copy(update={"placement": placement})})
+
+
 @pytest.fixture(scope="module")
 def first_run(ray_cluster, tiny_config, inputs, tmp_path_factory):
+    """One pool per model (the production default); tiny.yaml itself colocates them."""
     out = tmp_path_factory.mktemp("out")
-    result = run_pipeline(tiny_config, str(inputs), str(out), DAY1)
+    result = run_pipeline(placed(tiny_config, "per_modality"), str(inputs), str(out), DAY1)
     return out, result
 
 
@@ -88,6 +93,22 @@ def test_videos_table_has_every_input_once(first_run):
     assert result.manifest["versions"]["ray"].startswith("2.60")
 
 
+def test_colocated_encoders_score_the_same(first_run, tiny_config, inputs, tmp_path):
+    """One actor running every model gives the per-modality pools' scores, under the same
+    fingerprint (placement is operational), as one operator named after it."""
+    out, per_modality = first_run
+    result = run_pipeline(placed(tiny_config, "colocated"), str(inputs), str(tmp_path / "out"), DAY1)
+    assert result.run_id == per_modality.run_id
+    operators = [s["operator"] for s in result.manifest["timings"]["stages"]]
+    assert "MapBatches(encoders)" in operators and not any("vision" in o for o in operators), operators
+    cols = ["clip_id", "valence", "vision_valence", "audio_valence", "text_valence", "transcript", "sentiment"]
+    a = read(out, "clips", DAY1).to_pandas()[cols].sort_values("clip_id").reset_index(drop=True)
+    b = read(tmp_path / "out", "clips", DAY1).to_pandas()[cols].sort_values("clip_id").reset_index(drop=True)
+    assert a["clip_id"].tolist() == b["clip_id"].tolist() and a["transcript"].tolist() == b["transcript"].tolist()
+    for col in ("valence", "vision_valence", "audio_valence", "text_valence"):
+        np.testing.assert_allclose(a[col], b[col], atol=1e-5, equal_nan=True)
+
+
 def test_rerun_same_date_is_exactly_once(first_run, tiny_config, inputs):
     out, _ = first_run
     before = sorted(read(out, "clips", DAY1)["clip_id"].to_pylist())
@@ -116,7 +137,7 @@ def test_gpu_pool_path_with_shared_fractions(ray_cluster, tiny_config, sample_vi
         "vision": models.vision.model_copy(update={"pool": models.vision.pool.model_copy(update=half)}),
         "audio": models.audio.model_copy(update={"pool": models.audio.pool.model_copy(update=half)}),
     })})
-    result = run_pipeline(cfg, str(sample_videos / "short.mkv"), str(tmp_path), DAY1)
+    result = run_pipeline(placed(cfg, "per_modality"), str(sample_videos / "short.mkv"), str(tmp_path), DAY1)
     assert (result.scored, result.clips) == (1, 1)
 
 
@@ -127,6 +148,11 @@ def test_pools_that_cannot_fit_fail_fast(ray_cluster, tiny_config, sample_videos
     cfg = tiny_config.model_copy(update={"models": models.model_copy(update={
         "vision": models.vision.model_copy(update={"pool": models.vision.pool.model_copy(update={"num_gpus": 2})}),
     })})
+    with pytest.raises(ConfigError, match="need at least 2 GPU .* cluster has 1"):
+        run_pipeline(placed(cfg, "per_modality"), str(sample_videos), str(tmp_path), DAY1)
+    enc = tiny_config.encoders  # colocated: the shared pool's resources are what count
+    cfg = tiny_config.model_copy(update={"encoders": enc.model_copy(update={"pool": enc.pool.model_copy(
+        update={"num_gpus": 2})})})
     with pytest.raises(ConfigError, match="need at least 2 GPU .* cluster has 1"):
         run_pipeline(cfg, str(sample_videos), str(tmp_path), DAY1)
 
@@ -170,7 +196,11 @@ def test_columns_travel_only_to_the_stages_that_read_them(tiny_config):
     dims = EmbeddingDims(32, 32, 32)
     writer = {"output": "/tmp/x", "storage_options": None, "staging_dir": "/tmp/x/s", "run_id": "r",
               "fingerprint": "f", "dims": dims, "config_json": "{}"}
-    specs = stage_specs(tiny_config, dims, writer)
+    colocated = stage_specs(tiny_config, dims, writer)
+    assert [s.name for s in colocated] == ["split", "decode", "encoders", "write"]
+    after = keep_after(colocated)[2]
+    assert {"frames", "waveform", "vision_probs"}.isdisjoint(after) and {"valence", "transcript"} <= after
+    specs = stage_specs(placed(tiny_config, "per_modality"), dims, writer)
     names = [s.name for s in specs]
     assert names == ["split", "decode", "vision", "speech", "audio", "text", "fusion", "write"]
     after = dict(zip(names, keep_after(specs)))
@@ -180,7 +210,7 @@ def test_columns_travel_only_to_the_stages_that_read_them(tiny_config):
     assert not {"uri", "etag", "size", "transcript_uri"} & after["text"]  # video-level fields stay with the driver
     assert after["write"] is None
 
-    text_only = tiny_config.model_copy(update={"models": ModelsConfig(text=tiny_config.models.text)})
+    text_only = placed(tiny_config, "per_modality").model_copy(update={"models": ModelsConfig(text=tiny_config.models.text)})
     specs = stage_specs(text_only, EmbeddingDims(0, 0, 32), writer)
     assert [s.name for s in specs] == ["split", "decode", "transcripts", "text", "fusion", "write"]
     assert not {"frames", "waveform"} & keep_after(specs)[1]
