@@ -67,6 +67,7 @@ def test_killed_driver_resumes_exactly_once(ray_cluster, tiny_config, many_video
     for name in ("vision", "speech", "audio", "text"):  # no stage waits to fill a batch:
         cfg["models"][name]["pool"]["batch_size"] = 1   # videos reach the writer one by one
     cfg["fusion"]["pool"]["batch_size"] = 1
+    cfg["encoders"]["pool"]["batch_size"] = 1  # tiny.yaml colocates the models in one actor
     cfg["decode"]["pool"]["concurrency"] = [1, 1]  # videos arrive one by one, a second each:
     cfg["decode"]["backend"] = "mmbatch.decode.faults:SlowVideo"  # the kill lands mid-run
     cfg_path = tmp_path / "cfg.yaml"
