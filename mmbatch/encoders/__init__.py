@@ -86,9 +86,8 @@ def inspect_models(config: PipelineConfig, identities: dict[str, str] | None = N
         if enc.task in ("audio_classification", "text_classification", "image_classification"):
             label_matrix(cfg.id2label, enc.label_map, enc.source)
         dims[modality] = _dim(enc, cfg)
-    if models.speech is not None and models.speech.engine == "ctranslate2" and _ct2_speech(models.speech, config):
-        pass  # a CTranslate2 folder, checked; a transformers Whisper is checked below and converted by the actor
-    elif models.speech is not None:
+    if models.speech is not None and not _is_checked_ct2_folder(models.speech, config):
+        # A transformers model (for the ctranslate2 engine: converted by the actor on first use).
         cfg = _model_config(models.speech, config.storage_options, "models.speech")
         if not getattr(cfg, "is_encoder_decoder", False):
             raise ModelLoadError(f"models.speech: {models.speech.source!r} is not a speech-to-text (encoder-decoder) model")
@@ -97,17 +96,18 @@ def inspect_models(config: PipelineConfig, identities: dict[str, str] | None = N
     return EmbeddingDims(**dims)
 
 
-def _ct2_speech(enc: EncoderConfig, config: PipelineConfig) -> bool:
-    """True when the speech source is a CTranslate2 folder (checked here); False for a transformers
-    model, which the usual checks cover. The engine itself must be installed either way."""
-    from mmbatch.encoders.ct2_whisper import check_ct2_folder, check_installed, is_ct2_folder
-    from mmbatch.models import resolve_source
+def _is_checked_ct2_folder(enc: EncoderConfig, config: PipelineConfig) -> bool:
+    """For the ctranslate2 engine: True when the source is a CTranslate2 folder (checked here);
+    False for a transformers model, which the usual checks cover. The engine must be installed."""
+    if enc.engine != "ctranslate2":
+        return False
+    from mmbatch.encoders.ct2_whisper import check_ct2_folder, check_installed, ct2_source_folder
 
     check_installed()
-    resolved = resolve_source(enc.source, config.storage_options)
-    if not is_ct2_folder(resolved):
+    folder = ct2_source_folder(enc.source, enc.revision, config.storage_options)
+    if folder is None:
         return False
-    check_ct2_folder(resolved, enc.source)
+    check_ct2_folder(folder, enc.source)
     return True
 
 

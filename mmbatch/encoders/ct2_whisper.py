@@ -45,14 +45,32 @@ def check_ct2_folder(folder: str, source: str) -> None:
                              "(faster-whisper would download one); add the model's tokenizer.json")
 
 
+def ct2_source_folder(source: str, revision: str | None, storage_options: dict | None = None) -> str | None:
+    """The folder of `source` when it is a CTranslate2 model (a hub repo such as
+    Systran/faster-whisper-base is fetched); None for a transformers model."""
+    from mmbatch.models import resolve_source
+
+    resolved = resolve_source(source, storage_options)
+    if os.path.isdir(resolved):
+        return resolved if is_ct2_folder(resolved) else None
+    try:  # a hub id: its config says which kind it is
+        from huggingface_hub import hf_hub_download, snapshot_download
+
+        config = json.loads(Path(hf_hub_download(resolved, "config.json", revision=revision)).read_text())
+        return None if "model_type" in config else snapshot_download(resolved, revision=revision)
+    except Exception:  # offline or unknown: the transformers checks report it
+        return None
+
+
 def ct2_folder(source: str, revision: str | None, storage_options: dict | None = None) -> str:
     """A CTranslate2 folder for `source`: itself, or its conversion, cached by content."""
     from mmbatch.models import _file_lock, cache_root, folder_digest, resolve_source
 
+    ready = ct2_source_folder(source, revision, storage_options)
+    if ready is not None:
+        return ready
     resolved = resolve_source(source, storage_options)
-    if is_ct2_folder(resolved):
-        return resolved
-    if not os.path.isdir(resolved):  # a hub id: its files, from the local HF cache or the hub
+    if not os.path.isdir(resolved):  # a transformers Whisper on the hub: its files
         from huggingface_hub import snapshot_download
 
         resolved = snapshot_download(resolved, revision=revision)
