@@ -232,6 +232,12 @@ def train_fusion(df: pd.DataFrame, dims: dict[str, int], cfg: TrainConfig | None
     return model.eval(), history
 
 
+def predict(model, df: pd.DataFrame, dims: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The trained head's (valence, probs) for the rows of `df`, with their present modalities."""
+    data = tensors(df, dims)
+    return _predict(model, data, data["present"], next(model.parameters()).device)
+
+
 def evaluate(model, df: pd.DataFrame, dims: dict[str, int]) -> dict[str, Any]:
     """Trained head on the test split: all modalities, each modality alone, and zero-shot."""
     device = next(model.parameters()).device

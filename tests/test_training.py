@@ -12,7 +12,17 @@ import pytest
 from nights import DAY, Night, clip_rows, refs
 
 from mmbatch.schema import EmbeddingDims
-from mmbatch.training import TrainConfig, evaluate, join_labels, load_clips, metrics, read_labels, split_by_video, train_fusion
+from mmbatch.training import (
+    TrainConfig,
+    evaluate,
+    join_labels,
+    load_clips,
+    metrics,
+    predict,
+    read_labels,
+    split_by_video,
+    train_fusion,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 DIMS = EmbeddingDims(8, 0, 16)
@@ -61,6 +71,9 @@ def test_training_beats_zero_shot_on_held_out_videos(labelled):
     assert trained["acc2_has0"] > zero["acc2_has0"] + 0.15 and trained["corr"] > 0.6 > zero["corr"] + 0.4
     assert trained["mae"] < zero["mae"]
     assert result["ablations"]["text"]["corr"] > result["ablations"]["vision"]["corr"] + 0.3  # text carries it
+    test = joined[joined["split"] == "test"]
+    valence, probs = predict(model, test, dims)  # what evaluate scored, per clip
+    assert metrics(valence, probs, test["valence"].to_numpy(), test["target"].to_numpy()) == trained
 
 
 def test_labels_by_time_overlap_and_bad_labels(labelled, tmp_path):
