@@ -129,13 +129,16 @@ def config_key(config: PipelineConfig) -> str:
     return hashlib.sha256(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def build_dataset(refs: list, specs: list[StageSpec], key: str, retries: tuple[int, int] = (3, 3)):
+def build_dataset(refs: list, specs: list[StageSpec], key: str, retries: tuple[int, int] = (3, 3),
+                  reservation: bool = True):
     """The lazy Ray Data graph over `refs` (VideoRef) up to the sink; nothing runs yet.
     `key` names this run attempt's stage objects in the workers' caches."""
     import ray.data
+    from ray.data import DataContext
 
     from pipelines.adapter import apply_stages
 
+    DataContext.get_current().op_resource_reservation_enabled = reservation  # see run.ray_data_reservation
     # One ref per block (up to a cap that keeps scheduling overhead sane on huge nights) so
     # decode tasks spread over the cluster and one slow video does not hold up others.
     ds = ray.data.from_items([r.as_row() for r in refs], override_num_blocks=max(1, min(len(refs), MAX_BLOCKS)))
@@ -279,7 +282,7 @@ def execute(plan: RunPlan, *, strict_resources: bool = True) -> RunResult:
             progress.start()
             key = f"{config_key(config)}-{plan.attempt}"
             retries = (config.run.task_retries, config.run.actor_restarts)
-            ds = build_dataset(plan.todo, plan.specs, key, retries)
+            ds = build_dataset(plan.todo, plan.specs, key, retries, config.run.ray_data_reservation)
             # Only small completion records reach the driver; clip rows stay on the workers.
             try:
                 written = write_to_sink(ds, plan.specs[-1], key, int(config.output.target_file_mb * 2**20),
