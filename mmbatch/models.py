@@ -34,7 +34,7 @@ def cache_root() -> Path:
 
 
 @contextmanager
-def _file_lock(path: Path):
+def file_lock(path: Path):
     """Serialise builders/downloaders on one node (several actors may start at once)."""
     import fcntl
 
@@ -57,7 +57,7 @@ def resolve_source(source: str, storage_options: dict | None = None) -> str:
             raise ModelLoadError(f"unknown tiny model {name!r}; known: {sorted(tiny.BUILDERS)}")
         target = cache_root() / "tiny" / f"{name}-{TINY_VERSION}"
         if not (target / "config.json").exists():
-            with _file_lock(target.with_suffix(".lock")):
+            with file_lock(target.with_suffix(".lock")):
                 if not (target / "config.json").exists():
                     tiny.build(name, target)
         return str(target)
@@ -106,7 +106,7 @@ def _fetch_remote_folder(uri: str, storage_options: dict | None) -> str:
     marker = target / ".complete"
     if marker.exists():
         return str(target)
-    with _file_lock(target.with_suffix(".lock")):
+    with file_lock(target.with_suffix(".lock")):
         if not marker.exists():
             fs, path = storage.filesystem(uri, storage_options)
             try:

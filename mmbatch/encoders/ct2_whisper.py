@@ -64,7 +64,7 @@ def ct2_source_folder(source: str, revision: str | None, storage_options: dict |
 
 def ct2_folder(source: str, revision: str | None, storage_options: dict | None = None) -> str:
     """A CTranslate2 folder for `source`: itself, or its conversion, cached by content."""
-    from mmbatch.models import _file_lock, cache_root, folder_digest, resolve_source
+    from mmbatch.models import cache_root, file_lock, folder_digest, resolve_source
 
     ready = ct2_source_folder(source, revision, storage_options)
     if ready is not None:
@@ -76,7 +76,7 @@ def ct2_folder(source: str, revision: str | None, storage_options: dict | None =
         resolved = snapshot_download(resolved, revision=revision)
     target = cache_root() / "ct2" / folder_digest(resolved)[:16]
     if not (target / "model.bin").is_file():
-        with _file_lock(target.with_suffix(".lock")):
+        with file_lock(target.with_suffix(".lock")):
             if not (target / "model.bin").is_file():
                 _convert(resolved, target)
     return str(target)
