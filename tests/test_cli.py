@@ -131,17 +131,29 @@ def test_mmbatch_command_dispatches_to_the_same_jobs(tmp_path):
     r = subprocess.run([*cmd, "report", "--output", str(tmp_path / "none")], capture_output=True, text=True,
                        timeout=60, cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.strip() == f"error: no committed run under {tmp_path / 'none'}"
+    for job in (["report", "--output", "o"], ["train", "--clips", "o", "--labels", "l.csv", "--out", "h"]):
+        r = subprocess.run([*cmd, *job, "--config", "missing.yaml"], capture_output=True, text=True, timeout=60,
+                           cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.strip() == "error: config file not found: missing.yaml"
     r = subprocess.run([*cmd, "scor"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert r.returncode == 2 and "unknown command 'scor'" in r.stderr
 
 
 def test_wheel_ships_the_command_and_its_yaml(tmp_path):
-    """A non-editable install has the console script, the CLI modules and the shipped pipeline YAMLs."""
+    """A non-editable install has the console script, the CLI modules and the shipped pipeline YAMLs.
+    Built from a copy of the sources: setuptools writes build/ beside them and reuses it later."""
+    import shutil
     import zipfile
 
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
-                    str(tmp_path), str(REPO)], check=True, capture_output=True, timeout=300)
-    (wheel,) = tmp_path.glob("mmbatch-*.whl")
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    for package in ("mmbatch", "pipelines"):
+        shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(src)],
+                   check=True, capture_output=True, timeout=300)
+    (wheel,) = (tmp_path / "dist").glob("mmbatch-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for needed in ("pipelines/cli/score.py", "pipelines/cli/nightly.py", "pipelines/cli/report.py",
                    "pipelines/cli/train.py", "pipelines/demo.yaml", "pipelines/video_sentiment.yaml"):

@@ -7,6 +7,7 @@ that is not pip-installed. Modules import nothing heavy at the top, so `--help` 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from pathlib import Path
@@ -21,6 +22,23 @@ COMMANDS = {
     "report": ("pipelines.cli.report", "write the HTML report of a committed night"),
     "train": ("pipelines.cli.train", "train the fusion head on labelled clips from the output"),
 }
+
+
+def errors_as_exit_codes(main):
+    """A command's `main` whose typed errors (mmbatch.errors.MmbatchError) print as one `error:`
+    line and return their exit code, instead of a traceback."""
+
+    @functools.wraps(main)
+    def wrapped(argv: list[str] | None = None) -> int:
+        from mmbatch.errors import MmbatchError
+
+        try:
+            return main(argv)
+        except MmbatchError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return err.exit_code
+
+    return wrapped
 
 
 def checkout_root() -> Path | None:

@@ -13,7 +13,10 @@ import argparse
 import datetime as dt
 import sys
 
+from pipelines.cli import errors_as_exit_codes
 
+
+@errors_as_exit_codes
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output", required=True, help="the output root of the nightly job (local path, s3://, …)")
@@ -22,14 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=None, help="pipeline YAML, for its storage_options (credentials, endpoint)")
     args = p.parse_args(argv)
     from mmbatch.config import storage_options_from
-    from mmbatch.errors import ExitCode, MmbatchError
+    from mmbatch.errors import ExitCode
     from mmbatch.report import write_report
 
-    try:
-        options = storage_options_from(args.config)
-    except MmbatchError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
+    options = storage_options_from(args.config)
     try:
         where = write_report(args.output, args.run_date, options, args.out)
     except FileNotFoundError as err:

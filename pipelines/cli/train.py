@@ -17,7 +17,10 @@ import json
 import sys
 from pathlib import Path
 
+from pipelines.cli import errors_as_exit_codes
 
+
+@errors_as_exit_codes
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--clips", required=True, help="the pipeline's output root (its clips/ holds the embeddings)")
@@ -31,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from mmbatch.config import storage_options_from
-    from mmbatch.errors import ExitCode, MmbatchError
+    from mmbatch.errors import ExitCode
     from mmbatch.training import (
         TrainConfig,
         encoder_identities,
@@ -44,11 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         train_fusion,
     )
 
-    try:
-        options = storage_options_from(args.config)
-    except MmbatchError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
+    options = storage_options_from(args.config)
     try:
         clips = load_clips(args.clips, options)
         labels = read_labels(args.labels, tuple(args.label_range) if args.label_range else None)
