@@ -380,6 +380,8 @@ def main() -> int:
     if args.quick:
         args.videos, args.seconds, args.resolutions = 24, 30.0, "640x360"
     args.repeats = args.repeats or 3
+    if args.work_dir:
+        Path(args.work_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
         return run_benchmark(args, Path(args.work_dir or tmp))
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from mmbatch.errors import ModelLoadError, first_line
 
 log = logging.getLogger(__name__)
-TINY_VERSION = "v1"
+TINY_VERSION = "v2"
 PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _WHOLE_HASH_LIMIT = 64 << 20  # files up to this size are hashed whole; larger: ends + size
@@ -141,10 +141,10 @@ def pick_dtype(requested: str, device):
 
 
 def _loads_weights(auto_class) -> bool:
-    from transformers import PreTrainedModel
-
+    # By name, not issubclass(PreTrainedModel): importing that pulls in torch (~1.5 s), and the
+    # driver only reads configs.
     return auto_class.__name__.startswith("AutoModel") or (
-        isinstance(auto_class, type) and issubclass(auto_class, PreTrainedModel))
+        isinstance(auto_class, type) and any(c.__name__ == "PreTrainedModel" for c in auto_class.__mro__))
 
 
 def load_pretrained(auto_class, source: str, revision: str | None, storage_options: dict | None = None, *,

@@ -23,7 +23,7 @@ _CORPUS = [
     "numbers one two three four five six seven eight nine ten",
 ]
 _SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-_WHISPER_SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]
+_WHISPER_SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|transcribe|>"]
 _CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 _CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
@@ -92,6 +92,10 @@ def _build_whisper(out: Path) -> None:
 
     tok = _tokenizer(_SPECIALS + _WHISPER_SPECIALS, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
                      pad_token="<|endoftext|>", unk_token="<unk>")
+    # Whisper reads every id above <|notimestamps|> as a timestamp, so it is the last id, as in
+    # the real vocabulary: ids after it would turn text into timestamps and make generate
+    # re-decode each clip in many short "segments" (9x the work a real model does).
+    tok.add_special_tokens({"additional_special_tokens": ["<|notimestamps|>"]})
     tid = tok.convert_tokens_to_ids
     cfg = WhisperConfig(
         vocab_size=len(tok), num_mel_bins=80, d_model=32, encoder_layers=1, decoder_layers=1,

@@ -110,6 +110,20 @@ def test_speech_recognition_transcribes_audio_rows_only():
     assert "waveform" in out
 
 
+def test_tiny_whisper_decodes_one_segment_and_logs_nothing_per_batch(capfd):
+    # Ids above <|notimestamps|> are timestamps to Whisper: the tiny vocabulary keeps it last (as the
+    # real one does), or generate re-decodes every clip in many short segments (9x the work).
+    stage = SpeechRecognitionStage(EncoderConfig(task="speech_recognition", source="tiny:whisper", max_new_tokens=4))
+    stage.setup()
+    assert stage.model.generation_config.no_timestamps_token_id == stage.model.config.vocab_size - 1
+    feats = stage.features([np.zeros(160000, np.float32)] * 2, sampling_rate=16000, return_tensors="pt")
+    assert stage.model.generate(feats["input_features"], **stage.generate_kwargs).shape == (2, 4)
+    capfd.readouterr()
+    for _ in range(2):
+        stage(clip_batch())
+    assert "max_new_tokens" not in capfd.readouterr().err
+
+
 def test_sidecar_transcript_replaces_asr(tmp_path):
     (tmp_path / "v.vtt").write_text("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\nfrom the sidecar\n")
     stage = SpeechRecognitionStage(EncoderConfig(task="speech_recognition", source="tiny:whisper", max_new_tokens=4))

@@ -20,6 +20,24 @@ from mmbatch.transcripts import SidecarError, TranscriptCache
 log = logging.getLogger(__name__)
 
 
+class _PerBatchGenerateWarning(logging.Filter):
+    """Whisper's `generate` sets max_length itself on every call, so transformers warns on every
+    batch that max_new_tokens takes precedence: one identical line per batch in the job log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Both `max_new_tokens`")
+
+
+def quiet_per_batch_warnings() -> None:
+    # transformers logs through its own handler on the library's root logger (get_logger makes
+    # it); a filter on a child logger would not see records from its siblings.
+    from transformers.utils import logging as hf_logging
+
+    for handler in hf_logging.get_logger("transformers").handlers:
+        if not any(isinstance(f, _PerBatchGenerateWarning) for f in handler.filters):
+            handler.addFilter(_PerBatchGenerateWarning())
+
+
 SIDECAR_INPUTS = ("video_id", "clip_index", "status", "transcript_uri", "start_s", "end_s")
 
 
@@ -121,6 +139,7 @@ class SpeechRecognitionStage:
             from transformers import AutoTokenizer
 
             self.tokenizer = load_pretrained(AutoTokenizer, folder, cfg.revision, **self.load_policy)
+        quiet_per_batch_warnings()
         gen = self.model.generation_config
         self.generate_kwargs = {"max_new_tokens": cfg.max_new_tokens}
         if getattr(gen, "lang_to_id", None):  # multilingual Whisper: pin language and task
