@@ -10,6 +10,7 @@ text valence, 3-class macro-F1 (synopses as neutral), and how often each side is
 
     python benchmarks/quality.py [--per-class 600] [--config pipelines/demo.yaml] [--seed 2]
     python benchmarks/quality.py --videos            # the same sentences through the whole job
+    python benchmarks/quality.py --split dev         # a disjoint sample, for tuning prototypes
 
 With --videos the sentences become the .vtt transcripts of generated videos (four clips each, one
 sentence a clip) scored by the real job on a local Ray with --config; it reports the text-valence and
@@ -157,17 +158,25 @@ def main() -> int:
     ap.add_argument("--config", default=str(REPO / "pipelines" / "demo.yaml"))
     ap.add_argument("--per-class", type=int, default=600, help="fresh and rotten snippets each; half as many synopses")
     ap.add_argument("--seed", type=int, default=2)
+    ap.add_argument("--split", choices=["test", "dev"], default="test",
+                    help="dev: 1,000 fresh, 1,000 rotten, 500 synopses disjoint from the test sample (seed 7); "
+                         "tune on dev, report test")
     args = ap.parse_args()
+
+    import pandas as pd
 
     from mmbatch.config import load_config
     from mmbatch.encoders import encoder_class
 
     df = load_corpus()
-    sample = [df[df["category"] == c].sample(n, random_state=args.seed)
-              for c, n in (("fresh", args.per_class), ("rotten", args.per_class), ("plot", args.per_class // 2))]
-    import pandas as pd
-
-    sample = pd.concat(sample)
+    sample = pd.concat([df[df["category"] == c].sample(n, random_state=args.seed)
+                        for c, n in (("fresh", args.per_class), ("rotten", args.per_class), ("plot", args.per_class // 2))])
+    if args.split == "dev":
+        rest = df.drop(sample.index)
+        rest = rest[rest["text"].map(lambda t: isinstance(t, str) and bool(t.strip()))]
+        sample = pd.concat([rest[rest["category"] == c].sample(n, random_state=7)
+                            for c, n in (("fresh", 1000), ("rotten", 1000), ("plot", 500))])
+        args.per_class, args.seed = 1000, 7
     if args.videos:
         report = {"data": f"Rotten Tomatoes via {WHEEL}: {args.per_class} fresh, {args.per_class} rotten, "
                           f"{args.per_class // 2} plot synopses (seed {args.seed}), {CLIPS_PER_VIDEO} a video",
