@@ -81,7 +81,16 @@ def through_the_job(sample, config_path: str, seed: int) -> dict:
 
     from mmbatch.config import load_config
     from mmbatch.synth import write_video, write_vtt
-    from mmbatch.training import TrainConfig, join_labels, load_clips, predict, read_labels, split_by_video, train_fusion
+    from mmbatch.training import (
+        TrainConfig,
+        embedding_dims,
+        join_labels,
+        load_clips,
+        predict,
+        read_labels,
+        split_by_video,
+        train_fusion,
+    )
     from pipelines.video_sentiment import run_pipeline
 
     config = load_config(config_path)
@@ -130,7 +139,7 @@ def through_the_job(sample, config_path: str, seed: int) -> dict:
     train_side = split_by_video(joined[~joined["video_id"].isin(test_videos)], seed, (0.85, 0.15))
     joined["split"] = np.where(joined["video_id"].isin(test_videos), "test", "")
     joined.loc[train_side.index, "split"] = train_side
-    dims = {m: int(next((len(e) for e in joined[f"{m}_embedding"] if e is not None), 0)) for m in ("vision", "audio", "text")}
+    dims = embedding_dims(joined)
     model, history = train_fusion(joined, dims, TrainConfig(seed=seed))
     test = (joined["split"] == "test").to_numpy()
     trained_valence, trained_probs = predict(model, joined[test], dims)

@@ -108,6 +108,11 @@ def split_by_video(df: pd.DataFrame, seed: int = 0, fractions: tuple[float, floa
     return df["video_id"].map(side)
 
 
+def embedding_dims(df: pd.DataFrame) -> dict[str, int]:
+    """Each modality's embedding size in the clips (0 where no clip has that modality)."""
+    return {m: int(next((len(e) for e in df[f"{m}_embedding"] if e is not None), 0)) for m in MODALITIES}
+
+
 def tensors(df: pd.DataFrame, dims: dict[str, int]) -> dict[str, np.ndarray]:
     """(n, d) float32 per modality (zeros where missing) and the (n, 3) presence mask."""
     out, present = {}, []

@@ -21,6 +21,9 @@ from typing import Any
 from mmbatch.stage import StageSpec, keep_after
 
 _TASK_STAGES: dict[str, Any] = {}
+# Retries and restarts have no named parameter in Ray 2.60; the generic **ray_remote_args that
+# carries them warns of its deprecation on every run, which says nothing to a user.
+warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated")
 
 
 def _project(batch: dict, keep: frozenset | None) -> dict:
@@ -120,9 +123,6 @@ def write_to_sink(ds, spec: StageSpec, key: str, min_bytes: int, retries: int = 
 def apply_stage(ds, spec: StageSpec, keep: frozenset | None, key: str, retries: tuple[int, int] = (3, 3)):
     """`retries`: (task retries, actor restarts), for workers that die; see run.task_retries."""
     res = spec.build().resources  # cheap: __init__ only stores settings
-    # Retries and restarts have no named parameter in Ray 2.60; the generic **ray_remote_args that
-    # carries them warns of its deprecation on every run, which says nothing to a user.
-    warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated")
     common = {"batch_size": spec.pool.batch_size, "batch_format": "numpy", "zero_copy_batch": False,
               "num_cpus": res.cpus, **({"memory": res.memory_bytes} if res.memory_bytes else {})}
     if spec.kind == "actor":

@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmbatch.errors import ExitCode
     from mmbatch.training import (
         TrainConfig,
+        embedding_dims,
         encoder_identities,
         evaluate,
         join_labels,
@@ -60,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.USAGE
     print(f"labels: {report['matched']} of {report['labels']} matched clips of {report['videos']} videos")
     joined["split"] = split_by_video(joined, args.seed)
-    dims = {m: int(next((len(e) for e in joined[f"{m}_embedding"] if e is not None), 0))
-            for m in ("vision", "audio", "text")}
+    dims = embedding_dims(joined)
     model, history = train_fusion(joined, dims, TrainConfig(seed=args.seed, epochs=args.epochs))
     result = evaluate(model, joined, dims)
     result["epochs"] = len(history)
