@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from mmbatch.config import PipelineConfig, PoolConfig
 from mmbatch.schema import EmbeddingDims
@@ -161,7 +161,7 @@ def _skips(fs, layout, refs: list, done: dict, run_date: dt.date, fingerprint: s
 
 @dataclass
 class RunPlan:
-    """Everything decided before Ray starts: models inspected, inputs discovered and checked,
+    """Everything decided before any video is read: models inspected, inputs discovered and checked,
     what is resumed, skipped or refused, and (unless a dry run) the lease on the night."""
 
     config: PipelineConfig
@@ -192,11 +192,16 @@ class RunPlan:
 
 
 def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, run_date: dt.date, *, force: bool = False,
-             dry_run: bool = False) -> RunPlan:
+             dry_run: bool = False, checked: Callable[[], None] | None = None) -> RunPlan:
     """The run up to the point where Ray is needed; no Ray here, so bad configuration, models,
     inputs or outputs fail fast. A real run takes the lease on the night (the first write to the
     output) and finishes an interrupted commit of the date; a dry run only probes that the
-    output can be written."""
+    output can be written.
+
+    `checked` is called once the inputs are listed and the output is known to be writable, before
+    the models' configs are read (seconds: it imports torch): the CLI starts Ray at that point,
+    so the two overlap.
+    """
     from mmbatch import sources, storage
     from mmbatch.commit import Committer
     from mmbatch.encoders import inspect_models, model_identities
@@ -208,17 +213,10 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, run_date: 
 
     t0 = time.perf_counter()
     identities = model_identities(config)  # hashed once: the trained-head check below reuses them
-    dims = inspect_models(config, identities)
     fingerprint = config.fingerprint(identities)
     fs, root = storage.filesystem(output_uri, config.storage_options)
     layout = OutputLayout(root.rstrip("/"), run_date, run_id_for(run_date, fingerprint))
-    config_json = json.dumps(config.redacted(), sort_keys=True)
-    attempt = new_attempt_id()
-    writer_args = {"output": output_uri, "storage_options": config.storage_options, "staging_dir": layout.parts,
-                   "run_id": layout.run_id, "fingerprint": fingerprint, "dims": dims, "config_json": config_json,
-                   "attempt": attempt}
     trust = AllowedRoots.for_input(input_uri, config.inputs.allowed_roots)
-    specs = stage_specs(config, dims, writer_args, trust)
     refs = sources.discover(input_uri, config.storage_options, trust=trust,
                             max_manifest_rows=config.inputs.max_manifest_rows)
 
@@ -230,8 +228,17 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, run_date: 
         raise
     except Exception as err:
         raise OutputError(f"cannot write to the output {redact_uri(output_uri)}: {_reason(err)}") from None
-    committer = Committer(fs, layout, fingerprint, config_json, dims)
     try:
+        if checked is not None:
+            checked()
+        dims = inspect_models(config, identities)
+        config_json = json.dumps(config.redacted(), sort_keys=True)
+        attempt = new_attempt_id()
+        writer_args = {"output": output_uri, "storage_options": config.storage_options, "staging_dir": layout.parts,
+                       "run_id": layout.run_id, "fingerprint": fingerprint, "dims": dims, "config_json": config_json,
+                       "attempt": attempt}
+        specs = stage_specs(config, dims, writer_args, trust)
+        committer = Committer(fs, layout, fingerprint, config_json, dims)
         rolled = [] if dry_run else committer.roll_forward()
         ledger = RunLedger(fs, layout.staging, {r.video_id: r for r in refs}, attempt)
         done = ledger.load() if not force else {}

@@ -159,4 +159,64 @@ def test_wheel_ships_the_command_and_its_yaml(tmp_path):
                    "pipelines/cli/train.py", "pipelines/demo.yaml", "pipelines/video_sentiment.yaml"):
         assert needed in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "mmbatch = pipelines.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "mmbatch = pipelines.cli:run" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+class _Plan:
+    def __init__(self):
+        self.lease = self
+        self.released = False
+
+    def release(self):
+        self.released = True
+
+
+def test_ray_starts_only_once_inputs_and_output_are_checked():
+    """The plan runs in a thread; Ray starts when the plan says inputs and output passed, while it
+    reads the models. An input error never starts Ray; a model error is raised once Ray is up; a
+    Ray that fails to start frees the night the plan took."""
+    import pytest
+
+    from mmbatch.errors import InputError, ModelLoadError
+    from pipelines.cli.score import plan_while_ray_starts
+
+    started = []
+
+    def bad_input(checked):
+        raise InputError("input not found: x")
+
+    with pytest.raises(InputError):
+        plan_while_ray_starts(bad_input, lambda: started.append("ray"))
+    assert started == []
+
+    def bad_model(checked):
+        checked()
+        raise ModelLoadError("models.text: not found")
+
+    with pytest.raises(ModelLoadError):
+        plan_while_ray_starts(bad_model, lambda: started.append("ray"))
+    assert started == ["ray"]
+
+    plan = _Plan()
+    assert plan_while_ray_starts(lambda checked: checked() or plan, lambda: started.append("ray")) is plan
+    assert not plan.released
+
+    def ray_fails():
+        raise ConnectionError("GCS did not start")
+
+    with pytest.raises(ConnectionError):
+        plan_while_ray_starts(lambda checked: checked() or plan, ray_fails)
+    assert plan.released
+
+
+def test_commands_exit_after_the_exit_handlers_without_teardown(tmp_path):
+    """exit_now: atexit handlers (Ray's shutdown, logging) run, buffered output is flushed, the code is kept."""
+    marker = tmp_path / "handler-ran"
+    code = ("import atexit, pathlib, sys\n"
+            "from pipelines.cli import exit_now\n"
+            f"atexit.register(lambda: pathlib.Path({str(marker)!r}).write_text('yes'))\n"
+            "sys.stdout.write('buffered')\n"
+            "exit_now(3)\n"
+            "print('not reached')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert r.returncode == 3 and r.stdout == "buffered" and marker.read_text() == "yes"

@@ -1,7 +1,5 @@
 """`python -m pipelines.cli` is the `mmbatch` command."""
 
-import sys
+from pipelines.cli import run
 
-from pipelines.cli import main
-
-sys.exit(main())
+run()

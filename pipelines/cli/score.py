@@ -9,8 +9,8 @@ Inputs: a folder, prefix or glob of videos; one video; a manifest (.csv/.jsonl/.
 are transcripts. Local paths, s3:// or any fsspec URI.
 
 Cluster: without RAY_ADDRESS a local Ray starts; `ray job submit` (or RAY_ADDRESS=auto / a head
-address) attaches to a cluster. Everything that can fail fast (configuration, models, inputs,
-the output's writability) is checked before Ray starts.
+address) attaches to a cluster. Everything that can fail fast is checked before any video is read:
+configuration, inputs and the output's writability before Ray starts, the models while it starts.
 
 Exit codes (a scheduler retries only 1):
   0  committed
@@ -27,6 +27,7 @@ import datetime as dt
 import os
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from pipelines.cli import CODE_ROOT, PIPELINES_DIR
 
@@ -76,10 +77,35 @@ def init_ray(num_cpus: int | None, log_level: str = "INFO") -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True, logging_config=logging_config)
     else:
-        # Workers import mmbatch/pipelines from this checkout even when it is not pip-installed.
-        path = os.pathsep.join(p for p in (str(CODE_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_config=logging_config,
-                 runtime_env={"env_vars": {"PYTHONPATH": path}})
+        # Workers import mmbatch/pipelines from this checkout even when it is not pip-installed. They
+        # inherit it from the environment rather than from a runtime_env: the workers Ray starts
+        # ahead of the job then serve it, instead of being replaced by new ones on the busy cores.
+        parts = [str(CODE_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_config=logging_config)
+
+
+def plan_while_ray_starts(plan: Callable[[Callable[[], None]], Any], start_ray: Callable[[], None]):
+    """Plan the run in a thread and start Ray in this one once the plan has checked the inputs and
+    the output: reading the models' configs (it imports torch) and starting Ray each take seconds
+    on a small machine and share nothing. A bad input or output fails before Ray starts; a bad
+    model once Ray is up, still before any video is read. `plan(checked)` calls `checked()`."""
+    import concurrent.futures as cf
+    import threading
+
+    checked = threading.Event()
+    with cf.ThreadPoolExecutor(1, thread_name_prefix="plan") as pool:
+        future = pool.submit(plan, checked.set)
+        try:
+            while not checked.wait(0.02):
+                if future.done():
+                    return future.result()  # failed before the models were read: Ray never starts
+            start_ray()
+            return future.result()
+        except BaseException:  # Ray failed to start, or an interrupt: free the night at once, not when
+            # the lease lapses (the callback runs when the plan is done, or now if it is)
+            future.add_done_callback(lambda f: f.exception() or f.result().lease.release())
+            raise
 
 
 def print_demo_table(output: str, run_date: dt.date) -> None:
@@ -117,17 +143,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"demo: wrote sample videos with transcripts to {args.input}")
         from pipelines.video_sentiment import execute, plan_run
 
-        plan = plan_run(config, args.input, args.output, run_date, force=args.force, dry_run=args.dry_run)
-        print(f"{'dry run' if args.dry_run else 'plan'}: {plan.summary()}")
         if args.dry_run:
+            plan = plan_run(config, args.input, args.output, run_date, force=args.force, dry_run=True)
+            print(f"dry run: {plan.summary()}")
             for ref in plan.refused[:20]:
                 print(f"  refused {ref.video_id}: {ref.error}")
             return ExitCode.OK
-        try:
-            init_ray(args.num_cpus, args.log_level)
-        except BaseException:
-            plan.lease.release()  # the night is free again at once, not when the lease lapses
-            raise
+        plan = plan_while_ray_starts(lambda checked: plan_run(config, args.input, args.output, run_date,
+                                                               force=args.force, checked=checked),
+                                     lambda: init_ray(args.num_cpus, args.log_level))
+        print(f"plan: {plan.summary()}")
         result = execute(plan, strict_resources=not os.environ.get("RAY_ADDRESS"))
     except MmbatchError as err:
         print(f"error: {err}", file=sys.stderr)
