@@ -119,9 +119,13 @@ def test_tiny_whisper_decodes_one_segment_and_logs_nothing_per_batch(capfd):
     feats = stage.features([np.zeros(160000, np.float32)] * 2, sampling_rate=16000, return_tensors="pt")
     assert stage.model.generate(feats["input_features"], **stage.generate_kwargs).shape == (2, 4)
     capfd.readouterr()
+    import logging
+
+    logging.Logger.warning_once.cache_clear()  # transformers' once-per-process notices count again
     for _ in range(2):
         stage(clip_batch())
-    assert "max_new_tokens" not in capfd.readouterr().err
+    # Nothing per batch, and none of the notices that only Whisper's own generate causes.
+    assert capfd.readouterr().err == ""
 
 
 def test_sidecar_transcript_replaces_asr(tmp_path):

@@ -21,11 +21,15 @@ log = logging.getLogger(__name__)
 
 
 class _PerBatchGenerateWarning(logging.Filter):
-    """Whisper's `generate` sets max_length itself on every call, so transformers warns on every
-    batch that max_new_tokens takes precedence: one identical line per batch in the job log."""
+    """Notices that Whisper's own `generate` causes and no caller can act on: it sets max_length
+    on every call, so transformers warns on every batch that max_new_tokens takes precedence (one
+    identical line per batch in the job log), and it passes suppress_tokens beside its generation
+    config, which transformers calls deprecated (once per process)."""
+
+    NOTICES = ("Both `max_new_tokens`", "Passing `generation_config` together with generation-related")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Both `max_new_tokens`")
+        return not record.getMessage().startswith(self.NOTICES)
 
 
 def quiet_per_batch_warnings() -> None:
@@ -169,8 +173,9 @@ class SpeechRecognitionStage:
         if self.ct2 is not None:
             return self.ct2.transcribe(waves)
         feats = self.features(waves, sampling_rate=self.features.sampling_rate, return_tensors="pt",
-                              device=str(self.device))
+                              return_attention_mask=True, device=str(self.device))
         inputs = feats["input_features"].to(self.device, self.model.dtype)
-        with self.torch.inference_mode():
-            ids = self.model.generate(inputs, **self.generate_kwargs)
+        with self.torch.inference_mode():  # the mask marks each clip's real frames (the rest is padding)
+            ids = self.model.generate(inputs, attention_mask=feats["attention_mask"].to(self.device),
+                                      **self.generate_kwargs)
         return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
