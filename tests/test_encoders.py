@@ -128,6 +128,27 @@ def test_tiny_whisper_decodes_one_segment_and_logs_nothing_per_batch(capfd):
     assert capfd.readouterr().err == ""
 
 
+def test_whisper_features_over_the_clip_equal_the_whole_window():
+    """Computed over each clip plus a window of silence, the features and frame mask are exactly
+    what the extractor gives for its whole 30 s window: clips of mixed lengths, a silent clip, a
+    faint one; a clip longer than the window takes the library's path (cut to 30 s)."""
+    from transformers import AutoFeatureExtractor
+
+    from mmbatch.encoders.speech import whisper_features
+
+    extractor = AutoFeatureExtractor.from_pretrained(resolve_source("tiny:whisper"))
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(160000).astype(np.float32) * 0.1, rng.standard_normal(64000).astype(np.float32),
+             rng.standard_normal(8001).astype(np.float32), np.zeros(160000, np.float32),
+             (np.sin(np.arange(159999) / 5) * 1e-4).astype(np.float32)]
+    for batch in (waves, [rng.standard_normal(16000 * 31).astype(np.float32), waves[1]]):
+        want = extractor(batch, sampling_rate=16000, return_tensors="pt", return_attention_mask=True)
+        features, mask = whisper_features(extractor, batch, "cpu")
+        assert features.shape == want["input_features"].shape == (len(batch), 80, 3000)
+        assert float((features - want["input_features"]).abs().max()) < 1e-6
+        assert mask.tolist() == want["attention_mask"].tolist()
+
+
 def test_sidecar_transcript_replaces_asr(tmp_path):
     (tmp_path / "v.vtt").write_text("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\nfrom the sidecar\n")
     stage = SpeechRecognitionStage(EncoderConfig(task="speech_recognition", source="tiny:whisper", max_new_tokens=4))
