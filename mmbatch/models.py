@@ -23,7 +23,7 @@ from pathlib import Path
 from mmbatch.errors import ModelLoadError, first_line
 
 log = logging.getLogger(__name__)
-TINY_VERSION = "v2"
+TINY_VERSION = "v3"
 PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _WHOLE_HASH_LIMIT = 64 << 20  # files up to this size are hashed whole; larger: ends + size

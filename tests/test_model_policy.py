@@ -58,4 +58,4 @@ def test_identity_follows_content_not_names(roberta):
     assert after != before
     a, b = text_config(roberta), text_config(roberta)
     assert a.fingerprint({"text": before}) != b.fingerprint({"text": after})
-    assert model_identities(text_config("tiny:roberta-sentiment"))["text"] == "tiny:roberta-sentiment@v2"
+    assert model_identities(text_config("tiny:roberta-sentiment"))["text"] == "tiny:roberta-sentiment@v3"

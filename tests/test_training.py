@@ -114,7 +114,7 @@ def test_train_save_score_and_refuse_a_mismatched_head(ray_cluster, tiny_config,
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"labels: {len(clips)} of {len(clips)} matched clips of 3 videos" in r.stdout
     saved = json.loads((head / "config.json").read_text())
-    assert saved["encoders"] == {"vision": "tiny:clip@v2", "audio": "tiny:wav2vec2-er@v2", "text": "tiny:roberta-sentiment@v2"}
+    assert saved["encoders"] == {"vision": "tiny:clip@v3", "audio": "tiny:wav2vec2-er@v3", "text": "tiny:roberta-sentiment@v3"}
     assert set(json.loads((head / "metrics.json").read_text())) >= {"trained", "zero_shot", "ablations", "labels"}
     assert "| trained |" in (head / "metrics.md").read_text()
 
@@ -127,6 +127,6 @@ def test_train_save_score_and_refuse_a_mismatched_head(ray_cluster, tiny_config,
     saved["encoders"]["text"] = "content:0123456789abcdef"
     (head / "config.json").write_text(json.dumps(saved))
     with pytest.raises(ModelLoadError, match=r"was trained on other encoders \(text: trained on content:0123456789abcdef, "
-                                             r"configured tiny:roberta-sentiment@v2\)"):
+                                             r"configured tiny:roberta-sentiment@v3\)"):
         inspect_models(trained)
 
