@@ -220,13 +220,3 @@ def test_commands_exit_after_the_exit_handlers_without_teardown(tmp_path):
             "print('not reached')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert r.returncode == 3 and r.stdout == "buffered" and marker.read_text() == "yes"
-
-
-def test_a_local_ray_gets_this_code_on_its_path_and_keeps_idle_workers():
-    from pipelines.cli import CODE_ROOT
-    from pipelines.cli.score import local_ray_environment
-
-    env = local_ray_environment(2, {"PYTHONPATH": f"/extra{os.pathsep}{CODE_ROOT}"})
-    assert env == {"PYTHONPATH": f"{CODE_ROOT}{os.pathsep}/extra", "RAY_num_workers_soft_limit": "2"}
-    env = local_ray_environment(None, {"RAY_num_workers_soft_limit": "16"})  # the user's value wins
-    assert env == {"PYTHONPATH": str(CODE_ROOT), "RAY_num_workers_soft_limit": "16"}

@@ -77,27 +77,12 @@ def init_ray(num_cpus: int | None, log_level: str = "INFO") -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True, logging_config=logging_config)
     else:
-        os.environ.update(local_ray_environment(num_cpus, os.environ))  # the local Ray's processes inherit it
+        # Workers import mmbatch/pipelines from this checkout even when it is not pip-installed. They
+        # inherit it from the environment rather than from a runtime_env: the workers Ray starts
+        # ahead of the job then serve it, instead of being replaced by new ones on the busy cores.
+        parts = [str(CODE_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_config=logging_config)
-
-
-def local_ray_environment(num_cpus: int | None, environ) -> dict[str, str]:
-    """What a local Ray started by the job needs in its environment.
-
-    PYTHONPATH: workers import mmbatch/pipelines from this code even when it is not pip-installed.
-    Inherited rather than set in a runtime_env, so the workers Ray starts ahead of the job serve it
-    instead of being replaced by new ones on the busy cores.
-
-    RAY_num_workers_soft_limit: Ray keeps only as many idle workers as there are unclaimed CPUs,
-    none when the pools claim every core; a decode worker idle for a second under backpressure is
-    then killed and its successor imports the decoders again (8 to 52 worker starts in one
-    1,152-clip run on 2 cores, 84 to 140 s). Up to one idle worker a CPU is kept instead; a value
-    the user set wins.
-    """
-    parts = [str(CODE_ROOT)] + [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    cpus = num_cpus or os.cpu_count() or 1
-    return {"PYTHONPATH": os.pathsep.join(dict.fromkeys(parts)),
-            "RAY_num_workers_soft_limit": environ.get("RAY_num_workers_soft_limit", str(cpus))}
 
 
 def plan_while_ray_starts(plan: Callable[[Callable[[], None]], Any], start_ray: Callable[[], None]):
