@@ -220,3 +220,12 @@ def test_commands_exit_after_the_exit_handlers_without_teardown(tmp_path):
             "print('not reached')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert r.returncode == 3 and r.stdout == "buffered" and marker.read_text() == "yes"
+
+
+def test_a_local_ray_gets_this_code_on_its_path():
+    from pipelines.cli import CODE_ROOT
+    from pipelines.cli.score import local_ray_environment
+
+    env = local_ray_environment({"PYTHONPATH": f"/extra{os.pathsep}{CODE_ROOT}"})
+    assert env == {"PYTHONPATH": f"{CODE_ROOT}{os.pathsep}/extra"}  # first, once; the user's entries kept
+    assert local_ray_environment({}) == {"PYTHONPATH": str(CODE_ROOT)}

@@ -77,12 +77,17 @@ def init_ray(num_cpus: int | None, log_level: str = "INFO") -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True, logging_config=logging_config)
     else:
-        # Workers import mmbatch/pipelines from this checkout even when it is not pip-installed. They
-        # inherit it from the environment rather than from a runtime_env: the workers Ray starts
-        # ahead of the job then serve it, instead of being replaced by new ones on the busy cores.
-        parts = [str(CODE_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
+        os.environ.update(local_ray_environment(os.environ))  # the local Ray's processes inherit it
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_config=logging_config)
+
+
+def local_ray_environment(environ) -> dict[str, str]:
+    """What a local Ray started by the job needs in its environment: PYTHONPATH, so workers import
+    mmbatch/pipelines from this code even when it is not pip-installed. Inherited rather than set
+    in a runtime_env, so the workers Ray starts ahead of the job serve it instead of being replaced
+    by new ones on the busy cores."""
+    parts = [str(CODE_ROOT)] + [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {"PYTHONPATH": os.pathsep.join(dict.fromkeys(parts))}
 
 
 def plan_while_ray_starts(plan: Callable[[Callable[[], None]], Any], start_ray: Callable[[], None]):
