@@ -106,12 +106,19 @@ def _children() -> dict[int, list[int]]:
     return kids
 
 
-def tree_pss_mb(root: int) -> float:
-    """Proportional set size of `root` and all its descendants (shared pages counted once)."""
-    kids, todo, total = _children(), [root], 0
+def tree_pids(root: int) -> list[int]:
+    kids, todo, out = _children(), [root], []
     while todo:
         pid = todo.pop()
+        out.append(pid)
         todo.extend(kids.get(pid, []))
+    return out
+
+
+def tree_pss_mb(root: int, pids: list[int] | None = None) -> float:
+    """Proportional set size of `root` and all its descendants (shared pages counted once)."""
+    total = 0
+    for pid in pids if pids is not None else tree_pids(root):
         try:
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
@@ -146,13 +153,32 @@ class Sampler:
 
 
 class PeakMemory(Sampler):
-    """The PSS of a process tree, once a second; `.peak_mb` is the maximum."""
+    """The PSS of a process tree, once a second; `.peak_mb` is the maximum. It also notes every
+    Ray worker process of the tree by PID and title (`ray::<what it runs>`): `.worker_starts` counts
+    them, `.stage_workers(name)` those that ever ran a stage (a worker restarted under
+    backpressure re-imports that stage's libraries)."""
 
     def __init__(self, pid: int):
         self.pid, self.peak_mb = pid, 0.0
+        self.workers: dict[int, set[str]] = {}
 
     def sample(self) -> None:
-        self.peak_mb = max(self.peak_mb, tree_pss_mb(self.pid))
+        pids = tree_pids(self.pid)
+        self.peak_mb = max(self.peak_mb, tree_pss_mb(self.pid, pids))
+        for pid in pids:
+            try:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            except OSError:
+                continue
+            if title.startswith("ray::"):
+                self.workers.setdefault(pid, set()).add(title)
+
+    @property
+    def worker_starts(self) -> int:
+        return len(self.workers)
+
+    def stage_workers(self, stage: str) -> int:
+        return sum(any(f"({stage})" in t or t == f"ray::{stage}" for t in titles) for titles in self.workers.values())
 
 
 def rates(clips: int, seconds: float, video_seconds: float) -> dict:
@@ -274,6 +300,7 @@ def pipeline(raw: dict, input_dir: Path, work: Path, num_cpus: int | None, video
     return {**rates(clips, wall, video_seconds), "wall_s": round(wall, 2),
             "steady_clips_per_s": round(steady, 2) if steady else None, "first_clip_s": round(first, 2) if first else None,
             "clip_files_seen": files, "peak_pss_mb": round(memory.peak_mb),
+            "ray_worker_starts": memory.worker_starts, "decode_worker_starts": memory.stage_workers("decode"),
             "stage_busy_s": {s["operator"]: s["wall_seconds"] for s in stages}}
 
 
@@ -454,7 +481,8 @@ def scale(raw: dict, paths: list[Path], work: Path, num_cpus: int | None, second
     for factor in (1, 4, 16):
         folder = scaled_copy(paths, work / f"in-{factor}x", factor)
         r = pipeline(raw, folder, work / f"run-{factor}x", num_cpus, len(paths) * factor * seconds)
-        out[f"{factor}x"] = {k: r[k] for k in ("clips", "wall_s", "steady_clips_per_s", "first_clip_s", "peak_pss_mb")}
+        out[f"{factor}x"] = {k: r[k] for k in ("clips", "wall_s", "steady_clips_per_s", "first_clip_s", "peak_pss_mb",
+                                               "ray_worker_starts", "decode_worker_starts")}
         print(json.dumps({"scale": {f"{factor}x": out[f"{factor}x"]}}), flush=True)
     # Start-up and the backlog decoded while the encoders load cancel out of the difference:
     # the rate the job sustains once running.
@@ -462,6 +490,7 @@ def scale(raw: dict, paths: list[Path], work: Path, num_cpus: int | None, second
                                          (out["16x"]["wall_s"] - out["1x"]["wall_s"]), 2)
     out["peak_pss_16x_over_1x"] = round(out["16x"]["peak_pss_mb"] / out["1x"]["peak_pss_mb"], 2)
     out["wall_16x_over_1x"] = round(out["16x"]["wall_s"] / out["1x"]["wall_s"], 2)
+    out["decode_slots"] = load(raw).decode.pool.concurrency[1]  # decode workers at once, at most
     return out
 
 

@@ -55,6 +55,21 @@ class PoolConfig(_Strict):
     num_gpus: float = Field(0.0, ge=0)
     concurrency: tuple[int, int] = (1, 1)
     batch_size: int = Field(16, ge=1)
+    # Custom Ray resources one worker of the pool needs: where it may run. Nodes declare them
+    # (infra/ray-cluster.yaml: cpu_node on decode nodes, gpu_node on GPU nodes), so e.g.
+    # {cpu_node: 0.001} keeps decode off the GPU nodes. A local Ray started by the job declares
+    # every resource the config names, so the same YAML runs on one machine.
+    resources: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("resources")
+    @classmethod
+    def _custom_only(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, amount in v.items():
+            if name in ("CPU", "GPU", "memory", "object_store_memory"):
+                raise ValueError(f"resources[{name!r}]: use num_cpus/num_gpus for Ray's own resources")
+            if not amount > 0:
+                raise ValueError(f"resources[{name!r}] must be > 0, got {amount}")
+        return v
 
     @field_validator("concurrency", mode="before")
     @classmethod
@@ -229,7 +244,23 @@ class RunConfig(_Strict):
     task_retries: int = Field(3, ge=0)
     # Seconds between the job's progress lines (videos done/total, clips, clips/s, ETA).
     progress_interval_s: float = Field(30.0, gt=0)
-    actor_restarts: int = Field(5, ge=0)
+    # -1: restart without limit (Ray Data's own default), so an actor whose node was lost waits
+    # for room on another node; the wait is bounded by no_progress_timeout_s, not by a count (a
+    # count runs out in seconds while the cluster still reports the lost node alive).
+    actor_restarts: int = Field(-1, ge=-1)
+    # Actors that die or are cancelled before they ever ran (a busy or shrinking cluster) are
+    # replaced this many times in a row before the night fails; -1: without limit.
+    actor_init_deaths: int = Field(5, ge=-1)
+    # A night that makes no progress (no operator finishes a task) for this long fails (exit 1),
+    # e.g. while a lost node's actors wait for a replacement that never comes.
+    no_progress_timeout_s: float = Field(1800.0, gt=0)
+    # Attached clusters: how long the pools' minimum actors may take to be placed (autoscaling
+    # included) before the night fails with exit 1. A local Ray is checked up front instead.
+    placement_timeout_s: float = Field(600.0, gt=0)
+    # Names of driver environment variables that workers get on an attached cluster, e.g.
+    # credentials for storage: [AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY]. Only these, and the
+    # non-secret settings in mmbatch.cluster.TRAVELLING_ENV, travel; never the whole environment.
+    worker_env: list[str] = Field(default_factory=list)
     # Ray Data reserves a share of the cluster for each operator (op_resource_reservation). On a
     # node with a few cores that share is a fraction of a CPU per stage and held back from the
     # rest: on 2 cores, a 4x corpus wrote its first clip after 29 s with it and 19 s without.
@@ -245,6 +276,8 @@ class OutputConfig(_Strict):
     row_group_mb: float = Field(32.0, gt=0)
     write_cpus: float = Field(0.25, ge=0)
     write_concurrency: int = Field(4, ge=1)
+    # Custom Ray resources of a write task (where it may run), as pool.resources.
+    write_resources: dict[str, float] = Field(default_factory=dict)
 
 
 class InputsConfig(_Strict):

@@ -58,5 +58,23 @@ class OutputError(MmbatchError):
     """The output cannot be written (not a folder, denied, full); the message names it."""
 
 
+class StorageAccessError(MmbatchError):
+    """Workers cannot authenticate to, or are denied by, the store (no credentials, access denied,
+    no such bucket): a rerun changes nothing until the deployment does."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ClusterError(MmbatchError):
+    """The cluster could not run the night: pools not placed in time, no progress, a folder that
+    not every node sees. Worth retrying once the cluster has room; the message names the knob."""
+
+
+class SharedStorageError(MmbatchError):
+    """A local folder the night needs is not the same on every node of the cluster."""
+
+    exit_code = ExitCode.USAGE
+
+
 class DecodeError(Exception):
     """One video cannot be decoded; the message is the short human reason written to `error`."""

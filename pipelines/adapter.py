@@ -114,17 +114,28 @@ def _datasink_class():
 def write_to_sink(ds, spec: StageSpec, key: str, min_bytes: int, retries: int = 3) -> list:
     """Execute the graph into a sink stage; returns each write's records (on the driver)."""
     sink = _datasink_class()(spec, key, min_bytes)
-    res = spec.build().resources
     ds.write_datasink(sink, concurrency=spec.pool.concurrency[1],
-                      ray_remote_args={"num_cpus": res.cpus, "max_retries": retries})
+                      ray_remote_args={**remote_args(spec), "max_retries": retries})
     return sink.records
 
 
-def apply_stage(ds, spec: StageSpec, keep: frozenset | None, key: str, retries: tuple[int, int] = (3, 3)):
-    """`retries`: (task retries, actor restarts), for workers that die; see run.task_retries."""
+def remote_args(spec: StageSpec) -> dict[str, Any]:
+    """Ray resources of one worker of a stage: CPUs and memory it declares, the custom resources
+    its pool names (which nodes it may run on)."""
     res = spec.build().resources  # cheap: __init__ only stores settings
+    args: dict[str, Any] = {"num_cpus": res.cpus}
+    if res.memory_bytes:
+        args["memory"] = res.memory_bytes
+    if spec.pool is not None and spec.pool.resources:
+        args["resources"] = dict(spec.pool.resources)
+    return args
+
+
+def apply_stage(ds, spec: StageSpec, keep: frozenset | None, key: str, retries: tuple[int, int] = (3, -1)):
+    """`retries`: (task retries, actor restarts), for workers that die; see run.task_retries."""
+    res = spec.build().resources
     common = {"batch_size": spec.pool.batch_size, "batch_format": "numpy", "zero_copy_batch": False,
-              "num_cpus": res.cpus, **({"memory": res.memory_bytes} if res.memory_bytes else {})}
+              **remote_args(spec)}
     if spec.kind == "actor":
         from ray.data import ActorPoolStrategy
 
@@ -140,7 +151,7 @@ def apply_stage(ds, spec: StageSpec, keep: frozenset | None, key: str, retries: 
                           compute=TaskPoolStrategy(size=spec.pool.concurrency[1]), max_retries=retries[0], **common)
 
 
-def apply_stages(ds, specs: list[StageSpec], key: str, retries: tuple[int, int] = (3, 3)):
+def apply_stages(ds, specs: list[StageSpec], key: str, retries: tuple[int, int] = (3, -1)):
     """map_batches for every stage but a final sink (see `write_to_sink`)."""
     for spec, keep in zip(specs, keep_after(specs)):
         if spec.kind != "sink":
@@ -149,33 +160,108 @@ def apply_stages(ds, specs: list[StageSpec], key: str, retries: tuple[int, int] 
 
 
 def pool_demand(specs: list[StageSpec]) -> dict[str, float]:
-    """CPUs and GPUs the graph holds at its minimum: every actor pool at min size + one task."""
-    cpus = gpus = 0.0
-    task_cpus = 0.0
+    """Resources the graph holds at its minimum: every actor pool at min size + one task (the
+    largest), custom resources included."""
+    demand: dict[str, float] = {"CPU": 0.0, "GPU": 0.0}
+    task: dict[str, float] = {}
     for spec in specs:
         res = spec.build().resources
+        need = {"CPU": res.cpus, "GPU": res.gpus, **(spec.pool.resources if spec.pool is not None else {})}
         if spec.kind == "actor":
-            cpus += spec.pool.concurrency[0] * res.cpus
-            gpus += spec.pool.concurrency[0] * res.gpus
+            for k, v in need.items():
+                demand[k] = demand.get(k, 0.0) + spec.pool.concurrency[0] * v
         else:
-            task_cpus = max(task_cpus, res.cpus)
-    return {"CPU": cpus + task_cpus, "GPU": gpus}
+            for k, v in need.items():
+                task[k] = max(task.get(k, 0.0), v)
+    for k, v in task.items():
+        demand[k] = demand.get(k, 0.0) + v
+    return demand
 
 
 def check_cluster_fits(specs: list[StageSpec], available: dict[str, float], *, strict: bool) -> list[str]:
     """Problems if the pools' minimum cannot be placed: Ray Data would then wait forever.
 
     On a fixed cluster (strict) that is an error; on an attached, possibly autoscaling
-    cluster it is only reported, since nodes may still join.
+    cluster it is only reported, and the wait is bounded by run.placement_timeout_s.
     """
     from mmbatch.errors import ConfigError
 
     demand = pool_demand(specs)
     problems = [
-        f"the pools need at least {demand[k]:g} {k} at their minimum sizes but the cluster has {available.get(k, 0):g} "
-        f"(lower pool.num_{k.lower()}s or pool.concurrency minimums)"
-        for k in ("CPU", "GPU") if demand[k] > available.get(k, 0) + 1e-9
+        f"the pools need at least {need:g} {k} at their minimum sizes but the cluster has {available.get(k, 0):g} "
+        + (f"(lower pool.num_{k.lower()}s or pool.concurrency minimums)" if k in ("CPU", "GPU")
+           else "(no node declares that resource: see pool.resources)")
+        for k, need in demand.items() if need > available.get(k, 0) + 1e-9
     ]
     if problems and strict:
         raise ConfigError("; ".join(problems))
     return problems
+
+
+def configure_execution(run, *, attached: bool) -> None:
+    """Ray Data's execution settings for this night (run: mmbatch.config.RunConfig)."""
+    import math
+
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.op_resource_reservation_enabled = run.ray_data_reservation  # see run.ray_data_reservation
+    ctx.execution_no_progress_timeout_s = run.no_progress_timeout_s
+    ctx.max_consecutive_actor_init_deaths = run.actor_init_deaths
+    # Attached: wait (bounded) for the pools' minimum, e.g. while the cluster scales up. A local Ray
+    # was checked up front (check_cluster_fits, strict) and starts its actors without waiting.
+    ctx.wait_for_min_actors_s = math.ceil(run.placement_timeout_s) if attached else -1
+
+
+def cluster_failure(err: BaseException, run, demand: dict[str, float]):
+    """The MmbatchError a Ray failure of the night means (None: not one we can name)."""
+    from mmbatch.errors import ClusterError
+
+    for cause in causes(err):
+        name = type(cause).__name__
+        if name == "GetTimeoutError" and "starting actors" in str(cause):
+            need = ", ".join(f"{v:g} {k}" for k, v in demand.items() if v)
+            return ClusterError(
+                f"the pools' minimum ({need}) could not be placed within run.placement_timeout_s = "
+                f"{run.placement_timeout_s:g} s: add nodes of the needed kind, or lower the pools' num_gpus, num_cpus, "
+                "resources or concurrency minimums; the night is not committed and a rerun resumes it")
+        if name == "ExecutionTimeoutError":
+            return ClusterError(
+                f"the night made no progress for run.no_progress_timeout_s = {run.no_progress_timeout_s:g} s "
+                "(a pool waiting for a node that never came, or a stage stuck); the work staged so far is kept "
+                "and a rerun of this date resumes it")
+    return None
+
+
+def causes(err: BaseException | None, depth: int = 10):
+    """`err` and what it wraps: Ray's task errors (`cause`) and Python's chaining."""
+    seen = 0
+    while err is not None and seen < depth:
+        yield err
+        err = getattr(err, "cause", None) or err.__cause__ or err.__context__
+        seen += 1
+
+
+def check_shared_storage(paths: list, modules: list[tuple[str, str]], timeout_s: float = 120.0) -> None:
+    """Refuse the night unless every alive node sees `paths` (mmbatch.cluster.SharedPath) as the
+    driver does and can import `modules`: a task pinned to each node looks. One node: nothing to do."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from mmbatch.cluster import node_view, shared_problems
+    from mmbatch.errors import SharedStorageError
+
+    nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) <= 1 or not (paths or modules):
+        return
+    look = ray.remote(num_cpus=0, max_retries=1)(node_view)
+    refs = {node: look.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(paths, modules)
+            for node in nodes}
+    views = dict(zip(refs, ray.get(list(refs.values()), timeout=timeout_s)))
+    problems = shared_problems(paths, modules, views)
+    if problems:
+        raise SharedStorageError(
+            f"this cluster has {len(nodes)} nodes and not all of them see the night's local folders: "
+            + "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+            + ". Use object storage (s3://...) for inputs, output and models, or a folder shared by every node "
+              "(NFS, EFS, a mounted bucket); install package: models on every node")

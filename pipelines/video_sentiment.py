@@ -70,10 +70,12 @@ def stage_specs(config: PipelineConfig, dims: EmbeddingDims, writer: dict[str, A
     if config.decode.split_clips:  # long videos → several decode tasks
         from mmbatch.decode.split import SplitStage
 
-        specs.append(StageSpec("split", SplitStage, (config,), {}, kind="task",
+        specs.append(StageSpec("split", SplitStage, (config,), {}, kind="task",  # header reads: decode's nodes
                                pool=PoolConfig(num_cpus=0.1, concurrency=(1, config.decode.pool.concurrency[1]),
-                                               batch_size=1)))
-    specs.append(StageSpec("decode", DecodeStage, (config, trust), {}, config.decode.pool, kind="task"))
+                                               batch_size=1, resources=config.decode.pool.resources)))
+    # An actor pool: each actor keeps its watchdog child and warm decoders for the whole night
+    # (task workers idle under backpressure were killed, and the next re-imported the decoders).
+    specs.append(StageSpec("decode", DecodeStage, (config, trust), {}, config.decode.pool, kind="actor"))
     specs.extend(model_specs(config, dims))
     if writer is not None:
         from mmbatch.writer import ClipWriterStage
@@ -81,7 +83,8 @@ def stage_specs(config: PipelineConfig, dims: EmbeddingDims, writer: dict[str, A
         out = config.output
         specs.append(StageSpec("write", ClipWriterStage, (), {**writer, "num_cpus": out.write_cpus,
                                                               "row_group_rows": row_group_rows(config, dims)},
-                               PoolConfig(num_cpus=out.write_cpus, concurrency=(1, out.write_concurrency)),
+                               PoolConfig(num_cpus=out.write_cpus, concurrency=(1, out.write_concurrency),
+                                          resources=out.write_resources),
                                kind="sink"))
     return specs
 
@@ -129,16 +132,13 @@ def config_key(config: PipelineConfig) -> str:
     return hashlib.sha256(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def build_dataset(refs: list, specs: list[StageSpec], key: str, retries: tuple[int, int] = (3, 3),
-                  reservation: bool = True):
+def build_dataset(refs: list, specs: list[StageSpec], key: str, retries: tuple[int, int] = (3, -1)):
     """The lazy Ray Data graph over `refs` (VideoRef) up to the sink; nothing runs yet.
     `key` names this run attempt's stage objects in the workers' caches."""
     import ray.data
-    from ray.data import DataContext
 
     from pipelines.adapter import apply_stages
 
-    DataContext.get_current().op_resource_reservation_enabled = reservation  # see run.ray_data_reservation
     # One ref per block (up to a cap that keeps scheduling overhead sane on huge nights) so
     # decode tasks spread over the cluster and one slow video does not hold up others.
     ds = ray.data.from_items([r.as_row() for r in refs], override_num_blocks=max(1, min(len(refs), MAX_BLOCKS)))
@@ -267,14 +267,17 @@ def execute(plan: RunPlan, *, strict_resources: bool = True) -> RunResult:
     """
     import ray
 
-    from mmbatch.errors import OutputError
     from mmbatch.trust import redact_uri
-    from pipelines.adapter import check_cluster_fits, write_to_sink
+    from pipelines.adapter import check_cluster_fits, cluster_failure, configure_execution, pool_demand, write_to_sink
 
     config, ledger = plan.config, plan.ledger
+    attached = not strict_resources
     try:
         for problem in check_cluster_fits(plan.specs, ray.cluster_resources(), strict=strict_resources):
             log.warning("%s", problem)
+        if attached:
+            check_shared_folders(plan)
+        configure_execution(config.run, attached=attached)
         plan.lease.start_renewing()
         stage_stats = None
         if plan.todo:
@@ -289,17 +292,16 @@ def execute(plan: RunPlan, *, strict_resources: bool = True) -> RunResult:
             progress.start()
             key = f"{config_key(config)}-{plan.attempt}"
             retries = (config.run.task_retries, config.run.actor_restarts)
-            ds = build_dataset(plan.todo, plan.specs, key, retries, config.run.ray_data_reservation)
+            ds = build_dataset(plan.todo, plan.specs, key, retries)
             # Only small completion records reach the driver; clip rows stay on the workers.
             try:
                 written = write_to_sink(ds, plan.specs[-1], key, int(config.output.target_file_mb * 2**20),
                                         config.run.task_retries)
             except Exception as err:
-                cause = _os_error(err)
-                if cause is None:
+                named = cluster_failure(err, config.run, pool_demand(plan.specs)) or _storage_failure(err, plan)
+                if named is None:
                     raise
-                raise OutputError(f"writing clip files under {redact_uri(plan.output_uri)} failed: {_reason(cause)}; "
-                                  "the work staged so far is kept and a rerun of this date resumes it") from None
+                raise named from None
             finally:
                 progress.stop()
             for records in written:
@@ -351,15 +353,50 @@ def _reason(err: BaseException) -> str:
     return short_reason(err, 300)
 
 
-def _os_error(err: BaseException) -> OSError | None:
-    """The OSError behind a failure, through Ray's task-error wrapping (`cause`) and chaining."""
-    seen = 0
-    while err is not None and seen < 10:
-        if isinstance(err, OSError):
-            return err
-        err = getattr(err, "cause", None) or err.__cause__
-        seen += 1
+# botocore's names for a store that will not take the workers' requests as they are.
+_ACCESS_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError", "PermissionError",
+                  "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "AccessDenied")
+
+
+def _storage_failure(err: BaseException, plan: RunPlan):
+    """The output error behind a failed write, through Ray's task-error wrapping: credentials or
+    access the workers lack (exit 2: a rerun changes nothing), or another OSError (exit 1)."""
+    from mmbatch.errors import OutputError, StorageAccessError
+    from mmbatch.trust import redact_uri
+    from pipelines.adapter import causes
+
+    where = redact_uri(plan.output_uri)
+    for cause in causes(err):
+        if type(cause).__name__ in _ACCESS_ERRORS or any(n in str(cause) for n in _ACCESS_ERRORS[4:]):
+            return StorageAccessError(
+                f"the workers cannot write clip files under {where}: {_reason(cause)}; give every node credentials "
+                "(an instance role or the provider chain, storage_options, or the variables named in run.worker_env)")
+        if isinstance(cause, OSError):
+            return OutputError(f"writing clip files under {where} failed: {_reason(cause)}; "
+                               "the work staged so far is kept and a rerun of this date resumes it")
     return None
+
+
+def check_shared_folders(plan: RunPlan) -> None:
+    """On an attached cluster, every local folder the night needs (output, inputs, model folders)
+    must look the same from every node, and package: models must import there; else the night
+    is refused before any video is read. The output is proven by a probe file written here."""
+    from mmbatch import cluster
+    from pipelines.adapter import check_shared_storage
+
+    paths = [cluster.SharedPath(what, path, cluster.path_signature(path))
+             for what, path in cluster.local_paths(plan.config, plan.input_uri)]
+    probe = None
+    if cluster.is_local(plan.output_uri):
+        plan.fs.makedirs(plan.layout.staging, exist_ok=True)
+        probe = f"{plan.layout.staging}/probe-{plan.attempt}.txt"
+        plan.fs.pipe_file(probe, plan.attempt.encode())
+        paths.append(cluster.SharedPath("the output", probe, plan.attempt))
+    try:
+        check_shared_storage(paths, cluster.packages(plan.config))
+    finally:
+        if probe is not None:
+            plan.fs.rm_file(probe)
 
 
 def _stage_stats(ds) -> list[dict[str, Any]] | None:

@@ -38,3 +38,22 @@ def test_nodes_install_from_pyproject_not_a_copy_of_the_pins():
     assert cfg["file_mounts"] == {"~/mmbatch": "."}
     setup = " ".join(cfg["setup_commands"])
     assert "pip install -e ~/mmbatch" in setup and "==" not in setup
+
+
+def test_node_types_declare_what_the_production_pools_ask_for():
+    """decode (and split) only on CPU nodes, the models and fusion only on GPU nodes: in the cluster
+    launcher's node types and in the KubeRay worker groups."""
+    import json
+
+    from mmbatch.config import load_config
+
+    cfg = load_config(INFRA.parent / "pipelines" / "video_sentiment.yaml")
+    model_pools = [getattr(cfg.models, m).pool for m in ("vision", "speech", "audio", "text")] + [cfg.fusion.pool]
+    assert set(cfg.decode.pool.resources) == {"cpu_node"}
+    assert all(set(p.resources) == {"gpu_node"} for p in model_pools)  # fusion too: it runs beside the models
+    launcher = yaml.safe_load((INFRA / "ray-cluster.yaml").read_text())["available_node_types"]
+    assert launcher["cpu_decode"]["resources"] == {"cpu_node": 1000}
+    assert launcher["gpu_encode"]["resources"] == {"gpu_node": 1000}
+    groups = yaml.safe_load((INFRA / "kuberay-rayjob.yaml").read_text())["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    declared = {g["groupName"]: json.loads(json.loads(g["rayStartParams"]["resources"])) for g in groups}
+    assert declared == {"cpu-decode": {"cpu_node": 1000}, "gpu-encode": {"gpu_node": 1000}}

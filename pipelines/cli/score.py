@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def init_ray(num_cpus: int | None, log_level: str = "INFO") -> None:
+def init_ray(num_cpus: int | None, log_level: str = "INFO", config=None) -> None:
     import ray
     from ray.data import DataContext
 
@@ -75,10 +75,44 @@ def init_ray(num_cpus: int | None, log_level: str = "INFO") -> None:
     logging_config = ray.LoggingConfig(log_level=log_level)
     # RAY_ADDRESS is set by `ray job submit` and by users attaching to a cluster.
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True, logging_config=logging_config)
+        ray.init(log_to_driver=True, logging_config=logging_config,
+                 runtime_env=attached_runtime_env(config, os.environ) if config is not None else None)
     else:
         os.environ.update(local_ray_environment(os.environ))  # the local Ray's processes inherit it
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_config=logging_config)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_config=logging_config,
+                 resources=local_resources(config) if config is not None else None)
+
+
+def attached_runtime_env(config, environ) -> dict[str, Any]:
+    """What workers of an attached cluster need from this driver: the non-secret settings and the
+    variables run.worker_env names (mmbatch.cluster.worker_env), and this code unless the job
+    already brings it (`ray job submit --working-dir`) — merged by Ray with the job's own."""
+    import logging
+
+    import mmbatch
+    import pipelines
+    from mmbatch import cluster
+
+    job = cluster.job_runtime_env(environ)
+    env: dict[str, Any] = {}
+    env_vars = cluster.worker_env(config, environ, already=job.get("env_vars"))
+    if env_vars:
+        env["env_vars"] = env_vars
+    if not cluster.ships_code(job):
+        env["py_modules"] = [str(Path(mmbatch.__file__).parent), str(Path(pipelines.__file__).parent)]
+        env["excludes"] = ["__pycache__", "*.pyc"]
+    for name in cluster.missing_worker_env(config, environ):
+        logging.getLogger("score_videos").warning("run.worker_env names %s, which this driver does not have", name)
+    return env
+
+
+def local_resources(config) -> dict[str, float]:
+    """A local Ray is every node type at once: it declares each custom resource the config's pools
+    name (plenty of each), so a YAML written for a cluster's node types runs on one machine."""
+    pools = [config.decode.pool, config.encoders.pool, config.fusion.pool]
+    pools += [getattr(config.models, m).pool for m in ("vision", "audio", "speech", "text") if getattr(config.models, m)]
+    names = [n for pool in pools for n in pool.resources] + list(config.output.write_resources)
+    return {n: 1000.0 for n in dict.fromkeys(names)}
 
 
 def local_ray_environment(environ) -> dict[str, str]:
@@ -156,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             return ExitCode.OK
         plan = plan_while_ray_starts(lambda checked: plan_run(config, args.input, args.output, run_date,
                                                                force=args.force, checked=checked),
-                                     lambda: init_ray(args.num_cpus, args.log_level))
+                                     lambda: init_ray(args.num_cpus, args.log_level, config))
         print(f"plan: {plan.summary()}")
         result = execute(plan, strict_resources=not os.environ.get("RAY_ADDRESS"))
     except MmbatchError as err:

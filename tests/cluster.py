@@ -1,0 +1,176 @@
+"""A multi-node Ray cluster on this machine, for tests and benchmarks: a head and worker nodes,
+each `ray start --block` as our own subprocess (its own session), stopped by its PID.
+
+Nodes declare node-type resources (`cpu_node`, `gpu_node`) as a real cluster's node types do
+(infra/ray-cluster.yaml). A node started with `private=` gets a disk of its own: it runs in a
+mount namespace (`unshare -m`) with an empty tmpfs mounted over that folder, so the folder the
+driver sees is not there for it (a node without NFS). Jobs attach with RAY_ADDRESS=<address>.
+
+    with LocalCluster(tmp) as cluster:
+        cluster.add_node(num_cpus=1, resources={"cpu_node": 1000})
+        gpu = cluster.add_node(num_cpus=1, num_gpus=1, resources={"gpu_node": 1000})
+        subprocess.run([...], env={**os.environ, **cluster.job_env()})
+        cluster.kill_node(gpu)            # a lost node: SIGKILL of its whole process group
+
+Every node listens on 127.0.0.1 only, with token authentication off (a private test cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from s3server import free_port
+
+TAG = "test_node:"
+NODE_ENV_DROP = ("RAY_ADDRESS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_ENDPOINT_URL", "MMBATCH_CACHE")
+
+
+def can_isolate_disks() -> str | None:
+    """None if a node can get a disk of its own here, else the reason it cannot."""
+    if not shutil.which("unshare"):
+        return "unshare(1) is not installed"
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"this kernel refuses a private mount namespace: {probe.stderr.strip()[:200]}"
+    return None
+
+
+@dataclass
+class Node:
+    name: str
+    proc: subprocess.Popen
+    resources: dict
+
+
+class LocalCluster:
+    def __init__(self, root: Path, head_cpus: float = 0, object_store_mb: int = 150):
+        self.root = Path(root)
+        self.temp = Path("/tmp") / f"rc-{os.getpid()}-{free_port()}"  # short: unix socket paths are limited
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.object_store = str(object_store_mb * 2**20)
+        self.nodes: list[Node] = []
+        self.head_cpus = head_cpus
+        # Nodes start without the driver's credentials, endpoint or model cache: what a job needs
+        # must travel with it, as on a real cluster.
+        self.env = {k: v for k, v in os.environ.items() if k not in NODE_ENV_DROP}
+        self.env.update({"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+                         # A lost node is declared dead after ~3 s instead of ~15 s: shorter tests.
+                         "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
+                         # No instance-metadata lookups for credentials (there is no EC2 here).
+                         "AWS_EC2_METADATA_DISABLED": "true"})
+
+    def __enter__(self) -> "LocalCluster":
+        self.nodes.append(self._start("head", ["--head", "--port", str(self.port), "--num-cpus", str(self.head_cpus),
+                                               "--include-dashboard", "false", "--temp-dir", str(self.temp)], {}))
+        self.wait_for(1)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for node in reversed(self.nodes):
+            self.kill_node(node, gracefully=True)
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+    def job_env(self) -> dict[str, str]:
+        return {"RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "disabled"}
+
+    def add_node(self, num_cpus: float = 1, num_gpus: float = 0, resources: dict | None = None,
+                 private: Path | None = None, wait: bool = True) -> Node:
+        name = f"node{len(self.nodes)}"
+        # A resource of its own tells the node apart in ray.nodes() (node_of).
+        resources = {**(resources or {}), f"{TAG}{name}": 1}
+        args = ["--address", self.address, "--num-cpus", str(num_cpus), "--num-gpus", str(num_gpus),
+                "--resources", json.dumps(resources)]
+        node = self._start(name, args, resources, private)
+        self.nodes.append(node)
+        if wait:
+            self.wait_for(len(self.alive()))
+        return node
+
+    def _start(self, name: str, args: list[str], resources: dict, private: Path | None = None) -> Node:
+        ports = [x for flag in ("node-manager-port", "object-manager-port", "runtime-env-agent-port",
+                                "dashboard-agent-grpc-port", "dashboard-agent-listen-port", "metrics-export-port")
+                 for x in (f"--{flag}", str(free_port()))]
+        cmd = [shutil.which("ray") or "ray", "start", "--block", "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
+               "--object-store-memory", self.object_store, *ports, *args]
+        if private is not None:  # a disk of its own: an empty tmpfs over `private`, in this node's namespace only
+            private.mkdir(parents=True, exist_ok=True)
+            script = f"mount -t tmpfs tmpfs {_q(private)} && exec " + " ".join(_q(c) for c in cmd)
+            cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", script]
+        log = open(self.root / f"{name}.log", "wb")
+        proc = subprocess.Popen(cmd, env=self.env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+        return Node(name, proc, resources)
+
+    def alive(self) -> list[Node]:
+        return [n for n in self.nodes if n.proc.poll() is None]
+
+    def wait_for(self, n: int, timeout_s: float = 120) -> None:
+        """Until the cluster reports `n` alive nodes (asked from a subprocess: this one may hold its own Ray)."""
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            for node in self.nodes:
+                if node.proc.poll() is not None and node in self.alive():
+                    raise RuntimeError(f"{node.name} exited during start-up")
+            if self.query("len([n for n in ray.nodes() if n['Alive']])", timeout_s=60) >= n:
+                return
+            time.sleep(1)
+        raise RuntimeError(f"the cluster did not reach {n} nodes within {timeout_s} s")
+
+    def query(self, expression: str, timeout_s: float = 60):
+        """Evaluate `expression` in a driver attached to the cluster (ray imported); its JSON value."""
+        code = (f"import json, ray; ray.init(address={self.address!r}, logging_level='ERROR', log_to_driver=False); "
+                f"print(json.dumps({expression}))")
+        r = subprocess.run([sys.executable, "-c", code], env={**self.env, **self.job_env()}, capture_output=True,
+                           text=True, timeout=timeout_s)
+        if r.returncode != 0:
+            raise RuntimeError(f"cluster query failed: {r.stderr[-2000:]}")
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    def actors(self) -> list[dict]:
+        """Every actor the cluster has seen: class name, state and node id (the GCS's actor table)."""
+        return self.query("[{'id': i, 'job': a['JobID'], 'cls': a['ActorClassName'], 'state': a['State'], "
+                          "'node': a['Address']['NodeID']} for i, a in ray._private.state.actors().items()]")
+
+    def new_actors(self, before: list[dict]) -> list[dict]:
+        """Actors that were not in `before` (an earlier `actors()`): those of the jobs run since."""
+        seen = {a["id"] for a in before}
+        return [a for a in self.actors() if a["id"] not in seen]
+
+    def node_ids(self) -> dict[str, dict]:
+        """Node id -> its declared resources, for every node that ever joined."""
+        return self.query("{n['NodeID']: n['Resources'] for n in ray.nodes()}")
+
+    def node_of(self, node_id: str, nodes: dict[str, dict] | None = None) -> str:
+        """The name of the node with Ray node id `node_id` ("head" for the head)."""
+        res = (nodes or self.node_ids())[node_id]
+        return next((k[len(TAG):] for k in res if k.startswith(TAG)), "head")
+
+    def kill_node(self, node: Node, gracefully: bool = False) -> None:
+        """Stop a node: SIGINT lets `ray start --block` shut down its processes; without `gracefully`,
+        SIGKILL of its whole process group, as a lost machine."""
+        if node.proc.poll() is None:
+            try:
+                os.killpg(node.proc.pid, signal.SIGINT if gracefully else signal.SIGKILL)
+                node.proc.wait(timeout=30)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                pass
+        try:  # whatever is left of its session (workers it started)
+            os.killpg(node.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        node.proc.wait(timeout=30)
+
+
+def _q(s: str | Path) -> str:
+    import shlex
+
+    return shlex.quote(str(s))

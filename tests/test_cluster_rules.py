@@ -1,0 +1,165 @@
+"""The rules behind a night on a cluster, as pure functions (no Ray): what travels to the workers,
+which local folders every node must share, node-type resources, and how Ray failures are named.
+tests/test_cluster.py runs the same rules on a real multi-node cluster."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mmbatch import cluster
+from mmbatch.config import parse_config
+from mmbatch.errors import ClusterError, ConfigError, ExitCode
+from pipelines.adapter import check_cluster_fits, cluster_failure, pool_demand
+from pipelines.cli.score import attached_runtime_env, local_resources
+
+TEXT = {"task": "text_classification", "source": "tiny:roberta-sentiment"}
+
+
+def config(**sections):
+    return parse_config({"models": {"text": TEXT}, **sections})
+
+
+def test_only_named_and_non_secret_variables_travel():
+    cfg = config(run={"worker_env": ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "NOT_SET"]})
+    environ = {"AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "s3cr3t", "AWS_SESSION_TOKEN": "tok",
+               "AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "MMBATCH_CACHE": "/cache", "HOME": "/root", "PATH": "/bin"}
+    assert cluster.worker_env(cfg, environ) == {
+        "MMBATCH_CACHE": "/cache", "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
+        "AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "s3cr3t"}
+    assert cluster.missing_worker_env(cfg, environ) == ["NOT_SET"]
+    # Nothing named: no credential travels, whatever the driver has.
+    assert "AWS_ACCESS_KEY_ID" not in cluster.worker_env(config(), environ)
+    # What the job's own runtime_env sets is left to it (Ray refuses a variable set twice).
+    assert "MMBATCH_CACHE" not in cluster.worker_env(cfg, environ, already={"MMBATCH_CACHE": "/other"})
+
+
+def test_attached_runtime_env_ships_code_unless_the_job_brings_it():
+    cfg = config(run={"worker_env": ["AWS_ACCESS_KEY_ID"]})
+    env = attached_runtime_env(cfg, {"AWS_ACCESS_KEY_ID": "AKIA", "MMBATCH_CACHE": "/c"})
+    assert env["env_vars"] == {"MMBATCH_CACHE": "/c", "AWS_ACCESS_KEY_ID": "AKIA"}
+    assert [p.rsplit("/", 1)[-1] for p in env["py_modules"]] == ["mmbatch", "pipelines"]
+    # Under `ray job submit --working-dir .`: the job's runtime_env already carries the code and a variable.
+    job = {"runtime_env": {"working_dir": "gcs://_ray_pkg_1.zip", "env_vars": {"MMBATCH_CACHE": "/c"}}}
+    env = attached_runtime_env(cfg, {"AWS_ACCESS_KEY_ID": "AKIA", "MMBATCH_CACHE": "/c",
+                                     "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(job)})
+    assert env == {"env_vars": {"AWS_ACCESS_KEY_ID": "AKIA"}}
+
+
+def test_local_folders_that_every_node_must_see(tmp_path):
+    model = tmp_path / "text-model"
+    model.mkdir()
+    cfg = parse_config({"models": {"text": {**TEXT, "source": str(model)},
+                                   "vision": {"task": "image_zero_shot", "source": "tiny:clip"},
+                                   "audio": {"task": "audio_classification", "source": "package:some_models"}},
+                        "inputs": {"allowed_roots": ["/mnt/shared/sidecars/", "s3://b/x/"]}})
+    assert cluster.local_paths(cfg, str(tmp_path / "in" / "list.csv")) == [
+        ("the input", str(tmp_path / "in")), ("inputs.allowed_roots", "/mnt/shared/sidecars"),
+        ("model folder of models.text", str(model))]
+    assert cluster.local_paths(config(), "s3://bucket/videos/") == []  # object storage: nothing to share
+    assert cluster.packages(cfg) == [("models.audio", "some_models")]
+
+
+def test_two_disks_are_told_apart(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        (d / "v1.mp4").write_bytes(b"x" * 10)
+    assert cluster.path_signature(str(a)) == cluster.path_signature(str(b))
+    (b / "v2.mp4").write_bytes(b"y")
+    assert cluster.path_signature(str(a)) != cluster.path_signature(str(b))
+    assert cluster.path_signature(str(tmp_path / "nowhere")) == "missing"
+    (a / "probe.txt").write_text("attempt-1")
+    paths = [cluster.SharedPath("the input", str(a), cluster.path_signature(str(a))),
+             cluster.SharedPath("the output", str(a / "probe.txt"), "attempt-1")]
+    same = cluster.node_view(paths, [("models.text", "json")])
+    elsewhere = {"paths": {str(a): "missing", str(a / "probe.txt"): "missing"}, "modules": {"json": False}}
+    assert cluster.shared_problems(paths, [("models.text", "json")], {"n1" * 10: same}) == []
+    assert cluster.shared_problems(paths, [("models.text", "json")], {"n2" * 10: elsewhere}) == [
+        f"the input {a} is not the same on node n2n2n2n2n2n2 (missing there)",
+        f"the output {a / 'probe.txt'} is not the same on node n2n2n2n2n2n2 (missing there)",
+        "models.text: package 'json' is not installed on node n2n2n2n2n2n2"]
+
+
+def test_pool_resources_name_node_types():
+    cfg = config(decode={"pool": {"num_cpus": 1, "concurrency": [2, 8], "batch_size": 1,
+                                  "resources": {"cpu_node": 0.001}}},
+                 encoders={"placement": "colocated", "pool": {"num_cpus": 1, "num_gpus": 0.5,
+                                                              "resources": {"gpu_node": 0.001}}},
+                 output={"write_resources": {"cpu_node": 0.001}})
+    from mmbatch.schema import EmbeddingDims
+    from pipelines.video_sentiment import stage_specs
+
+    specs = stage_specs(cfg, EmbeddingDims(0, 0, 8), {"output": "/o", "storage_options": {}, "staging_dir": "/o/s",
+                                                      "run_id": "r", "fingerprint": "f", "dims": EmbeddingDims(0, 0, 8),
+                                                      "config_json": "{}", "attempt": "a"})
+    assert [(s.name, s.kind) for s in specs] == [("split", "task"), ("decode", "actor"), ("encoders", "actor"),
+                                                 ("write", "sink")]
+    assert [s.pool.resources for s in specs] == [{"cpu_node": 0.001}, {"cpu_node": 0.001}, {"gpu_node": 0.001},
+                                                 {"cpu_node": 0.001}]
+    # Two decode actors and one encoder actor at their minimum, plus the largest task (split or write).
+    assert pool_demand(specs) == pytest.approx({"CPU": 3.25, "GPU": 0.5, "cpu_node": 0.003, "gpu_node": 0.001})
+    problems = check_cluster_fits(specs, {"CPU": 4, "GPU": 1, "cpu_node": 1000}, strict=False)
+    assert problems == ["the pools need at least 0.001 gpu_node at their minimum sizes but the cluster has 0 "
+                        "(no node declares that resource: see pool.resources)"]
+    # A local Ray declares every node type the config names, so the same YAML runs on one machine.
+    assert local_resources(cfg) == {"cpu_node": 1000.0, "gpu_node": 1000.0}
+
+
+def test_pool_resources_are_custom_and_positive():
+    with pytest.raises(ConfigError, match=r"resources\['GPU'\]: use num_cpus/num_gpus"):
+        config(decode={"pool": {"resources": {"GPU": 1}}})
+    with pytest.raises(ConfigError, match=r"resources\['cpu_node'\] must be > 0"):
+        config(decode={"pool": {"resources": {"cpu_node": 0}}})
+
+
+class GetTimeoutError(Exception):  # Ray's names: cluster_failure matches them by name, through its wrapping
+    pass
+
+
+class ExecutionTimeoutError(Exception):
+    pass
+
+
+class RayTaskError(Exception):
+    def __init__(self, cause):
+        super().__init__("task failed")
+        self.cause = cause
+
+
+def test_ray_failures_are_named_with_their_knobs():
+    run = config(run={"placement_timeout_s": 30, "no_progress_timeout_s": 900}).run
+    err = cluster_failure(RayTaskError(GetTimeoutError("Timed out while starting actors. This may mean ...")), run,
+                          {"CPU": 1.5, "GPU": 2.0})
+    assert isinstance(err, ClusterError) and err.exit_code == ExitCode.SYSTEM
+    assert "(1.5 CPU, 2 GPU) could not be placed within run.placement_timeout_s = 30 s" in str(err)
+    err = cluster_failure(ExecutionTimeoutError("no progress"), run, {})
+    assert "no progress for run.no_progress_timeout_s = 900 s" in str(err)
+    assert cluster_failure(RuntimeError("a bug"), run, {}) is None
+
+
+def test_restarts_wait_by_default():
+    run = config().run
+    assert run.actor_restarts == -1 and run.actor_init_deaths == 5
+    assert run.placement_timeout_s == 600 and run.no_progress_timeout_s == 1800
+
+
+def test_execution_settings_follow_the_run_config():
+    from ray.data import DataContext
+
+    from pipelines.adapter import configure_execution
+
+    ctx = DataContext.get_current()
+    saved = (ctx.wait_for_min_actors_s, ctx.max_consecutive_actor_init_deaths, ctx.execution_no_progress_timeout_s,
+             ctx.op_resource_reservation_enabled)
+    try:
+        run = config(run={"placement_timeout_s": 12.5, "actor_init_deaths": 7, "no_progress_timeout_s": 60}).run
+        configure_execution(run, attached=True)
+        assert (ctx.wait_for_min_actors_s, ctx.max_consecutive_actor_init_deaths,
+                ctx.execution_no_progress_timeout_s) == (13, 7, 60)
+        configure_execution(run, attached=False)  # a local Ray was checked up front: no wait
+        assert ctx.wait_for_min_actors_s == -1
+    finally:
+        (ctx.wait_for_min_actors_s, ctx.max_consecutive_actor_init_deaths, ctx.execution_no_progress_timeout_s,
+         ctx.op_resource_reservation_enabled) = saved
