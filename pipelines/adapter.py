@@ -119,10 +119,10 @@ def write_to_sink(ds, spec: StageSpec, key: str, min_bytes: int, retries: int = 
     return sink.records
 
 
-def remote_args(spec: StageSpec) -> dict[str, Any]:
-    """Ray resources of one worker of a stage: CPUs and memory it declares, the custom resources
-    its pool names (which nodes it may run on)."""
-    res = spec.build().resources  # cheap: __init__ only stores settings
+def remote_args(spec: StageSpec, res=None) -> dict[str, Any]:
+    """Ray resources of one worker of a stage: CPUs and memory it declares (`res`, its Resources,
+    if already built), the custom resources its pool names (which nodes it may run on)."""
+    res = res or spec.build().resources  # cheap: __init__ only stores settings
     args: dict[str, Any] = {"num_cpus": res.cpus}
     if res.memory_bytes:
         args["memory"] = res.memory_bytes
@@ -135,7 +135,7 @@ def apply_stage(ds, spec: StageSpec, keep: frozenset | None, key: str, retries: 
     """`retries`: (task retries, actor restarts), for workers that die; see run.task_retries."""
     res = spec.build().resources
     common = {"batch_size": spec.pool.batch_size, "batch_format": "numpy", "zero_copy_batch": False,
-              **remote_args(spec)}
+              **remote_args(spec, res)}
     if spec.kind == "actor":
         from ray.data import ActorPoolStrategy
 

@@ -353,9 +353,10 @@ def _reason(err: BaseException) -> str:
     return short_reason(err, 300)
 
 
-# botocore's names for a store that will not take the workers' requests as they are.
-_ACCESS_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError", "PermissionError",
-                  "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "AccessDenied")
+# A store that will not take the workers' requests as they are: botocore's exception types, and the
+# S3 error codes that s3fs folds into the message of a generic OSError.
+_ACCESS_ERROR_TYPES = ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError", "PermissionError")
+_ACCESS_ERROR_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "AccessDenied")
 
 
 def _storage_failure(err: BaseException, plan: RunPlan):
@@ -367,7 +368,7 @@ def _storage_failure(err: BaseException, plan: RunPlan):
 
     where = redact_uri(plan.output_uri)
     for cause in causes(err):
-        if type(cause).__name__ in _ACCESS_ERRORS or any(n in str(cause) for n in _ACCESS_ERRORS[4:]):
+        if type(cause).__name__ in _ACCESS_ERROR_TYPES or any(code in str(cause) for code in _ACCESS_ERROR_CODES):
             return StorageAccessError(
                 f"the workers cannot write clip files under {where}: {_reason(cause)}; give every node credentials "
                 "(an instance role or the provider chain, storage_options, or the variables named in run.worker_env)")
