@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmbatch.config import PipelineConfig
+from mmbatch.storage import is_local
 from mmbatch.trust import AllowedRoots
 
 # Settings workers read from their environment that carry no secret: they always travel with an
@@ -63,11 +64,8 @@ class SharedPath:
 
     what: str  # "the output", "the input", "model folder of models.text", ...
     path: str
-    signature: str  # what the driver sees there (path_signature), or a probe token for the output
-
-
-def is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
+    signature: str  # what the driver sees there: path_signature, or the token of a probe file
+    probe: bool = False  # a probe file the driver wrote (the output): nodes read its token
 
 
 def local_paths(config: PipelineConfig, input_uri: str) -> list[tuple[str, str]]:
@@ -77,12 +75,11 @@ def local_paths(config: PipelineConfig, input_uri: str) -> list[tuple[str, str]]
     for scheme, path in AllowedRoots.for_input(input_uri, config.inputs.allowed_roots).roots:
         if scheme == "file":
             out.append(("the input" if not out else "inputs.allowed_roots", path))
-    sections = {f"models.{m}": getattr(config.models, m) for m in ("vision", "audio", "speech", "text")}
+    sources = {f"models.{m}": section.source for m, section in config.models.configured().items()}
     if config.fusion.checkpoint:
-        sections["fusion.checkpoint"] = config.fusion
-    for what, section in sections.items():
-        source = getattr(section, "source", None) or getattr(section, "checkpoint", None)
-        if source and not source.startswith(("tiny:", "package:")) and is_local(source):
+        sources["fusion.checkpoint"] = config.fusion.checkpoint
+    for what, source in sources.items():
+        if not source.startswith(("tiny:", "package:")) and is_local(source):
             local = source.removeprefix("file://")
             if os.path.exists(local):
                 out.append((f"model folder of {what}", os.path.abspath(local)))
@@ -91,12 +88,8 @@ def local_paths(config: PipelineConfig, input_uri: str) -> list[tuple[str, str]]
 
 def packages(config: PipelineConfig) -> list[tuple[str, str]]:
     """(what, module) of every `package:` model source: installed on every node or refused."""
-    out = []
-    for m in ("vision", "audio", "speech", "text"):
-        section = getattr(config.models, m)
-        if section is not None and section.source.startswith("package:"):
-            out.append((f"models.{m}", section.source.split(":", 1)[1]))
-    return out
+    return [(f"models.{m}", section.source.split(":", 1)[1]) for m, section in config.models.configured().items()
+            if section.source.startswith("package:")]
 
 
 def path_signature(path: str) -> str:
@@ -131,7 +124,7 @@ def node_view(paths: list[SharedPath], modules: list[tuple[str, str]]) -> dict[s
     """Run on each node: what it sees of every shared path and whether each package imports."""
     import importlib.util
 
-    seen = {p.path: (read_token(p.path) if p.what == "the output" else path_signature(p.path)) for p in paths}
+    seen = {p.path: (read_token(p.path) if p.probe else path_signature(p.path)) for p in paths}
     return {"paths": seen, "modules": {m: importlib.util.find_spec(m) is not None for _, m in modules}}
 
 

@@ -203,6 +203,10 @@ class ModelsConfig(_Strict):
             raise ValueError("models: at least one of vision, audio, text must be configured")
         return self
 
+    def configured(self) -> dict[str, EncoderConfig]:
+        """The configured model sections by name (vision, audio, speech, text order)."""
+        return {name: getattr(self, name) for name in _MODALITY_TASKS if getattr(self, name) is not None}
+
 
 class FusionConfig(_Strict):
     mode: Literal["zero_shot", "trained"] = "zero_shot"

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mmbatch.errors import ModelLoadError, first_line
+from mmbatch.storage import is_local
 
 log = logging.getLogger(__name__)
 TINY_VERSION = "v3"
@@ -71,7 +72,7 @@ def resolve_source(source: str, storage_options: dict | None = None) -> str:
             if (candidate / "config.json").exists():
                 return str(candidate)
         raise ModelLoadError(f"model source {source!r}: no config.json in {pkg_dir} or {pkg_dir / 'model'}")
-    if "://" in source and not source.startswith("file://"):
+    if not is_local(source):
         return _fetch_remote_folder(source, storage_options)
     local = source.removeprefix("file://")
     if os.path.isdir(local):
@@ -238,7 +239,7 @@ def model_identity(source: str, revision: str | None, storage_options: dict | No
     content hash, a remote folder's object ETags, or the tiny preset's version."""
     if source.startswith("tiny:"):
         return f"{source}@{TINY_VERSION}"
-    if "://" in source and not source.startswith("file://"):
+    if not is_local(source):
         listing = _remote_listing(source, storage_options)
         return "etags:" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
     resolved = resolve_source(source, storage_options)

@@ -28,6 +28,11 @@ def protocol_of(uri: str) -> str:
     return uri.split("://", 1)[0].lower() if "://" in uri else "file"
 
 
+def is_local(uri: str) -> bool:
+    """A path on this machine's disk: no scheme, or file://."""
+    return "://" not in uri or uri.startswith("file://")
+
+
 # storage_options are for the object store of the night; a local or web URI gets none
 # (s3fs options given to the HTTP filesystem raise TypeError).
 _NO_OPTIONS = ("file", "local", "http", "https")

@@ -382,17 +382,17 @@ def check_shared_folders(plan: RunPlan) -> None:
     """On an attached cluster, every local folder the night needs (output, inputs, model folders)
     must look the same from every node, and package: models must import there; else the night
     is refused before any video is read. The output is proven by a probe file written here."""
-    from mmbatch import cluster
+    from mmbatch import cluster, storage
     from pipelines.adapter import check_shared_storage
 
     paths = [cluster.SharedPath(what, path, cluster.path_signature(path))
              for what, path in cluster.local_paths(plan.config, plan.input_uri)]
     probe = None
-    if cluster.is_local(plan.output_uri):
+    if storage.is_local(plan.output_uri):
         plan.fs.makedirs(plan.layout.staging, exist_ok=True)
         probe = f"{plan.layout.staging}/probe-{plan.attempt}.txt"
         plan.fs.pipe_file(probe, plan.attempt.encode())
-        paths.append(cluster.SharedPath("the output", probe, plan.attempt))
+        paths.append(cluster.SharedPath("the output", probe, plan.attempt, probe=True))
     try:
         check_shared_storage(paths, cluster.packages(plan.config))
     finally:

@@ -72,7 +72,7 @@ def test_two_disks_are_told_apart(tmp_path):
     assert cluster.path_signature(str(tmp_path / "nowhere")) == "missing"
     (a / "probe.txt").write_text("attempt-1")
     paths = [cluster.SharedPath("the input", str(a), cluster.path_signature(str(a))),
-             cluster.SharedPath("the output", str(a / "probe.txt"), "attempt-1")]
+             cluster.SharedPath("the output", str(a / "probe.txt"), "attempt-1", probe=True)]
     same = cluster.node_view(paths, [("models.text", "json")])
     elsewhere = {"paths": {str(a): "missing", str(a / "probe.txt"): "missing"}, "modules": {"json": False}}
     assert cluster.shared_problems(paths, [("models.text", "json")], {"n1" * 10: same}) == []

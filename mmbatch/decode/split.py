@@ -33,7 +33,7 @@ def header_duration(uri: str, kind: str, storage_options: dict | None) -> float 
                 return containers.parse_m3u8(fh.read().decode("utf-8", errors="replace"), path).duration_s
         if kind != "file":
             return None
-        if "://" not in uri or uri.startswith("file://"):
+        if storage.is_local(uri):
             return backend.probe(uri.removeprefix("file://"), read_rotation=False).duration_s or None
         fs, path = storage.filesystem(uri, storage_options)
         with fs.open(path, "rb", block_size=1 << 20) as fh:  # seekable: PyAV reads headers only

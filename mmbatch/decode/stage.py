@@ -28,6 +28,7 @@ from mmbatch.decode.planner import ClipSpan, clip_id, frames_for, parse_segments
 from mmbatch.decode.video import open_video
 from mmbatch.errors import DecodeError, first_line
 from mmbatch.stage import Resources
+from mmbatch.storage import is_local
 
 Batch = dict[str, np.ndarray]
 
@@ -298,7 +299,7 @@ class DecodeStage:
         """A path FFmpeg can open. Local files are used in place; remote objects, tar members
         and HLS segment lists are streamed (bounded chunks) to node-local disk first, since
         decord copies a file-like object wholly into memory."""
-        if kind == "file" and ("://" not in uri or uri.startswith("file://")):
+        if kind == "file" and is_local(uri):
             path = uri.removeprefix("file://")
             if not os.path.exists(path):
                 raise DecodeError(f"file not found: {uri}")

@@ -110,7 +110,7 @@ def local_resources(config) -> dict[str, float]:
     """A local Ray is every node type at once: it declares each custom resource the config's pools
     name (plenty of each), so a YAML written for a cluster's node types runs on one machine."""
     pools = [config.decode.pool, config.encoders.pool, config.fusion.pool]
-    pools += [getattr(config.models, m).pool for m in ("vision", "audio", "speech", "text") if getattr(config.models, m)]
+    pools += [section.pool for section in config.models.configured().values()]
     names = [n for pool in pools for n in pool.resources] + list(config.output.write_resources)
     return {n: 1000.0 for n in dict.fromkeys(names)}
 
