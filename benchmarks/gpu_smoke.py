@@ -39,7 +39,7 @@ def build_real_size(root: Path) -> dict[str, str]:
         WhisperForConditionalGeneration,
     )
 
-    from mmbatch import tiny
+    from mmbatch.models import tiny
 
     torch.manual_seed(0)
     paths = {}
@@ -113,8 +113,8 @@ def main() -> int:
     from mmbatch.config import EncoderConfig, FusionConfig, PoolConfig
     from mmbatch.encoders import encoder_class
     from mmbatch.encoders.speech import SpeechRecognitionStage
-    from mmbatch.fusion import FusionStage
-    from mmbatch.fusion_model import MultimodalFusionConfig, MultimodalFusionModel
+    from mmbatch.fusion.model import MultimodalFusionConfig, MultimodalFusionModel
+    from mmbatch.fusion.stage import FusionStage
     from mmbatch.schema import EmbeddingDims
 
     gpu = args.device == "auto" and torch.cuda.is_available()

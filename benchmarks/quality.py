@@ -16,7 +16,7 @@ With --videos the sentences become the .vtt transcripts of generated videos (fou
 sentence a clip) scored by the real job on a local Ray with --config; it reports the text-valence and
 the fused-valence AUC (the demo's vision and audio models are random: fusion should not lose the
 text's signal), the fused 3-class macro-F1, and a fusion head trained on the clips of half of the
-videos (`mmbatch.training`, the code `mmbatch train` runs) against zero-shot fusion on the other half.
+videos (`mmbatch.fusion.training`, the code `mmbatch train` runs) against zero-shot fusion on the other half.
 """
 
 from __future__ import annotations
@@ -80,8 +80,7 @@ def through_the_job(sample, config_path: str, seed: int) -> dict:
     import ray
 
     from mmbatch.config import load_config
-    from mmbatch.synth import write_video, write_vtt
-    from mmbatch.training import (
+    from mmbatch.fusion.training import (
         TrainConfig,
         embedding_dims,
         join_labels,
@@ -91,7 +90,8 @@ def through_the_job(sample, config_path: str, seed: int) -> dict:
         split_by_video,
         train_fusion,
     )
-    from pipelines.video_sentiment import run_pipeline
+    from mmbatch.synth import write_video, write_vtt
+    from pipelines.run import run_pipeline
 
     config = load_config(config_path)
     window = config.clips.window_s

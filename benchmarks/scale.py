@@ -77,15 +77,12 @@ def synthetic_clips(batch):
 def run_write(n_clips: int, workdir: str, target_mb: float) -> dict:
     import ray
 
-    from mmbatch import storage
-    from mmbatch.commit import Committer
     from mmbatch.config import PoolConfig
-    from mmbatch.layout import OutputLayout, run_id_for
-    from mmbatch.ledger import RunLedger
+    from mmbatch.inputs.sources import VideoRef
+    from mmbatch.output.night import night_layout, open_night
+    from mmbatch.output.writer import ClipWriterStage
     from mmbatch.schema import EmbeddingDims
-    from mmbatch.sources import VideoRef
     from mmbatch.stage import StageSpec
-    from mmbatch.writer import ClipWriterStage
     from pipelines.adapter import write_to_sink
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
@@ -96,23 +93,21 @@ def run_write(n_clips: int, workdir: str, target_mb: float) -> dict:
     n_videos = n_clips // CLIPS_PER_VIDEO
     dims = EmbeddingDims(**DIMS)
     out = Path(workdir) / "out"
-    fs, root = storage.filesystem(str(out))
-    layout = OutputLayout(root, DAY, run_id_for(DAY, "bench000"))
-    refs = {f"video-{i}": VideoRef(f"video-{i}", f"/in/video-{i}.mp4", 1000, "e") for i in range(n_videos)}
-    ledger = RunLedger(fs, layout.staging, refs)
-    writer = StageSpec("write", ClipWriterStage, (), {
-        "output": str(out), "storage_options": None, "staging_dir": layout.parts, "run_id": layout.run_id,
-        "fingerprint": "bench000", "dims": dims, "config_json": "{}", "attempt": ledger.attempt,
-        "row_group_rows": 2048}, PoolConfig(num_cpus=0.25, concurrency=(1, 4)), kind="sink")
+    fs, layout = night_layout(str(out), None, DAY, "bench000")
+    refs = [VideoRef(f"video-{i}", f"/in/video-{i}.mp4", 1000, "e") for i in range(n_videos)]
+    night = open_night(fs, layout, refs, output_uri=str(out), fingerprint="bench000", dims=dims)
+    ledger = night.ledger
+    writer = StageSpec(ClipWriterStage, (night.writer,), pool=PoolConfig(num_cpus=0.25, concurrency=(1, 4)),
+                       compute="sink")
     ds = ray.data.range(n_videos, override_num_blocks=max(1, n_videos // 50)).map_batches(
         synthetic_clips, batch_size=50, batch_format="numpy")
 
     rss0, cpu0, t0 = _peak_rss_mb(), _cpu_s(), time.perf_counter()
     ledger.begin()
-    for records in write_to_sink(ds, writer, "bench", int(target_mb * 2**20)):
+    for records in write_to_sink(ds, [writer], "bench", int(target_mb * 2**20)):
         ledger.add_records(records)
     t_write, cpu_write = time.perf_counter(), _cpu_s()
-    manifest = Committer(fs, layout, "bench000", "{}", dims).commit(list(refs.values()), ledger.done, {}, {})
+    manifest = night.committer.commit(refs, ledger.done, {}, {})
     t_end, cpu_end = time.perf_counter(), _cpu_s()
     ray.shutdown()
     files = manifest["outputs"]["clip_files"]
@@ -134,11 +129,10 @@ def run_skip(n_videos: int, n_nights: int, workdir: str) -> dict:
     import pyarrow as pa
 
     from mmbatch import storage
-    from mmbatch.layout import OutputLayout, run_id_for
+    from mmbatch.inputs.sources import VideoRef
+    from mmbatch.output.layout import OutputLayout, run_id_for
+    from mmbatch.output.state import skipped_videos, write_state
     from mmbatch.schema import STATE_SCHEMA
-    from mmbatch.sources import VideoRef
-    from mmbatch.state import write_state
-    from pipelines.video_sentiment import _skips
 
     out = Path(workdir) / "archive"
     fs, root = storage.filesystem(str(out))
@@ -159,7 +153,7 @@ def run_skip(n_videos: int, n_nights: int, workdir: str) -> dict:
     del state
     refs = [VideoRef(i, f"/in/{i}.mp4", 1000, "e") for i in ids]
     rss0, t0 = _peak_rss_mb(), time.perf_counter()
-    skipped = _skips(fs, layout, refs, {}, DAY, "bench000")
+    skipped = skipped_videos(fs, layout, refs, {}, "bench000")
     seconds = time.perf_counter() - t0
     return {"measure": "skip_check", "archive_videos": n_videos, "archive_nights": n_nights,
             "skipped": len(skipped), "skip_check_seconds": round(seconds, 3),

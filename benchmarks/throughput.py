@@ -216,9 +216,9 @@ def decode_only(raw: dict, rows: list[dict], workers: int, video_seconds: float)
 def naive(raw: dict, rows: list[dict], video_seconds: float) -> dict:
     import inspect
 
-    from mmbatch.encoders import inspect_models
+    from mmbatch.encoders.inspect import inspect_models
     from mmbatch.stage import concat_batches
-    from pipelines.video_sentiment import stage_specs
+    from pipelines.graph import stage_specs
 
     config = load(raw)
     t_setup = time.perf_counter()
@@ -426,7 +426,7 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> int:
                     "device": args.device, "speech_engine": raw["models"].get("speech", {}).get("engine", "transformers"),
                     "placement": raw.get("encoders", {}).get("placement", "per_modality"), "clips": raw["clips"],
                     "image_size": raw["decode"]["image_size"], "repeats": args.repeats, "results": {}}
-    from mmbatch.sources import discover
+    from mmbatch.inputs.sources import discover
 
     for res in args.resolutions.split(","):
         w, h = map(int, res.split("x"))

@@ -78,3 +78,12 @@ class SharedStorageError(MmbatchError):
 
 class DecodeError(Exception):
     """One video cannot be decoded; the message is the short human reason written to `error`."""
+
+
+def causes(err: BaseException | None, depth: int = 10):
+    """`err` and what it wraps: Ray's task errors (`cause`) and Python's chaining."""
+    seen = 0
+    while err is not None and seen < depth:
+        yield err
+        err = getattr(err, "cause", None) or err.__cause__ or err.__context__
+        seen += 1

@@ -40,6 +40,79 @@ class EmbeddingDims:
         return {"vision": self.vision, "audio": self.audio, "text": self.text, "fused": self.fused}
 
 
+# -- Columns of the batches between stages (numpy dicts on the workers; not the output) --------
+# Each stage declares what it reads and writes from these names (mmbatch.stage), so a column
+# name is spelt in one place.
+
+# A video reference as the input rows carry it (mmbatch.inputs.sources.VideoRef.as_row).
+REF_COLUMNS = ("video_id", "uri", "kind", "transcript_uri", "segments_uri", "segments")
+# Added by the split stage: which clips of the video one decode call plans.
+CHUNK_COLUMNS = ("chunk_first", "chunk_last", "plan_duration_s", "chunk_index", "n_chunks")
+# Every clip row out of decode; n_rows/chunk_*/duration_s/decode_seconds let the driver know when
+# a video is complete.
+CLIP_COLUMNS = ("video_id", "transcript_uri", "clip_index", "clip_id", "start_s", "end_s", "n_rows", "chunk_index",
+                "n_chunks", "duration_s", "status", "error_stage", "error", "decode_seconds")
+BOOKKEEPING_COLUMNS = ("n_rows", "chunk_index", "n_chunks", "duration_s", "decode_seconds")
+FRAME_COLUMNS = ("frames", "n_frames", "has_frames")  # only with a vision model
+AUDIO_COLUMNS = ("waveform", "audio_len", "has_waveform")  # only with an audio or speech model
+TRANSCRIPT_COLUMNS = ("transcript", "text_error")
+FUSED_COLUMNS = ("p_negative", "p_neutral", "p_positive", "valence", "sentiment", "fused_embedding")
+# What the write stage returns to the driver: one completion record per (video, chunk, file).
+RECORD_COLUMNS = ("video_id", "chunk_index", "n_chunks", "expected_rows", "rows", "clip_rows", "ok_rows", "file",
+                  "file_rows", "duration_s", "decode_seconds", "error_stage", "error", "attempt")
+
+
+@dataclass(frozen=True)
+class ModalityColumns:
+    """The batch columns of one modality: written by its encoder (probs, embedding, has, error)
+    and by fusion (valence, weight); the writer turns them into output columns."""
+
+    modality: str
+
+    @property
+    def probs(self) -> str:
+        return f"{self.modality}_probs"
+
+    @property
+    def embedding(self) -> str:
+        return f"{self.modality}_embedding"
+
+    @property
+    def has(self) -> str:
+        return f"has_{self.modality}"
+
+    @property
+    def error(self) -> str:
+        return f"{self.modality}_error"
+
+    @property
+    def valence(self) -> str:
+        return f"{self.modality}_valence"
+
+    @property
+    def weight(self) -> str:
+        return f"fusion_weight_{self.modality}"
+
+    @property
+    def scored(self) -> str:  # completion records: clips where the modality was scored
+        return f"{self.modality}_scored"
+
+    @property
+    def failed(self) -> str:  # completion records: ok clips where it failed (a reason, no score)
+        return f"{self.modality}_failed"
+
+    @property
+    def encoder_writes(self) -> tuple[str, ...]:
+        return (self.probs, self.embedding, self.has, self.error)
+
+    @property
+    def fusion_writes(self) -> tuple[str, ...]:
+        return (self.valence, self.weight)
+
+
+COLUMNS = {m: ModalityColumns(m) for m in MODALITIES}
+
+
 EMBEDDING_TYPE = pa.list_(pa.float32())
 # Output flag per modality: "has_video" says the clip's frames were scored by the vision model.
 HAS_COLUMN = {"vision": "has_video", "audio": "has_audio", "text": "has_text"}

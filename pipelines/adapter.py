@@ -1,4 +1,5 @@
-"""The one place where a stage meets Ray Data: a stage spec → map_batches or a Datasink.
+"""Every Ray call of a run: a stage spec → map_batches or a Datasink, the dataset over the input
+rows, Ray Data's execution settings and stats, the cluster checks, and Ray's errors named.
 
 Actor pools (encoders, fusion): one stage object per actor, `setup()` once per actor.
 Task pools (split, decode): a stage object cached per worker process, so tasks on a warm
@@ -15,11 +16,14 @@ rule comes from the stages' declared `reads`, not from flags placed by hand.
 from __future__ import annotations
 
 import inspect
+import logging
 import warnings
 from typing import Any
 
 from mmbatch.stage import StageSpec, keep_after
 
+log = logging.getLogger(__name__)
+MAX_BLOCKS = 10_000
 _TASK_STAGES: dict[str, Any] = {}
 # Retries and restarts have no named parameter in Ray 2.60; the generic **ray_remote_args that
 # carries them warns of its deprecation on every run, which says nothing to a user.
@@ -111,32 +115,52 @@ def _datasink_class():
     return StageDatasink
 
 
-def write_to_sink(ds, spec: StageSpec, key: str, min_bytes: int, retries: int = 3) -> list:
-    """Execute the graph into a sink stage; returns each write's records (on the driver)."""
+def build_dataset(rows: list[dict], specs: list[StageSpec], key: str, retries: tuple[int, int] = (3, -1)):
+    """The lazy Ray Data graph over the input rows (VideoRef.as_row) up to the sink; nothing runs
+    yet. `key` names this run attempt's stage objects in the workers' caches."""
+    import ray.data
+
+    # One row per block (up to a cap that keeps scheduling overhead sane on huge nights) so
+    # decode spreads over the cluster and one slow video does not hold up others.
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), MAX_BLOCKS)))
+    return apply_stages(ds, specs, key, retries)
+
+
+def sink_of(specs: list[StageSpec]) -> StageSpec:
+    """The graph's sink: the stage whose calls' returns come back to the driver."""
+    sinks = [spec for spec in specs if spec.compute == "sink"]
+    if len(sinks) != 1 or specs[-1] is not sinks[0]:
+        raise ValueError(f"the graph must end in exactly one sink stage, got {[s.name for s in sinks]}")
+    return sinks[0]
+
+
+def write_to_sink(ds, specs: list[StageSpec], key: str, min_bytes: int, retries: int = 3) -> list:
+    """Execute the graph into its sink stage; returns each write's records (on the driver)."""
+    spec = sink_of(specs)
     sink = _datasink_class()(spec, key, min_bytes)
     ds.write_datasink(sink, concurrency=spec.pool.concurrency[1],
                       ray_remote_args={**remote_args(spec), "max_retries": retries})
     return sink.records
 
 
-def remote_args(spec: StageSpec, res=None) -> dict[str, Any]:
-    """Ray resources of one worker of a stage: CPUs and memory it declares (`res`, its Resources,
-    if already built), the custom resources its pool names (which nodes it may run on)."""
-    res = res or spec.build().resources  # cheap: __init__ only stores settings
+def remote_args(spec: StageSpec) -> dict[str, Any]:
+    """Ray resources of one worker of a stage: CPUs and memory its spec declares, and the custom
+    resources its pool names (which nodes it may run on)."""
+    res = spec.resources
     args: dict[str, Any] = {"num_cpus": res.cpus}
     if res.memory_bytes:
         args["memory"] = res.memory_bytes
-    if spec.pool is not None and spec.pool.resources:
-        args["resources"] = dict(spec.pool.resources)
+    if spec.custom_resources:
+        args["resources"] = spec.custom_resources
     return args
 
 
 def apply_stage(ds, spec: StageSpec, keep: frozenset | None, key: str, retries: tuple[int, int] = (3, -1)):
     """`retries`: (task retries, actor restarts), for workers that die; see run.task_retries."""
-    res = spec.build().resources
+    res = spec.resources
     common = {"batch_size": spec.pool.batch_size, "batch_format": "numpy", "zero_copy_batch": False,
-              **remote_args(spec, res)}
-    if spec.kind == "actor":
+              **remote_args(spec)}
+    if spec.compute == "actor":
         from ray.data import ActorPoolStrategy
 
         actor_cls = type(spec.name, (StageActor,), {})
@@ -154,7 +178,7 @@ def apply_stage(ds, spec: StageSpec, keep: frozenset | None, key: str, retries: 
 def apply_stages(ds, specs: list[StageSpec], key: str, retries: tuple[int, int] = (3, -1)):
     """map_batches for every stage but a final sink (see `write_to_sink`)."""
     for spec, keep in zip(specs, keep_after(specs)):
-        if spec.kind != "sink":
+        if spec.compute != "sink":
             ds = apply_stage(ds, spec, keep, key, retries)
     return ds
 
@@ -165,9 +189,9 @@ def pool_demand(specs: list[StageSpec]) -> dict[str, float]:
     demand: dict[str, float] = {"CPU": 0.0, "GPU": 0.0}
     task: dict[str, float] = {}
     for spec in specs:
-        res = spec.build().resources
-        need = {"CPU": res.cpus, "GPU": res.gpus, **(spec.pool.resources if spec.pool is not None else {})}
-        if spec.kind == "actor":
+        res = spec.resources
+        need = {"CPU": res.cpus, "GPU": res.gpus, **spec.custom_resources}
+        if spec.compute == "actor":
             for k, v in need.items():
                 demand[k] = demand.get(k, 0.0) + spec.pool.concurrency[0] * v
         else:
@@ -215,7 +239,7 @@ def configure_execution(run, *, attached: bool) -> None:
 
 def cluster_failure(err: BaseException, run, demand: dict[str, float]):
     """The MmbatchError a Ray failure of the night means (None: not one we can name)."""
-    from mmbatch.errors import ClusterError
+    from mmbatch.errors import ClusterError, causes
 
     for cause in causes(err):
         name = type(cause).__name__
@@ -231,15 +255,6 @@ def cluster_failure(err: BaseException, run, demand: dict[str, float]):
                 "(a pool waiting for a node that never came, or a stage stuck); the work staged so far is kept "
                 "and a rerun of this date resumes it")
     return None
-
-
-def causes(err: BaseException | None, depth: int = 10):
-    """`err` and what it wraps: Ray's task errors (`cause`) and Python's chaining."""
-    seen = 0
-    while err is not None and seen < depth:
-        yield err
-        err = getattr(err, "cause", None) or err.__cause__ or err.__context__
-        seen += 1
 
 
 def check_shared_storage(paths: list, modules: list[tuple[str, str]], timeout_s: float = 120.0) -> None:
@@ -265,3 +280,31 @@ def check_shared_storage(paths: list, modules: list[tuple[str, str]], timeout_s:
             + "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             + ". Use object storage (s3://...) for inputs, output and models, or a folder shared by every node "
               "(NFS, EFS, a mounted bucket); install package: models on every node")
+
+
+def stage_stats(ds) -> list[dict[str, Any]] | None:
+    """Per-operator busy time and rows from Ray Data's own stats, as JSON (never fatal).
+    `write_datasink` keeps the executed dataset as `_write_ds`."""
+
+    def walk(summary):
+        for parent in summary.parents:
+            yield from walk(parent)
+        yield from summary.operators_stats
+
+    def total(stat):
+        return None if stat is None else round(float(stat.sum), 3)
+
+    try:
+        return [{"operator": op.operator_name, "tasks": getattr(op.wall_time, "count", None),
+                 "wall_seconds": total(op.wall_time), "cpu_seconds": total(op.cpu_time),
+                 "rows_out": None if op.output_num_rows is None else int(op.output_num_rows.sum)}
+                for op in walk(getattr(ds, "_write_ds", ds)._get_stats_summary())]
+    except Exception as err:
+        log.warning("Ray Data stats unavailable: %s", err)
+        return None
+
+
+def cluster_resources() -> dict[str, float]:
+    import ray
+
+    return ray.cluster_resources()

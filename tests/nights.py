@@ -7,13 +7,10 @@ import datetime as dt
 
 import numpy as np
 
-from mmbatch import storage
-from mmbatch.commit import Committer
-from mmbatch.layout import OutputLayout, run_id_for
-from mmbatch.ledger import RunLedger
+from mmbatch.inputs.sources import VideoRef
+from mmbatch.output.night import night_layout, open_night
+from mmbatch.output.writer import ClipWriterStage
 from mmbatch.schema import EmbeddingDims
-from mmbatch.sources import VideoRef
-from mmbatch.writer import ClipWriterStage
 
 DIMS = EmbeddingDims(4, 3, 2)
 DAY = dt.date(2026, 11, 27)
@@ -62,21 +59,24 @@ class Night:
 
     def __init__(self, out, inputs: list[VideoRef], day: dt.date = DAY, fp: str = "fp1",
                  dims: EmbeddingDims = DIMS):
-        self.fs, root = storage.filesystem(str(out))
-        self.layout = OutputLayout(root.rstrip("/"), day, run_id_for(day, fp))
+        self.fs, self.layout = night_layout(str(out), None, day, fp)
         self.inputs, self.fp, self.dims = inputs, fp, dims
-        self.ledger = RunLedger(self.fs, self.layout.staging, {r.video_id: r for r in inputs})
-        self.writer = ClipWriterStage(str(out), None, self.layout.parts, self.layout.run_id, fp, dims, "{}",
-                                      attempt=self.ledger.attempt)
-        self.committer = Committer(self.fs, self.layout, fp, "{}", dims)
+        night = open_night(self.fs, self.layout, inputs, output_uri=str(out), fingerprint=fp, dims=dims)
+        self.ledger, self.committer = night.ledger, night.committer
+        self.writer = ClipWriterStage(night.writer)
         self.rolled = self.committer.roll_forward()
         self.resumed = self.ledger.load()
         self.ledger.begin()
 
     def write(self, *batches: dict) -> "Night":
+        """Write and report to the driver's ledger (as a finished write's return)."""
         for b in batches:
             self.ledger.add_records(self.writer(b))
         return self
+
+    def stage(self, *batches: dict) -> list[dict]:
+        """Write only (the records are staged; the ledger has not been told): returns the records."""
+        return [self.writer(b) for b in batches]
 
     def commit(self) -> dict:
         return self.committer.commit(self.inputs, self.ledger.done, {}, {})

@@ -88,13 +88,12 @@ def test_pool_resources_name_node_types():
                  encoders={"placement": "colocated", "pool": {"num_cpus": 1, "num_gpus": 0.5,
                                                               "resources": {"gpu_node": 0.001}}},
                  output={"write_resources": {"cpu_node": 0.001}})
+    from mmbatch.output.writer import WriterArgs
     from mmbatch.schema import EmbeddingDims
-    from pipelines.video_sentiment import stage_specs
+    from pipelines.graph import stage_specs
 
-    specs = stage_specs(cfg, EmbeddingDims(0, 0, 8), {"output": "/o", "storage_options": {}, "staging_dir": "/o/s",
-                                                      "run_id": "r", "fingerprint": "f", "dims": EmbeddingDims(0, 0, 8),
-                                                      "config_json": "{}", "attempt": "a"})
-    assert [(s.name, s.kind) for s in specs] == [("split", "task"), ("decode", "actor"), ("encoders", "actor"),
+    specs = stage_specs(cfg, EmbeddingDims(0, 0, 8), WriterArgs("/o", {}, "/o/s", "r", "f", EmbeddingDims(0, 0, 8), "{}", "a"))
+    assert [(s.name, s.compute) for s in specs] == [("split", "task"), ("decode", "actor"), ("encoders", "actor"),
                                                  ("write", "sink")]
     assert [s.pool.resources for s in specs] == [{"cpu_node": 0.001}, {"cpu_node": 0.001}, {"gpu_node": 0.001},
                                                  {"cpu_node": 0.001}]

@@ -16,10 +16,11 @@ import pytest
 from nights import DAY, Night, clip_rows, concat, refs
 
 from mmbatch import storage
-from mmbatch.commit import CommitError
-from mmbatch.lock import Lease, LockedError
+from mmbatch.output import runs
+from mmbatch.output.commit import CommitError
+from mmbatch.output.lock import Lease, LockedError
+from mmbatch.output.writer import part_file_name
 from mmbatch.schema import CLIPS_SCHEMA, SCHEMA_VERSION, EmbeddingDims, partitioning
-from mmbatch.writer import part_file_name
 
 
 def clips(out, day=DAY) -> pd.DataFrame:
@@ -152,7 +153,8 @@ def test_manifest_write_failure_publishes_nothing_and_a_rerun_resumes(tmp_path, 
 def test_publish_interrupted_after_the_commit_record_is_finished_by_the_next_run(tmp_path, monkeypatch):
     Night(tmp_path, refs("a")).write(clip_rows("a", 1)).commit()
     night = Night(tmp_path, refs("a", "b")).write(clip_rows("a", 2, value=3.0), clip_rows("b", 1))
-    monkeypatch.setattr(type(night.committer), "publish", lambda self, commit_id: (_ for _ in ()).throw(OSError("boom")))
+    monkeypatch.setattr(type(night.committer.publisher), "publish",
+                        lambda self, layout, commit_id: (_ for _ in ()).throw(OSError("boom")))
     with pytest.raises(CommitError, match="after the commit record") as err:
         night.commit()
     assert err.value.committed
@@ -168,9 +170,11 @@ def test_publish_interrupted_after_the_commit_record_is_finished_by_the_next_run
 
 def test_clean_up_failure_after_the_commit_is_only_a_warning(tmp_path, monkeypatch):
     night = Night(tmp_path, refs("a")).write(clip_rows("a", 1))
-    monkeypatch.setattr(type(night.committer), "_mark_superseded", lambda self, m: (_ for _ in ()).throw(OSError("x")))
+    monkeypatch.setattr(runs, "mark_superseded", lambda fs, layout, m: (_ for _ in ()).throw(OSError("x")))
     manifest = night.commit()
     assert manifest["cleanup_warnings"] and clips(tmp_path)["clip_id"].tolist() == ["a-0"]
+    assert json.loads((tmp_path / "_runs" / f"{night.layout.run_id}.json").read_text()) == json.loads(
+        json.dumps(manifest, default=str))  # the record on disk is the one returned
 
 
 def test_damaged_run_manifest_is_skipped(tmp_path):
@@ -178,9 +182,9 @@ def test_damaged_run_manifest_is_skipped(tmp_path):
     (tmp_path / "_runs" / "2026-11-27_deadbeef.json").write_text('{"run_id": "2026-11-2')
     Night(tmp_path, refs("a")).write(clip_rows("a", 1)).commit()
     second = Night(tmp_path, refs("a"), day=DAY + dt.timedelta(days=1))
-    from pipelines.video_sentiment import _skips
+    from mmbatch.output.state import skipped_videos
 
-    assert set(_skips(second.fs, second.layout, refs("a"), {}, DAY + dt.timedelta(days=1), "fp1")) == {"a"}
+    assert set(skipped_videos(second.fs, second.layout, refs("a"), {}, "fp1")) == {"a"}
 
 
 def test_glob_readers_see_one_complete_night(tmp_path):
@@ -235,13 +239,14 @@ def test_a_second_run_of_the_same_night_is_refused(tmp_path):
 
 def test_an_output_that_cannot_be_written_fails_before_any_video_work(tiny_config, tmp_path, monkeypatch):
     """An output path under a regular file: one clear error, and Ray was never asked for work."""
-    import pipelines.video_sentiment as vs
+    import pipelines.adapter as adapter
+    import pipelines.run as vs
     from mmbatch.errors import OutputError
     from mmbatch.synth import write_video
 
     write_video(tmp_path / "in" / "v.mp4", seconds=1.0, width=32, height=32)
     (tmp_path / "afile").write_text("not a folder")
-    monkeypatch.setattr(vs, "build_dataset", lambda *a, **k: pytest.fail("video work started"))
+    monkeypatch.setattr(adapter, "build_dataset", lambda *a, **k: pytest.fail("video work started"))
     monkeypatch.setattr("ray.cluster_resources", lambda: {"CPU": 2.0, "GPU": 1.0})
     with pytest.raises(OutputError, match=rf"cannot write to the output {tmp_path / 'afile' / 'out'}: "
                                           r"(NotADirectoryError|FileExistsError)"):
@@ -253,7 +258,7 @@ def test_rows_carried_from_a_v1_partition_take_todays_schema(tmp_path):
     its videos are carried over into v2 files."""
     import pyarrow as pa
 
-    from mmbatch.commit import _conform
+    from mmbatch.output.assemble import conform as _conform
     from mmbatch.schema import file_schema
 
     v1 = pa.table({"video_id": ["old"], "clip_id": ["old-0"], "clip_index": pa.array([0], pa.int32()),

@@ -11,7 +11,7 @@ from conftest import ref_batch
 
 from mmbatch.config import parse_config
 from mmbatch.decode.stage import DecodeStage
-from mmbatch.sources import VideoRef
+from mmbatch.inputs.sources import VideoRef
 from mmbatch.synth import write_video
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,7 +37,7 @@ def stage():
 
 
 def decode(stage, path, video_id="v"):
-    ref = VideoRef(video_id=video_id, uri=str(path), size=Path(path).stat().st_size, etag="e")
+    ref = VideoRef(video_id=video_id, uri=str(path), size_bytes=Path(path).stat().st_size, etag="e")
     rows = list(stage(ref_batch(ref)))
     return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
 
@@ -229,7 +229,7 @@ import resource, sys, numpy as np
 sys.path.insert(0, %r)
 from mmbatch.config import parse_config
 from mmbatch.decode.stage import DecodeStage
-from mmbatch.sources import VideoRef
+from mmbatch.inputs.sources import VideoRef
 cfg = parse_config({"clips": {"window_s": 10.0, "stride_s": 10.0, "frames_per_clip": 8},
                     "decode": {"image_size": 64},
                     "models": {"text": {"task": "text_classification", "source": "x"}}})
@@ -250,7 +250,7 @@ print(n1, n2, peak1, peak2)
 
 
 def test_segments_from_a_json_sidecar(tmp_path):
-    from mmbatch.sources import discover
+    from mmbatch.inputs.sources import discover
 
     write_video(tmp_path / "talk.mp4", seconds=9.0)
     (tmp_path / "talk.json").write_text('[[1.0, 2.0], {"start_s": 4.5, "end_s": 8.0}]')

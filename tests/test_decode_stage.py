@@ -5,7 +5,7 @@ import pytest
 from conftest import ref_batch
 
 from mmbatch.decode.stage import DecodeStage
-from mmbatch.sources import VideoRef
+from mmbatch.inputs.sources import VideoRef
 from mmbatch.synth import write_video
 
 
@@ -17,7 +17,7 @@ def stage(tiny_config):
 
 
 def decode(stage, path, video_id="v"):
-    ref = VideoRef(video_id=video_id, uri=str(path), size=path.stat().st_size, etag="e")
+    ref = VideoRef(video_id=video_id, uri=str(path), size_bytes=path.stat().st_size, etag="e")
     rows = list(stage(ref_batch(ref)))
     return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
 

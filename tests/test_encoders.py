@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from mmbatch.config import EncoderConfig, parse_config
-from mmbatch.encoders import encoder_class, inspect_models
+from mmbatch.encoders import encoder_class
+from mmbatch.encoders.inspect import inspect_models
 from mmbatch.encoders.speech import SpeechRecognitionStage
 from mmbatch.errors import ModelLoadError
-from mmbatch.models import resolve_source
+from mmbatch.models.loading import resolve_source
 
 
 def clip_batch(n=4, frames=4, size=64, seconds=2.0):
@@ -64,7 +65,7 @@ def test_image_zero_shot_resizes_other_frame_sizes():
 def test_image_zero_shot_siglip(tmp_path):
     from transformers import SiglipConfig, SiglipModel
 
-    from mmbatch.tiny import _tokenizer
+    from mmbatch.models.tiny import _tokenizer
 
     tok = _tokenizer(["<s>", "<pad>", "</s>", "<unk>"], pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
     cfg = SiglipConfig(text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -182,7 +183,7 @@ def test_missing_model_folder_is_a_clear_error(tmp_path):
 
 
 def test_tiny_models_are_deterministic(tmp_path, monkeypatch):
-    from mmbatch import tiny
+    from mmbatch.models import tiny
 
     tiny.build("roberta-sentiment", tmp_path / "a")
     tiny.build("roberta-sentiment", tmp_path / "b")
@@ -222,7 +223,7 @@ def test_inspect_models_dims_for_every_task():
 
 
 def test_fusion_checkpoint_must_fit_encoders(tmp_path):
-    from mmbatch.fusion_model import MultimodalFusionConfig, MultimodalFusionModel
+    from mmbatch.fusion.model import MultimodalFusionConfig, MultimodalFusionModel
 
     MultimodalFusionModel(MultimodalFusionConfig(vision_dim=32, text_dim=16, joint_dim=8, num_heads=2)).save_pretrained(tmp_path)
     config = parse_config({"models": {"vision": {"task": "image_zero_shot", "source": "tiny:clip"},

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from mmbatch.config import FusionConfig
-from mmbatch.fusion import FusionStage, confidence, zero_shot_fuse
+from mmbatch.fusion.stage import FusionStage, confidence, zero_shot_fuse
 from mmbatch.schema import EmbeddingDims
 
 
@@ -81,7 +81,7 @@ def test_clip_without_any_modality_is_an_error_row():
 # -- the trainable fusion model -------------------------------------------------------------
 import torch  # noqa: E402
 
-from mmbatch.fusion_model import MultimodalFusionConfig, MultimodalFusionModel  # noqa: E402
+from mmbatch.fusion.model import MultimodalFusionConfig, MultimodalFusionModel  # noqa: E402
 
 
 def fusion_model(**kw):

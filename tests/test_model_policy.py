@@ -5,10 +5,10 @@ import shutil
 
 import pytest
 
-from mmbatch import models
 from mmbatch.config import parse_config
-from mmbatch.encoders import inspect_models, model_identities
+from mmbatch.encoders.inspect import inspect_models, model_identities
 from mmbatch.errors import ModelLoadError
+from mmbatch.models import loading as models
 
 
 def text_config(source, **enc):

@@ -9,10 +9,10 @@ import pytest
 
 from mmbatch.decode.backend import probe
 from mmbatch.decode.planner import plan_fixed_windows
-from mmbatch.encoders import inspect_models
+from mmbatch.encoders.inspect import inspect_models
 from mmbatch.schema import CLIPS_SCHEMA, VIDEOS_SCHEMA, partitioning
 from mmbatch.synth import write_video
-from pipelines.video_sentiment import run_pipeline
+from pipelines.run import run_pipeline
 
 DAY1, DAY2 = dt.date(2026, 11, 27), dt.date(2026, 11, 28)
 
@@ -158,7 +158,7 @@ def test_pools_that_cannot_fit_fail_fast(ray_cluster, tiny_config, sample_videos
 
 
 def test_trained_fusion_checkpoint_end_to_end(ray_cluster, tiny_config, sample_videos, tmp_path):
-    from mmbatch.fusion_model import MultimodalFusionConfig, MultimodalFusionModel
+    from mmbatch.fusion.model import MultimodalFusionConfig, MultimodalFusionModel
 
     ckpt = tmp_path / "fusion"
     MultimodalFusionModel(MultimodalFusionConfig(vision_dim=32, audio_dim=32, text_dim=32, joint_dim=16,
@@ -189,13 +189,13 @@ def test_hung_decoder_fails_its_video_and_the_run_goes_on(ray_cluster, tiny_conf
 
 def test_columns_travel_only_to_the_stages_that_read_them(tiny_config):
     from mmbatch.config import ModelsConfig
+    from mmbatch.output.writer import WriterArgs
     from mmbatch.schema import EmbeddingDims
     from mmbatch.stage import keep_after
-    from pipelines.video_sentiment import stage_specs
+    from pipelines.graph import stage_specs
 
     dims = EmbeddingDims(32, 32, 32)
-    writer = {"output": "/tmp/x", "storage_options": None, "staging_dir": "/tmp/x/s", "run_id": "r",
-              "fingerprint": "f", "dims": dims, "config_json": "{}"}
+    writer = WriterArgs("/tmp/x", None, "/tmp/x/s", "r", "f", dims, "{}")
     colocated = stage_specs(tiny_config, dims, writer)
     assert [s.name for s in colocated] == ["split", "decode", "encoders", "write"]
     after = keep_after(colocated)[2]
@@ -207,10 +207,29 @@ def test_columns_travel_only_to_the_stages_that_read_them(tiny_config):
     assert "frames" in after["decode"] and "frames" not in after["vision"]
     assert "waveform" in after["speech"] and "waveform" not in after["audio"]  # audio is its last reader
     assert "transcript" in after["speech"] and "vision_probs" in after["text"] and "vision_probs" not in after["fusion"]
-    assert not {"uri", "etag", "size", "transcript_uri"} & after["text"]  # video-level fields stay with the driver
+    assert not {"uri", "etag", "size_bytes", "transcript_uri"} & after["text"]  # video-level fields stay with the driver
     assert after["write"] is None
 
     text_only = placed(tiny_config, "per_modality").model_copy(update={"models": ModelsConfig(text=tiny_config.models.text)})
     specs = stage_specs(text_only, EmbeddingDims(0, 0, 32), writer)
     assert [s.name for s in specs] == ["split", "decode", "transcripts", "text", "fusion", "write"]
     assert not {"frames", "waveform"} & keep_after(specs)[1]
+
+
+def test_the_graph_refuses_a_stage_that_reads_what_nothing_upstream_writes(tiny_config, monkeypatch):
+    """Declarations are checked at assembly: a broken one is a ConfigError naming the stage and
+    the column, before any Ray work (and no stage is built to learn them)."""
+    from mmbatch.errors import ConfigError
+    from mmbatch.fusion.stage import FusionStage
+    from mmbatch.schema import EmbeddingDims
+    from mmbatch.stage import StageSpec
+    from pipelines.graph import stage_specs
+
+    dims = EmbeddingDims(32, 32, 32)
+    monkeypatch.setattr(StageSpec, "build", lambda self: pytest.fail("a stage was built to read its declarations"))
+    assert [s.name for s in stage_specs(placed(tiny_config, "per_modality"), dims)][-1] == "fusion"
+    monkeypatch.setattr(FusionStage, "reads", (*FusionStage.reads, "mood_probs"))
+    with pytest.raises(ConfigError, match=r"stage 'fusion' reads mood_probs, which no stage before it writes"):
+        stage_specs(placed(tiny_config, "per_modality"), dims)
+    with pytest.raises(ConfigError, match=r"stage 'encoders' reads mood_probs"):  # colocated: the members' union
+        stage_specs(tiny_config, dims)

@@ -13,10 +13,10 @@ from s3server import moto_server, storage_options
 
 from mmbatch.config import parse_config
 from mmbatch.errors import InputError
+from mmbatch.inputs.sources import discover
 from mmbatch.schema import partitioning
-from mmbatch.sources import discover
 from mmbatch.synth import write_video, write_vtt
-from pipelines.video_sentiment import run_pipeline
+from pipelines.run import run_pipeline
 
 DAY = dt.date(2026, 11, 27)
 CUE = "A sentence from the sidecar transcript."
@@ -85,7 +85,7 @@ def test_manifests_csv_and_jsonl(s3):
     refs = discover("s3://in-bucket/mixed/list.csv", s3["options"])
     assert [(r.video_id, r.uri) for r in refs] == [
         ("episode-1", "s3://in-bucket/mixed/talk show ép 1.mp4"), ("sub dir/b", "s3://in-bucket/mixed/sub dir/b.MKV")]
-    assert refs[0].size > 0 and refs[0].etag
+    assert refs[0].size_bytes > 0 and refs[0].etag
     assert [r.video_id for r in discover("s3://in-bucket/mixed/list.jsonl", s3["options"])] == ["sub dir/b"]
 
 
@@ -165,7 +165,8 @@ def test_spooling_a_large_object_keeps_memory_flat(s3, tmp_path):
     code = """
 import resource, sys, json
 sys.path.insert(0, %r)
-from mmbatch import containers, storage
+from mmbatch import storage
+from mmbatch.inputs import containers
 opts = json.loads(sys.argv[1])
 fs, path = storage.filesystem("s3://in-bucket/big/blob.mp4", opts)
 fs.info(path)
@@ -195,7 +196,7 @@ def test_standard_aws_environment_is_honoured(s3, monkeypatch):
 def test_model_from_an_s3_folder_is_fetched_once_per_content(s3, tmp_path, monkeypatch):
     import json
 
-    from mmbatch import models
+    from mmbatch.models import loading as models
 
     monkeypatch.setenv("MMBATCH_CACHE", str(tmp_path / "cache"))
     s3["fs"].put(models.resolve_source("tiny:roberta-sentiment") + "/", "in-bucket/models/roberta/", recursive=True)
@@ -213,7 +214,7 @@ def test_model_from_an_s3_folder_is_fetched_once_per_content(s3, tmp_path, monke
     assert models.model_identity("s3://in-bucket/models/roberta", None, s3["options"]) != identity
     updated = models.resolve_source("s3://in-bucket/models/roberta", s3["options"])
     assert updated != local and json.loads(Path(updated, "config.json").read_text()) == cfg
-    from mmbatch.encoders import inspect_models
+    from mmbatch.encoders.inspect import inspect_models
 
     cfg = parse_config({"storage_options": s3["options"],
                         "models": {"text": {"task": "text_classification", "source": "s3://in-bucket/models/roberta"}}})

@@ -1,13 +1,13 @@
 import pytest
 
 from mmbatch.errors import InputError
-from mmbatch.sources import discover
+from mmbatch.inputs.sources import discover
 
 
 def test_discovers_nested_case_insensitive_unicode(sample_videos):
     refs = discover(str(sample_videos))
     assert [r.video_id for r in refs] == ["a/long one", "b/médio", "short"]
-    assert all(r.size > 0 and r.etag for r in refs)
+    assert all(r.size_bytes > 0 and r.etag for r in refs)
 
 
 def test_sidecar_transcripts_attach_by_stem(tmp_path):
@@ -34,7 +34,7 @@ def test_memory_filesystem():
     fs = fsspec.filesystem("memory")
     fs.pipe("/bucket/in/clip1.mov", b"123")
     refs = discover("memory://bucket/in/")
-    assert [(r.video_id, r.uri, r.size) for r in refs] == [("clip1", "memory:///bucket/in/clip1.mov", 3)]
+    assert [(r.video_id, r.uri, r.size_bytes) for r in refs] == [("clip1", "memory:///bucket/in/clip1.mov", 3)]
 
 
 def test_errors_name_the_uri(tmp_path):

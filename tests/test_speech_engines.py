@@ -43,7 +43,7 @@ def ct2_config(source: str = TINY_EN, **speech):
 
 def test_speech_to_sentiment_end_to_end_with_ctranslate2(ray_cluster, tmp_path):
     """No sidecar: the words come from Whisper tiny.en on CTranslate2, the sentiment from the text model."""
-    from pipelines.video_sentiment import run_pipeline
+    from pipelines.run import run_pipeline
 
     said = ["I love this wonderful movie.", "This is terrible and I hate it."]
     write_video(tmp_path / "in" / "talk.mp4", seconds=8.0, speech=[(0.3, said[0]), (4.3, said[1])])
@@ -92,7 +92,7 @@ def test_stage_batches_clips_and_keeps_sidecars(tmp_path):
 
 
 def test_engine_errors_name_the_fix(tmp_path, monkeypatch):
-    from mmbatch.encoders import inspect_models
+    from mmbatch.encoders.inspect import inspect_models
 
     raw = load_config(REPO / "pipelines" / "demo.yaml").model_dump(mode="json")
     raw["models"]["text"]["engine"] = "ctranslate2"

@@ -9,10 +9,10 @@ from conftest import ref_batch
 from mmbatch.config import parse_config
 from mmbatch.decode.split import SplitStage, header_duration
 from mmbatch.decode.stage import DecodeStage
+from mmbatch.inputs.sources import VideoRef
 from mmbatch.schema import partitioning
-from mmbatch.sources import VideoRef
 from mmbatch.synth import write_video
-from pipelines.video_sentiment import run_pipeline
+from pipelines.run import run_pipeline
 
 
 def cfg(split):

@@ -6,7 +6,7 @@ import datetime as dt
 import pandas as pd
 from nights import DAY, Night, clip_rows, refs
 
-from mmbatch.state import read_state
+from mmbatch.output.state import read_state
 
 
 def full_history_answer(out) -> dict[str, tuple]:
@@ -42,7 +42,7 @@ def test_state_matches_history_rebuilds_and_catches_up(tmp_path):
     assert state_answer(night) == expected
 
     # A night whose state update was lost (state file from before it) is merged on read.
-    night.committer._update_state()
+    night.committer.update_state(night.layout)
     before = (tmp_path / "state" / "state.parquet").read_bytes()
     day = DAY + dt.timedelta(days=3)
     Night(tmp_path, refs("f"), day=day).write(clip_rows("f", 1)).commit()

@@ -5,7 +5,7 @@ import pytest
 
 from mmbatch.config import EncoderConfig
 from mmbatch.encoders.text import TextZeroShotEncoder
-from mmbatch.models import resolve_source
+from mmbatch.models.loading import resolve_source
 
 POSITIVE = [
     "We had the best time at the beach today.",

@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 from nights import DAY, Night, clip_rows, refs
 
-from mmbatch.schema import EmbeddingDims
-from mmbatch.training import (
+from mmbatch.fusion.training import (
     TrainConfig,
     evaluate,
     join_labels,
@@ -23,6 +22,7 @@ from mmbatch.training import (
     split_by_video,
     train_fusion,
 )
+from mmbatch.schema import EmbeddingDims
 
 REPO = Path(__file__).resolve().parent.parent
 DIMS = EmbeddingDims(8, 0, 16)
@@ -95,10 +95,10 @@ def test_train_save_score_and_refuse_a_mismatched_head(ray_cluster, tiny_config,
 
     import pyarrow.parquet as pq
 
-    from mmbatch.encoders import inspect_models
+    from mmbatch.encoders.inspect import inspect_models
     from mmbatch.errors import ModelLoadError
     from mmbatch.schema import partitioning
-    from pipelines.video_sentiment import run_pipeline
+    from pipelines.run import run_pipeline
 
     out = tmp_path / "scores"
     run_pipeline(tiny_config, str(sample_videos), str(out), DAY)

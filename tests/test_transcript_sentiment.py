@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 from mmbatch.config import load_config
 from mmbatch.schema import partitioning
 from mmbatch.synth import write_video, write_vtt
-from pipelines.video_sentiment import run_pipeline
+from pipelines.run import run_pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 

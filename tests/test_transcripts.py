@@ -1,4 +1,4 @@
-from mmbatch.transcripts import TranscriptCache, parse_cues, text_in_span
+from mmbatch.inputs.transcripts import TranscriptCache, parse_cues, text_in_span
 
 VTT = """WEBVTT
 

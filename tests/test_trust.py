@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from conftest import ref_batch
 
-from mmbatch import sources
 from mmbatch.config import ConfigError, parse_config
 from mmbatch.decode.stage import DecodeStage
 from mmbatch.encoders.speech import store_transcripts
-from mmbatch.sources import VideoRef
+from mmbatch.inputs import sources
+from mmbatch.inputs.sources import VideoRef
+from mmbatch.inputs.transcripts import SidecarError, TranscriptCache
 from mmbatch.synth import write_video
-from mmbatch.transcripts import SidecarError, TranscriptCache
 from mmbatch.trust import AllowedRoots, TrustError, redact_text, redact_uri
 
 SECRETS = ("FAKESIGNATURE0123456789", "AKIAFAKECREDENTIAL", "FAKETOKEN987", "hunter2pass")
@@ -234,7 +234,7 @@ def test_refused_rows_fail_per_video_and_no_secret_lands_anywhere(ray_cluster, t
     import pyarrow.parquet as pq
 
     from mmbatch.schema import partitioning
-    from pipelines.video_sentiment import run_pipeline
+    from pipelines.run import run_pipeline
 
     url, hits = listener
     write_video(tmp_path / "in" / "ok.mp4", seconds=2.0, width=64, height=48)
@@ -266,7 +266,7 @@ def test_a_shard_with_one_corrupt_member_scores_the_rest(ray_cluster, tiny_confi
     import pyarrow.parquet as pq
 
     from mmbatch.schema import partitioning
-    from pipelines.video_sentiment import run_pipeline
+    from pipelines.run import run_pipeline
 
     shard = tmp_path / "in" / "shard-000.tar"
     shard.parent.mkdir()

@@ -18,13 +18,15 @@ import numpy as np
 
 from mmbatch.config import PipelineConfig
 from mmbatch.decode.planner import plan_clips
-from mmbatch.stage import Batch, Resources
+from mmbatch.schema import CHUNK_COLUMNS
+from mmbatch.stage import Batch
 
 
 def header_duration(uri: str, kind: str, storage_options: dict | None) -> float | None:
     """Duration from headers alone (no frames); None when it cannot be had cheaply."""
-    from mmbatch import containers, storage
+    from mmbatch import storage
     from mmbatch.decode import backend
+    from mmbatch.inputs import containers
 
     try:
         if kind == "hls":
@@ -45,10 +47,11 @@ def header_duration(uri: str, kind: str, storage_options: dict | None) -> float 
 class SplitStage:
     name = "split"
     reads = ("video_id", "uri", "kind")
+    may_read = ()
+    writes = CHUNK_COLUMNS  # the input row's other columns pass through
 
     def __init__(self, config: PipelineConfig):
         self.config = config
-        self.resources = Resources(cpus=0.25)
 
     def setup(self) -> None:
         import av  # noqa: F401

@@ -27,26 +27,22 @@ from mmbatch.decode import backend
 from mmbatch.decode.planner import ClipSpan, clip_id, frames_for, parse_segments, plan_clips, sample_times
 from mmbatch.decode.video import open_video
 from mmbatch.errors import DecodeError, first_line
-from mmbatch.stage import Resources
+from mmbatch.schema import AUDIO_COLUMNS, CHUNK_COLUMNS, CLIP_COLUMNS, FRAME_COLUMNS, REF_COLUMNS
+from mmbatch.stage import Batch
 from mmbatch.storage import is_local
-
-Batch = dict[str, np.ndarray]
-
-
-REF_COLUMNS = ("video_id", "uri", "kind", "transcript_uri", "segments_uri", "segments")
-CHUNK_COLUMNS = ("chunk_first", "chunk_last", "plan_duration_s", "chunk_index", "n_chunks")
 
 
 class DecodeStage:
     name = "decode"
-    reads = (*REF_COLUMNS, *CHUNK_COLUMNS)
+    reads = REF_COLUMNS
+    may_read = CHUNK_COLUMNS  # a row of the split stage: one chunk of a long video
+    writes = (*CLIP_COLUMNS, *FRAME_COLUMNS, *AUDIO_COLUMNS)  # frames/audio only for configured models
 
     def __init__(self, config: PipelineConfig, trust=None, *, isolated: bool | None = None):
         self.config = config
         self.clips = config.clips
         self.decode = config.decode
         self.storage_options = config.storage_options
-        self.resources = Resources(cpus=config.decode.pool.num_cpus)
         self.audio_len = int(round(self.clips.window_s * self.decode.sample_rate))
         self.isolated = (config.decode.timeout_s is not None) if isolated is None else isolated
         self.trust = trust  # AllowedRoots: playlist segments are checked against it before any read
@@ -306,7 +302,8 @@ class DecodeStage:
             if os.path.getsize(path) == 0:
                 raise DecodeError("empty file (0 bytes)")
             return path, None
-        from mmbatch import containers, storage
+        from mmbatch import storage
+        from mmbatch.inputs import containers
         from mmbatch.trust import TrustError, redact_uri
 
         if self.trust is not None and not self.trust.allows(uri):
@@ -335,7 +332,7 @@ class DecodeStage:
 
     def _check_segment(self, fs):
         """A check for each playlist segment: its full URI must lie under the allowed roots."""
-        from mmbatch.sources import full_uri
+        from mmbatch.inputs.sources import full_uri
 
         def check(path: str) -> None:
             if self.trust is not None:

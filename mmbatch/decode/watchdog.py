@@ -16,9 +16,6 @@ import multiprocessing as mp
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
-
-Batch = dict[str, np.ndarray]
 STARTUP_TIMEOUT_S = 300  # a fresh child imports torch, torchaudio, av and decord
 
 

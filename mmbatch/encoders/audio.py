@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmbatch.encoders.base import AUDIO_INPUTS, EncoderStage, mean_pool, usable_audio
+from mmbatch.encoders.base import EncoderStage, mean_pool, usable_audio
 from mmbatch.encoders.labels import label_matrix, to_sentiment
+from mmbatch.schema import AUDIO_COLUMNS
 
 
 class AudioClassificationEncoder(EncoderStage):
     modality = "audio"
-    input_columns = AUDIO_INPUTS
+    input_columns = AUDIO_COLUMNS
 
     def load(self) -> None:
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
 
-        from mmbatch.models import load_pretrained, resolve_source
+        from mmbatch.models.loading import load_pretrained, resolve_source
 
         cfg = self.config
         folder = resolve_source(cfg.source, self.storage_options)
@@ -77,13 +78,13 @@ class AudioZeroShotEncoder(EncoderStage):
     """
 
     modality = "audio"
-    input_columns = AUDIO_INPUTS
+    input_columns = AUDIO_COLUMNS
 
     def load(self) -> None:
         from transformers import AutoFeatureExtractor, AutoTokenizer, ClapModel
 
         from mmbatch.encoders.base import l2_normalise
-        from mmbatch.models import load_pretrained, resolve_source
+        from mmbatch.models.loading import load_pretrained, resolve_source
 
         torch, cfg = self.torch, self.config
         folder = resolve_source(cfg.source, self.storage_options)

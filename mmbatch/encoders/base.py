@@ -16,7 +16,8 @@ import numpy as np
 
 from mmbatch.config import EncoderConfig
 from mmbatch.errors import short_reason
-from mmbatch.stage import Batch, Resources
+from mmbatch.schema import COLUMNS, ModalityColumns
+from mmbatch.stage import Batch
 
 log = logging.getLogger(__name__)
 
@@ -24,22 +25,35 @@ log = logging.getLogger(__name__)
 class EncoderStage:
     modality: str = ""  # vision | audio | text
     input_columns: tuple[str, ...] = ()
+    # Declared per modality by __init_subclass__: the stage's name is its modality.
+    name: str = ""
+    reads: tuple[str, ...] = ()
+    may_read: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    cols: ModalityColumns
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.modality:
+            cls.cols = COLUMNS[cls.modality]
+            cls.name = cls.modality
+            cls.reads = ("video_id", "clip_index", "status", *cls.input_columns)
+            cls.may_read = (cls.cols.error,)  # an earlier stage may have said why it is missing (transcripts)
+            cls.writes = cls.cols.encoder_writes
 
     def __init__(self, config: EncoderConfig, *, dim: int, storage_options: dict | None = None):
         self.config = config
         self.dim = dim
         self.storage_options = storage_options or {}
-        self.reads = ("video_id", "clip_index", "status", f"{self.modality}_error", *self.input_columns)
         self.load_policy = {"trust_remote_code": config.trust_remote_code, "allow_pickle": config.allow_pickle}
-        self.resources = Resources(cpus=config.pool.num_cpus, gpus=config.pool.num_gpus)
-        self.name = f"{self.modality or 'speech'}_encoder"
+        self.label = f"{self.modality}_encoder"  # in logs and in the {modality}_error column
         self._ready = False
 
     # -- contract ---------------------------------------------------------------------------
     def setup(self) -> None:
         import torch
 
-        from mmbatch.models import pick_device, pick_dtype
+        from mmbatch.models.loading import pick_device, pick_dtype
 
         self.torch = torch
         self.device = pick_device(self.config.pool.num_gpus > 0)
@@ -55,7 +69,7 @@ class EncoderStage:
         self.init_outputs(batch, n)
         if len(active):
             with self.torch.inference_mode(), self.autocast():
-                run_isolated(self.name, batch, active, lambda rows: self.encode(batch, rows),
+                run_isolated(self.label, batch, active, lambda rows: self.encode(batch, rows),
                              lambda i, err: self.mark_failed(batch, i, err))
         return batch
 
@@ -70,29 +84,29 @@ class EncoderStage:
         raise NotImplementedError
 
     def init_outputs(self, batch: Batch, n: int) -> None:
-        m = self.modality
-        batch[f"{m}_probs"] = np.full((n, 3), np.nan, dtype=np.float32)
-        batch[f"{m}_embedding"] = np.zeros((n, self.dim), dtype=np.float32)
-        batch[f"has_{m}"] = np.zeros(n, dtype=bool)  # set by store() for each row scored
+        c = self.cols
+        batch[c.probs] = np.full((n, 3), np.nan, dtype=np.float32)
+        batch[c.embedding] = np.zeros((n, self.dim), dtype=np.float32)
+        batch[c.has] = np.zeros(n, dtype=bool)  # set by store() for each row scored
         # Why the modality is missing or degraded on a row; an earlier stage may have said
         # already (the transcript stage for text).
-        if f"{m}_error" not in batch:
-            batch[f"{m}_error"] = np.full(n, "", dtype=object)
+        if c.error not in batch:
+            batch[c.error] = np.full(n, "", dtype=object)
         else:
-            batch[f"{m}_error"] = np.asarray(batch[f"{m}_error"]).astype(object)
+            batch[c.error] = np.asarray(batch[c.error]).astype(object)
 
     def mark_failed(self, batch: Batch, i: int, err: BaseException) -> None:
-        m = self.modality
-        batch[f"{m}_probs"][i] = np.nan
-        batch[f"{m}_embedding"][i] = 0.0
-        batch[f"has_{m}"][i] = False
-        batch[f"{m}_error"][i] = f"{self.name} failed: {short_reason(err)}"
+        c = self.cols
+        batch[c.probs][i] = np.nan
+        batch[c.embedding][i] = 0.0
+        batch[c.has][i] = False
+        batch[c.error][i] = f"{self.label} failed: {short_reason(err)}"
 
     def store(self, batch: Batch, rows: np.ndarray, probs: np.ndarray, embeddings: np.ndarray) -> None:
-        m = self.modality
-        batch[f"{m}_probs"][rows] = probs
-        batch[f"{m}_embedding"][rows] = embeddings
-        batch[f"has_{m}"][rows] = True
+        c = self.cols
+        batch[c.probs][rows] = probs
+        batch[c.embedding][rows] = embeddings
+        batch[c.has][rows] = True
 
     def autocast(self):
         if self.device.type == "cuda" and self.dtype != self.torch.float32:
@@ -110,8 +124,6 @@ def is_ok(batch: Batch) -> np.ndarray:
     return np.asarray(batch["status"]) == "ok"
 
 
-AUDIO_INPUTS = ("waveform", "audio_len", "has_waveform")
-FRAME_INPUTS = ("frames", "n_frames", "has_frames")
 
 
 def usable_audio(batch: Batch) -> np.ndarray:

@@ -48,7 +48,7 @@ def check_ct2_folder(folder: str, source: str) -> None:
 def ct2_source_folder(source: str, revision: str | None, storage_options: dict | None = None) -> str | None:
     """The folder of `source` when it is a CTranslate2 model (a hub repo such as
     Systran/faster-whisper-base is fetched); None for a transformers model."""
-    from mmbatch.models import resolve_source
+    from mmbatch.models.loading import resolve_source
 
     resolved = resolve_source(source, storage_options)
     if os.path.isdir(resolved):
@@ -64,7 +64,7 @@ def ct2_source_folder(source: str, revision: str | None, storage_options: dict |
 
 def ct2_folder(source: str, revision: str | None, storage_options: dict | None = None) -> str:
     """A CTranslate2 folder for `source`: itself, or its conversion, cached by content."""
-    from mmbatch.models import cache_root, file_lock, folder_digest, resolve_source
+    from mmbatch.models.loading import cache_root, file_lock, folder_digest, resolve_source
 
     ready = ct2_source_folder(source, revision, storage_options)
     if ready is not None:

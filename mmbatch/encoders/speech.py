@@ -13,10 +13,11 @@ import logging
 import numpy as np
 
 from mmbatch.config import InputsConfig
-from mmbatch.encoders.base import AUDIO_INPUTS, is_ok, run_isolated, usable_audio
+from mmbatch.encoders.base import is_ok, run_isolated, usable_audio
 from mmbatch.errors import short_reason
-from mmbatch.stage import Batch, Resources
-from mmbatch.transcripts import SidecarError, TranscriptCache
+from mmbatch.inputs.transcripts import SidecarError, TranscriptCache
+from mmbatch.schema import AUDIO_COLUMNS, TRANSCRIPT_COLUMNS
+from mmbatch.stage import Batch
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,9 @@ def store_transcripts(batch: Batch, transcripts: np.ndarray, errors: np.ndarray,
     for i in long:
         errors[i] = errors[i] or f"transcript cut to inputs.max_transcript_chars ({max_chars} of {len(transcripts[i])})"
         transcripts[i] = transcripts[i][:max_chars]
-    batch["transcript"] = transcripts.astype(str)
-    batch["text_error"] = errors.astype(str)
+    transcript, text_error = TRANSCRIPT_COLUMNS
+    batch[transcript] = transcripts.astype(str)
+    batch[text_error] = errors.astype(str)
     return batch
 
 
@@ -109,12 +111,12 @@ class SidecarTranscriptStage:
 
     name = "transcripts"
     reads = SIDECAR_INPUTS
+    may_read = ()
+    writes = TRANSCRIPT_COLUMNS
 
-    def __init__(self, *, storage_options: dict | None = None, limits: InputsConfig | None = None,
-                 num_cpus: float = 0.1):
+    def __init__(self, *, storage_options: dict | None = None, limits: InputsConfig | None = None):
         self.storage_options = storage_options or {}
         self.limits = limits or InputsConfig()
-        self.resources = Resources(cpus=num_cpus)
         self.sidecars = None
 
     def setup(self) -> None:
@@ -128,19 +130,20 @@ class SidecarTranscriptStage:
 
 
 class SpeechRecognitionStage:
-    name = "speech_recognition"
-    reads = (*SIDECAR_INPUTS, *AUDIO_INPUTS)
+    name = "speech"
+    reads = (*SIDECAR_INPUTS, *AUDIO_COLUMNS)
+    may_read = ()
+    writes = TRANSCRIPT_COLUMNS
 
     def __init__(self, config, *, storage_options: dict | None = None, limits: InputsConfig | None = None):
         self.config = config
         self.storage_options = storage_options or {}
         self.limits = limits or InputsConfig()
         self.load_policy = {"trust_remote_code": config.trust_remote_code, "allow_pickle": config.allow_pickle}
-        self.resources = Resources(cpus=config.pool.num_cpus, gpus=config.pool.num_gpus)
         self._ready = False
 
     def setup(self) -> None:
-        from mmbatch.models import pick_device
+        from mmbatch.models.loading import pick_device
 
         self.device = pick_device(self.config.pool.num_gpus > 0)
         self.ct2 = None
@@ -159,7 +162,7 @@ class SpeechRecognitionStage:
         import torch
         from transformers import AutoFeatureExtractor, AutoModelForSpeechSeq2Seq, AutoProcessor
 
-        from mmbatch.models import load_pretrained, pick_dtype, resolve_source
+        from mmbatch.models.loading import load_pretrained, pick_dtype, resolve_source
 
         cfg = self.config
         self.torch = torch
@@ -196,7 +199,7 @@ class SpeechRecognitionStage:
             def failed(i, err):  # no text for this clip, and why
                 errors[i] = f"speech recognition failed: {short_reason(err)}"
 
-            run_isolated(self.name, batch, asr_rows, transcribe, failed)
+            run_isolated("speech_recognition", batch, asr_rows, transcribe, failed)
         return store_transcripts(batch, transcripts, errors, self.limits.max_transcript_chars)
 
     def _transcribe(self, batch: Batch, rows: np.ndarray) -> list[str]:

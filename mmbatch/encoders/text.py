@@ -46,7 +46,7 @@ class TextClassificationEncoder(_TextEncoder):
     def load(self) -> None:
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-        from mmbatch.models import load_pretrained, resolve_source
+        from mmbatch.models.loading import load_pretrained, resolve_source
 
         cfg = self.config
         folder = resolve_source(cfg.source, self.storage_options)
@@ -80,7 +80,7 @@ class TextZeroShotEncoder(_TextEncoder):
     def load(self) -> None:
         from transformers import AutoModel, AutoTokenizer
 
-        from mmbatch.models import load_pretrained, resolve_source
+        from mmbatch.models.loading import load_pretrained, resolve_source
 
         cfg = self.config
         folder = resolve_source(cfg.source, self.storage_options)

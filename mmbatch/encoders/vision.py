@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mmbatch.encoders.base import FRAME_INPUTS, EncoderStage, is_ok, l2_normalise, stacked
+from mmbatch.encoders.base import EncoderStage, is_ok, l2_normalise, stacked
+from mmbatch.schema import FRAME_COLUMNS
 
 DEFAULT_IMAGE_PROMPTS = {
     "negative": ["a photo of a sad person", "a photo of an angry person", "a photo of a frightened person",
@@ -55,7 +56,7 @@ class _FrameEncoder(EncoderStage):
     """Frames (n, F, S, S, 3) uint8 → normalised (n*F, 3, size, size) on the device."""
 
     modality = "vision"
-    input_columns = FRAME_INPUTS
+    input_columns = FRAME_COLUMNS
 
     def load_preprocessing(self, folder: str, default_size: int) -> None:
         mean, std, size = preprocessing_from(folder, self.config.revision)
@@ -93,7 +94,7 @@ class ImageZeroShotEncoder(_FrameEncoder):
     def load(self) -> None:
         from transformers import AutoModel, AutoTokenizer
 
-        from mmbatch.models import load_pretrained, resolve_source
+        from mmbatch.models.loading import load_pretrained, resolve_source
 
         torch, cfg = self.torch, self.config
         folder = resolve_source(cfg.source, self.storage_options)
@@ -133,7 +134,7 @@ class ImageClassificationEncoder(_FrameEncoder):
         from transformers import AutoConfig, AutoModelForImageClassification
 
         from mmbatch.encoders.labels import label_matrix
-        from mmbatch.models import load_pretrained, resolve_source
+        from mmbatch.models.loading import load_pretrained, resolve_source
 
         cfg = self.config
         folder = resolve_source(cfg.source, self.storage_options)

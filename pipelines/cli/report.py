@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from mmbatch.config import storage_options_from
     from mmbatch.errors import ExitCode
-    from mmbatch.report import write_report
+    from mmbatch.output.report import write_report
 
     options = storage_options_from(args.config)
     try:

@@ -143,7 +143,7 @@ def plan_while_ray_starts(plan: Callable[[Callable[[], None]], Any], start_ray: 
             return future.result()
         except BaseException:  # Ray failed to start, or an interrupt: free the night at once, not when
             # the lease lapses (the callback runs when the plan is done, or now if it is)
-            future.add_done_callback(lambda f: f.exception() or f.result().lease.release())
+            future.add_done_callback(lambda f: f.exception() or f.result().release())
             raise
 
 
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             args.output = args.output or str(demo_root / "scores")
             write_demo_inputs(args.input)
             print(f"demo: wrote sample videos with transcripts to {args.input}")
-        from pipelines.video_sentiment import execute, plan_run
+        from pipelines.run import execute, plan_run
 
         if args.dry_run:
             plan = plan_run(config, args.input, args.output, run_date, force=args.force, dry_run=True)

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mmbatch.config import storage_options_from
     from mmbatch.errors import ExitCode
-    from mmbatch.training import (
+    from mmbatch.fusion.training import (
         TrainConfig,
         embedding_dims,
         encoder_identities,

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmbatch import storage
-from mmbatch.layout import OutputLayout
+from mmbatch.output.layout import OutputLayout
 from mmbatch.schema import STATE_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -116,3 +116,16 @@ def skip_candidates(fs, layout: OutputLayout, video_ids: list[str]) -> dict[str,
         return {}
     table = table.filter(pc.is_in(table["video_id"], value_set=pa.array(video_ids, pa.string())))
     return {r["video_id"]: r for r in table.to_pylist()}
+
+
+def skipped_videos(fs, layout: OutputLayout, refs: list, done: dict, fingerprint: str) -> dict[str, dict]:
+    """Videos (refs: VideoRef) scored ok on an earlier night than the layout's from the same
+    content and models: their state rows. Videos in `done` (finished tonight) are not looked up."""
+    previous = skip_candidates(fs, layout, [r.video_id for r in refs if r.video_id not in done])
+    skipped = {}
+    for ref in refs:
+        prev = previous.get(ref.video_id)
+        if (prev and prev["run_date"] < layout.run_date and prev["model_fingerprint"] == fingerprint
+                and ref.same_content(prev["etag"], prev["size_bytes"])):
+            skipped[ref.video_id] = prev
+    return skipped

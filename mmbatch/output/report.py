@@ -16,7 +16,7 @@ import posixpath
 from typing import Any
 
 from mmbatch import storage
-from mmbatch.commit import read_manifest
+from mmbatch.output.runs import read_run_record
 
 CLIP_COLUMNS = ["video_id", "clip_index", "start_s", "status", "sentiment", "valence",
                 "vision_valence", "audio_valence", "text_valence"]
@@ -28,7 +28,7 @@ def _manifests(fs, root: str) -> list[dict]:
     runs = posixpath.join(root, "_runs")
     if not fs.exists(runs):
         return []
-    found = [read_manifest(fs, p) for p in sorted(fs.glob(posixpath.join(runs, "*.json")))]
+    found = [read_run_record(fs, p) for p in sorted(fs.glob(posixpath.join(runs, "*.json")))]
     return [m for m in found if m and not m.get("superseded_by")]
 
 

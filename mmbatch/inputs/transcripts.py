@@ -75,7 +75,7 @@ class TranscriptCache:
         self.max_bytes = max_bytes
 
     def _read(self, uri: str) -> list[Cue] | str:
-        from mmbatch.containers import open_input
+        from mmbatch.inputs.containers import open_input
 
         name = uri.rsplit("/", 1)[-1]
         with open_input(uri, self.storage_options) as fh:

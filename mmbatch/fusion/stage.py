@@ -1,6 +1,6 @@
 """Fusion: per-modality sentiment and embeddings → one score per clip.
 
-With `fusion.mode: trained`, a MultimodalFusionModel checkpoint (mmbatch/fusion_model.py)
+With `fusion.mode: trained`, a MultimodalFusionModel checkpoint (mmbatch/fusion/model.py)
 computes probabilities, valence, the joint embedding and per-modality attention weights.
 
 Zero-shot fusion (no trained checkpoint): each present modality is weighted by its
@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from mmbatch.config import SENTIMENT_CLASSES, FusionConfig
-from mmbatch.schema import MODALITIES, EmbeddingDims
-from mmbatch.stage import Batch, Resources
+from mmbatch.schema import COLUMNS, FUSED_COLUMNS, MODALITIES, EmbeddingDims
+from mmbatch.stage import Batch
 
 _LOG3 = np.log(3.0)
 
@@ -47,23 +47,25 @@ def zero_shot_fuse(probs: dict[str, np.ndarray], present: dict[str, np.ndarray])
 
 class FusionStage:
     name = "fusion"
-    reads = ("video_id", "status", "error_stage", "error",
-             *(f"{m}_{c}" for m in MODALITIES for c in ("probs", "embedding")), *(f"has_{m}" for m in MODALITIES))
+    reads = ("video_id", "status", "error_stage", "error")
+    may_read = tuple(c for m in MODALITIES for c in (COLUMNS[m].probs, COLUMNS[m].embedding, COLUMNS[m].has))
+    # A modality with no encoder gets empty probs/embedding/has columns here, for the writer.
+    writes = ("status", "error_stage", "error", *FUSED_COLUMNS, *may_read,
+              *(c for m in MODALITIES for c in COLUMNS[m].fusion_writes))
 
     def __init__(self, config: FusionConfig, dims: EmbeddingDims, storage_options: dict | None = None):
         self.config = config
         self.dims = dims
         self.storage_options = storage_options or {}
         self.model = None
-        self.resources = Resources(cpus=config.pool.num_cpus, gpus=config.pool.num_gpus)
 
     def setup(self) -> None:
         self.model = None
         if self.config.mode == "trained":
             import torch
 
-            from mmbatch.fusion_model import MultimodalFusionModel
-            from mmbatch.models import load_pretrained, pick_device, resolve_source
+            from mmbatch.fusion.model import MultimodalFusionModel
+            from mmbatch.models.loading import load_pretrained, pick_device, resolve_source
 
             self.torch = torch
             self.device = pick_device(self.config.pool.num_gpus > 0)

@@ -5,7 +5,8 @@
     state/state.parquet                  one row per video ever scored ok (the skip check)
     _runs/<run_id>.json                  run manifests: the commit record, written before publishing
     _locks/run_date=D.json               the lease of the run that holds the night
-    _staging/<run_id>/                   in-flight: parts/, ledger-*.parquet, publish/
+    _staging/<run_id>/                   in-flight: parts/ (clip and records files), inputs-<attempt>.parquet,
+                                         publish/
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ class OutputLayout:
     def videos(self) -> str:
         return self._join("videos", self.partition)
 
+    def partition_of(self, table: str) -> str:
+        """The night's partition of the `clips` or `videos` table."""
+        return {"clips": self.clips, "videos": self.videos}[table]
+
     @property
     def videos_file(self) -> str:
         return posixpath.join(self.videos, "videos.parquet")
@@ -52,7 +57,15 @@ class OutputLayout:
 
     @property
     def manifest(self) -> str:
-        return self._join("_runs", f"{self.run_id}.json")
+        """This run's record: `_runs/<run_id>.json`, the commit record."""
+        return self.run_record(self.run_id)
+
+    def run_record(self, run_id: str) -> str:
+        return self._join("_runs", f"{run_id}.json")
+
+    def of_run(self, run_id: str) -> "OutputLayout":
+        """The layout of another run of the same output and date."""
+        return OutputLayout(self.root, self.run_date, run_id)
 
     @property
     def lock(self) -> str:
@@ -74,6 +87,10 @@ class OutputLayout:
     def parts(self) -> str:
         """Where the write stage puts clip files while the run is in flight."""
         return posixpath.join(self.staging, "parts")
+
+    def inputs_file(self, attempt: str) -> str:
+        """The identities (etag, size) of the inputs one attempt of the run was given."""
+        return posixpath.join(self.staging, f"inputs-{attempt}.parquet")
 
     @property
     def publish(self) -> str:

@@ -187,7 +187,7 @@ def train_fusion(df: pd.DataFrame, dims: dict[str, int], cfg: TrainConfig | None
     """Train on rows with split == train, stop early on val; returns (model, history)."""
     import torch
 
-    from mmbatch.fusion_model import MultimodalFusionConfig, MultimodalFusionModel
+    from mmbatch.fusion.model import MultimodalFusionConfig, MultimodalFusionModel
 
     cfg = cfg or TrainConfig()
     torch.manual_seed(cfg.seed)
@@ -278,12 +278,12 @@ def encoder_identities(output: str, fingerprints: set[str], storage_options: dic
     """The embedding encoders (vision, audio, text) the clips came from, from their runs' manifests;
     clips from runs with other encoders cannot train one head."""
     from mmbatch import storage
-    from mmbatch.commit import read_manifest
+    from mmbatch.output.runs import read_run_record
 
     fs, root = storage.filesystem(output, storage_options)
     found: dict[str, dict[str, str]] = {}
     for path in fs.glob(f"{root.rstrip('/')}/_runs/*.json"):
-        m = read_manifest(fs, path)
+        m = read_run_record(fs, path)
         if m and m.get("model_fingerprint") in fingerprints and m.get("model_identities") is not None:
             found[m["model_fingerprint"]] = {k: v for k, v in m["model_identities"].items() if k in MODALITIES}
     if not found:

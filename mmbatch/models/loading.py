@@ -51,7 +51,7 @@ def file_lock(path: Path):
 def resolve_source(source: str, storage_options: dict | None = None) -> str:
     """Turn a configured source into something `from_pretrained` accepts (path or hub id)."""
     if source.startswith("tiny:"):
-        from mmbatch import tiny
+        from mmbatch.models import tiny
 
         name = source.split(":", 1)[1]
         if name not in tiny.BUILDERS:

@@ -1,8 +1,8 @@
 """One progress line at a fixed interval: videos done of total, clips, clips/s and an ETA.
 
 The write stage stages a small records file beside each clip file it writes; a background
-thread on the driver reads the new ones every `interval_s` and counts the videos they
-complete. It reads nothing else, so its cost is one listing and a few small reads per tick.
+thread on the driver feeds the new ones to the run's ledger every `interval_s` (RunLedger.poll)
+and reports what the ledger has completed. Its cost is one listing and a few small reads a tick.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 
-log = logging.getLogger("mmbatch.progress")
+log = logging.getLogger(__name__)
 
 
 def _eta(seconds: float) -> str:
@@ -20,28 +20,16 @@ def _eta(seconds: float) -> str:
 
 
 class ProgressReporter:
-    def __init__(self, fs, parts_dir: str, ledger_factory, total_videos: int, interval_s: float = 30.0):
-        self.fs, self.parts_dir, self.total, self.interval_s = fs, parts_dir, total_videos, interval_s
-        self.ledger = ledger_factory()  # a fresh ledger of this attempt: counts what completes
-        self._seen: set[str] = set()
+    def __init__(self, ledger, total_videos: int, interval_s: float = 30.0):
+        self.ledger, self.total, self.interval_s = ledger, total_videos, interval_s  # ledger: output.ledger.RunLedger
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._t0 = time.perf_counter()
         self.lines: list[str] = []
 
     def tick(self) -> str:
-        from mmbatch.ledger import read_records, staged_records
-
-        for path in staged_records(self.fs, self.parts_dir):
-            if path in self._seen:
-                continue
-            records = read_records(self.fs, path)
-            if records is None:  # unreadable just now: the next tick tries again
-                continue
-            self._seen.add(path)
-            if str(records["attempt"][0]) == self.ledger.attempt:
-                self.ledger.add_records(records)
-        done, clips = len(self.ledger.done), self.ledger.clips_done
+        self.ledger.poll()
+        done, clips = self.ledger.finished, self.ledger.clips_done
         elapsed = time.perf_counter() - self._t0
         rate = clips / elapsed if elapsed else 0.0
         eta = _eta(elapsed / done * (self.total - done)) if done else "unknown"

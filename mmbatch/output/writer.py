@@ -16,24 +16,50 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import uuid
+from dataclasses import dataclass
 
 import numpy as np
 
-from mmbatch.schema import CLIPS_SCHEMA, HAS_COLUMN, MODALITIES, EmbeddingDims, file_schema, with_metadata
-from mmbatch.stage import Batch, Resources
+from mmbatch.schema import (
+    BOOKKEEPING_COLUMNS,
+    CLIPS_SCHEMA,
+    COLUMNS,
+    FUSED_COLUMNS,
+    HAS_COLUMN,
+    MODALITIES,
+    RECORD_COLUMNS,
+    EmbeddingDims,
+    file_schema,
+    with_metadata,
+)
+from mmbatch.stage import Batch
 from mmbatch.trust import redact_text
 
 FILE_NAMESPACE = uuid.UUID("0b5e7d0e-51f3-4c83-a0a4-3f3f5b4a9e21")
-# Columns the driver needs to know when a video (or each chunk of a split one) is complete.
-BOOKKEEPING_COLUMNS = ("n_rows", "chunk_index", "n_chunks", "duration_s", "decode_seconds")
 _FLOAT_COLUMNS = ("p_negative", "p_neutral", "p_positive", "valence",
-                  *(f"{m}_valence" for m in MODALITIES), *(f"fusion_weight_{m}" for m in MODALITIES))
-_TEXT_COLUMNS = ("error_stage", "error", "transcript", "sentiment", *(f"{m}_error" for m in MODALITIES))  # "" → null
-_MESSAGE_COLUMNS = ("error", *(f"{m}_error" for m in MODALITIES))
-# Every clip-table column the write stage reads (run columns it adds itself).
-CLIP_INPUT_COLUMNS = ("video_id", "clip_id", "clip_index", "start_s", "end_s", "status", *_TEXT_COLUMNS,
-                      *_FLOAT_COLUMNS, *(f"has_{m}" for m in MODALITIES),
-                      *(f"{m}_embedding" for m in MODALITIES), "fused_embedding")
+                  *(COLUMNS[m].valence for m in MODALITIES), *(COLUMNS[m].weight for m in MODALITIES))
+_TEXT_COLUMNS = ("error_stage", "error", "transcript", "sentiment", *(COLUMNS[m].error for m in MODALITIES))  # "" → null
+_MESSAGE_COLUMNS = ("error", *(COLUMNS[m].error for m in MODALITIES))
+# The clip-table columns every row has (from decode); the rest are read when present.
+_CORE_COLUMNS = ("video_id", "clip_id", "clip_index", "start_s", "end_s", "status", "error_stage", "error")
+_OPTIONAL_COLUMNS = tuple(dict.fromkeys(
+    c for c in (*_TEXT_COLUMNS, *_FLOAT_COLUMNS, *FUSED_COLUMNS, *(COLUMNS[m].has for m in MODALITIES),
+                *(COLUMNS[m].embedding for m in MODALITIES)) if c not in _CORE_COLUMNS))
+
+
+@dataclass(frozen=True)
+class WriterArgs:
+    """What the write stage of one run attempt needs: where it stages files and what it stamps on them."""
+
+    output: str  # the output root URI (for the filesystem)
+    storage_options: dict | None
+    parts_dir: str  # _staging/<run_id>/parts inside the output filesystem
+    run_id: str
+    fingerprint: str
+    dims: EmbeddingDims
+    config_json: str
+    attempt: str = "0"
+    row_group_rows: int = 2048
 
 
 def part_file_name(run_id: str, attempt: str, keys: np.ndarray, prefix: str = "part") -> str:
@@ -85,9 +111,10 @@ def clips_table(batch: Batch, fingerprint: str, run_id: str, schema=None):
         values = np.asarray(batch.get(col, np.full(n, np.nan)), dtype=np.float32)
         cols[col] = pa.array(values, mask=np.isnan(values))
     for m in MODALITIES:
-        has = np.asarray(batch.get(f"has_{m}", np.zeros(n, bool)), dtype=bool)
+        c = COLUMNS[m]
+        has = np.asarray(batch.get(c.has, np.zeros(n, bool)), dtype=bool)
         cols[HAS_COLUMN[m]] = pa.array(has)
-        cols[f"{m}_embedding"] = embedding_array(batch.get(f"{m}_embedding", np.zeros((n, 0))), has & ok)
+        cols[c.embedding] = embedding_array(batch.get(c.embedding, np.zeros((n, 0))), has & ok)
     cols["fused_embedding"] = embedding_array(batch.get("fused_embedding", np.zeros((n, 0))), ok)
     return pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
 
@@ -96,24 +123,20 @@ class ClipWriterStage:
     """Writes each bundle of clip rows to one staged Parquet file; returns completion records."""
 
     name = "write"
-    reads = (*CLIP_INPUT_COLUMNS, *BOOKKEEPING_COLUMNS)
+    reads = (*_CORE_COLUMNS, *BOOKKEEPING_COLUMNS)
+    may_read = _OPTIONAL_COLUMNS
+    writes = (*RECORD_COLUMNS, *(c for m in MODALITIES for c in (COLUMNS[m].scored, COLUMNS[m].failed)))
 
-    def __init__(self, output: str, storage_options: dict | None, staging_dir: str, run_id: str,
-                 fingerprint: str, dims: EmbeddingDims, config_json: str, *, attempt: str = "0",
-                 num_cpus: float = 0.25, row_group_rows: int = 2048):
-        self.output, self.storage_options = output, storage_options
-        self.staging_dir, self.run_id, self.fingerprint = staging_dir, run_id, fingerprint
-        self.attempt = attempt
-        self.dims, self.config_json = dims, config_json
-        self.row_group_rows = row_group_rows
-        self.resources = Resources(cpus=num_cpus)
+    def __init__(self, args: WriterArgs):
+        self.args = args
         self.fs = None
 
     def setup(self) -> None:
         from mmbatch import storage
 
-        self.fs, _ = storage.filesystem(self.output, self.storage_options)
-        self.schema = with_metadata(file_schema(CLIPS_SCHEMA), self.config_json, self.dims)
+        a = self.args
+        self.fs, _ = storage.filesystem(a.output, a.storage_options)
+        self.schema = with_metadata(file_schema(CLIPS_SCHEMA), a.config_json, a.dims)
 
     def __call__(self, batch: Batch) -> Batch:
         if self.fs is None:
@@ -123,17 +146,18 @@ class ClipWriterStage:
         # Each row's identity: its clip id, or its video's for a video that could not be opened.
         keys = np.where(clip_rows, np.asarray(batch["clip_id"]).astype(str),
                         np.char.add(np.asarray(batch["video_id"]).astype(str), "|unopened"))
-        name, written = "", 0
+        a, name, written = self.args, "", 0
         if clip_rows.any():
-            rows = {k: np.asarray(v)[clip_rows] for k, v in batch.items() if k in self.reads}
-            table = clips_table(rows, self.fingerprint, self.run_id, self.schema)
-            name = part_file_name(self.run_id, self.attempt, keys)
-            self._write(posixpath.join(self.staging_dir, name), table, self.row_group_rows)
+            used = set(self.reads) | set(self.may_read)
+            rows = {k: np.asarray(v)[clip_rows] for k, v in batch.items() if k in used}
+            table = clips_table(rows, a.fingerprint, a.run_id, self.schema)
+            name = part_file_name(a.run_id, a.attempt, keys)
+            self._write(posixpath.join(a.parts_dir, name), table, a.row_group_rows)
             written = table.num_rows
         records = completion_records(batch, clip_rows, name, written)
-        records["attempt"] = np.full(len(records["video_id"]), self.attempt)
+        records["attempt"] = np.full(len(records["video_id"]), a.attempt)
         # Written after the part it names: a records file always points to a complete part.
-        self._write(posixpath.join(self.staging_dir, part_file_name(self.run_id, self.attempt, keys, "records")),
+        self._write(posixpath.join(a.parts_dir, part_file_name(a.run_id, a.attempt, keys, "records")),
                     records_table(records))
         return records
 
@@ -151,10 +175,10 @@ def records_table(records: Batch):
 
 def _modality_flags(batch: Batch, m: str, ok: np.ndarray) -> dict[str, np.ndarray]:
     """Per row: the modality was scored; or it failed (a reason and no score) on an ok clip."""
-    n = len(ok)
-    has = np.asarray(batch.get(f"has_{m}", np.zeros(n, bool)), dtype=bool) & ok
-    reason = np.asarray(batch.get(f"{m}_error", np.full(n, ""))).astype(str) != ""
-    return {"scored": has, "failed": reason & ~has & ok}
+    n, c = len(ok), COLUMNS[m]
+    has = np.asarray(batch.get(c.has, np.zeros(n, bool)), dtype=bool) & ok
+    reason = np.asarray(batch.get(c.error, np.full(n, ""))).astype(str) != ""
+    return {c.scored: has, c.failed: reason & ~has & ok}
 
 
 def completion_records(batch: Batch, clip_rows: np.ndarray, file: str, file_rows: int) -> Batch:
@@ -185,8 +209,8 @@ def completion_records(batch: Batch, clip_rows: np.ndarray, file: str, file_rows
         "file_rows": np.full(g, file_rows, dtype=np.int32),
         "duration_s": duration,
         "decode_seconds": np.bincount(inverse, weights=np.asarray(batch["decode_seconds"], dtype=np.float64), minlength=g),
-        **{f"{m}_{what}": np.bincount(inverse, weights=flags, minlength=g).astype(np.int32)
-           for m in MODALITIES for what, flags in _modality_flags(batch, m, ok).items()},
+        **{column: np.bincount(inverse, weights=flags, minlength=g).astype(np.int32)
+           for m in MODALITIES for column, flags in _modality_flags(batch, m, ok).items()},
         "error_stage": np.where(has_error, error_stage[np.minimum(err_first, len(vids) - 1)], ""),
         "error": np.where(has_error, error[np.minimum(err_first, len(vids) - 1)], ""),
     }

@@ -14,9 +14,10 @@ import posixpath
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mmbatch import containers, storage
+from mmbatch import storage
 from mmbatch.errors import InputError, first_line
-from mmbatch.manifests import is_manifest, read_manifest
+from mmbatch.inputs import containers
+from mmbatch.inputs.manifests import is_manifest, read_manifest
 from mmbatch.trust import AllowedRoots, TrustError, redact_text, redact_uri
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi")
@@ -29,11 +30,16 @@ class VideoRef:
 
     video_id: str
     uri: str
-    size: int
+    size_bytes: int
     etag: str
     sidecars: dict[str, str] = field(default_factory=dict)
     kind: str = "file"  # file | tar (a WebDataset sample) | hls (an .m3u8 media playlist)
     error: str = ""  # set: this input fails with this reason and is never read
+
+    def same_content(self, etag: str, size_bytes: int) -> bool:
+        """True when (etag, size) recorded for this video elsewhere (a staged attempt, the state
+        table) describe the object as it is now: the one same-content rule of incremental runs."""
+        return (etag, size_bytes) == (self.etag, self.size_bytes)
 
     @property
     def display_uri(self) -> str:
@@ -149,7 +155,7 @@ def discover(uri: str, storage_options: dict[str, Any] | None = None, *, trust: 
         sidecars = {"transcript": full_uri(fs, transcripts[stem])} if stem in transcripts else {}
         if stem in segment_files:
             sidecars["segments"] = full_uri(fs, segment_files[stem])
-        refs.append(VideoRef(video_id=rel, uri=full_uri(fs, p), size=int(info.get("size") or 0),
+        refs.append(VideoRef(video_id=rel, uri=full_uri(fs, p), size_bytes=int(info.get("size") or 0),
                              etag=_etag(info), sidecars=sidecars, kind=kind))
     return _unique(refs)
 
@@ -161,20 +167,20 @@ def _tar_refs(fs, shard: str, shard_id: str, info: dict[str, Any]) -> list[Video
     try:
         samples, corrupt = containers.list_tar_samples(fs, shard)
     except InputError as err:  # the shard cannot be opened at all: it fails, the night goes on
-        return [VideoRef(video_id=shard_id, uri=shard_uri, size=int(info.get("size") or 0), etag=_etag(info),
+        return [VideoRef(video_id=shard_id, uri=shard_uri, size_bytes=int(info.get("size") or 0), etag=_etag(info),
                          kind="tar", error=redact_text(str(err)))]
-    refs = [VideoRef(video_id=f"{shard_id}/corrupt-at-{c.offset}", uri=shard_uri, size=c.length,
+    refs = [VideoRef(video_id=f"{shard_id}/corrupt-at-{c.offset}", uri=shard_uri, size_bytes=c.length,
                      etag=f"{_etag(info)}:{c.offset}", kind="tar",
                      error=f"corrupt tar member header at byte {c.offset} of the shard ({c.length} bytes skipped)")
             for c in corrupt]
     if not samples and not corrupt:
-        refs.append(VideoRef(video_id=shard_id, uri=shard_uri, size=int(info.get("size") or 0), etag=_etag(info),
+        refs.append(VideoRef(video_id=shard_id, uri=shard_uri, size_bytes=int(info.get("size") or 0), etag=_etag(info),
                              kind="tar", error="tar shard holds no video member"))
     for sample in samples:
         sidecars = ({"transcript": containers.tar_member_uri(sample.transcript_member, shard_uri)}
                     if sample.transcript_member else {})
         refs.append(VideoRef(video_id=f"{shard_id}/{sample.key}",
-                             uri=containers.tar_member_uri(sample.video_member, shard_uri), size=sample.size,
+                             uri=containers.tar_member_uri(sample.video_member, shard_uri), size_bytes=sample.size,
                              etag=f"{_etag(info)}:{sample.video_member}", sidecars=sidecars, kind="tar"))
     return refs
 
@@ -193,10 +199,10 @@ def _from_manifest(fs, path: str, uri: str, storage_options, trust: AllowedRoots
             tfs, tpath = (fs, row["uri"]) if "://" not in row["uri"] else storage.filesystem(target, storage_options)
             info = tfs.info(tpath)
         except TrustError as err:
-            refs.append(VideoRef(video_id=video_id, uri=target, size=0, etag="", kind=kind, error=str(err)))
+            refs.append(VideoRef(video_id=video_id, uri=target, size_bytes=0, etag="", kind=kind, error=str(err)))
             continue
         except Exception as err:  # missing, denied, or a store that cannot be reached: this row fails
-            refs.append(VideoRef(video_id=video_id, uri=target, size=0, etag="", kind=kind,
+            refs.append(VideoRef(video_id=video_id, uri=target, size_bytes=0, etag="", kind=kind,
                                  error=f"cannot read {redact_uri(target)}: {_reason(err)}"))
             continue
         tstem = _split_ext(tpath)[0]
@@ -207,7 +213,7 @@ def _from_manifest(fs, path: str, uri: str, storage_options, trust: AllowedRoots
                 break
         if row["segments"]:
             sidecars["segments_json"] = json.dumps(sorted(row["segments"]))
-        refs.append(VideoRef(video_id=video_id, uri=full_uri(tfs, tpath), size=int(info.get("size") or 0),
+        refs.append(VideoRef(video_id=video_id, uri=full_uri(tfs, tpath), size_bytes=int(info.get("size") or 0),
                              etag=_etag(info), sidecars=sidecars, kind=kind))
     return _unique(refs)
 

@@ -1,0 +1,1 @@
+"""Fusion: the fusion stage, the trainable fusion model, its training and metrics."""

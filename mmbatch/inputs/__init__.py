@@ -1,0 +1,1 @@
+"""Inputs: discovery (folders, prefixes, globs, manifests), tar shards, HLS playlists, sidecar transcripts."""

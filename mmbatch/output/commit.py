@@ -1,0 +1,146 @@
+"""The commit: a night's files are published at once, and no committed result is lost.
+
+`Committer` is the sequence of steps; each step lives in a module of its own.
+
+1. **Reconcile** (reconcile.py): one `videos` row per input: scored, failed (with the reason; a video that
+   never came back is failed with `error_stage = "reconcile"`) or skipped.
+2. **Keep what was committed** (reconcile.py): a video that now failed, but whose result an earlier commit of
+   the same date holds, keeps that result (its row says why); videos of an earlier commit of
+   the date that this run was not given are carried over unchanged.
+3. **Assemble** (assemble.py) the night's next partitions under `_staging/<run_id>/publish/`: staged part
+   files are linked or copied in; a part that also holds rows that must not be published
+   (a video redone after a crash, a failure that keeps its earlier result) is rewritten without
+   them; carried rows go to one file; then `videos.parquet` and `_SUCCESS`.
+4. **Commit record** (runs.py): `_runs/<run_id>.json` lists the exact files. Nothing is visible before it.
+5. **Publish** (publish.py, one Publisher for the output's storage): locally the assembled
+   folder replaces the partition in one atomic rename (`renameat2(RENAME_EXCHANGE)` on Linux);
+   on object stores the files are copied in and the superseded ones deleted. A publish
+   interrupted after step 4 is finished by the next run of the date (`roll_forward`).
+6. **State** (state.py): the state table takes the night's scored videos.
+7. **Clean-up** (staging, superseded manifests marked): failures here are logged, never fatal;
+   they and the night's report are added to the run record, so the record on disk is the
+   one the run returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from typing import Any
+
+from mmbatch import schema
+from mmbatch.errors import MmbatchError
+from mmbatch.output import runs
+from mmbatch.output.assemble import assemble, is_uncommitted, published_videos
+from mmbatch.output.layout import OutputLayout
+from mmbatch.output.publish import publisher_for
+from mmbatch.output.reconcile import reconcile
+from mmbatch.output.records import VideoOutcome
+
+log = logging.getLogger(__name__)
+COMMIT_STEPS = ("assemble", "manifest", "publish", "state", "cleanup")
+
+
+class CommitError(MmbatchError):
+    """The commit failed at `step`; `committed` says whether the commit record was written."""
+
+    def __init__(self, step: str, committed: bool, cause: BaseException):
+        self.step, self.committed = step, committed
+        where = "after the commit record was written (the next run of this date finishes publishing)" if committed \
+            else "before anything was published (the staged work is kept: a rerun resumes)"
+        super().__init__(f"commit failed while {step} {where}: {type(cause).__name__}: {str(cause)[:300]}")
+
+
+class Committer:
+    def __init__(self, fs, layout: OutputLayout, fingerprint: str, config_json: str, dims: schema.EmbeddingDims):
+        self.fs, self.layout, self.fingerprint, self.dims = fs, layout, fingerprint, dims
+        self.videos_schema = schema.with_metadata(schema.file_schema(schema.VIDEOS_SCHEMA), config_json, dims)
+        self.clips_schema = schema.with_metadata(schema.file_schema(schema.CLIPS_SCHEMA), config_json, dims)
+        self.publisher = publisher_for(fs)  # chosen once: local folders or an object store
+
+    def commit(self, refs: list, outcomes: dict[str, VideoOutcome], skipped: dict[str, dict],
+               manifest_extra: dict[str, Any]) -> dict[str, Any]:
+        """Steps 1-7; returns the run record as written (clean-up warnings included)."""
+        fs, lay = self.fs, self.layout
+        step, committed = "assemble", False
+        try:
+            previous = published_videos(fs, lay)
+            night = reconcile(refs, outcomes, skipped, previous, self.fingerprint, lay.run_id, self.dims)
+            done = assemble(fs, lay, self.publisher, night, outcomes, previous, self.clips_schema, self.videos_schema)
+            manifest = runs.build_run_record(lay, self.fingerprint, done.commit_id, night, done.clip_files,
+                                             manifest_extra)
+            step = "manifest"
+            runs.write_run_record(fs, lay, manifest)
+            committed = True
+            step = "publish"
+            self.publisher.publish(lay, done.commit_id)
+            step = "state"
+            self.update_state(lay)
+        except Exception as err:
+            raise CommitError(step, committed, err) from err
+        warnings = self.cleanup(lay, manifest)
+        if warnings:
+            self.amend(manifest, cleanup_warnings=warnings)
+        return manifest
+
+    def amend(self, manifest: dict[str, Any], **notes) -> None:
+        """Add notes made after the commit (clean-up warnings, the report) to the run record, so
+        the record on disk is the one the run returns. Never fatal: the night is committed."""
+        manifest.update(notes)
+        try:
+            runs.write_run_record(self.fs, self.layout, manifest)
+        except Exception as err:
+            log.warning("could not add %s to the run record: %s (the run is committed)", ", ".join(notes), err)
+
+    def roll_forward(self) -> list[str]:
+        """Finish any run of this date whose commit record was written but whose publish,
+        state update or clean-up was interrupted; discard half-assembled folders of runs that
+        never wrote one (their staged parts and ledger stay, for a resume)."""
+        done = []
+        staging_root = posixpath.dirname(self.layout.staging)
+        if not self.fs.exists(staging_root):
+            return done
+        for path in sorted(self.fs.ls(staging_root, detail=False)):
+            other = self.layout.of_run(posixpath.basename(path.rstrip("/")))
+            if not other.run_id.startswith(self.layout.run_date.isoformat() + "_") or not self.fs.exists(other.publish):
+                continue
+            manifest = runs.read_run_record(self.fs, other.manifest)
+            if manifest is None or is_uncommitted(self.fs, other, manifest.get("commit_id")):
+                self.fs.rm(other.publish, recursive=True)
+                continue
+            log.warning("finishing the interrupted commit of run %s", other.run_id)
+            self.publisher.publish(other, manifest["commit_id"])
+            self.update_state(other)
+            self.cleanup(other, manifest)
+            done.append(other.run_id)
+        return done
+
+    def update_state(self, layout: OutputLayout) -> None:
+        from mmbatch.output.lock import Lease
+        from mmbatch.output.state import update_state
+
+        lease = Lease(self.fs, layout.state_lock, layout.run_id, ttl_s=120, what="the state table")
+        lease.acquire_waiting(timeout_s=300)
+        try:
+            update_state(self.fs, layout)
+        finally:
+            lease.release()
+
+    def cleanup(self, layout: OutputLayout, manifest: dict[str, Any]) -> list[str]:
+        """Step 7: superseded records marked, staging removed; failures are warnings, never fatal."""
+        warnings = []
+        try:
+            runs.mark_superseded(self.fs, layout, manifest)
+        except Exception as err:
+            warnings.append(f"marking superseded manifests: {err}")
+        try:
+            if self.fs.exists(layout.staging):
+                self.fs.rm(layout.staging, recursive=True)
+            staging_root = posixpath.dirname(layout.staging)
+            if self.fs.exists(staging_root) and not self.fs.ls(staging_root):
+                self.fs.rm(staging_root, recursive=True)
+        except Exception as err:
+            warnings.append(f"removing {layout.staging}: {err}")
+        for w in warnings:
+            log.warning("clean-up after the commit: %s (the run is committed)", w)
+        return warnings

@@ -1,0 +1,71 @@
+"""The run records under `_runs/`: one JSON manifest a run, written as the commit record.
+
+A run's record lists the exact files of its night, its counts and what scored them. Nothing of
+a night is visible before its record exists; a later run of the same date marks earlier records
+`superseded_by` itself. Readers (the report, training, the next run's roll-forward) go through
+`read_run_record`, which never fails on a damaged record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import posixpath
+from typing import Any
+
+from mmbatch import schema, storage
+from mmbatch.output.layout import OutputLayout
+from mmbatch.output.reconcile import Reconciled
+
+log = logging.getLogger(__name__)
+
+
+def read_run_record(fs, path: str) -> dict | None:
+    """A run record, or None (with a warning) when it is damaged: never fatal."""
+    try:
+        data = json.loads(fs.cat_file(path))
+        if not isinstance(data, dict) or "run_id" not in data:
+            raise ValueError("not a run manifest")
+        return data
+    except FileNotFoundError:
+        return None
+    except Exception as err:
+        log.warning("skipping damaged run manifest %s: %s", path, err)
+        return None
+
+
+def write_run_record(fs, layout: OutputLayout, manifest: dict[str, Any]) -> None:
+    storage.write_bytes_atomic(fs, layout.manifest, json.dumps(manifest, indent=2, default=str).encode())
+
+
+def build_run_record(layout: OutputLayout, fingerprint: str, commit_id: str, night: Reconciled, files: list[str],
+                     extra: dict[str, Any]) -> dict[str, Any]:
+    """The commit record of an assembled night; `extra`: what the run adds (config, timings, …)."""
+    return {
+        "run_id": layout.run_id, "commit_id": commit_id, "run_date": layout.run_date.isoformat(),
+        "model_fingerprint": fingerprint, "schema_version": schema.SCHEMA_VERSION,
+        "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "counts": night.counts,
+        "modalities": {m: {"scored": c.scored, "failed": c.failed, "failed_fraction": c.failed_fraction}
+                       for m, c in night.modalities.items()},
+        "kept_after_failure": night.kept, "carried_over": night.carried,
+        "outputs": {"clips": layout.clips, "videos": layout.videos, "clip_files": sorted(files),
+                    "videos_file": layout.videos_file, "manifest": layout.manifest},
+        "cleanup_warnings": [],  # filled in (the record rewritten) only if clean-up after the commit fails
+        **extra,
+    }
+
+
+def mark_superseded(fs, layout: OutputLayout, manifest: dict[str, Any]) -> None:
+    """Earlier records of the date say which run superseded them."""
+    prefix = posixpath.join(layout.runs, layout.run_date.isoformat() + "_")
+    for path in fs.glob(prefix + "*.json"):
+        if path == layout.manifest:
+            continue
+        other = read_run_record(fs, path)
+        if other is None or other.get("superseded_by"):
+            continue
+        other["superseded_by"] = manifest["run_id"]
+        other["superseded_at"] = manifest["committed_at"]
+        storage.write_bytes_atomic(fs, path, json.dumps(other, indent=2, default=str).encode())
