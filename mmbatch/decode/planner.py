@@ -111,3 +111,23 @@ def frame_indices(frame_starts_s: np.ndarray, times_s: np.ndarray) -> np.ndarray
     """
     idx = np.searchsorted(frame_starts_s, times_s, side="right") - 1
     return np.clip(idx, 0, len(frame_starts_s) - 1).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """The part of a long video one decode call plans (a row of the split stage)."""
+
+    first: int  # index of its first clip
+    is_last: bool  # the last chunk plans its tail from the decoder's duration
+    spans: list[ClipSpan]  # its clips as planned from the header's duration
+    total: int  # clips planned in the whole video
+
+    @classmethod
+    def of(cls, ref: dict, clips) -> Chunk | None:
+        """The chunk a row of the split stage names; None for a whole video (chunk_first -1 or absent)."""
+        first = int(ref.get("chunk_first", -1))
+        if first < 0:
+            return None
+        spans = plan_clips(float(ref["plan_duration_s"]), clips)
+        is_last = int(ref["chunk_index"]) == int(ref["n_chunks"]) - 1
+        return cls(first, is_last, spans[first: int(ref["chunk_last"])], len(spans))

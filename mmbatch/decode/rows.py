@@ -1,0 +1,66 @@
+"""The clip rows decode emits: one row a planned clip (ok or error), or one row for a video that
+could not be opened at all (clip_index -1). Only the configured modalities' tensors travel;
+error rows and clips without a stream carry zero-length ones, so no pixels ride to the GPU
+pools for nothing. Every row carries `n_rows` (rows of its video, or of its chunk) so the
+driver knows when a video is complete.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mmbatch.decode.planner import ClipSpan, clip_id
+from mmbatch.stage import Batch
+
+
+class ClipRows:
+    def __init__(self, want_frames: bool, want_audio: bool, image_size: int):
+        self.want_frames, self.want_audio, self.image_size = want_frames, want_audio, image_size
+
+    def ok(self, ref: dict[str, Any], span: ClipSpan, n_rows: int, duration: float, *, frames, n_frames: int,
+           waveform, audio_len: int) -> Batch:
+        return self.row(ref, span.index, span.start_s, span.end_s, n_rows, duration, "ok", "",
+                        frames=frames, n_frames=n_frames, waveform=waveform, audio_len=audio_len)
+
+    def error_clip(self, ref: dict[str, Any], span: ClipSpan, n_rows: int, reason: str, duration: float = 0.0) -> Batch:
+        return self.error(ref, span.index, span.start_s, span.end_s, n_rows, reason, duration=duration)
+
+    def failed_video(self, ref: dict[str, Any], reason: str, seconds: float) -> Batch:
+        return self.error(ref, -1, 0.0, 0.0, 1, reason, seconds=seconds)
+
+    def error(self, ref, index, start, end, n_rows, reason, *, duration=0.0, seconds=0.0) -> Batch:
+        row = self.row(ref, index, start, end, n_rows, duration, "error", reason,
+                       frames=None, n_frames=0, waveform=None, audio_len=0)
+        row["decode_seconds"] = np.array([seconds])
+        return row
+
+    def row(self, ref, index, start, end, n_rows, duration, status, error, *, frames, n_frames, waveform,
+            audio_len) -> Batch:
+        vid = str(ref["video_id"])
+        row = {
+            "video_id": np.array([vid]),
+            "transcript_uri": np.array([str(ref.get("transcript_uri", ""))]),
+            "clip_index": np.array([index], dtype=np.int32),
+            "clip_id": np.array([clip_id(vid, start, end) if index >= 0 else ""]),
+            "start_s": np.array([start], dtype=np.float64),
+            "end_s": np.array([end], dtype=np.float64),
+            "n_rows": np.array([n_rows], dtype=np.int32),  # rows of this video (or chunk of it)
+            "chunk_index": np.array([int(ref.get("chunk_index", 0))], dtype=np.int32),
+            "n_chunks": np.array([int(ref.get("n_chunks", 1))], dtype=np.int32),
+            "duration_s": np.array([duration], dtype=np.float64),
+            "status": np.array([status]),
+            "error_stage": np.array(["decode" if status == "error" else ""]),
+            "error": np.array([error]),
+        }
+        if self.want_frames:
+            size = self.image_size
+            row["frames"] = frames if frames is not None else np.zeros((1, 0, size, size, 3), dtype=np.uint8)
+            row["n_frames"] = np.array([n_frames], dtype=np.int32)
+            row["has_frames"] = np.array([frames is not None])
+        if self.want_audio:
+            row["waveform"] = waveform if waveform is not None else np.zeros((1, 0), dtype=np.float32)
+            row["audio_len"] = np.array([audio_len], dtype=np.int32)
+            row["has_waveform"] = np.array([audio_len > 0])
+        return row
