@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from mmbatch.encoders.base import EncoderStage, mean_pool, usable_audio
-from mmbatch.encoders.labels import label_matrix, to_sentiment
+from mmbatch.encoders.labels import to_sentiment
 from mmbatch.schema import AUDIO_COLUMNS
 
 
@@ -19,16 +19,10 @@ class AudioClassificationEncoder(EncoderStage):
     input_columns = AUDIO_COLUMNS
 
     def load(self) -> None:
-        from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
-
-        from mmbatch.models.loading import load_pretrained, resolve_source
+        from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
         cfg = self.config
-        folder = resolve_source(cfg.source, self.storage_options)
-        model_config = load_pretrained(AutoConfig, folder, cfg.revision, **self.load_policy)
-        self.matrix = label_matrix(model_config.id2label, cfg.label_map, cfg.source)
-        self.model = load_pretrained(AutoModelForAudioClassification, folder, cfg.revision, **self.load_policy)
-        self.model = self.model.to(self.device).eval()
+        folder = self.load_classifier(AutoModelForAudioClassification)
         try:
             fe = AutoFeatureExtractor.from_pretrained(folder, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
             self.normalise = bool(getattr(fe, "do_normalize", True))

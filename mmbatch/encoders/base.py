@@ -77,6 +77,22 @@ class EncoderStage:
     def load(self) -> None:
         raise NotImplementedError
 
+    def load_classifier(self, auto_model_cls) -> str:
+        """What every *_classification task loads: the model's label table mapped onto
+        negative/neutral/positive (`self.matrix`), then its weights on the device (`self.model`).
+        Returns the model's local folder, for its tokenizer or preprocessing."""
+        from transformers import AutoConfig
+
+        from mmbatch.encoders.labels import label_matrix
+        from mmbatch.models.loading import load_pretrained, resolve_source
+
+        cfg = self.config
+        folder = resolve_source(cfg.source, self.storage_options)
+        model_config = load_pretrained(AutoConfig, folder, cfg.revision, **self.load_policy)
+        self.matrix = label_matrix(model_config.id2label, cfg.label_map, cfg.source)
+        self.model = load_pretrained(auto_model_cls, folder, cfg.revision, **self.load_policy).to(self.device).eval()
+        return folder
+
     def active_rows(self, batch: Batch) -> np.ndarray:
         raise NotImplementedError
 

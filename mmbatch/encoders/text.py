@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mmbatch.encoders.base import EncoderStage, is_ok, l2_normalise, mean_pool
-from mmbatch.encoders.labels import label_matrix, to_sentiment
+from mmbatch.encoders.labels import to_sentiment
 from mmbatch.encoders.text_prototypes import DEFAULT_TEXT_PROTOTYPES
 
 
@@ -44,17 +44,12 @@ class _TextEncoder(EncoderStage):
 
 class TextClassificationEncoder(_TextEncoder):
     def load(self) -> None:
-        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from mmbatch.models.loading import load_pretrained, resolve_source
+        from mmbatch.models.loading import load_pretrained
 
-        cfg = self.config
-        folder = resolve_source(cfg.source, self.storage_options)
-        model_config = load_pretrained(AutoConfig, folder, cfg.revision, **self.load_policy)
-        self.matrix = label_matrix(model_config.id2label, cfg.label_map, cfg.source)
-        self.model = load_pretrained(AutoModelForSequenceClassification, folder, cfg.revision, **self.load_policy)
-        self.model = self.model.to(self.device).eval()
-        self.tokenizer = load_pretrained(AutoTokenizer, folder, cfg.revision, **self.load_policy)
+        folder = self.load_classifier(AutoModelForSequenceClassification)
+        self.tokenizer = load_pretrained(AutoTokenizer, folder, self.config.revision, **self.load_policy)
 
     def encode(self, batch, rows):
         tok = self.tokenize(self.texts(batch, rows))

@@ -131,17 +131,9 @@ class ImageClassificationEncoder(_FrameEncoder):
     """Image classifiers (e.g. facial-expression ViTs): label probabilities averaged over frames."""
 
     def load(self) -> None:
-        from transformers import AutoConfig, AutoModelForImageClassification
+        from transformers import AutoModelForImageClassification
 
-        from mmbatch.encoders.labels import label_matrix
-        from mmbatch.models.loading import load_pretrained, resolve_source
-
-        cfg = self.config
-        folder = resolve_source(cfg.source, self.storage_options)
-        model_config = load_pretrained(AutoConfig, folder, cfg.revision, **self.load_policy)
-        self.matrix = label_matrix(model_config.id2label, cfg.label_map, cfg.source)
-        self.model = load_pretrained(AutoModelForImageClassification, folder, cfg.revision, **self.load_policy)
-        self.model = self.model.to(self.device).eval()
+        folder = self.load_classifier(AutoModelForImageClassification)
         self.load_preprocessing(folder, int(getattr(self.model.config, "image_size", 224)))
 
     def encode(self, batch, rows):
