@@ -14,6 +14,50 @@ from pathlib import Path
 import numpy as np
 
 
+def _write_frames(out, vstream, seconds: float, fps: int, width: int, height: int, base) -> None:
+    """A moving colour gradient: frames differ, so decoders and encoders see real content."""
+    import av
+
+    yy, xx = np.mgrid[0:height, 0:width]
+    for i in range(int(round(seconds * fps))):
+        shift = (i * 7) % 255
+        img = np.stack([(xx * 255 // max(width - 1, 1) + shift + base[0]) % 255,
+                        (yy * 255 // max(height - 1, 1) + base[1]) % 255,
+                        np.full_like(xx, (base[2] + 3 * i) % 255)], axis=-1).astype(np.uint8)
+        for packet in vstream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            out.mux(packet)
+    for packet in vstream.encode():
+        out.mux(packet)
+
+
+def _write_audio(out, astream, seconds: float, sample_rate: int, tone_hz: float,
+                 speech: list[tuple[float, str]] | None) -> None:
+    """A tone, or `speech` spoken by espeak-ng at the given seconds."""
+    import av
+
+    frame_size = astream.codec_context.frame_size or 1024
+    total = int(seconds * sample_rate)
+    t = np.arange(total) / sample_rate
+    wave = (0.3 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)
+    if speech:
+        wave[:] = 0.0
+        for start, sentence in speech:
+            said = spoken(sentence, sample_rate)[: max(0, total - int(start * sample_rate))]
+            wave[int(start * sample_rate): int(start * sample_rate) + len(said)] = said
+    channels = 2 if astream.layout.name == "stereo" else 1
+    pts = 0
+    for start in range(0, total, frame_size):
+        chunk = wave[start: start + frame_size]
+        data = np.repeat(chunk[None, :], channels, axis=0)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format="fltp", layout=astream.layout.name)
+        frame.sample_rate, frame.pts, frame.time_base = sample_rate, pts, Fraction(1, sample_rate)
+        pts += len(chunk)
+        for packet in astream.encode(frame):
+            out.mux(packet)
+    for packet in astream.encode():
+        out.mux(packet)
+
+
 def write_video(path: str | Path, *, seconds: float = 6.0, fps: int = 10, width: int = 96, height: int = 64,
                 audio: bool = True, sample_rate: int = 22050, tone_hz: float = 440.0, seed: int = 0,
                 codec: str = "libx264", audio_codec: str = "aac", video: bool = True,
@@ -46,40 +90,9 @@ def write_video(path: str | Path, *, seconds: float = 6.0, fps: int = 10, width:
             astream = out.add_stream(audio_codec, rate=sample_rate)
             astream.layout = "mono" if audio_codec != "libopus" else "stereo"
         if vstream is not None:
-            yy, xx = np.mgrid[0:height, 0:width]
-            for i in range(int(round(seconds * fps))):
-                shift = (i * 7) % 255
-                img = np.stack([(xx * 255 // max(width - 1, 1) + shift + base[0]) % 255,
-                                (yy * 255 // max(height - 1, 1) + base[1]) % 255,
-                                np.full_like(xx, (base[2] + 3 * i) % 255)], axis=-1).astype(np.uint8)
-                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-                for packet in vstream.encode(frame):
-                    out.mux(packet)
-            for packet in vstream.encode():
-                out.mux(packet)
+            _write_frames(out, vstream, seconds, fps, width, height, base)
         if astream is not None:
-            frame_size = astream.codec_context.frame_size or 1024
-            total = int(seconds * sample_rate)
-            t = np.arange(total) / sample_rate
-            wave = (0.3 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)
-            if speech:
-                wave[:] = 0.0
-                for start, sentence in speech:
-                    said = spoken(sentence, sample_rate)[: max(0, total - int(start * sample_rate))]
-                    wave[int(start * sample_rate): int(start * sample_rate) + len(said)] = said
-            channels = 2 if astream.layout.name == "stereo" else 1
-            pts = 0
-            for start in range(0, total, frame_size):
-                chunk = wave[start : start + frame_size]
-                data = np.repeat(chunk[None, :], channels, axis=0)
-                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format="fltp",
-                                                   layout=astream.layout.name)
-                frame.sample_rate, frame.pts, frame.time_base = sample_rate, pts, Fraction(1, sample_rate)
-                pts += len(chunk)
-                for packet in astream.encode(frame):
-                    out.mux(packet)
-            for packet in astream.encode():
-                out.mux(packet)
+            _write_audio(out, astream, seconds, sample_rate, tone_hz, speech)
     return path
 
 

@@ -308,3 +308,32 @@ def cluster_resources() -> dict[str, float]:
     import ray
 
     return ray.cluster_resources()
+
+
+def ray_is_up() -> bool:
+    import ray
+
+    return ray.is_initialized()
+
+
+def show_progress_bars(show: bool) -> None:
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = show
+
+
+def start_ray(log_level: str, *, num_cpus: int | None = None, runtime_env: dict | None = None,
+              resources: dict[str, float] | None = None) -> None:
+    """`ray.init`: attached when RAY_ADDRESS is set (then `runtime_env` travels to the workers),
+    else a local Ray of `num_cpus` declaring `resources`. Workers log at the job's level too
+    (Ray's LoggingConfig reaches them under `ray job submit`)."""
+    import os
+
+    import ray
+
+    logging_config = ray.LoggingConfig(log_level=log_level)
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True, logging_config=logging_config, runtime_env=runtime_env)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_config=logging_config,
+                 resources=resources)

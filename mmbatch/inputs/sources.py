@@ -95,6 +95,28 @@ def _reason(err: BaseException) -> str:
     return first_line(err, 300)
 
 
+def _sort_listing(listing: dict[str, dict]) -> tuple[list[tuple[str, dict, str]], dict[str, str], dict[str, str]]:
+    """Inputs (path, info, file | tar | hls), transcripts and segment files by stem."""
+    transcripts: dict[str, str] = {}
+    segment_files: dict[str, str] = {}
+    found: list[tuple[str, dict[str, Any], str]] = []
+    for p, info in sorted(listing.items()):
+        if info.get("type", "file") != "file":
+            continue
+        stem, ext = _split_ext(p)
+        if ext in VIDEO_EXTENSIONS:
+            found.append((p, info, "file"))
+        elif ext == ".tar":
+            found.append((p, info, "tar"))
+        elif ext == ".m3u8":
+            found.append((p, info, "hls"))
+        elif ext in TRANSCRIPT_EXTENSIONS and (stem not in transcripts or ext != ".txt"):
+            transcripts[stem] = p  # .vtt/.srt (timed) win over .txt
+        elif ext == ".json":
+            segment_files[stem] = p
+    return found, transcripts, segment_files
+
+
 def discover(uri: str, storage_options: dict[str, Any] | None = None, *, trust: AllowedRoots | None = None,
              max_manifest_rows: int = 1_000_000) -> list[VideoRef]:
     """List the videos under `uri`, sorted by video_id.
@@ -117,23 +139,7 @@ def discover(uri: str, storage_options: dict[str, Any] | None = None, *, trust: 
         root = posixpath.dirname(path)
     root = root.rstrip("/")
 
-    transcripts: dict[str, str] = {}
-    segment_files: dict[str, str] = {}
-    found: list[tuple[str, dict[str, Any], str]] = []
-    for p, info in sorted(listing.items()):
-        if info.get("type", "file") != "file":
-            continue
-        stem, ext = _split_ext(p)
-        if ext in VIDEO_EXTENSIONS:
-            found.append((p, info, "file"))
-        elif ext == ".tar":
-            found.append((p, info, "tar"))
-        elif ext == ".m3u8":
-            found.append((p, info, "hls"))
-        elif ext in TRANSCRIPT_EXTENSIONS and (stem not in transcripts or ext != ".txt"):
-            transcripts[stem] = p  # .vtt/.srt (timed) win over .txt
-        elif ext == ".json":
-            segment_files[stem] = p
+    found, transcripts, segment_files = _sort_listing(listing)
     if single_file and found:
         stem = _split_ext(path)[0]
         for ext in TRANSCRIPT_EXTENSIONS:

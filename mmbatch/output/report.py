@@ -17,6 +17,7 @@ from typing import Any
 
 from mmbatch import storage
 from mmbatch.output.runs import read_run_record
+from mmbatch.schema import COLUMNS, MODALITIES
 
 CLIP_COLUMNS = ["video_id", "clip_index", "start_s", "status", "sentiment", "valence",
                 "vision_valence", "audio_valence", "text_valence"]
@@ -134,9 +135,39 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def render(data: dict[str, Any], timelines: int = 3) -> str:
+def _sentiment_sections(ok, timelines: int) -> list[str]:
+    """The scored clips: sentiment classes, valence, the most negative and positive videos'
+    timelines and how often each modality agrees with the fused score."""
     import numpy as np
 
+    sections = []
+    classes = [(s, float((ok["sentiment"] == s).sum())) for s in ("negative", "neutral", "positive")]
+    sections.append("<h2>Sentiment</h2>" + bar_chart(classes, "clips by sentiment")
+                    + histogram(ok["valence"], "distribution of clip valence"))
+    per_video = ok.groupby("video_id")["valence"].mean().sort_values()
+    k = min(timelines, max(1, len(per_video) // 2))  # the two lists never show the same video
+    for label, ids in (("Most negative videos", list(per_video.index[:k])),
+                       ("Most positive videos", list(per_video.index[::-1][:k]))):
+        parts = [f"<h2>{label}</h2>"]
+        for vid in ids:
+            v = ok[ok["video_id"] == vid].sort_values("start_s")
+            parts.append(f"<h3>{html.escape(str(vid))} (mean valence {per_video[vid]:+.2f})</h3>"
+                         + timeline(list(zip(v["start_s"].astype(float), v["valence"].astype(float))),
+                                    f"valence over time, {vid}"))
+        sections.append("".join(parts))
+    agreement = []
+    for mod in MODALITIES:
+        col = ok[COLUMNS[mod].valence].astype(float)
+        present = col.notna()
+        if present.any():
+            same = np.sign(col[present]) == np.sign(ok.loc[present, "valence"].astype(float))
+            agreement.append((mod, round(100.0 * float(same.mean()), 1)))
+    sections.append("<h2>Modality agreement</h2><p>Share of clips (%) where the modality's own valence has the "
+                    "sign of the fused valence.</p>" + bar_chart(agreement, "modality agreement, %"))
+    return sections
+
+
+def render(data: dict[str, Any], timelines: int = 3) -> str:
     m, videos, clips, prev = data["manifest"], data["videos"], data["clips"], data["previous"]
     c = m["counts"]
     sections = [f"<h1>mmbatch run {html.escape(m['run_id'])}</h1>",
@@ -154,29 +185,7 @@ def render(data: dict[str, Any], timelines: int = 3) -> str:
 
     ok = clips[clips["status"] == "ok"] if clips is not None else None
     if ok is not None and len(ok):
-        classes = [(s, float((ok["sentiment"] == s).sum())) for s in ("negative", "neutral", "positive")]
-        sections.append("<h2>Sentiment</h2>" + bar_chart(classes, "clips by sentiment")
-                        + histogram(ok["valence"], "distribution of clip valence"))
-        per_video = ok.groupby("video_id")["valence"].mean().sort_values()
-        k = min(timelines, max(1, len(per_video) // 2))  # the two lists never show the same video
-        for label, ids in (("Most negative videos", list(per_video.index[:k])),
-                           ("Most positive videos", list(per_video.index[::-1][:k]))):
-            parts = [f"<h2>{label}</h2>"]
-            for vid in ids:
-                v = ok[ok["video_id"] == vid].sort_values("start_s")
-                parts.append(f"<h3>{html.escape(str(vid))} (mean valence {per_video[vid]:+.2f})</h3>"
-                             + timeline(list(zip(v["start_s"].astype(float), v["valence"].astype(float))),
-                                        f"valence over time, {vid}"))
-            sections.append("".join(parts))
-        agreement = []
-        for mod in ("vision", "audio", "text"):
-            col = ok[f"{mod}_valence"].astype(float)
-            present = col.notna()
-            if present.any():
-                same = np.sign(col[present]) == np.sign(ok.loc[present, "valence"].astype(float))
-                agreement.append((mod, round(100.0 * float(same.mean()), 1)))
-        sections.append("<h2>Modality agreement</h2><p>Share of clips (%) where the modality's own valence has the "
-                        "sign of the fused valence.</p>" + bar_chart(agreement, "modality agreement, %"))
+        sections += _sentiment_sections(ok, timelines)
     else:
         sections.append("<h2>Sentiment</h2><p>No clip was scored this night.</p>")
 

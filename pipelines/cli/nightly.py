@@ -61,9 +61,7 @@ def _submit(client, submission_id: str, entrypoint: str, working_dir: str) -> st
                              runtime_env={"working_dir": working_dir, "excludes": EXCLUDES})
 
 
-def main(argv: list[str] | None = None) -> int:
-    from mmbatch.errors import ExitCode, first_line
-
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://head:8265")
@@ -73,7 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--working-dir", default=str(checkout_root() or Path.cwd()),
                     help="the project folder shipped to the cluster (default: this checkout, else the current folder)")
     ap.add_argument("job_args", nargs=argparse.REMAINDER, help="-- then arguments for score_videos.py")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mmbatch.errors import ExitCode, first_line
+
+    args = parse_args(argv)
     job_args = args.job_args[1:] if args.job_args[:1] == ["--"] else args.job_args
     if "--run-date" not in job_args:
         job_args += ["--run-date", dt.datetime.now(dt.timezone.utc).date().isoformat()]

@@ -65,22 +65,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def init_ray(num_cpus: int | None, log_level: str = "INFO", config=None) -> None:
-    import ray
-    from ray.data import DataContext
+    """Attach to the cluster RAY_ADDRESS names (set by `ray job submit` and by users attaching),
+    shipping what workers need; else start a local Ray that declares every node type."""
+    from pipelines import adapter
 
-    DataContext.get_current().enable_progress_bars = log_level == "DEBUG"
-    if ray.is_initialized():
+    adapter.show_progress_bars(log_level == "DEBUG")
+    if adapter.ray_is_up():
         return
-    # Workers log at the job's level too (Ray's LoggingConfig reaches them under `ray job submit`).
-    logging_config = ray.LoggingConfig(log_level=log_level)
-    # RAY_ADDRESS is set by `ray job submit` and by users attaching to a cluster.
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True, logging_config=logging_config,
-                 runtime_env=attached_runtime_env(config, os.environ) if config is not None else None)
+        adapter.start_ray(log_level, runtime_env=attached_runtime_env(config, os.environ) if config is not None else None)
     else:
         os.environ.update(local_ray_environment(os.environ))  # the local Ray's processes inherit it
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_config=logging_config,
-                 resources=local_resources(config) if config is not None else None)
+        adapter.start_ray(log_level, num_cpus=num_cpus, resources=local_resources(config) if config is not None else None)
 
 
 def attached_runtime_env(config, environ) -> dict[str, Any]:
@@ -205,6 +201,13 @@ def main(argv: list[str] | None = None) -> int:
               "the traceback; a rerun of the same --run-date resumes)", file=sys.stderr)
         return ExitCode.SYSTEM
 
+    return finish(args, config, result, run_date)
+
+
+def finish(args: argparse.Namespace, config, result, run_date: dt.date) -> int:
+    """The summary of a committed night and its exit code: 0, or 3 when it is degraded."""
+    from mmbatch.errors import ExitCode
+
     limit = args.max_failed_fraction if args.max_failed_fraction is not None else config.run.max_failed_fraction
     rate = result.clips / result.wall_seconds if result.wall_seconds else 0.0
     print(
@@ -229,4 +232,3 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return ExitCode.DEGRADED
     return ExitCode.OK
-
