@@ -65,41 +65,23 @@ RECORD_COLUMNS = ("video_id", "chunk_index", "n_chunks", "expected_rows", "rows"
 @dataclass(frozen=True)
 class ModalityColumns:
     """The batch columns of one modality: written by its encoder (probs, embedding, has, error)
-    and by fusion (valence, weight); the writer turns them into output columns."""
+    and by fusion (valence, weight); counted in completion records (scored, failed: ok clips
+    where it failed, with a reason and no score)."""
 
     modality: str
+    probs: str
+    embedding: str
+    has: str
+    error: str
+    valence: str
+    weight: str
+    scored: str
+    failed: str
 
-    @property
-    def probs(self) -> str:
-        return f"{self.modality}_probs"
-
-    @property
-    def embedding(self) -> str:
-        return f"{self.modality}_embedding"
-
-    @property
-    def has(self) -> str:
-        return f"has_{self.modality}"
-
-    @property
-    def error(self) -> str:
-        return f"{self.modality}_error"
-
-    @property
-    def valence(self) -> str:
-        return f"{self.modality}_valence"
-
-    @property
-    def weight(self) -> str:
-        return f"fusion_weight_{self.modality}"
-
-    @property
-    def scored(self) -> str:  # completion records: clips where the modality was scored
-        return f"{self.modality}_scored"
-
-    @property
-    def failed(self) -> str:  # completion records: ok clips where it failed (a reason, no score)
-        return f"{self.modality}_failed"
+    @classmethod
+    def of(cls, m: str) -> ModalityColumns:
+        return cls(m, f"{m}_probs", f"{m}_embedding", f"has_{m}", f"{m}_error", f"{m}_valence", f"fusion_weight_{m}",
+                   f"{m}_scored", f"{m}_failed")
 
     @property
     def encoder_writes(self) -> tuple[str, ...]:
@@ -110,7 +92,7 @@ class ModalityColumns:
         return (self.valence, self.weight)
 
 
-COLUMNS = {m: ModalityColumns(m) for m in MODALITIES}
+COLUMNS = {m: ModalityColumns.of(m) for m in MODALITIES}
 
 
 EMBEDDING_TYPE = pa.list_(pa.float32())
