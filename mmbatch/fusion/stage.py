@@ -78,7 +78,7 @@ class FusionStage:
         inputs = {}
         for m in MODALITIES:
             if getattr(self.dims, m):
-                inputs[m] = torch.from_numpy(np.asarray(batch[f"{m}_embedding"], dtype=np.float32)).to(self.device)
+                inputs[m] = torch.from_numpy(np.asarray(batch[COLUMNS[m].embedding], dtype=np.float32)).to(self.device)
         mask = torch.from_numpy(np.stack([present[m] for m in MODALITIES], 1)).to(self.device)
         with torch.inference_mode():
             out = self.model(**inputs, present=mask)
@@ -93,11 +93,11 @@ class FusionStage:
         for m in MODALITIES:
             dim = getattr(self.dims, m)
             if dim == 0:  # modality not configured
-                batch[f"{m}_probs"] = np.full((n, 3), np.nan, dtype=np.float32)
-                batch[f"{m}_embedding"] = np.zeros((n, 1), dtype=np.float32)
-                batch[f"has_{m}"] = np.zeros(n, dtype=bool)
-            present[m] = np.asarray(batch[f"has_{m}"], dtype=bool) & (np.asarray(batch["status"]) == "ok")
-            probs[m] = np.asarray(batch[f"{m}_probs"], dtype=np.float64)
+                batch[COLUMNS[m].probs] = np.full((n, 3), np.nan, dtype=np.float32)
+                batch[COLUMNS[m].embedding] = np.zeros((n, 1), dtype=np.float32)
+                batch[COLUMNS[m].has] = np.zeros(n, dtype=bool)
+            present[m] = np.asarray(batch[COLUMNS[m].has], dtype=bool) & (np.asarray(batch["status"]) == "ok")
+            probs[m] = np.asarray(batch[COLUMNS[m].probs], dtype=np.float64)
         if self.config.mode == "trained" and self.model is None:
             self.setup()
         if self.model is not None:
@@ -121,8 +121,8 @@ class FusionStage:
         batch["sentiment"] = np.where(ok, labels, "").astype(str)
         for m in MODALITIES:
             p = probs[m]
-            batch[f"{m}_valence"] = np.where(present[m], p[:, 2] - p[:, 0], np.nan).astype(np.float32)
-            batch[f"fusion_weight_{m}"] = np.where(ok, weights[m], np.nan).astype(np.float32)
+            batch[COLUMNS[m].valence] = np.where(present[m], p[:, 2] - p[:, 0], np.nan).astype(np.float32)
+            batch[COLUMNS[m].weight] = np.where(ok, weights[m], np.nan).astype(np.float32)
         if joint is not None:
             batch["fused_embedding"] = joint.astype(np.float32)
             batch["status"], batch["error_stage"], batch["error"] = status.astype(str), error_stage.astype(str), error.astype(str)
@@ -130,7 +130,7 @@ class FusionStage:
         parts = []
         for m in MODALITIES:
             if getattr(self.dims, m):
-                e = np.asarray(batch[f"{m}_embedding"], dtype=np.float32)
+                e = np.asarray(batch[COLUMNS[m].embedding], dtype=np.float32)
                 norm = np.linalg.norm(e, axis=1, keepdims=True)
                 parts.append(np.where(present[m][:, None], e / np.maximum(norm, 1e-12), 0.0))
         batch["fused_embedding"] = np.concatenate(parts, axis=1).astype(np.float32)

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from mmbatch.config import SENTIMENT_CLASSES
-from mmbatch.schema import MODALITIES
+from mmbatch.schema import COLUMNS, MODALITIES
 
 log = logging.getLogger(__name__)
 CLASS_INDEX = {c: i for i, c in enumerate(SENTIMENT_CLASSES)}
@@ -42,7 +42,7 @@ def load_clips(output: str, storage_options: dict | None = None) -> pd.DataFrame
 
     fs, root = storage.filesystem(output, storage_options)
     columns = ["video_id", "clip_id", "start_s", "end_s", "status", "valence", "p_negative", "p_neutral",
-               "p_positive", "model_fingerprint", "run_date", *(f"{m}_embedding" for m in MODALITIES)]
+               "p_positive", "model_fingerprint", "run_date", *(COLUMNS[m].embedding for m in MODALITIES)]
     ds = pads.dataset(f"{root.rstrip('/')}/clips", filesystem=fs, format="parquet", partitioning=partitioning(),
                       schema=CLIPS_SCHEMA)
     df = ds.to_table(columns=columns, filter=pads.field("status") == "ok").to_pandas()
@@ -110,7 +110,7 @@ def split_by_video(df: pd.DataFrame, seed: int = 0, fractions: tuple[float, floa
 
 def embedding_dims(df: pd.DataFrame) -> dict[str, int]:
     """Each modality's embedding size in the clips (0 where no clip has that modality)."""
-    return {m: int(next((len(e) for e in df[f"{m}_embedding"] if e is not None), 0)) for m in MODALITIES}
+    return {m: int(next((len(e) for e in df[COLUMNS[m].embedding] if e is not None), 0)) for m in MODALITIES}
 
 
 def tensors(df: pd.DataFrame, dims: dict[str, int]) -> dict[str, np.ndarray]:
@@ -118,7 +118,7 @@ def tensors(df: pd.DataFrame, dims: dict[str, int]) -> dict[str, np.ndarray]:
     out, present = {}, []
     for m in MODALITIES:
         d = dims.get(m, 0)
-        col = df[f"{m}_embedding"] if f"{m}_embedding" in df else pd.Series([None] * len(df))
+        col = df[COLUMNS[m].embedding] if COLUMNS[m].embedding in df else pd.Series([None] * len(df))
         has = np.array([e is not None and d > 0 and len(e) == d for e in col], dtype=bool)
         arr = np.zeros((len(df), max(d, 1)), np.float32)
         if has.any():
