@@ -14,10 +14,10 @@ import functools
 import io
 import posixpath
 import shutil
-import tarfile
 from dataclasses import dataclass
 
 from mmbatch.errors import InputError
+from mmbatch.inputs.tar_scan import CorruptRegion, TarMember, scan_tar
 
 VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 SIDECAR_EXTS = (".vtt", ".srt", ".txt")
@@ -32,54 +32,24 @@ class TarSample:
     transcript_member: str | None
 
 
-@dataclass(frozen=True)
-class CorruptRegion:
-    offset: int  # byte offset of the first unreadable header
-    length: int  # bytes skipped until the next readable header
-
-
-def _padded(size: int) -> int:
-    return (size + tarfile.BLOCKSIZE - 1) // tarfile.BLOCKSIZE * tarfile.BLOCKSIZE
-
-
-def _tolerant_members(tar: tarfile.TarFile):
-    """Members of a seekable tar, stepping a block past any header tarfile gives up on (a data
-    block can pass for the start of an extended header, which `ignore_zeros` does not cover)."""
-    while True:
-        try:
-            info = tar.next()
-        except tarfile.ReadError:
-            tar.offset += tarfile.BLOCKSIZE
-            continue
-        if info is None:
-            return
-        yield info
-
-
 def list_tar_samples(fs, shard_path: str) -> tuple[list[TarSample], list[CorruptRegion]]:
     """Scan a tar shard's headers, seeking over member data (nothing else is read).
 
-    A damaged member header does not end the scan: the reader skips ahead to the next readable
-    header (`ignore_zeros`), and the skipped span is returned as a corrupt region, so one bad
-    member fails only itself.
+    A damaged member header, or one whose data would run past the end of the shard, does not end
+    the scan: it goes on at the next readable header (tar_scan.scan_tar, linear in the shard's
+    bytes), and the skipped span is returned as a corrupt region, so one bad member fails only
+    itself.
     """
     members: dict[str, dict[str, tuple[str, int]]] = {}
-    corrupt: list[CorruptRegion] = []
-    expected = 0  # where the next header should start
     try:
-        with fs.open(shard_path, "rb") as fh, tarfile.open(fileobj=fh, mode="r:", ignore_zeros=True) as tar:
-            for info in _tolerant_members(tar):
-                if info.offset > expected:
-                    corrupt.append(CorruptRegion(expected, info.offset - expected))
-                expected = info.offset_data + (_padded(info.size) if info.isfile() else 0)
-                if not info.isfile():
-                    continue
-                base = posixpath.basename(info.name)
-                key, dot, ext = base.partition(".")
-                prefix = posixpath.join(posixpath.dirname(info.name), key)
-                members.setdefault(prefix, {})["." + ext.lower() if dot else ""] = (info.name, info.size)
-    except (tarfile.TarError, OSError) as err:
+        found, corrupt = _scan(fs, shard_path)
+    except OSError as err:
         raise InputError(f"unreadable tar shard {shard_path}: {err}") from None
+    for m in found:
+        base = posixpath.basename(m.name)
+        key, dot, ext = base.partition(".")
+        prefix = posixpath.join(posixpath.dirname(m.name), key)
+        members.setdefault(prefix, {})["." + ext.lower() if dot else ""] = (m.name, m.size)
     samples = []
     for key, files in sorted(members.items()):
         video = next(((files[e][0], files[e][1]) for e in VIDEO_EXTS if e in files), None)
@@ -118,15 +88,17 @@ class _Range(io.RawIOBase):
         super().close()
 
 
+def _scan(fs, shard_path: str) -> tuple[list[TarMember], list[CorruptRegion]]:
+    size = int(fs.info(shard_path)["size"])
+    with fs.open(shard_path, "rb") as fh:
+        members, corrupt, _ = scan_tar(fh, size)
+    return members, corrupt
+
+
 @functools.lru_cache(maxsize=32)
 def _member_index(fs, shard_path: str) -> dict[str, tuple[int, int]]:
-    """member name -> (data offset, size), from the same tolerant header scan as discovery."""
-    index = {}
-    with fs.open(shard_path, "rb") as fh, tarfile.open(fileobj=fh, mode="r:", ignore_zeros=True) as tar:
-        for info in _tolerant_members(tar):
-            if info.isfile():
-                index[info.name] = (info.offset_data, info.size)
-    return index
+    """member name -> (data offset, size), from the same header scan as discovery."""
+    return {m.name: (m.offset_data, m.size) for m in _scan(fs, shard_path)[0]}
 
 
 def open_tar_member(fs, shard_path: str, member: str, block_size: int = _COPY_CHUNK):
