@@ -296,6 +296,8 @@ class InputsConfig(_Strict):
     max_transcript_chars: int = Field(2000, ge=1)
     # Rows of one manifest; more is an input error.
     max_manifest_rows: int = operational(1_000_000, ge=1)
+    # Bytes of one manifest file, checked before it is parsed; more is an input error.
+    max_manifest_bytes: int = operational(256 << 20, ge=1)
 
 
 class PipelineConfig(_Strict):
@@ -362,15 +364,32 @@ def storage_options_from(path: str | Path | None) -> dict[str, Any]:
     return dict(load_config(path).storage_options) if path else {}
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def load_config(path: str | Path) -> PipelineConfig:
-    """Read a YAML config file (the only place YAML is parsed)."""
+    """Read a YAML config file (the only place YAML is parsed). Bounded: at most MAX_CONFIG_BYTES,
+    and no aliases (`*name`), so no document can expand into more than its own bytes."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    with path.open("rb") as fh:
+        raw = fh.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config {path} is larger than {MAX_CONFIG_BYTES} bytes")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8")
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                raise ConfigError(f"config {path}, line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) "
+                                  "are not supported; write the value out")
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config {path} is not UTF-8 text (byte {err.start})") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config {path} is not valid YAML: {err}") from None
-    return parse_config(data or {}, origin=str(path))
+    except RecursionError:
+        raise ConfigError(f"config {path} nests too deeply") from None
+    return parse_config({} if data is None else data, origin=str(path))

@@ -59,17 +59,31 @@ def redact_text(text: str) -> str:
     return _URI_IN_TEXT.sub(lambda m: redact_uri(m.group(0)), text)
 
 
-def _normalise(uri: str) -> tuple[str, str]:
-    """(scheme, normalised path) of a URI or local path; `..` cannot climb out of a root."""
+def _normalise(uri: str, *, strict: bool = False) -> tuple[str, str | None]:
+    """(scheme, normalised path) of a URI or local path, the way its filesystem will read it;
+    `..` cannot climb out of a root.
+
+    - Local paths: POSIX normalisation (`a/../b` is `b`, `//` is `/`), as the kernel resolves them.
+    - http(s): the host without user-info, lower case; the path percent-decoded and normalised,
+      as servers do (`%2e%2e` is `..`).
+    - Object stores: keys are literal strings. With `strict` (a URI about to be read), a key
+      with empty, `.` or `..` segments is ambiguous (clients and proxies disagree on it): the
+      path is None and the URI is refused. Roots are normalised leniently.
+    """
     if uri.startswith("file://"):
         uri = uri[len("file://"):]
     if "://" not in uri:
         return "file", posixpath.normpath(uri) if uri else "/"
     scheme, rest = uri.split("://", 1)
-    rest = rest.split("?", 1)[0].split("#", 1)[0]
-    if "@" in rest.split("/", 1)[0]:
-        rest = rest.split("@", 1)[1]
-    return scheme.lower(), posixpath.normpath("/" + rest)
+    scheme = scheme.lower()
+    authority, _, path = rest.split("?", 1)[0].split("#", 1)[0].partition("/")
+    if scheme in ("http", "https"):
+        host = authority.rsplit("@", 1)[-1].lower()
+        return scheme, posixpath.normpath("/" + host + "/" + unquote(path))
+    segments = path.split("/")
+    if strict and (any(s in ("", ".", "..") for s in segments[:-1]) or segments[-1] in (".", "..")):
+        return scheme, None
+    return scheme, posixpath.normpath("/" + authority + "/" + path)
 
 
 @dataclass(frozen=True)
@@ -92,9 +106,9 @@ class AllowedRoots:
     def check(self, uri: str) -> None:
         """Raise TrustError unless `uri` lies under an allowed root."""
         inner = uri.rsplit("::", 1)[-1]  # a tar member is as trusted as its shard
-        scheme, path = _normalise(inner)
+        scheme, path = _normalise(inner, strict=True)
         for root_scheme, root in self.roots:
-            if scheme == root_scheme and (path == root or path.startswith(root.rstrip("/") + "/")):
+            if path is not None and scheme == root_scheme and (path == root or path.startswith(root.rstrip("/") + "/")):
                 return
         if scheme in ("http", "https"):
             raise TrustError(f"refused {redact_uri(uri)}: http(s) inputs are not allowed "

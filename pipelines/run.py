@@ -107,7 +107,8 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, run_date: 
     fs, layout = night_layout(output_uri, config.storage_options, run_date, fingerprint)
     trust = AllowedRoots.for_input(input_uri, config.inputs.allowed_roots)
     refs = sources.discover(input_uri, config.storage_options, trust=trust,
-                            max_manifest_rows=config.inputs.max_manifest_rows)
+                            max_manifest_rows=config.inputs.max_manifest_rows,
+                            max_manifest_bytes=config.inputs.max_manifest_bytes)
     lease = _take_night(fs, layout, output_uri, config, dry_run)
     try:
         if checked is not None:

@@ -14,6 +14,16 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+# Fuzz profiles (tests/test_fuzz.py): "ci" is lean and derandomized, the same examples every run;
+# "night" is a long random search: MMBATCH_FUZZ_PROFILE=night python -m pytest tests/test_fuzz.py
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("ci", max_examples=200, derandomize=True, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("night", max_examples=20_000, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile(os.environ.get("MMBATCH_FUZZ_PROFILE", "ci"))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def model_cache(tmp_path_factory):

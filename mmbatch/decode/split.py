@@ -31,8 +31,7 @@ def header_duration(uri: str, kind: str, storage_options: dict | None) -> float 
     try:
         if kind == "hls":
             fs, path = storage.filesystem(uri, storage_options)
-            with fs.open(path, "rb") as fh:
-                return containers.parse_m3u8(fh.read().decode("utf-8", errors="replace"), path).duration_s
+            return containers.read_playlist(fs, path).duration_s
         if kind != "file":
             return None
         if storage.is_local(uri):

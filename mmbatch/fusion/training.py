@@ -50,9 +50,13 @@ def load_clips(output: str, storage_options: dict | None = None) -> pd.DataFrame
     return df.sort_values("run_date").drop_duplicates("clip_id", keep="last").reset_index(drop=True)
 
 
+MAX_LABELS_BYTES = 1 << 30
+
+
 def read_labels(path: str, label_range: tuple[float, float] | None = None) -> pd.DataFrame:
-    """Labels as video_id, clip_id or start_s/end_s, `valence` in [-1, 1], `target` class index."""
-    df = pd.read_parquet(path) if path.lower().endswith(".parquet") else pd.read_csv(path)
+    """Labels as video_id, clip_id or start_s/end_s, `valence` in [-1, 1], `target` class index.
+    At most MAX_LABELS_BYTES are read; anything malformed is a ValueError naming the file."""
+    df = _label_table(path)
     missing = {"video_id", "label"} - set(df.columns)
     if missing:
         raise ValueError(f"labels file {path} lacks column(s) {sorted(missing)} (needs video_id, label and "
@@ -67,13 +71,31 @@ def read_labels(path: str, label_range: tuple[float, float] | None = None) -> pd
         df["valence"] = (2 * (numeric - lo) / (hi - lo) - 1).astype("float32")
         df["target"] = np.where(df["valence"] > NEUTRAL_BAND, 2, np.where(df["valence"] < -NEUTRAL_BAND, 0, 1))
     else:
-        names = df["label"].astype(str).str.lower().str.strip()
+        names = df["label"].map(lambda v: "" if pd.isna(v) else str(v).lower().strip())  # pandas 3 keeps NaN in str
         bad = sorted(set(names) - set(CLASS_INDEX))
         if bad:
             raise ValueError(f"labels must be negative|neutral|positive or numbers; found {bad[:5]}")
         df["target"] = names.map(CLASS_INDEX)
         df["valence"] = (df["target"] - 1).astype("float32")
     return df
+
+
+def _label_table(path: str) -> pd.DataFrame:
+    import io
+
+    from mmbatch import storage
+
+    fs, local = storage.filesystem(path)
+    with fs.open(local, "rb") as fh:
+        raw = fh.read(MAX_LABELS_BYTES + 1)
+    if len(raw) > MAX_LABELS_BYTES:
+        raise ValueError(f"labels file {path} is larger than {MAX_LABELS_BYTES} bytes")
+    try:
+        if path.lower().endswith(".parquet"):
+            return pd.read_parquet(io.BytesIO(raw))
+        return pd.read_csv(io.BytesIO(raw))
+    except Exception as err:  # pandas/pyarrow parse errors, bad encodings, empty files
+        raise ValueError(f"unreadable labels file {path}: {type(err).__name__}: {str(err)[:200]}") from None
 
 
 def join_labels(clips: pd.DataFrame, labels: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import posixpath
 import shutil
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from mmbatch.inputs.tar_scan import CorruptRegion, TarMember, scan_tar
 VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 SIDECAR_EXTS = (".vtt", ".srt", ".txt")
 _COPY_CHUNK = 4 << 20  # bounded memory while spooling: 4 MiB at a time
+MAX_PLAYLIST_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -120,24 +122,47 @@ class Playlist:
 
 
 def parse_m3u8(text: str, base: str) -> Playlist:
-    """A media playlist's init segment, segment URIs (resolved against `base`) and duration."""
+    """A media playlist's init segment, segment URIs (resolved against `base`) and duration.
+    One pass over the lines: linear in the text. Anything malformed is an InputError."""
     if not text.lstrip().startswith("#EXTM3U"):
         raise InputError(f"not an HLS playlist (no #EXTM3U header): {base}")
     init, segments, duration = None, [], 0.0
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if line.startswith("#EXT-X-STREAM-INF"):
             raise InputError(f"{base} is a master playlist; point the input at a media playlist")
         if line.startswith("#EXT-X-MAP:"):
             attrs = dict(part.split("=", 1) for part in line.split(":", 1)[1].split(",") if "=" in part)
+            if "URI" not in attrs:
+                raise InputError(f"HLS playlist {base}, line {number}: #EXT-X-MAP without a URI")
             init = _resolve(base, attrs["URI"].strip('"'))
         elif line.startswith("#EXTINF:"):
-            duration += float(line.split(":", 1)[1].split(",", 1)[0])
+            duration += _extinf_seconds(line, base, number)
         elif line and not line.startswith("#"):
             segments.append(_resolve(base, line))
     if not segments:
         raise InputError(f"HLS playlist without segments: {base}")
     return Playlist(init, segments, duration)
+
+
+def _extinf_seconds(line: str, base: str, number: int) -> float:
+    value = line.split(":", 1)[1].split(",", 1)[0].strip()
+    try:
+        seconds = float(value) if len(value) <= 32 else math.nan
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds < 86400:  # NaN fails too
+        raise InputError(f"HLS playlist {base}, line {number}: bad segment duration {value[:32]!r}")
+    return seconds
+
+
+def read_playlist(fs, playlist_path: str) -> Playlist:
+    """Read (at most MAX_PLAYLIST_BYTES) and parse a playlist."""
+    with fs.open(playlist_path, "rb") as fh:
+        data = fh.read(MAX_PLAYLIST_BYTES + 1)
+    if len(data) > MAX_PLAYLIST_BYTES:
+        raise InputError(f"HLS playlist larger than {MAX_PLAYLIST_BYTES} bytes: {playlist_path}")
+    return parse_m3u8(data.decode("utf-8", errors="replace"), playlist_path)
 
 
 def _resolve(base: str, ref: str) -> str:
@@ -146,8 +171,6 @@ def _resolve(base: str, ref: str) -> str:
     return posixpath.normpath(posixpath.join(posixpath.dirname(base), ref))
 
 
-MAX_PLAYLIST_BYTES = 4 << 20
-
 
 def spool_hls(fs, playlist_path: str, local_path: str, check=None) -> None:
     """Concatenate init + segments into one local file, streaming in bounded chunks.
@@ -155,11 +178,7 @@ def spool_hls(fs, playlist_path: str, local_path: str, check=None) -> None:
     `check(uri)` is called for every segment before anything is read (the trust boundary); a
     segment on another scheme is refused too (its filesystem is not this night's).
     """
-    with fs.open(playlist_path, "rb") as fh:
-        data = fh.read(MAX_PLAYLIST_BYTES + 1)
-    if len(data) > MAX_PLAYLIST_BYTES:
-        raise InputError(f"HLS playlist larger than {MAX_PLAYLIST_BYTES} bytes")
-    pl = parse_m3u8(data.decode("utf-8", errors="replace"), playlist_path)
+    pl = read_playlist(fs, playlist_path)
     parts = ([pl.init] if pl.init else []) + pl.segments
     for part in parts:
         if check is not None:

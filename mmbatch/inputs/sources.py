@@ -118,7 +118,7 @@ def _sort_listing(listing: dict[str, dict]) -> tuple[list[tuple[str, dict, str]]
 
 
 def discover(uri: str, storage_options: dict[str, Any] | None = None, *, trust: AllowedRoots | None = None,
-             max_manifest_rows: int = 1_000_000) -> list[VideoRef]:
+             max_manifest_rows: int = 1_000_000, max_manifest_bytes: int = 256 << 20) -> list[VideoRef]:
     """List the videos under `uri`, sorted by video_id.
 
     `uri` may be a folder/prefix, a glob, a single video, a manifest (.csv/.jsonl/.parquet),
@@ -130,7 +130,7 @@ def discover(uri: str, storage_options: dict[str, Any] | None = None, *, trust: 
     trust = trust or AllowedRoots.for_input(uri)
     fs, path = storage.filesystem(uri, storage_options)
     if is_manifest(path):
-        return _from_manifest(fs, path, uri, storage_options, trust, max_manifest_rows)
+        return _from_manifest(fs, path, uri, storage_options, trust, max_manifest_rows, max_manifest_bytes)
     listing = _list(fs, path, uri)
     has_glob = any(ch in path for ch in "*?[")
     single_file = not has_glob and len(listing) == 1 and next(iter(listing)) == path.rstrip("/")
@@ -192,9 +192,9 @@ def _tar_refs(fs, shard: str, shard_id: str, info: dict[str, Any]) -> list[Video
 
 
 def _from_manifest(fs, path: str, uri: str, storage_options, trust: AllowedRoots,
-                   max_rows: int) -> list[VideoRef]:
+                   max_rows: int, max_bytes: int) -> list[VideoRef]:
     refs = []
-    for row in read_manifest(fs, path, uri, max_rows=max_rows):
+    for row in read_manifest(fs, path, uri, max_rows=max_rows, max_bytes=max_bytes):
         target = row["uri"] if "://" in row["uri"] else full_uri(fs, row["uri"])  # relative rows: the manifest's store
         stem, ext = _split_ext(target.split("?", 1)[0])
         video_id = str(row["video_id"] or posixpath.relpath(stem.split("://", 1)[-1],

@@ -14,9 +14,8 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
-_TIME = re.compile(r"(?:(\d+):)?(\d{1,2}):(\d{2})[.,](\d{1,3})")
-_ARROW = re.compile(r"(\S+)\s*-->\s*(\S+)")
-_TAGS = re.compile(r"<[^>]+>")
+_TIME = re.compile(r"(?:(\d{1,6}):)?(\d{1,2}):(\d{2})[.,](\d{1,3})")
+_TAGS = re.compile(r"<[^<>]*>")  # [^<>]: a run of "<" without ">" is scanned once, not once a "<"
 
 
 @dataclass(frozen=True)
@@ -27,7 +26,7 @@ class Cue:
 
 
 def _seconds(stamp: str) -> float:
-    m = _TIME.fullmatch(stamp.strip())
+    m = _TIME.fullmatch(stamp.strip()) if len(stamp) <= 32 else None
     if not m:
         raise ValueError(f"bad timestamp {stamp!r}")
     h, mnt, s, frac = m.groups()
@@ -35,17 +34,40 @@ def _seconds(stamp: str) -> float:
 
 
 def parse_cues(text: str) -> list[Cue]:
-    """Cues of a .vtt or .srt file (both: blocks separated by blank lines, a `-->` line)."""
+    """Cues of a .vtt or .srt file (both: blocks separated by blank lines, a `-->` line).
+
+    Linear in the text: lines are split and grouped with string methods, and no pattern can
+    backtrack over a long line (the sidecar's bytes are capped before this runs). A malformed
+    timestamp raises ValueError."""
     cues = []
-    for block in re.split(r"\n\s*\n", text.replace("\r\n", "\n").replace("\ufeff", "")):
-        lines = [ln.strip() for ln in block.strip().split("\n")]
+    for lines in _blocks(text.replace("\r\n", "\n").replace("\ufeff", "")):
         for k, line in enumerate(lines):
-            if m := _ARROW.search(line):
-                body = " ".join(_TAGS.sub("", ln) for ln in lines[k + 1 :] if ln).strip()
-                if body:
-                    cues.append(Cue(_seconds(m.group(1)), _seconds(m.group(2)), body))
-                break
+            if "-->" not in line:
+                continue
+            left, _, right = line.partition("-->")
+            start, end = left.split()[-1:], right.split()[:1]
+            if not (start and end):
+                continue
+            body = " ".join(_TAGS.sub("", ln) for ln in lines[k + 1:] if ln).strip()
+            if body:
+                cues.append(Cue(_seconds(start[0]), _seconds(end[0]), body))
+            break
     return sorted(cues, key=lambda c: c.start_s)
+
+
+def _blocks(text: str) -> list[list[str]]:
+    """Runs of non-blank lines (stripped)."""
+    blocks, current = [], []
+    for line in text.split("\n"):
+        line = line.strip()
+        if line:
+            current.append(line)
+        elif current:
+            blocks.append(current)
+            current = []
+    if current:
+        blocks.append(current)
+    return blocks
 
 
 def text_in_span(cues: list[Cue], start_s: float, end_s: float) -> str:
