@@ -261,6 +261,10 @@ class RunConfig(_Strict):
     # Attached clusters: how long the pools' minimum actors may take to be placed (autoscaling
     # included) before the night fails with exit 1. A local Ray is checked up front instead.
     placement_timeout_s: float = Field(600.0, gt=0)
+    # Everything before the first video is read (listing inputs, scanning shards and manifests,
+    # the lease, the models' configs, the state table) must finish within this, or the night
+    # fails with exit 1 naming what was being read; the lease is released.
+    plan_timeout_s: float = Field(1800.0, gt=0)
     # Names of driver environment variables that workers get on an attached cluster, e.g.
     # credentials for storage: [AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY]. Only these, and the
     # non-secret settings in mmbatch.cluster.TRAVELLING_ENV, travel; never the whole environment.

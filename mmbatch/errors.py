@@ -70,6 +70,11 @@ class ClusterError(MmbatchError):
     not every node sees. Worth retrying once the cluster has room; the message names the knob."""
 
 
+class PlanTimeoutError(MmbatchError):
+    """The plan (discovery and start-up checks) did not finish in time: a store that stalls, or an
+    input that takes longer to read than it should. Worth retrying; the message says what was read."""
+
+
 class SharedStorageError(MmbatchError):
     """A local folder the night needs is not the same on every node of the cluster."""
 

@@ -81,12 +81,25 @@ class RunPlan:
                 f"{len(self.skipped)} skipped, {len(self.refused)} refused or unreadable")
 
 
+@dataclass
+class PlanWatch:
+    """What the plan is reading now, and the lease once taken: the plan runs in a thread and
+    another keeps its deadline (run.plan_timeout_s), naming what it was stuck on."""
+
+    doing: str = "starting"
+    lease: Any = None
+
+    def __call__(self, doing: str) -> None:
+        self.doing = doing
+
+
 def config_key(config: PipelineConfig) -> str:
     return hashlib.sha256(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, run_date: dt.date, *, force: bool = False,
-             dry_run: bool = False, checked: Callable[[], None] | None = None) -> RunPlan:
+             dry_run: bool = False, checked: Callable[[], None] | None = None,
+             watch: PlanWatch | None = None) -> RunPlan:
     """The run up to the point where Ray is needed; no Ray here, so bad configuration, models,
     inputs or outputs fail fast. A real run takes the lease on the night (the first write to the
     output) and finishes an interrupted commit of the date; a dry run only probes that the
@@ -94,27 +107,30 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, run_date: 
 
     `checked` is called once the inputs are listed and the output is known to be writable, before
     the models' configs are read (seconds: it imports torch): the CLI starts Ray at that point,
-    so the two overlap.
+    so the two overlap. `watch` is told what is being read, and gets the lease once taken.
     """
     from mmbatch.encoders.inspect import model_identities
     from mmbatch.inputs import sources
     from mmbatch.output.night import night_layout
-    from mmbatch.trust import AllowedRoots
+    from mmbatch.trust import AllowedRoots, redact_uri
 
     t0 = time.perf_counter()
+    watch = watch or PlanWatch()
+    watch("identifying the configured models")
     identities = model_identities(config)  # hashed once: the trained-head check reuses them
     fingerprint = config.fingerprint(identities)
     fs, layout = night_layout(output_uri, config.storage_options, run_date, fingerprint)
     trust = AllowedRoots.for_input(input_uri, config.inputs.allowed_roots)
-    refs = sources.discover(input_uri, config.storage_options, trust=trust,
+    refs = sources.discover(input_uri, config.storage_options, trust=trust, watch=watch,
                             max_manifest_rows=config.inputs.max_manifest_rows,
                             max_manifest_bytes=config.inputs.max_manifest_bytes)
-    lease = _take_night(fs, layout, output_uri, config, dry_run)
+    watch(f"taking the lease on the output {redact_uri(output_uri)}")
+    lease = watch.lease = _take_night(fs, layout, output_uri, config, dry_run)
     try:
         if checked is not None:
             checked()
         plan = _plan_work(config, input_uri, output_uri, run_date, refs, identities, fingerprint, fs, layout, trust,
-                          lease=lease, force=force, dry_run=dry_run)
+                          lease=lease, force=force, dry_run=dry_run, watch=watch)
     except BaseException:
         if lease is not None:
             lease.release()
@@ -143,7 +159,8 @@ def _take_night(fs, layout, output_uri: str, config: PipelineConfig, dry_run: bo
 
 
 def _plan_work(config: PipelineConfig, input_uri: str, output_uri: str, run_date: dt.date, refs: list,
-               identities: dict, fingerprint: str, fs, layout, trust, *, lease, force: bool, dry_run: bool) -> RunPlan:
+               identities: dict, fingerprint: str, fs, layout, trust, *, lease, force: bool, dry_run: bool,
+               watch: PlanWatch) -> RunPlan:
     """Models inspected, the night's objects wired, and what is resumed, skipped, refused or to do."""
     from mmbatch.encoders.inspect import inspect_models
     from mmbatch.output.night import open_night
@@ -151,18 +168,22 @@ def _plan_work(config: PipelineConfig, input_uri: str, output_uri: str, run_date
     from mmbatch.output.state import skipped_videos
     from pipelines.graph import row_group_rows, stage_specs
 
+    watch("reading the configured models' configs")
     dims = inspect_models(config, identities)
     night = open_night(fs, layout, refs, output_uri=output_uri, fingerprint=fingerprint, dims=dims,
                        config_json=json.dumps(config.redacted(), sort_keys=True), storage_options=config.storage_options,
                        row_group_rows=row_group_rows(config, dims), lease=lease)
     specs = stage_specs(config, dims, night.writer, trust)
+    watch("finishing an interrupted commit of the date, if any")
     rolled = [] if dry_run else night.committer.roll_forward()
+    watch("reading the work staged by earlier attempts of the night")
     resumed = night.ledger.load() if not force else {}
     refused = [r for r in refs if r.error]
     for ref in refused:  # refused or unreadable inputs: failed with the reason, never read
         night.ledger.done[ref.video_id] = VideoOutcome(ref.video_id, "error", n_clips=0, duration_s=None,
                                                        decode_seconds=0.0, error_stage="input", error=ref.error,
                                                        etag=ref.etag, size_bytes=ref.size_bytes)
+    watch("reading the state table (videos scored on earlier nights)")
     skipped = skipped_videos(fs, layout, refs, resumed, fingerprint) if not force else {}
     todo = [r for r in refs if r.video_id not in night.ledger.done and r.video_id not in skipped]
     return RunPlan(config, input_uri, output_uri, run_date, refs, dims, fingerprint, identities, night, specs,

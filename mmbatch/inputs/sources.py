@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import posixpath
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from mmbatch import storage
 from mmbatch.errors import InputError, first_line
@@ -118,19 +118,23 @@ def _sort_listing(listing: dict[str, dict]) -> tuple[list[tuple[str, dict, str]]
 
 
 def discover(uri: str, storage_options: dict[str, Any] | None = None, *, trust: AllowedRoots | None = None,
-             max_manifest_rows: int = 1_000_000, max_manifest_bytes: int = 256 << 20) -> list[VideoRef]:
+             max_manifest_rows: int = 1_000_000, max_manifest_bytes: int = 256 << 20,
+             watch: Callable[[str], None] | None = None) -> list[VideoRef]:
     """List the videos under `uri`, sorted by video_id.
 
     `uri` may be a folder/prefix, a glob, a single video, a manifest (.csv/.jsonl/.parquet),
     a WebDataset shard (.tar) or an HLS media playlist (.m3u8); a prefix may mix videos,
     shards and playlists. Same-stem .vtt/.srt/.txt files are attached as transcripts.
     Manifest rows are checked against `trust` (default: the input's own folder) before they
-    are touched.
+    are touched. `watch(what)` is told what is being read (for the plan's deadline).
     """
+    watch = watch or (lambda what: None)
     trust = trust or AllowedRoots.for_input(uri)
     fs, path = storage.filesystem(uri, storage_options)
     if is_manifest(path):
-        return _from_manifest(fs, path, uri, storage_options, trust, max_manifest_rows, max_manifest_bytes)
+        watch(f"reading the manifest {redact_uri(uri)}")
+        return _from_manifest(fs, path, uri, storage_options, trust, max_manifest_rows, max_manifest_bytes, watch)
+    watch(f"listing {redact_uri(uri)}")
     listing = _list(fs, path, uri)
     has_glob = any(ch in path for ch in "*?[")
     single_file = not has_glob and len(listing) == 1 and next(iter(listing)) == path.rstrip("/")
@@ -156,6 +160,7 @@ def discover(uri: str, storage_options: dict[str, Any] | None = None, *, trust: 
         stem = _split_ext(p)[0]
         rel = posixpath.relpath(stem, root or "/") if root else stem
         if kind == "tar":
+            watch(f"scanning the tar shard {redact_uri(full_uri(fs, p))}")
             refs.extend(_tar_refs(fs, p, rel, info))
             continue
         sidecars = {"transcript": full_uri(fs, transcripts[stem])} if stem in transcripts else {}
@@ -192,10 +197,11 @@ def _tar_refs(fs, shard: str, shard_id: str, info: dict[str, Any]) -> list[Video
 
 
 def _from_manifest(fs, path: str, uri: str, storage_options, trust: AllowedRoots,
-                   max_rows: int, max_bytes: int) -> list[VideoRef]:
+                   max_rows: int, max_bytes: int, watch: Callable[[str], None]) -> list[VideoRef]:
     refs = []
-    for row in read_manifest(fs, path, uri, max_rows=max_rows, max_bytes=max_bytes):
+    for number, row in enumerate(read_manifest(fs, path, uri, max_rows=max_rows, max_bytes=max_bytes), 1):
         target = row["uri"] if "://" in row["uri"] else full_uri(fs, row["uri"])  # relative rows: the manifest's store
+        watch(f"checking {redact_uri(target)} (video {number} of the manifest {redact_uri(uri)})")
         stem, ext = _split_ext(target.split("?", 1)[0])
         video_id = str(row["video_id"] or posixpath.relpath(stem.split("://", 1)[-1],
                                                               posixpath.dirname(path)))

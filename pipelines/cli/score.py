@@ -120,27 +120,82 @@ def local_ray_environment(environ) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(dict.fromkeys(parts))}
 
 
-def plan_while_ray_starts(plan: Callable[[Callable[[], None]], Any], start_ray: Callable[[], None]):
+def plan_while_ray_starts(plan: Callable[[Callable[[], None]], Any], start_ray: Callable[[], None] | None,
+                          timeout_s: float | None = None, watch=None):
     """Plan the run in a thread and start Ray in this one once the plan has checked the inputs and
     the output: reading the models' configs (it imports torch) and starting Ray each take seconds
     on a small machine and share nothing. A bad input or output fails before Ray starts; a bad
-    model once Ray is up, still before any video is read. `plan(checked)` calls `checked()`."""
-    import concurrent.futures as cf
+    model once Ray is up, still before any video is read. `plan(checked)` calls `checked()`;
+    `start_ray` None: no Ray (a dry run).
+
+    The plan must finish within `timeout_s` (run.plan_timeout_s), or PlanTimeoutError names what
+    it was reading (`watch`: pipelines.run.PlanWatch) and the lease it holds is released. The
+    plan's thread is a daemon: a plan stuck in a read never keeps the process alive."""
+    import threading
+    import time
+
+    deadline = time.monotonic() + (timeout_s if timeout_s is not None else float("inf"))
+    checked, done, outcome = threading.Event(), threading.Event(), {}
+
+    def run():
+        try:
+            outcome["plan"] = plan(checked.set)
+        except BaseException as err:  # handed to the waiting thread
+            outcome["error"] = err
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="plan", daemon=True).start()
+    try:
+        if _wait(checked, done, deadline) and start_ray is not None:
+            start_ray()  # the inputs and the output passed: Ray starts while the models are read
+        if not done.wait(max(0.0, deadline - time.monotonic())):
+            raise _plan_timeout(timeout_s, watch)
+    except BaseException:  # Ray failed to start, an interrupt or the deadline: free the night at once,
+        _release_when_planned(done, outcome, watch)  # not when the lease lapses
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["plan"]
+
+
+def _wait(checked, done, deadline: float) -> bool:
+    """True once the plan has checked inputs and output; False if it ended before that."""
+    import time
+
+    while not checked.wait(0.02):
+        if done.is_set():
+            return False
+        if time.monotonic() > deadline:
+            return False
+    return True
+
+
+def _plan_timeout(timeout_s: float | None, watch):
+    from mmbatch.errors import PlanTimeoutError
+
+    doing = getattr(watch, "doing", "planning")
+    return PlanTimeoutError(f"the plan did not finish within run.plan_timeout_s = {timeout_s:g} s; it was {doing} "
+                            "(a store that stalls, or an input that takes too long to read); nothing was scored, "
+                            "and a rerun of this date starts again")
+
+
+def _release_when_planned(done, outcome, watch) -> None:
+    """Release the night's lease: now (the plan has ended, or is stuck holding it), and again once
+    a still-running plan ends (release is idempotent: it removes only our own lease)."""
     import threading
 
-    checked = threading.Event()
-    with cf.ThreadPoolExecutor(1, thread_name_prefix="plan") as pool:
-        future = pool.submit(plan, checked.set)
-        try:
-            while not checked.wait(0.02):
-                if future.done():
-                    return future.result()  # failed before the models were read: Ray never starts
-            start_ray()
-            return future.result()
-        except BaseException:  # Ray failed to start, or an interrupt: free the night at once, not when
-            # the lease lapses (the callback runs when the plan is done, or now if it is)
-            future.add_done_callback(lambda f: f.exception() or f.result().release())
-            raise
+    def release():
+        if "plan" in outcome:
+            outcome["plan"].release()
+
+    if done.is_set():
+        release()
+        return
+    lease = getattr(watch, "lease", None)
+    if lease is not None:
+        lease.release()
+    threading.Thread(target=lambda: done.wait() or release(), name="plan-release", daemon=True).start()
 
 
 def print_demo_table(output: str, run_date: dt.date) -> None:
@@ -176,17 +231,19 @@ def main(argv: list[str] | None = None) -> int:
             args.output = args.output or str(demo_root / "scores")
             write_demo_inputs(args.input)
             print(f"demo: wrote sample videos with transcripts to {args.input}")
-        from pipelines.run import execute, plan_run
+        from pipelines.run import PlanWatch, execute, plan_run
 
+        watch = PlanWatch()
+        plan = plan_while_ray_starts(
+            lambda checked: plan_run(config, args.input, args.output, run_date, force=args.force, checked=checked,
+                                     dry_run=args.dry_run, watch=watch),
+            None if args.dry_run else lambda: init_ray(args.num_cpus, args.log_level, config),
+            config.run.plan_timeout_s, watch)
         if args.dry_run:
-            plan = plan_run(config, args.input, args.output, run_date, force=args.force, dry_run=True)
             print(f"dry run: {plan.summary()}")
             for ref in plan.refused[:20]:
                 print(f"  refused {ref.video_id}: {ref.error}")
             return ExitCode.OK
-        plan = plan_while_ray_starts(lambda checked: plan_run(config, args.input, args.output, run_date,
-                                                               force=args.force, checked=checked),
-                                     lambda: init_ray(args.num_cpus, args.log_level, config))
         print(f"plan: {plan.summary()}")
         result = execute(plan, strict_resources=not os.environ.get("RAY_ADDRESS"))
     except MmbatchError as err:

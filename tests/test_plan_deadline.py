@@ -1,0 +1,61 @@
+"""The plan has a deadline (run.plan_timeout_s): a stalled read fails the night with exit 1 and
+a message naming what was being read, and the night's lease is released."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import tarfile
+import threading
+
+import pytest
+
+from mmbatch.errors import ExitCode, PlanTimeoutError
+
+DAY = dt.date(2026, 11, 27)
+
+
+def stall(*args, **kwargs):
+    threading.Event().wait(3600)  # a store that never answers (the plan's thread is a daemon)
+
+
+def with_timeout(config, seconds: float):
+    return config.model_copy(update={"run": config.run.model_copy(update={"plan_timeout_s": seconds})})
+
+
+def test_a_stalled_shard_scan_fails_the_dry_run_naming_the_shard(tmp_path, tiny_config, monkeypatch, capsys):
+    import yaml
+
+    from mmbatch.inputs import containers
+    from pipelines.cli import score
+
+    shard = tmp_path / "in" / "shard-007.tar"
+    shard.parent.mkdir()
+    with tarfile.open(shard, "w") as tar:
+        info = tarfile.TarInfo("a.mp4")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    config = tmp_path / "night.yaml"
+    config.write_text(yaml.safe_dump(with_timeout(tiny_config, 1.0).model_dump(mode="json")))
+    monkeypatch.setattr(containers, "_scan", stall)
+    code = score.main(["--config", str(config), "--input", str(shard.parent), "--output", str(tmp_path / "out"),
+                       "--run-date", DAY.isoformat(), "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == ExitCode.SYSTEM
+    assert f"run.plan_timeout_s = 1 s; it was scanning the tar shard {shard}" in err, err
+
+
+def test_a_plan_stalled_after_taking_the_lease_releases_it(tmp_path, tiny_config, monkeypatch, sample_videos):
+    from mmbatch.encoders import inspect
+    from pipelines.cli.score import plan_while_ray_starts
+    from pipelines.run import PlanWatch, plan_run
+
+    monkeypatch.setattr(inspect, "inspect_models", stall)  # e.g. a model folder on a store that stalls
+    watch, started = PlanWatch(), []
+    out = tmp_path / "out"
+    with pytest.raises(PlanTimeoutError, match=r"run.plan_timeout_s = 3 s; it was reading the configured models' configs"):
+        plan_while_ray_starts(lambda checked: plan_run(with_timeout(tiny_config, 3.0), str(sample_videos), str(out),
+                                                       DAY, checked=checked, watch=watch),
+                              lambda: started.append("ray"), 3.0, watch)
+    assert started == ["ray"] and watch.lease is not None
+    assert not (out / "_locks" / f"run_date={DAY.isoformat()}.json").exists()  # released, not left to lapse
