@@ -210,7 +210,8 @@ def execute(plan: RunPlan, *, strict_resources: bool = True) -> RunResult:
         for vid, pending in night.ledger.pending.items():  # rows lost mid-video (should not happen)
             log.error("video %s incomplete at commit: chunks %s of %d", vid, pending.received, pending.n_chunks)
         wall = time.perf_counter() - plan.started
-        manifest = night.committer.commit(plan.refs, night.ledger.done, plan.skipped, _manifest_extra(plan, wall, stage_stats))
+        manifest = night.committer.commit(plan.refs, night.ledger.done, plan.skipped, _manifest_extra(plan, wall, stage_stats),
+                                          guard=night.lease.check)  # a lapsed or lost lease never commits
         _write_report(plan, manifest)
     finally:
         night.lease.release()

@@ -266,3 +266,37 @@ def test_rows_carried_from_a_v1_partition_take_todays_schema(tmp_path):
     out = _conform(v1, file_schema(CLIPS_SCHEMA))
     assert out.schema == file_schema(CLIPS_SCHEMA)
     assert out.to_pylist()[0]["vision_embedding"] == [1.0, 2.0] and out.to_pylist()[0]["text_error"] is None
+
+
+def test_a_lapsed_or_taken_over_lease_never_commits(tmp_path, monkeypatch):
+    """Renewals that fail for longer than the TTL (a store that stalls), or another run taking the
+    lease, stop this run before its commit record; a renewal never takes the lease back."""
+    from mmbatch.output.lock import LeaseLostError
+
+    fs, root = storage.filesystem(str(tmp_path))
+    path = f"{root}/_locks/run_date=2026-11-27.json"
+    lease = Lease(fs, path, "2026-11-27_aaaa", ttl_s=0.5, what="run date 2026-11-27")
+    lease.acquire()
+    lease.renew()
+    real = storage.write_bytes_atomic
+    monkeypatch.setattr(storage, "write_bytes_atomic", lambda *a, **k: (_ for _ in ()).throw(OSError("store stalls")))
+    with pytest.raises(OSError):
+        lease.renew()  # the renewal thread logs this and tries again
+    time.sleep(0.6)
+    monkeypatch.setattr(storage, "write_bytes_atomic", real)
+    with pytest.raises(LeaseLostError, match=r"the lease on run date 2026-11-27 lapsed \d+ s ago .*run.lock_ttl_s = 0.5 s"):
+        lease.renew()  # lapsed: writing again could take the night from a run that holds it now
+
+    night = Night(tmp_path, refs("a")).write(clip_rows("a", 2))
+    taken = Lease(fs, path, "2026-11-27_aaaa", ttl_s=60)
+    taken.acquire()
+    fs.pipe_file(path, json.dumps({"holder": "2026-11-27_bbbb", "host": "elsewhere", "pid": 1,
+                                   "expires_at": time.time() + 60}).encode())
+    with pytest.raises(LeaseLostError, match="another run took over"):
+        taken.renew()
+    assert json.loads(fs.cat_file(path))["holder"] == "2026-11-27_bbbb"  # not taken back
+    with pytest.raises(LeaseLostError):
+        night.committer.commit(night.inputs, night.ledger.done, {}, {}, guard=taken.check)
+    assert not (tmp_path / "clips").exists() and not (tmp_path / "_runs").exists()
+    fs.rm(path)
+    assert set(Night(tmp_path, refs("a")).resumed) == {"a"}  # the staged work is kept for the rerun

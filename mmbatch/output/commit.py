@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import logging
 import posixpath
-from typing import Any
+from typing import Any, Callable
 
 from mmbatch import schema
 from mmbatch.errors import MmbatchError
 from mmbatch.output import runs
 from mmbatch.output.assemble import assemble, is_uncommitted, published_videos
 from mmbatch.output.layout import OutputLayout
+from mmbatch.output.lock import LeaseLostError
 from mmbatch.output.publish import publisher_for
 from mmbatch.output.reconcile import reconcile
 from mmbatch.output.records import VideoOutcome
@@ -59,8 +60,10 @@ class Committer:
         self.publisher = publisher_for(fs)  # chosen once: local folders or an object store
 
     def commit(self, refs: list, outcomes: dict[str, VideoOutcome], skipped: dict[str, dict],
-               manifest_extra: dict[str, Any]) -> dict[str, Any]:
-        """Steps 1-7; returns the run record as written (clean-up warnings included)."""
+               manifest_extra: dict[str, Any], guard: Callable[[], None] | None = None) -> dict[str, Any]:
+        """Steps 1-7; returns the run record as written (clean-up warnings included). `guard()` is
+        called just before the commit record is written (the run's lease check): if it raises,
+        nothing is committed and its error goes up as it is."""
         fs, lay = self.fs, self.layout
         step, committed = "assemble", False
         try:
@@ -70,12 +73,16 @@ class Committer:
             manifest = runs.build_run_record(lay, self.fingerprint, done.commit_id, night, done.clip_files,
                                              manifest_extra)
             step = "manifest"
+            if guard is not None:
+                guard()
             runs.write_run_record(fs, lay, manifest)
             committed = True
             step = "publish"
             self.publisher.publish(lay, done.commit_id)
             step = "state"
             self.update_state(lay)
+        except LeaseLostError:
+            raise
         except Exception as err:
             raise CommitError(step, committed, err) from err
         warnings = self.cleanup(lay, manifest)

@@ -8,7 +8,9 @@ restarted on the same machine resumes without waiting).
 
 Object stores have no compare-and-swap that every S3-compatible store supports, so taking
 the lease is write-then-read-back: two runs starting within the same second could both
-believe they hold it; any later start is refused.
+believe they hold it; any later start is refused. A holder whose renewals fail for longer than
+the TTL (a store that stalls) has lost the lease, as has one whose lease another run took over:
+it stops renewing and `check()` refuses its commit.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ class LockedError(MmbatchError):
     """Another run holds the lease on this output and date."""
 
 
+class LeaseLostError(MmbatchError):
+    """This run's lease lapsed (renewals failed for longer than its TTL: a store that stalls) or
+    another run took it over: the run must not commit. Worth retrying; its staged work is kept."""
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -46,6 +53,8 @@ class Lease:
         self.me = {"holder": holder, "host": socket.gethostname(), "pid": os.getpid()}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.valid_until = 0.0  # by this holder's clock: the expiry of its last successful write
+        self.lost: str | None = None  # why the lease is no longer ours
 
     def _read(self) -> dict | None:
         try:
@@ -56,8 +65,14 @@ class Lease:
             return {}  # damaged: treated as expired
 
     def _write(self) -> None:
-        body = {**self.me, "expires_at": time.time() + self.ttl_s}
+        started = time.time()  # the lease counts from before the write: a slow write cannot extend it
+        body = {**self.me, "expires_at": started + self.ttl_s}
         storage.write_bytes_atomic(self.fs, self.path, json.dumps(body).encode())
+        self.valid_until = started + self.ttl_s
+
+    def _mine(self, cur: dict | None) -> bool:
+        return bool(cur) and (cur.get("host"), cur.get("pid"), cur.get("holder")) == (
+            self.me["host"], self.me["pid"], self.me["holder"])
 
     def _is_live_other(self, cur: dict | None) -> bool:
         if not cur or cur.get("expires_at", 0) < time.time():
@@ -98,12 +113,34 @@ class Lease:
         def renew():
             while not self._stop.wait(self.ttl_s / 3):
                 try:
-                    self._write()
+                    self.renew()
+                except LeaseLostError as err:
+                    log.error("%s", err)
+                    return
                 except Exception as err:  # next tick tries again; the lease lasts ttl_s
                     log.warning("could not renew the lease %s: %s", self.path, err)
 
         self._thread = threading.Thread(target=renew, name="mmbatch-lease", daemon=True)
         self._thread.start()
+
+    def renew(self) -> None:
+        """Extend the lease, unless it is no longer ours: lapsed (then another run may hold the
+        night, and writing again would take it from that run) or taken over."""
+        self.check()
+        cur = self._read()
+        if not self._mine(cur):
+            self.lost = f"another run took over {self.what}: {(cur or {}).get('holder')} on host {(cur or {}).get('host')}"
+            self.check()
+        self._write()
+
+    def check(self) -> None:
+        """Raise LeaseLostError unless this run still holds its lease (called before the commit)."""
+        if self.lost is None and time.time() > self.valid_until:
+            self.lost = (f"the lease on {self.what} lapsed {time.time() - self.valid_until:.0f} s ago (it could not be "
+                         f"renewed within run.lock_ttl_s = {self.ttl_s:g} s: a store that stalls?)")
+        if self.lost is not None:
+            raise LeaseLostError(f"{self.lost}; this run does not commit. Its staged work is kept: a rerun of the "
+                                 "date resumes it")
 
     def acquire_waiting(self, timeout_s: float) -> None:
         """For short critical sections (the state table): wait for the holder to finish."""
