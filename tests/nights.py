@@ -58,10 +58,11 @@ class Night:
     """One attempt of a run: write batches, then commit (or stop, as a crash would)."""
 
     def __init__(self, out, inputs: list[VideoRef], day: dt.date = DAY, fp: str = "fp1",
-                 dims: EmbeddingDims = DIMS):
-        self.fs, self.layout = night_layout(str(out), None, day, fp)
+                 dims: EmbeddingDims = DIMS, storage_options: dict | None = None):
+        self.fs, self.layout = night_layout(str(out), storage_options, day, fp)
         self.inputs, self.fp, self.dims = inputs, fp, dims
-        night = open_night(self.fs, self.layout, inputs, output_uri=str(out), fingerprint=fp, dims=dims)
+        night = open_night(self.fs, self.layout, inputs, output_uri=str(out), fingerprint=fp, dims=dims,
+                           storage_options=storage_options)
         self.ledger, self.committer = night.ledger, night.committer
         self.writer = ClipWriterStage(night.writer)
         self.rolled = self.committer.roll_forward()
