@@ -94,3 +94,20 @@ def test_pax_and_gnu_long_names_are_read_and_a_lying_pax_header_is_bounded(tmp_p
     # The scan goes on at the member's own ustar header (its name cut to ustar's 100 bytes).
     assert [(m.offset, m.size) for m in members] == [(2 * BLOCK, 10)] and long.startswith(members[0].name)
     assert [(c.offset, c.length) for c in corrupt] == [(0, 2 * BLOCK)] and reads <= path.stat().st_size // BLOCK + 1
+
+
+def test_the_members_around_the_damage_are_read_back_exactly(tmp_path):
+    """What decode reads (by range, from the same scan): the good members' own bytes."""
+    import fsspec
+
+    from mmbatch.inputs import containers
+
+    path = tmp_path / "shard-0.tar"
+    at = shard(path, size=1500)
+    claim_size(path, at["b"], 500 * 2**30)
+    fs = fsspec.filesystem("file")
+    for name in ("a", "c"):
+        with containers.open_tar_member(fs, str(path), f"{name}.mp4") as fh:
+            assert fh.read() == name.encode() * 1500
+    with pytest.raises(FileNotFoundError):
+        containers.open_tar_member(fs, str(path), "b.mp4")
