@@ -6,9 +6,11 @@ renewing, so its lease lapses after `ttl_s` and the next night is never blocked 
 the holder's own host a lease whose process is gone is taken over at once (a killed run
 restarted on the same machine resumes without waiting).
 
-Object stores have no compare-and-swap that every S3-compatible store supports, so taking
-the lease is write-then-read-back: two runs starting within the same second could both
-believe they hold it; any later start is refused. A holder whose renewals fail for longer than
+Taking, renewing and releasing the lease are compare-and-swaps (mmbatch/output/cas.py):
+create-if-absent and replace-if-unchanged with S3's conditional writes, or under a folder lock
+locally, so of two runs starting at once exactly one holds the night. A store without
+conditional writes falls back to write-then-read-back (said in the log), where two runs starting
+within the same second could both pass. A holder whose renewals fail for longer than
 the TTL (a store that stalls) has lost the lease, as has one whose lease another run took over:
 it stops renewing and `check()` refuses its commit.
 """
@@ -24,6 +26,7 @@ import time
 
 from mmbatch import storage
 from mmbatch.errors import MmbatchError
+from mmbatch.output.cas import Changed, slot_for
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +58,27 @@ class Lease:
         self._thread: threading.Thread | None = None
         self.valid_until = 0.0  # by this holder's clock: the expiry of its last successful write
         self.lost: str | None = None  # why the lease is no longer ours
+        self.slot = slot_for(fs, path)
+        self.version: str | None = None  # of the lease object as this holder last wrote it
 
     def _read(self) -> dict | None:
-        try:
-            return json.loads(self.fs.cat_file(self.path))
-        except FileNotFoundError:
+        return self._parse(self.slot.read()[0])
+
+    @staticmethod
+    def _parse(data: bytes | None) -> dict | None:
+        if data is None:
             return None
+        try:
+            return json.loads(data)
         except (ValueError, UnicodeDecodeError):
             return {}  # damaged: treated as expired
 
-    def _write(self) -> None:
+    def _write(self, expect: str | None) -> None:
+        """Write our lease over the version `expect` (None: where there is none); Changed if another
+        writer got there first."""
         started = time.time()  # the lease counts from before the write: a slow write cannot extend it
         body = {**self.me, "expires_at": started + self.ttl_s}
-        storage.write_bytes_atomic(self.fs, self.path, json.dumps(body).encode())
+        self.version = self.slot.write(json.dumps(body).encode(), expect)
         self.valid_until = started + self.ttl_s
 
     def _mine(self, cur: dict | None) -> bool:
@@ -84,14 +95,19 @@ class Lease:
         return True
 
     def acquire(self) -> None:
-        cur = self._read()
+        data, version = self.slot.read()
+        cur = self._parse(data)
         if self._is_live_other(cur):
             raise LockedError(self._refusal(cur))
-        self._write()
-        time.sleep(0.05)  # let a racing writer land, then see who won
-        cur = self._read()
-        if cur and (cur.get("host"), cur.get("pid")) != (self.me["host"], self.me["pid"]):
-            raise LockedError(self._refusal(cur))
+        try:
+            self._write(version)
+        except Changed:  # another run took it between our read and our write
+            raise LockedError(self._refusal(self._read() or {})) from None
+        if not self.slot.conditional:
+            time.sleep(0.05)  # no compare-and-swap: let a racing writer land, then see who won
+            cur = self._read()
+            if cur and (cur.get("host"), cur.get("pid")) != (self.me["host"], self.me["pid"]):
+                raise LockedError(self._refusal(cur))
 
     def probe(self) -> None:
         """Prove the output takes writes (for a dry run): refuse if the night is held, else
@@ -127,11 +143,15 @@ class Lease:
         """Extend the lease, unless it is no longer ours: lapsed (then another run may hold the
         night, and writing again would take it from that run) or taken over."""
         self.check()
-        cur = self._read()
-        if not self._mine(cur):
-            self.lost = f"another run took over {self.what}: {(cur or {}).get('holder')} on host {(cur or {}).get('host')}"
-            self.check()
-        self._write()
+        data, version = self.slot.read()
+        cur = self._parse(data)
+        if self._mine(cur):
+            try:
+                return self._write(version if self.slot.conditional else None)
+            except Changed:
+                cur = self._read()
+        self.lost = f"another run took over {self.what}: {(cur or {}).get('holder')} on host {(cur or {}).get('host')}"
+        self.check()
 
     def check(self) -> None:
         """Raise LeaseLostError unless this run still holds its lease (called before the commit)."""
@@ -170,7 +190,7 @@ class Lease:
         try:
             cur = self._read()
             if cur is not None and (cur.get("host"), cur.get("pid")) == (self.me["host"], self.me["pid"]):
-                self.fs.rm(self.path)
+                self.slot.delete()
                 self._remove_empty_folder()
         except Exception as err:  # an unreleased lease only lapses later
             log.warning("could not release the lease %s: %s", self.path, err)
