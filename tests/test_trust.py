@@ -260,7 +260,10 @@ def test_refused_rows_fail_per_video_and_no_secret_lands_anywhere(ray_cluster, t
         assert secret.encode() not in written and secret not in caplog.text, secret
 
 
-def test_a_shard_with_one_corrupt_member_scores_the_rest(ray_cluster, tiny_config, tmp_path):
+@pytest.mark.parametrize("damage", ["checksum", "claims-500-GiB"])
+def test_a_shard_with_one_corrupt_member_scores_the_rest(ray_cluster, tiny_config, tmp_path, damage):
+    """A broken header, or one claiming far more than the shard holds (a truncated shard): the
+    members before and after are scored, the damaged one is one failed input."""
     import datetime as dt
 
     import pyarrow.parquet as pq
@@ -276,7 +279,12 @@ def test_a_shard_with_one_corrupt_member_scores_the_rest(ray_cluster, tiny_confi
             tar.add(video, arcname=f"{name}.mp4")
     raw = bytearray(shard.read_bytes())
     at = raw.find(b"b.mp4")
-    raw[at + 148: at + 156] = b"garbage!"
+    if damage == "checksum":
+        raw[at + 148: at + 156] = b"garbage!"
+    else:  # base-256 size, valid checksum
+        raw[at + 124: at + 136] = bytes([0x80]) + (500 * 2**30).to_bytes(11, "big")
+        raw[at + 148: at + 156] = b" " * 8
+        raw[at + 148: at + 156] = b"%06o\0 " % sum(raw[at: at + 512])
     shard.write_bytes(bytes(raw))
     result = run_pipeline(tiny_config, str(shard), str(tmp_path / "out"), dt.date(2026, 11, 27))
     videos = pq.read_table(tmp_path / "out" / "videos", partitioning=partitioning()).to_pandas().set_index("video_id")
