@@ -50,7 +50,8 @@ def assemble(fs, layout: OutputLayout, publisher: Publisher, night: Reconciled, 
     carried = carry_ids(night, previous)
     if carried:
         files.append(_carry(fs, layout, carried, clips_dir, clips_schema))
-    rows = [{k: r.to_dict().get(k) for k in videos_schema.names} for r in night.rows]
+    rows = [r.to_dict() for r in night.rows]
+    rows = [{k: row.get(k) for k in videos_schema.names} for row in rows]
     storage.write_parquet(fs, posixpath.join(videos_dir, "videos.parquet"), pa.Table.from_pylist(rows, schema=videos_schema))
     commit_id = str(uuid.uuid4())
     for d in (clips_dir, videos_dir):

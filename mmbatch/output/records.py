@@ -5,7 +5,7 @@ the driver reads them (`from_columns`, `from_dict`) and writes them back (`to_di
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -117,7 +117,7 @@ class VideoRow:
         return cls(**{f.name: row.get(f.name) for f in fields(cls)})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in _VIDEO_ROW_FIELDS}
 
     def replace(self, **changes) -> VideoRow:
         from dataclasses import replace
@@ -127,3 +127,6 @@ class VideoRow:
     @property
     def has_clips(self) -> bool:
         return (self.n_clips or 0) > 0
+
+
+_VIDEO_ROW_FIELDS = tuple(f.name for f in fields(VideoRow))
