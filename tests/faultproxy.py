@@ -20,7 +20,8 @@ HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "expect", "proxy
 
 
 class FaultPlan:
-    """Per request: "truncate" (GETs of object bodies only), "reset", "slow" or None."""
+    """Which requests fail how: `truncate` of object GETs are cut mid-body, `reset` of all requests
+    are reset before any response, `slow` are delayed `slow_s` (disjoint shares of one roll)."""
 
     def __init__(self, truncate: float = 0.0, reset: float = 0.0, slow: float = 0.0, slow_s: float = 2.0,
                  seed: int = 0):
@@ -29,20 +30,28 @@ class FaultPlan:
         self.lock = threading.Lock()
         self.counts = {"requests": 0, "truncate": 0, "reset": 0, "slow": 0}
 
-    def draw(self, method: str, path: str) -> str | None:
+    def draw(self, method: str) -> tuple[str | None, float]:
+        """The fault for a request before it is forwarded (reset, slow), and its roll: a GET whose
+        response turns out to be an object body is cut short when the roll is below `truncate`."""
         with self.lock:
             self.counts["requests"] += 1
             roll = self.rng.random()
             fault = None
-            if method == "GET" and "?" not in path.split("/", 2)[-1] and roll < self.truncate:
-                fault = "truncate"  # an object body (listings have a query string)
-            elif roll < self.truncate + self.reset:
+            if self.truncate <= roll < self.truncate + self.reset:
                 fault = "reset"
-            elif roll < self.truncate + self.reset + self.slow:
+            elif self.truncate + self.reset <= roll < self.truncate + self.reset + self.slow:
                 fault = "slow"
             if fault:
                 self.counts[fault] += 1
-            return fault
+            return fault, roll
+
+    def cut(self, method: str, status: int, content_type: str, roll: float) -> bool:
+        """Cut this response short? Object bodies of GETs only (listings are XML)."""
+        if method == "GET" and status in (200, 206) and "xml" not in content_type and roll < self.truncate:
+            with self.lock:
+                self.counts["truncate"] += 1
+            return True
+        return False
 
 
 def _handler(upstream: str, plan: FaultPlan):
@@ -74,7 +83,7 @@ def _handler(upstream: str, plan: FaultPlan):
 
         def _forward(self) -> None:
             body = self._body()
-            fault = plan.draw(self.command, self.path)
+            fault, roll = plan.draw(self.command)
             if fault == "reset":
                 return self._reset()
             if fault == "slow":
@@ -99,7 +108,7 @@ def _handler(upstream: str, plan: FaultPlan):
             if not head:
                 self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            if fault == "truncate" and len(data) > 1:
+            if len(data) > 1 and plan.cut(self.command, resp.status, resp.getheader("Content-Type") or "", roll):
                 self.wfile.write(data[: len(data) // 2])  # the connection closes mid-body
                 self.wfile.flush()
                 return self._reset()
