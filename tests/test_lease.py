@@ -17,8 +17,8 @@ from mmbatch.output.lock import Lease, LeaseLostError, LockedError
 ROUNDS = 50
 
 
-def _contender(root: str, name: str, barrier, results) -> None:
-    fs, base = storage.filesystem(root)
+def _contender(root: str, name: str, barrier, results, options: dict | None = None) -> None:
+    fs, base = storage.filesystem(root, options)
     for i in range(ROUNDS):
         lease = Lease(fs, f"{base}/_locks/round-{i}.json", f"{name}-{i}", ttl_s=60)
         barrier.wait()  # both try at the same moment
@@ -32,10 +32,11 @@ def _contender(root: str, name: str, barrier, results) -> None:
             lease.release()
 
 
-def test_two_processes_racing_for_the_lease_fifty_times_one_holds_it_each_time(tmp_path):
+def race(root: str, options: dict | None = None) -> dict[int, list[str]]:
+    """Two processes take the lease of each of ROUNDS nights at the same moment: who got each."""
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_contender, args=(str(tmp_path), n, barrier, results)) for n in ("a", "b")]
+    procs = [ctx.Process(target=_contender, args=(root, n, barrier, results, options)) for n in ("a", "b")]
     for p in procs:
         p.start()
     for p in procs:
@@ -45,8 +46,19 @@ def test_two_processes_racing_for_the_lease_fifty_times_one_holds_it_each_time(t
     while not results.empty():
         i, name = results.get()
         winners.setdefault(i, []).append(name)
+    return winners
+
+
+def test_two_processes_racing_for_the_lease_fifty_times_one_holds_it_each_time(tmp_path):
+    winners = race(str(tmp_path))
     assert sorted(winners) == list(range(ROUNDS)) and all(len(w) == 1 for w in winners.values()), winners
     assert not (tmp_path / "_locks").exists()  # every winner released
+
+
+def test_two_processes_racing_on_s3_one_holds_it_each_time(bucket):
+    """The same race on moto's S3 endpoint, through conditional writes."""
+    winners = race("s3://leases/race", bucket.storage_options)
+    assert sorted(winners) == list(range(ROUNDS)) and all(len(w) == 1 for w in winners.values()), winners
 
 
 @pytest.fixture(scope="module")
