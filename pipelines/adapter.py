@@ -1,16 +1,16 @@
 """Every Ray call of a run: a stage spec → map_batches or a Datasink, the dataset over the input
 rows, Ray Data's execution settings and stats, the cluster checks, and Ray's errors named.
 
-Actor pools (encoders, fusion): one stage object per actor, `setup()` once per actor.
-Task pools (split, decode): a stage object cached per worker process, so tasks on a warm
-worker do not redo `setup()`. The write stage (kind "sink") runs as a Ray Data `Datasink`:
+Actor pools (decode, encoders, fusion): one stage object per actor, `setup()` once per actor.
+Task pools (split, sidecar transcripts): a stage object cached per worker process, so tasks on
+a warm worker do not redo `setup()`. The write stage (compute "sink") runs as a Ray Data `Datasink`:
 its `min_bytes_per_write` makes Ray Data hand each write task a bundle of about the target
 file size (map_batches would re-batch a bundle and leave a small tail file per task), and
 what each write returns — small completion records — comes back to the driver.
 
 Each operator is named after its stage (progress bars, `ds.stats()` and the dashboard say
 which stage is slow), and after each stage the columns no later stage reads are dropped: the
-rule comes from the stages' declared `reads`, not from flags placed by hand.
+rule comes from the stages' declared `reads` and `may_read`, not from flags placed by hand.
 """
 
 from __future__ import annotations
