@@ -59,3 +59,18 @@ def test_a_plan_stalled_after_taking_the_lease_releases_it(tmp_path, tiny_config
                               lambda: started.append("ray"), 3.0, watch)
     assert started == ["ray"] and watch.lease is not None
     assert not (out / "_locks" / f"run_date={DAY.isoformat()}.json").exists()  # released, not left to lapse
+
+
+def test_without_a_deadline_the_plan_is_waited_for():
+    """No timeout: a plan still busy after Ray started is waited for (an infinite wait is None,
+    not float('inf'), which threading refuses)."""
+    import time
+
+    from pipelines.cli.score import plan_while_ray_starts
+
+    def slow_plan(checked):
+        checked()
+        time.sleep(0.3)
+        return "planned"
+
+    assert plan_while_ray_starts(slow_plan, lambda: None) == "planned"

@@ -149,7 +149,7 @@ def plan_while_ray_starts(plan: Callable[[Callable[[], None]], Any], start_ray: 
     try:
         if _wait(checked, done, deadline) and start_ray is not None:
             start_ray()  # the inputs and the output passed: Ray starts while the models are read
-        if not done.wait(max(0.0, deadline - time.monotonic())):
+        if not done.wait(None if timeout_s is None else max(0.0, deadline - time.monotonic())):
             raise _plan_timeout(timeout_s, watch)
     except BaseException:  # Ray failed to start, an interrupt or the deadline: free the night at once,
         _release_when_planned(done, outcome, watch)  # not when the lease lapses
