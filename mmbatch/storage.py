@@ -33,6 +33,13 @@ def is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
 
 
+def is_local_fs(fs) -> bool:
+    """A filesystem on this machine's disk (renames are atomic, paths are plain)."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    return isinstance(fs, LocalFileSystem)
+
+
 # storage_options are for the object store of the night; a local or web URI gets none
 # (s3fs options given to the HTTP filesystem raise TypeError).
 _NO_OPTIONS = ("file", "local", "http", "https")
@@ -74,9 +81,7 @@ def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
 
     Object stores make a PUT atomic already; on local disks write a temp file and rename.
     """
-    from fsspec.implementations.local import LocalFileSystem
-
-    if isinstance(fs, LocalFileSystem):
+    if is_local_fs(fs):
         fs.makedirs(posixpath.dirname(path), exist_ok=True)
         tmp = f"{path}.tmp-{os.getpid()}"
         with fs.open(tmp, "wb") as f:

@@ -242,6 +242,4 @@ def _unique(refs: list[VideoRef]) -> list[VideoRef]:
 
 def full_uri(fs, path: str) -> str:
     """The URI to reopen `path` later: plain path locally, scheme://path elsewhere."""
-    from fsspec.implementations.local import LocalFileSystem
-
-    return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+    return path if storage.is_local_fs(fs) else fs.unstrip_protocol(path)

@@ -107,6 +107,4 @@ class ObjectSlot:
 
 
 def slot_for(fs, path: str):
-    from fsspec.implementations.local import LocalFileSystem
-
-    return LocalSlot(fs, path) if isinstance(fs, LocalFileSystem) else ObjectSlot(fs, path)
+    return LocalSlot(fs, path) if storage.is_local_fs(fs) else ObjectSlot(fs, path)

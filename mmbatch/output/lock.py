@@ -175,9 +175,7 @@ class Lease:
 
     def _remove_empty_folder(self) -> None:
         """Locally, leave no empty `_locks/` behind (os.rmdir refuses a folder another run uses)."""
-        from fsspec.implementations.local import LocalFileSystem
-
-        if isinstance(self.fs, LocalFileSystem):
+        if storage.is_local_fs(self.fs):
             try:
                 os.rmdir(os.path.dirname(self.path))
             except OSError:

@@ -15,6 +15,7 @@ import ctypes
 import os
 import posixpath
 
+from mmbatch import storage
 from mmbatch.output.layout import SUCCESS_MARKER, OutputLayout
 
 TABLES = ("clips", "videos")
@@ -82,9 +83,7 @@ class ObjectStorePublisher(Publisher):
 
 
 def publisher_for(fs) -> Publisher:
-    from fsspec.implementations.local import LocalFileSystem
-
-    return LocalFolderPublisher(fs) if isinstance(fs, LocalFileSystem) else ObjectStorePublisher(fs)
+    return LocalFolderPublisher(fs) if storage.is_local_fs(fs) else ObjectStorePublisher(fs)
 
 
 def exchange(a: str, b: str) -> bool:
