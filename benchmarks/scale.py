@@ -132,6 +132,7 @@ def run_skip(n_videos: int, n_nights: int, workdir: str) -> dict:
     from mmbatch.inputs.sources import VideoRef
     from mmbatch.output.layout import OutputLayout, run_id_for
     from mmbatch.output.state import skipped_videos, write_state
+    from mmbatch.output.tables import ParquetTables
     from mmbatch.schema import STATE_SCHEMA
 
     out = Path(workdir) / "archive"
@@ -153,7 +154,7 @@ def run_skip(n_videos: int, n_nights: int, workdir: str) -> dict:
     del state
     refs = [VideoRef(i, f"/in/{i}.mp4", 1000, "e") for i in ids]
     rss0, t0 = _peak_rss_mb(), time.perf_counter()
-    skipped = skipped_videos(fs, layout, refs, {}, "bench000")
+    skipped = skipped_videos(fs, layout, ParquetTables(fs, root, str(out)), refs, {}, "bench000")
     seconds = time.perf_counter() - t0
     return {"measure": "skip_check", "archive_videos": n_videos, "archive_nights": n_nights,
             "skipped": len(skipped), "skip_check_seconds": round(seconds, 3),

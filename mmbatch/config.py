@@ -275,8 +275,26 @@ class RunConfig(_Strict):
     ray_data_reservation: bool = True
 
 
+class IcebergConfig(_Strict):
+    """Where `output.format: iceberg` keeps its tables' catalog, and their names."""
+
+    # pyiceberg catalog properties (`type: glue | rest | sql | ...` and that catalog's keys, e.g.
+    # `uri`, `warehouse`, `s3.endpoint`). Empty: an embedded SQLite catalog at
+    # `<output>/_catalog/iceberg.db` (local outputs only: SQLite cannot live on an object store).
+    catalog: dict[str, Any] = Field(default_factory=dict)
+    catalog_name: str = Field("mmbatch", min_length=1)
+    namespace: str = Field("mmbatch", min_length=1)
+    # The tables are `<namespace>.<table_prefix>clips` and `<namespace>.<table_prefix>videos`.
+    table_prefix: str = ""
+
+
 class OutputConfig(_Strict):
     """Clip files: written by workers, many videos a file, sized for analytics engines."""
+
+    # parquet: plain hive folders. delta / iceberg: the same files, committed as one table
+    # transaction a table a night (readers must read through the format; see docs/output.md).
+    format: Literal["parquet", "delta", "iceberg"] = "parquet"
+    iceberg: IcebergConfig = IcebergConfig()
 
     # Target size of one clip file: Ray Data bundles this many bytes of rows into each write.
     # It is also the resume granularity: a video counts as done once its last rows are written.
@@ -329,6 +347,10 @@ class PipelineConfig(_Strict):
         """The config as JSON, with storage options that may carry secrets masked."""
         data = self.model_dump(mode="json")
         data["storage_options"] = redact(data["storage_options"])
+        from mmbatch.trust import redact_uri  # a catalog `uri` may carry a database password
+
+        catalog = redact(data["output"]["iceberg"]["catalog"])
+        data["output"]["iceberg"]["catalog"] = {k: redact_uri(v) if isinstance(v, str) else v for k, v in catalog.items()}
         return data
 
 

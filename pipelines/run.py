@@ -163,6 +163,7 @@ def _plan_work(config: PipelineConfig, input_uri: str, output_uri: str, run_date
                watch: PlanWatch) -> RunPlan:
     """Models inspected, the night's objects wired, and what is resumed, skipped, refused or to do."""
     from mmbatch.encoders.inspect import inspect_models
+    from mmbatch.output.formats import open_tables
     from mmbatch.output.night import open_night
     from mmbatch.output.records import VideoOutcome
     from mmbatch.output.state import skipped_videos
@@ -170,9 +171,11 @@ def _plan_work(config: PipelineConfig, input_uri: str, output_uri: str, run_date
 
     watch("reading the configured models' configs")
     dims = inspect_models(config, identities)
+    watch("opening the output's tables")
+    tables = open_tables(output_uri, config.storage_options, config.output)
     night = open_night(fs, layout, refs, output_uri=output_uri, fingerprint=fingerprint, dims=dims,
                        config_json=json.dumps(config.redacted(), sort_keys=True), storage_options=config.storage_options,
-                       row_group_rows=row_group_rows(config, dims), lease=lease)
+                       row_group_rows=row_group_rows(config, dims), lease=lease, tables=tables)
     specs = stage_specs(config, dims, night.writer, trust)
     watch("finishing an interrupted commit of the date, if any")
     rolled = [] if dry_run else night.committer.roll_forward()
@@ -184,7 +187,7 @@ def _plan_work(config: PipelineConfig, input_uri: str, output_uri: str, run_date
                                                        decode_seconds=0.0, error_stage="input", error=ref.error,
                                                        etag=ref.etag, size_bytes=ref.size_bytes)
     watch("reading the state table (videos scored on earlier nights)")
-    skipped = skipped_videos(fs, layout, refs, resumed, fingerprint) if not force else {}
+    skipped = skipped_videos(fs, layout, night.committer.tables, refs, resumed, fingerprint) if not force else {}
     todo = [r for r in refs if r.video_id not in night.ledger.done and r.video_id not in skipped]
     return RunPlan(config, input_uri, output_uri, run_date, refs, dims, fingerprint, identities, night, specs,
                    resumed, skipped, todo, refused, rolled)

@@ -7,7 +7,9 @@ import datetime as dt
 
 import numpy as np
 
+from mmbatch.config import OutputConfig
 from mmbatch.inputs.sources import VideoRef
+from mmbatch.output.formats import open_tables
 from mmbatch.output.night import night_layout, open_night
 from mmbatch.output.writer import ClipWriterStage
 from mmbatch.schema import EmbeddingDims
@@ -58,11 +60,12 @@ class Night:
     """One attempt of a run: write batches, then commit (or stop, as a crash would)."""
 
     def __init__(self, out, inputs: list[VideoRef], day: dt.date = DAY, fp: str = "fp1",
-                 dims: EmbeddingDims = DIMS, storage_options: dict | None = None):
+                 dims: EmbeddingDims = DIMS, storage_options: dict | None = None, output: OutputConfig | None = None):
         self.fs, self.layout = night_layout(str(out), storage_options, day, fp)
         self.inputs, self.fp, self.dims = inputs, fp, dims
+        self.tables = open_tables(str(out), storage_options, output)
         night = open_night(self.fs, self.layout, inputs, output_uri=str(out), fingerprint=fp, dims=dims,
-                           storage_options=storage_options)
+                           storage_options=storage_options, tables=self.tables)
         self.ledger, self.committer = night.ledger, night.committer
         self.writer = ClipWriterStage(night.writer)
         self.rolled = self.committer.roll_forward()

@@ -184,7 +184,7 @@ def test_damaged_run_manifest_is_skipped(tmp_path):
     second = Night(tmp_path, refs("a"), day=DAY + dt.timedelta(days=1))
     from mmbatch.output.state import skipped_videos
 
-    assert set(skipped_videos(second.fs, second.layout, refs("a"), {}, "fp1")) == {"a"}
+    assert set(skipped_videos(second.fs, second.layout, second.committer.tables, refs("a"), {}, "fp1")) == {"a"}
 
 
 def test_glob_readers_see_one_complete_night(tmp_path):
@@ -258,7 +258,7 @@ def test_rows_carried_from_a_v1_partition_take_todays_schema(tmp_path):
     its videos are carried over into v2 files."""
     import pyarrow as pa
 
-    from mmbatch.output.assemble import conform as _conform
+    from mmbatch.output.tables import conform as _conform
     from mmbatch.schema import file_schema
 
     v1 = pa.table({"video_id": ["old"], "clip_id": ["old-0"], "clip_index": pa.array([0], pa.int32()),

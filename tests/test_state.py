@@ -18,7 +18,7 @@ def full_history_answer(out) -> dict[str, tuple]:
 
 
 def state_answer(night: Night) -> dict[str, tuple]:
-    table, _ = read_state(night.fs, night.layout)
+    table, _ = read_state(night.fs, night.layout, night.committer.tables)
     return {r["video_id"]: (r["run_date"], r["model_fingerprint"], r["etag"]) for r in table.to_pylist()}
 
 

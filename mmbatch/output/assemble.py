@@ -20,6 +20,7 @@ from mmbatch.output.layout import SUCCESS_MARKER, OutputLayout
 from mmbatch.output.publish import Publisher
 from mmbatch.output.reconcile import Reconciled, carry_ids
 from mmbatch.output.records import VideoOutcome, VideoRow
+from mmbatch.output.tables import Tables, conform
 
 
 @dataclass(frozen=True)
@@ -28,19 +29,15 @@ class Assembled:
     clip_files: list[str]  # names of the clip files of the night
 
 
-def published_videos(fs, layout: OutputLayout) -> dict[str, VideoRow]:
+def published_videos(tables: Tables, layout: OutputLayout) -> dict[str, VideoRow]:
     """The `videos` rows of the date as committed now (empty for a new date)."""
-    if not fs.exists(layout.videos):
-        return {}
-    out = {}
-    for path in sorted(fs.glob(posixpath.join(layout.videos, "*.parquet"))):
-        for row in storage.read_parquet(fs, path).to_pylist():
-            out[row["video_id"]] = VideoRow.from_dict(row)
-    return out
+    t = tables.read_date("videos", layout.run_date)
+    return {} if t is None else {row["video_id"]: VideoRow.from_dict(row) for row in t.to_pylist()}
 
 
 def assemble(fs, layout: OutputLayout, publisher: Publisher, night: Reconciled, outcomes: dict[str, VideoOutcome],
-             previous: dict[str, VideoRow], clips_schema: pa.Schema, videos_schema: pa.Schema) -> Assembled:
+             previous: dict[str, VideoRow], tables: Tables, clips_schema: pa.Schema,
+             videos_schema: pa.Schema) -> Assembled:
     if fs.exists(layout.publish):
         fs.rm(layout.publish, recursive=True)  # a commit attempt that never wrote its record
     clips_dir, videos_dir = posixpath.join(layout.publish, "clips"), posixpath.join(layout.publish, "videos")
@@ -49,7 +46,7 @@ def assemble(fs, layout: OutputLayout, publisher: Publisher, night: Reconciled, 
     files = _stage_parts(fs, layout, publisher, outcomes, set(night.kept), clips_dir)
     carried = carry_ids(night, previous)
     if carried:
-        files.append(_carry(fs, layout, carried, clips_dir, clips_schema))
+        files.append(_carry(fs, layout, tables, carried, clips_dir, clips_schema))
     rows = [r.to_dict() for r in night.rows]
     rows = [{k: row.get(k) for k in videos_schema.names} for row in rows]
     storage.write_parquet(fs, posixpath.join(videos_dir, "videos.parquet"), pa.Table.from_pylist(rows, schema=videos_schema))
@@ -99,23 +96,13 @@ def _stage_parts(fs, layout: OutputLayout, publisher: Publisher, outcomes: dict[
     return sorted(wanted)
 
 
-def _carry(fs, layout: OutputLayout, video_ids: list[str], clips_dir: str, clips_schema: pa.Schema) -> str:
+def _carry(fs, layout: OutputLayout, tables: Tables, video_ids: list[str], clips_dir: str,
+           clips_schema: pa.Schema) -> str:
     """Rows committed earlier tonight that stay: read from the current partition, one file."""
-    tables = []
-    for path in sorted(fs.glob(posixpath.join(layout.clips, "*.parquet"))):
-        t = storage.read_parquet(fs, path)
+    t = tables.read_date("clips", layout.run_date)
+    if t is not None:
         t = t.filter(pc.is_in(t["video_id"], value_set=pa.array(video_ids)))
-        if t.num_rows:
-            tables.append(conform(t, clips_schema))
     name = f"carried-{uuid.uuid5(uuid.NAMESPACE_URL, layout.run_id + '|' + '|'.join(video_ids))}.parquet"
-    table = pa.concat_tables(tables) if tables else clips_schema.empty_table()
+    table = conform(t, clips_schema) if t is not None and t.num_rows else clips_schema.empty_table()
     storage.write_parquet(fs, posixpath.join(clips_dir, name), table)
     return name
-
-
-def conform(table: pa.Table, target: pa.Schema) -> pa.Table:
-    """Rows written by an older schema version, in today's: columns it lacked are null, types
-    are cast (v1's fixed-size embedding lists to lists)."""
-    n = table.num_rows
-    columns = [table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(n, f.type) for f in target]
-    return pa.Table.from_arrays(columns, schema=target)

@@ -12,10 +12,16 @@
    (a video redone after a crash, a failure that keeps its earlier result) is rewritten without
    them; carried rows go to one file; then `videos.parquet` and `_SUCCESS`.
 4. **Commit record** (runs.py): `_runs/<run_id>.json` lists the exact files. Nothing is visible before it.
-5. **Publish** (publish.py, one Publisher for the output's storage): locally the assembled
+   For Delta and Iceberg the table commit of step 5 is the commit: the record is written to
+   `_staging/<run_id>/commit.json` first (the intent) and to `_runs/` once the tables committed,
+   with their versions.
+5. **Publish** (publish.py, one Publisher for the output's format and storage): locally the assembled
    folder replaces the partition in one atomic rename (`renameat2(RENAME_EXCHANGE)` on Linux);
-   on object stores the files are copied in and the superseded ones deleted. A publish
-   interrupted after step 4 is finished by the next run of the date (`roll_forward`).
+   on object stores the files are copied in and the superseded ones deleted; for a table format,
+   one commit a table on the version read in step 2. A publish interrupted after its commit
+   point is finished by the next run of the date (`roll_forward`); a table that moved on
+   meanwhile (another run committed the date) refuses the commit: nothing is committed and the
+   staged work stays for a rerun.
 6. **State** (state.py): the state table takes the night's scored videos.
 7. **Clean-up** (staging, superseded manifests marked): failures here are logged, never fatal;
    they and the night's report are added to the run record, so the record on disk is the
@@ -37,6 +43,7 @@ from mmbatch.output.lock import LeaseLostError
 from mmbatch.output.publish import publisher_for
 from mmbatch.output.reconcile import reconcile
 from mmbatch.output.records import VideoOutcome
+from mmbatch.output.tables import ParquetTables, TableConflictError, Tables
 
 log = logging.getLogger(__name__)
 COMMIT_STEPS = ("assemble", "manifest", "publish", "state", "cleanup")
@@ -53,35 +60,40 @@ class CommitError(MmbatchError):
 
 
 class Committer:
-    def __init__(self, fs, layout: OutputLayout, fingerprint: str, config_json: str, dims: schema.EmbeddingDims):
+    def __init__(self, fs, layout: OutputLayout, fingerprint: str, config_json: str, dims: schema.EmbeddingDims,
+                 tables: Tables | None = None):
         self.fs, self.layout, self.fingerprint, self.dims = fs, layout, fingerprint, dims
         self.videos_schema = schema.with_metadata(schema.file_schema(schema.VIDEOS_SCHEMA), config_json, dims)
         self.clips_schema = schema.with_metadata(schema.file_schema(schema.CLIPS_SCHEMA), config_json, dims)
-        self.publisher = publisher_for(fs)  # chosen once: local folders or an object store
+        self.tables = tables or ParquetTables(fs, layout.root, layout.root)
+        self.publisher = publisher_for(fs, self.tables)  # chosen once: the format, local folders or an object store
 
     def commit(self, refs: list, outcomes: dict[str, VideoOutcome], skipped: dict[str, dict],
                manifest_extra: dict[str, Any], guard: Callable[[], None] | None = None) -> dict[str, Any]:
         """Steps 1-7; returns the run record as written (clean-up warnings included). `guard()` is
         called just before the commit record is written (the run's lease check): if it raises,
         nothing is committed and its error goes up as it is."""
-        fs, lay = self.fs, self.layout
+        fs, lay, tables = self.fs, self.layout, self.tables
         step, committed = "assemble", False
         try:
-            previous = published_videos(fs, lay)
+            base = tables.pin()  # what this commit reads and builds on
+            previous = published_videos(tables, lay)
             night = reconcile(refs, outcomes, skipped, previous, self.fingerprint, lay.run_id, self.dims)
-            done = assemble(fs, lay, self.publisher, night, outcomes, previous, self.clips_schema, self.videos_schema)
+            done = assemble(fs, lay, self.publisher, night, outcomes, previous, tables, self.clips_schema,
+                            self.videos_schema)
             manifest = runs.build_run_record(lay, self.fingerprint, done.commit_id, night, done.clip_files,
-                                             manifest_extra)
+                                             {"format": tables.format, **manifest_extra})
+            if tables.transactional:
+                manifest["table_base"] = base
             step = "manifest"
             if guard is not None:
                 guard()
-            runs.write_run_record(fs, lay, manifest)
-            committed = True
+            committed = self._record(manifest)
             step = "publish"
-            self.publisher.publish(lay, done.commit_id)
+            committed = self._publish(lay, manifest) or committed
             step = "state"
             self.update_state(lay)
-        except LeaseLostError:
+        except (LeaseLostError, TableConflictError):
             raise
         except Exception as err:
             raise CommitError(step, committed, err) from err
@@ -89,6 +101,29 @@ class Committer:
         if warnings:
             self.amend(manifest, cleanup_warnings=warnings)
         return manifest
+
+    def _record(self, manifest: dict[str, Any]) -> bool:
+        """Write the commit record (plain Parquet: the commit point, True) or the intent (tables)."""
+        if self.publisher.record_is_commit:
+            runs.write_run_record(self.fs, self.layout, manifest)
+            return True
+        runs.write_intent(self.fs, self.layout, manifest)
+        return False
+
+    def _publish(self, layout: OutputLayout, manifest: dict[str, Any]) -> bool:
+        """Publish; for a table format, the tables' commits and then the run record (True once committed).
+        A table that moved on: nothing committed, the intent and assembly go, the staged work stays."""
+        try:
+            versions = self.publisher.publish(layout, manifest)
+        except TableConflictError:
+            runs.drop_intent(self.fs, layout)
+            raise
+        if self.publisher.record_is_commit:
+            return True
+        manifest["table_versions"] = versions
+        runs.write_run_record(self.fs, layout, manifest)
+        runs.drop_intent(self.fs, layout)
+        return True
 
     def amend(self, manifest: dict[str, Any], **notes) -> None:
         """Add notes made after the commit (clean-up warnings, the report) to the run record, so
@@ -111,12 +146,18 @@ class Committer:
             other = self.layout.of_run(posixpath.basename(path.rstrip("/")))
             if not other.run_id.startswith(self.layout.run_date.isoformat() + "_") or not self.fs.exists(other.publish):
                 continue
-            manifest = runs.read_run_record(self.fs, other.manifest)
-            if manifest is None or is_uncommitted(self.fs, other, manifest.get("commit_id")):
+            record = runs.pending_record(self.fs, other, self.publisher.record_is_commit)
+            if record is None or is_uncommitted(self.fs, other, record.get("commit_id")):
                 self.fs.rm(other.publish, recursive=True)
                 continue
             log.warning("finishing the interrupted commit of run %s", other.run_id)
-            self.publisher.publish(other, manifest["commit_id"])
+            try:
+                self._publish(other, record)
+            except TableConflictError as err:
+                log.warning("run %s was not committed: %s (its staged work stays for a rerun)", other.run_id, err)
+                self.fs.rm(other.publish, recursive=True)
+                continue
+            manifest = record
             self.update_state(other)
             self.cleanup(other, manifest)
             done.append(other.run_id)
@@ -129,7 +170,7 @@ class Committer:
         lease = Lease(self.fs, layout.state_lock, layout.run_id, ttl_s=120, what="the state table")
         lease.acquire_waiting(timeout_s=300)
         try:
-            update_state(self.fs, layout)
+            update_state(self.fs, layout, self.tables)
         finally:
             lease.release()
 

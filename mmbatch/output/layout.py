@@ -6,7 +6,7 @@
     _runs/<run_id>.json                  run manifests: the commit record, written before publishing
     _locks/run_date=D.json               the lease of the run that holds the night
     _staging/<run_id>/                   in-flight: parts/ (clip and records files), inputs-<attempt>.parquet,
-                                         publish/
+                                         publish/, commit.json (Delta/Iceberg: the record before the table commit)
 """
 
 from __future__ import annotations
@@ -91,6 +91,11 @@ class OutputLayout:
     def inputs_file(self, attempt: str) -> str:
         """The identities (etag, size) of the inputs one attempt of the run was given."""
         return posixpath.join(self.staging, f"inputs-{attempt}.parquet")
+
+    @property
+    def intent(self) -> str:
+        """Delta/Iceberg: the run record between the assembly and the table commits."""
+        return posixpath.join(self.staging, "commit.json")
 
     @property
     def publish(self) -> str:

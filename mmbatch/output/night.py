@@ -13,6 +13,7 @@ from mmbatch.output.commit import Committer
 from mmbatch.output.layout import OutputLayout, run_id_for
 from mmbatch.output.ledger import RunLedger
 from mmbatch.output.lock import Lease
+from mmbatch.output.tables import Tables
 from mmbatch.output.writer import WriterArgs
 from mmbatch.schema import EmbeddingDims
 from mmbatch.trust import redact_uri
@@ -43,10 +44,12 @@ def night_lease(fs, layout: OutputLayout, output_uri: str, ttl_s: float) -> Leas
 
 def open_night(fs, layout: OutputLayout, refs: list, *, output_uri: str, fingerprint: str, dims: EmbeddingDims,
                config_json: str = "{}", storage_options: dict | None = None, attempt: str | None = None,
-               row_group_rows: int = 2048, lease: Lease | None = None) -> NightOutput:
-    """The ledger over `refs` (VideoRef), the committer and the writer's arguments of one attempt."""
+               row_group_rows: int = 2048, lease: Lease | None = None, tables: Tables | None = None) -> NightOutput:
+    """The ledger over `refs` (VideoRef), the committer and the writer's arguments of one attempt;
+    `tables`: the output's tables in their format (None: plain Parquet)."""
     ledger = RunLedger(fs, layout, {r.video_id: r for r in refs}, attempt)
     writer = WriterArgs(output=output_uri, storage_options=storage_options, parts_dir=layout.parts,
                         run_id=layout.run_id, fingerprint=fingerprint, dims=dims, config_json=config_json,
                         attempt=ledger.attempt, row_group_rows=row_group_rows)
-    return NightOutput(fs, layout, ledger, Committer(fs, layout, fingerprint, config_json, dims), writer, lease)
+    committer = Committer(fs, layout, fingerprint, config_json, dims, tables)
+    return NightOutput(fs, layout, ledger, committer, writer, lease)

@@ -1,12 +1,17 @@
 """Publish: the assembled night replaces the date's partitions. One Publisher a run, chosen once
-from the output's filesystem; the seam where other output formats plug in.
+from the output's format and filesystem.
 
+Plain Parquet (the run record, written first, is the commit):
 - `LocalFolderPublisher`: the assembled folder replaces the partition in one atomic rename
   (`renameat2(RENAME_EXCHANGE)` on Linux): readers see the old or the new night, never a mix.
 - `ObjectStorePublisher`: the new files are copied in, then the superseded ones deleted, then
   `_SUCCESS` (object stores have no atomic rename of a prefix).
 
-Both are idempotent: a publish interrupted after the commit record is finished by running it again.
+Delta / Iceberg (`TablePublisher`; the table commit is the commit, the run record follows it): the
+assembled files are put under `<table>/run_date=D/` with names of their own, then one transaction a
+table makes them the date's files, on exactly the version the run read.
+
+All are idempotent: a publish interrupted after its commit point is finished by running it again.
 """
 
 from __future__ import annotations
@@ -14,15 +19,17 @@ from __future__ import annotations
 import ctypes
 import os
 import posixpath
+from typing import Any
 
 from mmbatch import storage
 from mmbatch.output.layout import SUCCESS_MARKER, OutputLayout
-
-TABLES = ("clips", "videos")
+from mmbatch.output.tables import TABLES, Tables
 
 
 class Publisher:
     """How staged files become the night's partitions on one kind of storage."""
+
+    record_is_commit = True  # the run record is the commit point (False: the table commit is)
 
     def __init__(self, fs):
         self.fs = fs
@@ -34,10 +41,12 @@ class Publisher:
     def publish_table(self, staged: str, target: str, commit_id: str) -> None:
         raise NotImplementedError
 
-    def publish(self, layout: OutputLayout, commit_id: str) -> None:
-        """Both tables of the assembled night (`layout.publish`) into their partitions."""
+    def publish(self, layout: OutputLayout, record: dict[str, Any]) -> dict[str, Any]:
+        """Both tables of the assembled night (`layout.publish`) into their partitions; returns
+        the table versions committed ({} for plain Parquet)."""
         for table in TABLES:
-            self.publish_table(posixpath.join(layout.publish, table), layout.partition_of(table), commit_id)
+            self.publish_table(posixpath.join(layout.publish, table), layout.partition_of(table), record["commit_id"])
+        return {}
 
 
 class LocalFolderPublisher(Publisher):
@@ -82,7 +91,62 @@ class ObjectStorePublisher(Publisher):
         self.fs.rm(staged, recursive=True)
 
 
-def publisher_for(fs) -> Publisher:
+class TablePublisher(Publisher):
+    """Delta and Iceberg: the night's files go under the table's folder, one commit a table."""
+
+    record_is_commit = False
+
+    def __init__(self, fs, tables: Tables):
+        super().__init__(fs)
+        self.tables, self.files = tables, publisher_for(fs)
+
+    def link(self, src: str, dst: str) -> None:
+        self.files.link(src, dst)
+
+    def publish(self, layout: OutputLayout, record: dict[str, Any]) -> dict[str, Any]:
+        commit_id, base = record["commit_id"], record.get("table_base") or {}
+        versions = {}
+        for table in TABLES:
+            done = self.tables.committed_version(table, commit_id, base.get(table))
+            if done is None:
+                files = self._place(layout, table, commit_id)
+                done = self.tables.commit(table, layout.run_date, files, base.get(table),
+                                          commit_properties(record, table))
+            versions[table] = done
+        return versions
+
+    def _place(self, layout: OutputLayout, table: str, commit_id: str) -> list[tuple[str, int, int]]:
+        """Put the assembled files of `table` under its folder (names of this commit's own);
+        returns them as (path relative to the table folder, bytes, rows)."""
+        import pyarrow.parquet as pq
+
+        staged = posixpath.join(layout.publish, table)
+        out = []
+        for src in sorted(p for p in self.fs.find(staged) if p.endswith(".parquet")):
+            rel = posixpath.join(layout.partition, f"{commit_id[:8]}-{posixpath.basename(src)}")
+            dst = posixpath.join(self.tables.folder(table), rel)
+            if not self.fs.exists(dst):
+                self.fs.makedirs(posixpath.dirname(dst), exist_ok=True)
+                self.files.link(src, dst)
+            with self.fs.open(dst, "rb") as f:
+                rows = pq.ParquetFile(f).metadata.num_rows
+            out.append((rel, self.fs.size(dst), rows))
+        return out
+
+
+def commit_properties(record: dict[str, Any], table: str) -> dict[str, str]:
+    """What a table commit says about the night (strings: both formats' metadata are string maps)."""
+    counts = record.get("counts") or {}
+    return {"mmbatch.run_id": record["run_id"], "mmbatch.commit_id": record["commit_id"],
+            "mmbatch.run_date": record["run_date"], "mmbatch.model_fingerprint": record["model_fingerprint"],
+            "mmbatch.table": table, "mmbatch.operation": record.get("operation", "night"),
+            **{f"mmbatch.{k}": str(v) for k, v in counts.items()},
+            **{f"mmbatch.{k}": str(v) for k, v in (record.get("commit_notes") or {}).items()}}
+
+
+def publisher_for(fs, tables: Tables | None = None) -> Publisher:
+    if tables is not None and tables.transactional:
+        return TablePublisher(fs, tables)
     return LocalFolderPublisher(fs) if storage.is_local_fs(fs) else ObjectStorePublisher(fs)
 
 

@@ -39,6 +39,26 @@ def write_run_record(fs, layout: OutputLayout, manifest: dict[str, Any]) -> None
     storage.write_bytes_atomic(fs, layout.manifest, json.dumps(manifest, indent=2, default=str).encode())
 
 
+def write_intent(fs, layout: OutputLayout, manifest: dict[str, Any]) -> None:
+    """Delta/Iceberg: the record of a night about to be committed to the tables (not a commit yet)."""
+    storage.write_bytes_atomic(fs, layout.intent, json.dumps(manifest, indent=2, default=str).encode())
+
+
+def drop_intent(fs, layout: OutputLayout) -> None:
+    if fs.exists(layout.intent):
+        fs.rm(layout.intent)
+
+
+def pending_record(fs, layout: OutputLayout, record_is_commit: bool) -> dict | None:
+    """The record of a run whose publish may be unfinished: its commit record (plain Parquet),
+    or its intent, else its commit record (tables: committed, clean-up left)."""
+    if not record_is_commit:
+        intent = read_run_record(fs, layout.intent)
+        if intent is not None:
+            return intent
+    return read_run_record(fs, layout.manifest)
+
+
 def build_run_record(layout: OutputLayout, fingerprint: str, commit_id: str, night: Reconciled, files: list[str],
                      extra: dict[str, Any]) -> dict[str, Any]:
     """The commit record of an assembled night; `extra`: what the run adds (config, timings, …)."""

@@ -10,6 +10,7 @@ built once from every `videos` partition.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import logging
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 
 from mmbatch import storage
 from mmbatch.output.layout import OutputLayout
+from mmbatch.output.tables import Tables
 from mmbatch.schema import STATE_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -28,18 +30,12 @@ METADATA_RUNS = b"mmbatch.state_runs"
 _COLUMNS = [f.name for f in STATE_SCHEMA if f.name != "run_date"]
 
 
-def _partition_rows(fs, videos_dir: str) -> pa.Table:
-    """Scored-ok rows of one `videos/run_date=D` partition, as state rows."""
-    import datetime as dt
-
-    run_date = dt.date.fromisoformat(posixpath.basename(videos_dir.rstrip("/")).split("=", 1)[1])
-    tables = []
-    for path in sorted(fs.glob(posixpath.join(videos_dir, "*.parquet"))):
-        t = storage.read_parquet(fs, path, columns=[*_COLUMNS, "status", "n_clips"])
-        tables.append(t.filter(pc.and_(pc.equal(t["status"], "ok"), pc.greater(t["n_clips"], 0))))
-    if not tables:
+def _partition_rows(tables: Tables, run_date: dt.date) -> pa.Table:
+    """Scored-ok rows of the committed `videos` of one date, as state rows."""
+    t = tables.read_date("videos", run_date, [*_COLUMNS, "status", "n_clips"])
+    if t is None:
         return STATE_SCHEMA.empty_table()
-    t = pa.concat_tables(tables).select(_COLUMNS)
+    t = t.filter(pc.and_(pc.equal(t["status"], "ok"), pc.greater(t["n_clips"], 0))).select(_COLUMNS)
     return t.append_column("run_date", pa.array([run_date] * t.num_rows, pa.date32())).cast(STATE_SCHEMA)
 
 
@@ -67,7 +63,7 @@ def _runs_in_archive(fs, layout: OutputLayout) -> dict[str, str]:
     return out
 
 
-def read_state(fs, layout: OutputLayout) -> tuple[pa.Table, set[str]]:
+def read_state(fs, layout: OutputLayout, tables: Tables) -> tuple[pa.Table, set[str]]:
     """The state table and the run ids merged into it, caught up with `_runs/`."""
     merged: set[str] = set()
     try:
@@ -83,16 +79,13 @@ def read_state(fs, layout: OutputLayout) -> tuple[pa.Table, set[str]]:
     runs = _runs_in_archive(fs, layout)
     if table is None:  # built once from every published partition (all of them committed)
         table = STATE_SCHEMA.empty_table()
-        videos_root = posixpath.join(layout.root, "videos")
-        parts = sorted(fs.glob(posixpath.join(videos_root, "run_date=*"))) if fs.exists(videos_root) else []
-        if parts:
-            table = merge(table, pa.concat_tables([_partition_rows(fs, p) for p in parts]))
+        days = tables.dates("videos")
+        if days:
+            table = merge(table, pa.concat_tables([_partition_rows(tables, d) for d in days]))
         return table, set(runs)
     missing = sorted({runs[r] for r in set(runs) - merged})
     for date in missing:  # committed, but its state update never landed
-        part = posixpath.join(layout.root, "videos", f"run_date={date}")
-        if fs.exists(part):
-            table = merge(table, _partition_rows(fs, part))
+        table = merge(table, _partition_rows(tables, dt.date.fromisoformat(date)))
     return table, merged | set(runs)
 
 
@@ -101,27 +94,28 @@ def write_state(fs, layout: OutputLayout, table: pa.Table, merged: set[str]) -> 
     storage.write_parquet(fs, layout.state, table.cast(STATE_SCHEMA).replace_schema_metadata(meta))
 
 
-def update_state(fs, layout: OutputLayout) -> int:
+def update_state(fs, layout: OutputLayout, tables: Tables) -> int:
     """Merge the night's published `videos` partition into the state table; returns its rows."""
-    table, merged = read_state(fs, layout)
-    table = merge(table, _partition_rows(fs, layout.videos))
+    table, merged = read_state(fs, layout, tables)
+    table = merge(table, _partition_rows(tables, layout.run_date))
     write_state(fs, layout, table, merged | {layout.run_id})
     return table.num_rows
 
 
-def skip_candidates(fs, layout: OutputLayout, video_ids: list[str]) -> dict[str, dict]:
+def skip_candidates(fs, layout: OutputLayout, tables: Tables, video_ids: list[str]) -> dict[str, dict]:
     """State rows of the given videos (the only part of the state the driver turns into dicts)."""
-    table, _ = read_state(fs, layout)
+    table, _ = read_state(fs, layout, tables)
     if table.num_rows == 0 or not video_ids:
         return {}
     table = table.filter(pc.is_in(table["video_id"], value_set=pa.array(video_ids, pa.string())))
     return {r["video_id"]: r for r in table.to_pylist()}
 
 
-def skipped_videos(fs, layout: OutputLayout, refs: list, done: dict, fingerprint: str) -> dict[str, dict]:
+def skipped_videos(fs, layout: OutputLayout, tables: Tables, refs: list, done: dict,
+                   fingerprint: str) -> dict[str, dict]:
     """Videos (refs: VideoRef) scored ok on an earlier night than the layout's from the same
     content and models: their state rows. Videos in `done` (finished tonight) are not looked up."""
-    previous = skip_candidates(fs, layout, [r.video_id for r in refs if r.video_id not in done])
+    previous = skip_candidates(fs, layout, tables, [r.video_id for r in refs if r.video_id not in done])
     skipped = {}
     for ref in refs:
         prev = previous.get(ref.video_id)

@@ -1,0 +1,46 @@
+"""The output's tables in the format its configuration names (`output.format`), and a check that
+an output is not read or written in a format other than the one it holds."""
+
+from __future__ import annotations
+
+import posixpath
+
+from mmbatch import storage
+from mmbatch.errors import OutputError
+from mmbatch.output.tables import ParquetTables, Tables
+from mmbatch.schema import PARTITION_COLUMN
+
+
+def open_tables(output_uri: str, storage_options: dict | None = None, output_config=None) -> Tables:
+    """The output's tables in the configured format (`output_config`: an OutputConfig; None is parquet).
+    An output written in another format is refused: its folders would read wrong."""
+    fmt = getattr(output_config, "format", "parquet")
+    fs, root = storage.filesystem(output_uri, storage_options)
+    if fmt == "delta":
+        from mmbatch.output.delta import DeltaTables
+
+        tables: Tables = DeltaTables(fs, root, output_uri, storage_options)
+    elif fmt == "iceberg":
+        from mmbatch.output.iceberg import IcebergTables
+
+        tables = IcebergTables(fs, root, output_uri, storage_options, output_config.iceberg)
+    else:
+        tables = ParquetTables(fs, root, output_uri, storage_options)
+    found = detect_format(fs, root.rstrip("/"))
+    if found is not None and found != fmt:
+        raise OutputError(f"the output {output_uri} holds {found} tables, but output.format is {fmt}: "
+                          f"set output.format: {found}, or write to a new output")
+    return tables
+
+
+def detect_format(fs, root: str) -> str | None:
+    """The format the output's `clips` table was written in (None: nothing written yet)."""
+    clips = posixpath.join(root, "clips")
+    if fs.exists(posixpath.join(clips, "_delta_log")):
+        return "delta"
+    if fs.exists(posixpath.join(clips, "metadata")):
+        return "iceberg"
+    if fs.exists(clips) and any(posixpath.basename(p.rstrip("/")).startswith(PARTITION_COLUMN + "=")
+                                for p in fs.ls(clips, detail=False)):
+        return "parquet"
+    return None

@@ -1,0 +1,146 @@
+"""How the output's two tables (`clips`, `videos`) are read: one `Tables` a run or reader, for the
+output's format (`output.format`).
+
+- `parquet`: plain hive folders; what a `run_date=D` folder holds is the date's committed night.
+- `delta`, `iceberg` (delta.py, iceberg.py): the same folders hold the data files, but the table's
+  log decides which of them are the night; superseded files stay on disk until upkeep removes
+  them. So every reader in the project reads through this seam, never by listing folders.
+
+`Tables.pin()` fixes the version a commit reads and builds on: a table commit succeeds only on top
+of exactly that version (another run that committed meanwhile makes it fail, never merge).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import posixpath
+from typing import Any
+
+import pyarrow as pa
+
+from mmbatch import storage
+from mmbatch.errors import OutputError
+from mmbatch.schema import CLIPS_SCHEMA, PARTITION_COLUMN, VIDEOS_SCHEMA, file_schema
+
+FORMATS = ("parquet", "delta", "iceberg")
+TABLES = ("clips", "videos")
+TABLE_SCHEMAS = {"clips": CLIPS_SCHEMA, "videos": VIDEOS_SCHEMA}
+
+
+class TableConflictError(OutputError):
+    """A table moved on after this run read it (another run committed the date meanwhile)."""
+
+
+class Tables:
+    """The committed content of the output's tables, read through their format."""
+
+    format = "parquet"
+    transactional = False  # True: a table log decides what is committed (delta, iceberg)
+
+    def __init__(self, fs, root: str, uri: str, storage_options: dict | None = None):
+        self.fs, self.root, self.uri, self.storage_options = fs, root.rstrip("/"), uri, storage_options or {}
+
+    def folder(self, table: str) -> str:
+        return posixpath.join(self.root, table)
+
+    def uri_of(self, table: str) -> str:
+        """The table's folder as table libraries take it: an absolute path, or `s3://bucket/...`."""
+        if storage.is_local(self.uri):
+            return os.path.abspath(self.folder(table))
+        return f"{storage.protocol_of(self.uri)}://{self.folder(table)}"
+
+    def exists(self, table: str) -> bool:
+        raise NotImplementedError
+
+    def pin(self) -> dict[str, Any]:
+        """Read (and from now on build on) the tables' current versions; returns them."""
+        return {}
+
+    def dates(self, table: str) -> list[dt.date]:
+        """The dates with a committed night, in order."""
+        raise NotImplementedError
+
+    def read_date(self, table: str, day: dt.date, columns: list[str] | None = None) -> pa.Table | None:
+        """The committed rows of one date (without `run_date`) in today's schema, or None for a date
+        never committed."""
+        target = file_schema(TABLE_SCHEMAS[table])
+        if columns:
+            target = pa.schema([target.field(c) for c in columns if c in target.names])
+        t = self._read_date(table, day, target.names)
+        return None if t is None else conform(t, target)
+
+    def _read_date(self, table: str, day: dt.date, columns: list[str]) -> pa.Table | None:
+        raise NotImplementedError
+
+    def read(self, table: str, columns: list[str] | None = None) -> pa.Table:
+        """Every committed row of the table, `run_date` included (as a date)."""
+        parts = []
+        for day in self.dates(table):
+            t = self.read_date(table, day, [c for c in columns or [] if c != PARTITION_COLUMN] or None)
+            if t is not None and t.num_rows:
+                parts.append(t.append_column(PARTITION_COLUMN, pa.array([day] * t.num_rows, pa.date32())))
+        if not parts:
+            schema = TABLE_SCHEMAS[table]
+            return (schema if columns is None else pa.schema([schema.field(c) for c in columns])).empty_table()
+        out = pa.concat_tables(parts, promote_options="permissive")
+        return out.select(columns) if columns else out
+
+    # -- table formats only: commits on a pinned version --------------------------------------
+    def current(self, table: str) -> Any:
+        """The table's version now (Delta: a number; Iceberg: a snapshot id); None: no table yet."""
+        raise NotImplementedError
+
+    def commit(self, table: str, day: dt.date, files: list[tuple[str, int, int]], base: Any,
+               properties: dict[str, str]) -> Any:
+        """One commit on top of version `base` (None: create the table) that makes the date's files
+        exactly `files` (path relative to the table folder, bytes, rows); returns the new version.
+        Raises TableConflictError when the table is no longer at `base`."""
+        raise NotImplementedError
+
+    def committed_version(self, table: str, commit_id: str, after: Any = None) -> Any:
+        """The version (newer than `after`) committed with `commit_id`, or None."""
+        raise NotImplementedError
+
+    def files_of_date(self, table: str, day: dt.date, version: Any = None) -> list[tuple[str, int, int]]:
+        """The date's data files at `version` (now: None), as `commit` takes them."""
+        raise NotImplementedError
+
+    def commits_of_date(self, table: str, day: dt.date) -> list[dict[str, Any]]:
+        """mmbatch's commits of the date, oldest first: version, the version before it, run id."""
+        raise NotImplementedError
+
+
+class ParquetTables(Tables):
+    """Plain hive folders: each published `run_date=D` folder is exactly the committed night."""
+
+    def exists(self, table: str) -> bool:
+        return self.fs.exists(self.folder(table))
+
+    def dates(self, table: str) -> list[dt.date]:
+        if not self.exists(table):
+            return []
+        out = []
+        for path in self.fs.ls(self.folder(table), detail=False):
+            name = posixpath.basename(path.rstrip("/"))
+            if name.startswith(PARTITION_COLUMN + "=") and not name.endswith(".old"):
+                out.append(dt.date.fromisoformat(name.split("=", 1)[1]))
+        return sorted(out)
+
+    def _read_date(self, table: str, day: dt.date, columns: list[str]) -> pa.Table | None:
+        folder = posixpath.join(self.folder(table), f"{PARTITION_COLUMN}={day.isoformat()}")
+        if not self.fs.exists(folder):
+            return None
+        target = file_schema(TABLE_SCHEMAS[table])
+        target = pa.schema([target.field(c) for c in columns])
+        parts = [conform(storage.read_parquet(self.fs, path), target)  # files of older schema versions too
+                 for path in sorted(self.fs.glob(posixpath.join(folder, "*.parquet")))]
+        return pa.concat_tables(parts) if parts else None
+
+
+def conform(table: pa.Table, target: pa.Schema) -> pa.Table:
+    """Rows written by an older schema version, in today's: columns it lacked are null, types
+    are cast (v1's fixed-size embedding lists to lists)."""
+    n = table.num_rows
+    columns = [table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(n, f.type) for f in target]
+    return pa.Table.from_arrays(columns, schema=target)
