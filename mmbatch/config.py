@@ -385,9 +385,13 @@ def parse_config(data: dict[str, Any], origin: str = "(dict)") -> PipelineConfig
         raise ConfigError(_format_validation_error(err, origin)) from None
 
 
-def storage_options_from(path: str | Path | None) -> dict[str, Any]:
-    """A config file's storage_options (credentials, endpoint) for tools that only read the output."""
-    return dict(load_config(path).storage_options) if path else {}
+def reader_settings(path: str | Path | None) -> tuple[dict[str, Any], OutputConfig | None]:
+    """A config file's storage_options (credentials, endpoint) and output settings (format, catalog)
+    for tools that only read or tend the output; without a file, none (the format is detected)."""
+    if not path:
+        return {}, None
+    config = load_config(path)
+    return dict(config.storage_options), config.output
 
 
 MAX_CONFIG_BYTES = 1 << 20

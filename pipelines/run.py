@@ -283,7 +283,8 @@ def _write_report(plan: RunPlan, manifest: dict[str, Any]) -> None:
 
     committer = plan.night.committer
     try:
-        report = write_report(plan.output_uri, plan.run_date, plan.config.storage_options)
+        report = write_report(plan.output_uri, plan.run_date, plan.config.storage_options,
+                              output_config=plan.config.output)
     except Exception as err:
         log.warning("run report not written: %s", short_reason(err, 300))
         committer.amend(manifest, cleanup_warnings=[*manifest["cleanup_warnings"], f"run report: {short_reason(err, 300)}"])

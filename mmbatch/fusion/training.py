@@ -33,19 +33,17 @@ NEUTRAL_BAND = 1 / 6  # |valence| below this is neutral for continuous labels (|
 
 
 # -- data ---------------------------------------------------------------------------------------------
-def load_clips(output: str, storage_options: dict | None = None) -> pd.DataFrame:
-    """Scored clips of every night with their embeddings; a clip scored on several nights keeps its latest."""
-    import pyarrow.dataset as pads
+def load_clips(output: str, storage_options: dict | None = None, output_config=None) -> pd.DataFrame:
+    """Scored clips of every night with their embeddings, read through the output's format; a clip
+    scored on several nights keeps its latest."""
+    import pyarrow.compute as pc
 
-    from mmbatch import storage
-    from mmbatch.schema import CLIPS_SCHEMA, partitioning
+    from mmbatch.output.formats import open_tables
 
-    fs, root = storage.filesystem(output, storage_options)
     columns = ["video_id", "clip_id", "start_s", "end_s", "status", "valence", "p_negative", "p_neutral",
                "p_positive", "model_fingerprint", "run_date", *(COLUMNS[m].embedding for m in MODALITIES)]
-    ds = pads.dataset(f"{root.rstrip('/')}/clips", filesystem=fs, format="parquet", partitioning=partitioning(),
-                      schema=CLIPS_SCHEMA)
-    df = ds.to_table(columns=columns, filter=pads.field("status") == "ok").to_pandas()
+    table = open_tables(output, storage_options, output_config).read("clips", columns)
+    df = table.filter(pc.equal(table["status"], "ok")).to_pandas()
     df = df.rename(columns={"valence": "valence_pred_zero_shot"})  # the scores the pipeline wrote
     return df.sort_values("run_date").drop_duplicates("clip_id", keep="last").reset_index(drop=True)
 

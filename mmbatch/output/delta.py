@@ -148,6 +148,19 @@ class DeltaTables(Tables):
                 return int(entry["version"])
         return None
 
+    def maintain(self, table: str, retention_hours: float) -> dict[str, Any]:
+        """Vacuum (`full`: files no version references, e.g. from a commit that lost a race, go too)
+        and a checkpoint, so readers replay a short log."""
+        d = _fresh(self, table)
+        if d is None:
+            return {}
+        removed = d.vacuum(retention_hours=int(retention_hours), dry_run=False, enforce_retention_duration=False,
+                           full=True)
+        d.create_checkpoint()
+        # a file removed twice in the history is listed twice, once by its absolute path
+        removed = {p.removeprefix(self.uri_of(table).rstrip("/") + "/") for p in removed}
+        return {"removed_files": len(removed), "version": d.version()}
+
     def current(self, table: str) -> int | None:
         d = _fresh(self, table)
         return None if d is None else d.version()

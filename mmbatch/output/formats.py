@@ -12,10 +12,15 @@ from mmbatch.schema import PARTITION_COLUMN
 
 
 def open_tables(output_uri: str, storage_options: dict | None = None, output_config=None) -> Tables:
-    """The output's tables in the configured format (`output_config`: an OutputConfig; None is parquet).
-    An output written in another format is refused: its folders would read wrong."""
-    fmt = getattr(output_config, "format", "parquet")
+    """The output's tables in the configured format (`output_config`: an OutputConfig). Without one
+    (tools that only read), the format the output holds, with default settings. An output written
+    in another format than the configured one is refused: its folders would read wrong."""
     fs, root = storage.filesystem(output_uri, storage_options)
+    if output_config is None:
+        from mmbatch.config import OutputConfig
+
+        output_config = OutputConfig(format=detect_format(fs, root.rstrip("/")) or "parquet")
+    fmt = output_config.format
     if fmt == "delta":
         from mmbatch.output.delta import DeltaTables
 

@@ -130,6 +130,28 @@ class IcebergTables(Tables):
                 out.append({"version": snap.snapshot_id, "before": snap.parent_snapshot_id, **ours})
         return out
 
+    def maintain(self, table: str, retention_hours: float) -> dict[str, Any]:
+        """Snapshots older than the retention expire (the current one never does); data files under
+        the table's folder that no remaining snapshot uses, and older than the retention, are deleted."""
+        tbl = self.load(table, fresh=True)
+        if tbl is None:
+            return {}
+        cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=retention_hours)
+        before = len(tbl.snapshots())
+        tbl.maintenance.expire_snapshots().older_than(cutoff).commit()
+        tbl = self.load(table, fresh=True)
+        used = set(tbl.inspect.all_data_files().column("file_path").to_pylist()) if tbl.snapshots() else set()
+        prefix = self.location(table).rstrip("/") + "/"
+        removed = 0
+        for path, info in self.fs.find(self.folder(table), detail=True).items():
+            rel = path[len(self.folder(table)) + 1:]
+            if not rel.startswith(PARTITION_COLUMN + "=") or prefix + rel in used:
+                continue
+            if _modified(info) < cutoff.timestamp():
+                self.fs.rm(path)
+                removed += 1
+        return {"expired_snapshots": before - len(tbl.snapshots()), "removed_files": removed}
+
     def committed_version(self, table: str, commit_id: str, after: Any = None) -> int | None:
         tbl = self.load(table, fresh=True)
         for snap in tbl.snapshots() if tbl is not None else []:
@@ -197,6 +219,12 @@ class IcebergTables(Tables):
                                   partition=Record((day - EPOCH).days), file_size_in_bytes=size, sort_order_id=None,
                                   spec_id=tbl.metadata.default_spec_id, equality_ids=None, key_metadata=None,
                                   **stats.to_serialized_dict())
+
+
+def _modified(info: dict) -> float:
+    """A listed file's modification time (local `mtime`, S3 `LastModified`), in seconds."""
+    value = info.get("mtime", info.get("LastModified", 0))
+    return value.timestamp() if hasattr(value, "timestamp") else float(value)
 
 
 def _snapshot_id(tbl) -> int | None:

@@ -16,7 +16,9 @@ import posixpath
 from typing import Any
 
 from mmbatch import storage
+from mmbatch.output.formats import open_tables
 from mmbatch.output.runs import read_run_record
+from mmbatch.output.tables import Tables
 from mmbatch.schema import COLUMNS, MODALITIES
 
 CLIP_COLUMNS = ["video_id", "clip_index", "start_s", "status", "sentiment", "valence",
@@ -30,25 +32,19 @@ def _manifests(fs, root: str) -> list[dict]:
     if not fs.exists(runs):
         return []
     found = [read_run_record(fs, p) for p in sorted(fs.glob(posixpath.join(runs, "*.json")))]
-    return [m for m in found if m and not m.get("superseded_by")]
+    return [m for m in found if m and not m.get("superseded_by") and not m.get("rolled_back_at")]
 
 
-def _partition(fs, root: str, table: str, day: str, columns: list[str] | None = None):
-    import pyarrow as pa
-
-    folder = posixpath.join(root, table, f"run_date={day}")
-    if not fs.exists(folder):
-        return None
-    parts = []
-    for path in sorted(fs.glob(posixpath.join(folder, "*.parquet"))):
-        t = storage.read_parquet(fs, path)
-        parts.append(t.select([c for c in columns if c in t.column_names]) if columns else t)
-    return pa.concat_tables(parts, promote_options="default").to_pandas() if parts else None
+def _partition(tables: Tables, table: str, day: str, columns: list[str] | None = None):
+    t = tables.read_date(table, dt.date.fromisoformat(day), columns)
+    return None if t is None else t.to_pandas()
 
 
-def night_data(output: str, run_date: dt.date | None = None, storage_options: dict | None = None) -> dict[str, Any]:
-    fs, root = storage.filesystem(output, storage_options)
-    root = root.rstrip("/")
+def night_data(output: str, run_date: dt.date | None = None, storage_options: dict | None = None,
+               output_config=None) -> dict[str, Any]:
+    """The committed night's manifest, rows and previous night, read through the output's format."""
+    tables = open_tables(output, storage_options, output_config)
+    fs, root = tables.fs, tables.root
     manifests = sorted(_manifests(fs, root), key=lambda m: (m["run_date"], m.get("committed_at", "")))
     if not manifests:
         raise FileNotFoundError(f"no committed run under {output}")
@@ -60,12 +56,12 @@ def night_data(output: str, run_date: dt.date | None = None, storage_options: di
     previous = None
     if earlier:
         prev_day = earlier[-1]["run_date"]
-        prev_clips = _partition(fs, root, "clips", prev_day, ["status", "valence"])
+        prev_clips = _partition(tables, "clips", prev_day, ["status", "valence"])
         prev_ok = prev_clips[prev_clips["status"] == "ok"] if prev_clips is not None else None
         previous = {"run_date": prev_day, "counts": earlier[-1]["counts"],
                     "mean_valence": float(prev_ok["valence"].mean()) if prev_ok is not None and len(prev_ok) else None}
-    return {"manifest": mine[-1], "videos": _partition(fs, root, "videos", day),
-            "clips": _partition(fs, root, "clips", day, CLIP_COLUMNS), "previous": previous, "root": root, "fs": fs}
+    return {"manifest": mine[-1], "videos": _partition(tables, "videos", day),
+            "clips": _partition(tables, "clips", day, CLIP_COLUMNS), "previous": previous, "root": root, "fs": fs}
 
 
 # -- SVG ----------------------------------------------------------------------------------------
@@ -210,9 +206,9 @@ def render(data: dict[str, Any], timelines: int = 3) -> str:
 
 
 def write_report(output: str, run_date: dt.date | None = None, storage_options: dict | None = None,
-                 path: str | None = None) -> str:
+                 path: str | None = None, output_config=None) -> str:
     """Render the night's report and write it (default: next to its manifest); returns where."""
-    data = night_data(output, run_date, storage_options)
+    data = night_data(output, run_date, storage_options, output_config)
     target = path or posixpath.join(data["root"], "_runs", f"{data['manifest']['run_id']}.html")
     page = render(data).encode()
     if path and "://" not in path and not path.startswith(data["root"]):

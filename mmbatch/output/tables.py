@@ -107,8 +107,14 @@ class Tables:
         raise NotImplementedError
 
     def commits_of_date(self, table: str, day: dt.date) -> list[dict[str, Any]]:
-        """mmbatch's commits of the date, oldest first: version, the version before it, run id."""
+        """mmbatch's commits of the date, oldest first: `version`, `before` (the version it was made
+        on) and mmbatch's commit properties without their prefix (run_id, commit_id, operation, …)."""
         raise NotImplementedError
+
+    def maintain(self, table: str, retention_hours: float) -> dict[str, Any]:
+        """Upkeep of one table: history older than the retention expires and the data files that
+        no remaining version uses are deleted. Returns what was done."""
+        return {}
 
 
 class ParquetTables(Tables):

@@ -1,4 +1,4 @@
-"""The `mmbatch` command: `mmbatch score | nightly | report | train`.
+"""The `mmbatch` command: `mmbatch score | nightly | report | train | maintain | rollback`.
 
 Each subcommand is one module here with a `main(argv) -> exit code`; `jobs/*.py` are thin wrappers
 over the same functions, so `ray job submit -- python jobs/score_videos.py ...` works from a checkout
@@ -23,6 +23,8 @@ COMMANDS = {
     "nightly": ("pipelines.cli.nightly", "submit the scoring job to a Ray cluster, wait, retry what is worth it"),
     "report": ("pipelines.cli.report", "write the HTML report of a committed night"),
     "train": ("pipelines.cli.train", "train the fusion head on labelled clips from the output"),
+    "maintain": ("pipelines.cli.maintain", "Delta/Iceberg upkeep: expire old history, remove unused files"),
+    "rollback": ("pipelines.cli.rollback", "restore a date of a Delta/Iceberg output to its previous night"),
 }
 
 

@@ -22,15 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", required=True, help="the output root of the nightly job (local path, s3://, …)")
     p.add_argument("--run-date", type=dt.date.fromisoformat, default=None, help="default: the latest committed night")
     p.add_argument("--out", default=None, help="where to write the page (default: _runs/<run_id>.html under --output)")
-    p.add_argument("--config", default=None, help="pipeline YAML, for its storage_options (credentials, endpoint)")
+    p.add_argument("--config", default=None,
+                   help="pipeline YAML, for its storage_options (credentials, endpoint) and output format/catalog")
     args = p.parse_args(argv)
-    from mmbatch.config import storage_options_from
+    from mmbatch.config import reader_settings
     from mmbatch.errors import ExitCode
     from mmbatch.output.report import write_report
 
-    options = storage_options_from(args.config)
+    options, output_config = reader_settings(args.config)
     try:
-        where = write_report(args.output, args.run_date, options, args.out)
+        where = write_report(args.output, args.run_date, options, args.out, output_config)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return ExitCode.USAGE

@@ -198,10 +198,10 @@ def _release_when_planned(done, outcome, watch) -> None:
     threading.Thread(target=lambda: done.wait() or release(), name="plan-release", daemon=True).start()
 
 
-def print_demo_table(output: str, run_date: dt.date) -> None:
-    import pandas as pd
+def print_demo_table(output: str, run_date: dt.date, config) -> None:
+    from mmbatch.output.formats import open_tables
 
-    clips = pd.read_parquet(Path(output) / "clips" / f"run_date={run_date.isoformat()}")
+    clips = open_tables(output, config.storage_options, config.output).read_date("clips", run_date).to_pandas()
     clips = clips.sort_values(["video_id", "clip_index"])
     print("\nPer clip (transcript from the demo's .vtt sidecars; text scored by a real sentence-embedding model):")
     for r in clips.itertuples():
@@ -273,9 +273,10 @@ def finish(args: argparse.Namespace, config, result, run_date: dt.date) -> int:
         f"output: {result.output}"
     )
     if args.demo:
-        print_demo_table(args.output, run_date)
-        print(f"\nTry:  python -c \"import duckdb; print(duckdb.sql(\\\"SELECT video_id, round(avg(valence), 3) AS "
-              f"valence FROM '{args.output}/clips/**/*.parquet' GROUP BY 1 ORDER BY 1\\\"))\"")
+        print_demo_table(args.output, run_date, config)
+        if config.output.format == "parquet":  # a table format is read through it (docs/output.md)
+            print(f"\nTry:  python -c \"import duckdb; print(duckdb.sql(\\\"SELECT video_id, round(avg(valence), 3) AS "
+                  f"valence FROM '{args.output}/clips/**/*.parquet' GROUP BY 1 ORDER BY 1\\\"))\"")
     degraded = result.degraded_modalities(config.run.max_modality_failed_fraction)
     if result.failed_fraction > limit:
         print(f"error: {result.failed} of {result.scored + result.failed} videos failed "

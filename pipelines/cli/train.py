@@ -30,10 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="checkpoint folder to write")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--config", default=None, help="pipeline YAML, for storage_options")
+    p.add_argument("--config", default=None, help="pipeline YAML, for storage_options and the output's format/catalog")
     args = p.parse_args(argv)
 
-    from mmbatch.config import storage_options_from
+    from mmbatch.config import reader_settings
     from mmbatch.errors import ExitCode
     from mmbatch.fusion.training import (
         TrainConfig,
@@ -48,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         train_fusion,
     )
 
-    options = storage_options_from(args.config)
+    options, output_config = reader_settings(args.config)
     try:
-        clips = load_clips(args.clips, options)
+        clips = load_clips(args.clips, options, output_config)
         labels = read_labels(args.labels, tuple(args.label_range) if args.label_range else None)
         joined, report = join_labels(clips, labels)
         if report["matched"] == 0:
