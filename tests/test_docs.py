@@ -27,17 +27,20 @@ def test_schema_page_matches_the_code(table, schema):
 QUERIES = DOC.parent / "queries.md"
 
 
-@pytest.fixture(scope="module")
-def two_nights(tmp_path_factory):
-    """Night 1: a (happy face, sad words), b (negative), bad (fails). Night 2, other models: a again, c."""
+@pytest.fixture(scope="module", params=["parquet", "delta", "iceberg"])
+def two_nights(request, tmp_path_factory):
+    """Night 1: a (happy face, sad words), b (negative), bad (fails). Night 2, other models: a again, c.
+    In each output format; returns (root, format)."""
     import datetime as dt
 
     import numpy as np
     from nights import DAY, Night, clip_rows, refs
 
+    from mmbatch.config import OutputConfig
     from mmbatch.schema import EmbeddingDims
 
     root = tmp_path_factory.mktemp("queries")
+    output = OutputConfig(format=request.param)
 
     def rows(vid, n, valence, vision=None, text=None, dims=None, **kw):
         b = clip_rows(vid, n, dims=dims, **kw) if dims else clip_rows(vid, n, **kw)
@@ -50,25 +53,48 @@ def two_nights(tmp_path_factory):
         b["fused_embedding"] = np.random.default_rng(len(vid) + n).normal(size=b["fused_embedding"].shape).astype(np.float32)
         return b
 
-    Night(root, refs("a", "b", "bad")).write(rows("a", 2, 0.5, vision=0.8, text=-0.6), rows("b", 3, -0.7),
-                                             clip_rows("bad", 1, "error", first=-1)).commit()
+    Night(root, refs("a", "b", "bad"), output=output).write(
+        rows("a", 2, 0.5, vision=0.8, text=-0.6), rows("b", 3, -0.7), clip_rows("bad", 1, "error", first=-1)).commit()
     other = EmbeddingDims(8, 5, 0)
-    Night(root, refs("a", "c"), day=DAY + dt.timedelta(days=1), fp="fp2", dims=other).write(
+    Night(root, refs("a", "c"), day=DAY + dt.timedelta(days=1), fp="fp2", dims=other, output=output).write(
         rows("a", 1, 0.1, dims=other), rows("c", 2, -0.3, dims=other)).commit()
-    return root
+    return root, request.param
 
 
 def sql_blocks() -> list[str]:
     return re.findall(r"```sql\n(.*?)```", QUERIES.read_text(), re.S)
 
 
-def test_every_duckdb_query_runs(two_nights):
+def python_blocks() -> dict[str, str]:
+    """The page's Python blocks by what they are for: `delta`, `iceberg` (views), `pandas`."""
+    blocks = re.findall(r"```python\n(.*?)```", QUERIES.read_text(), re.S)
+    named = {}
+    for b in blocks:
+        first = b.splitlines()[0]
+        named[first.split("output.format: ", 1)[1].split()[0].rstrip(",") if "output.format" in first else "pandas"] = b
+    return named
+
+
+def connection(root, fmt: str):
+    """A DuckDB connection with the `clips` and `videos` views, as the page makes them for the format."""
     import duckdb
 
-    con = duckdb.connect()
+    if fmt == "parquet":
+        con = duckdb.connect()
+        for statement in [s for s in sql_blocks()[0].replace("{root}", str(root)).split(";") if s.strip()]:
+            con.execute(statement)
+        return con
+    scope = {"root": str(root)}
+    exec(python_blocks()[fmt], scope)
+    return scope["con"]
+
+
+def test_every_duckdb_query_runs(two_nights):
+    root, fmt = two_nights
+    con = connection(root, fmt)
     results = []
-    for block in sql_blocks():
-        for statement in [s for s in block.replace("{root}", str(two_nights)).split(";") if s.strip()]:
+    for block in sql_blocks()[1:]:
+        for statement in [s for s in block.replace("{root}", str(root)).split(";") if s.strip()]:
             results.append(con.execute(statement).fetchall())
     latest, most_negative, trend, disagree, nearest, failed = [r for r in results if r]
     assert [(v, str(d), round(val, 2), n) for v, d, val, n in latest] == [
@@ -82,8 +108,12 @@ def test_every_duckdb_query_runs(two_nights):
 
 
 def test_pandas_snippet_agrees_with_duckdb(two_nights):
-    code = re.findall(r"```python\n(.*?)```", QUERIES.read_text(), re.S)[0]
-    scope = {"root": str(two_nights)}
+    root, fmt = two_nights
+    code = python_blocks()["pandas"]
+    if fmt != "parquet":  # the page's way for table formats: the views, then a DataFrame
+        code = code.replace('clips = pd.read_parquet(f"{root}/clips", partitioning=partitioning())',
+                            'clips = con.sql("SELECT * FROM clips").df()')
+    scope = {"root": str(root), "con": connection(root, fmt) if fmt != "parquet" else None}
     exec(code, scope)
     latest = scope["latest"]
     assert latest[["video_id", "clips"]].values.tolist() == [["a", 1], ["b", 3], ["c", 2]]
