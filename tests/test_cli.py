@@ -1,5 +1,6 @@
 """The job script as users run it: --help, bad input, and the demo (own subprocess, own Ray)."""
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -89,19 +90,64 @@ def test_demo_runs_and_reads_sentiment(tmp_path):
     assert "customer_call" in r.stdout and "fused positive" in r.stdout
 
 
+def tiny_config_in(tmp_path, fmt: str) -> str:
+    """pipelines/tiny.yaml with `output.format: fmt`."""
+    text = (REPO / "pipelines" / "tiny.yaml").read_text().replace("output:\n", f"output:\n  format: {fmt}\n", 1)
+    path = tmp_path / f"tiny-{fmt}.yaml"
+    path.write_text(text)
+    return str(path)
+
+
 def test_too_many_failures_commit_but_exit_3(tmp_path):
+    """A Delta Lake output, through the whole job: committed (one version a table), exit 3."""
+    from deltalake import DeltaTable
+
     from mmbatch.synth import write_video
 
     src = tmp_path / "in"
     write_video(src / "good.mp4", seconds=2.0)
     for name in ("a", "b"):
         (src / f"{name}.mp4").write_bytes(b"garbage" * 100)
-    r = run("--config", str(REPO / "pipelines" / "tiny.yaml"), "--input", str(src), "--output", str(tmp_path / "o"),
+    r = run("--config", tiny_config_in(tmp_path, "delta"), "--input", str(src), "--output", str(tmp_path / "o"),
             "--run-date", "2026-11-27", "--max-failed-fraction", "0.5")
     assert r.returncode == 3, r.stderr[-2000:]
     assert "3 videos: 1 scored, 2 failed" in r.stdout
     assert "2 of 3 videos failed (67% > max-failed-fraction 50%)" in r.stderr
     assert list((tmp_path / "o" / "_runs").glob("*.json"))  # committed anyway
+    assert list((tmp_path / "o" / "_runs").glob("*.html"))  # the report read the night through the format
+    videos = DeltaTable(str(tmp_path / "o" / "videos"))
+    assert videos.version() == 0 and sorted(videos.to_pandas()["status"]) == ["error", "error", "ok"]
+    assert DeltaTable(str(tmp_path / "o" / "clips")).to_pandas()["video_id"].tolist() == ["good"]
+
+
+def test_an_iceberg_night_is_rolled_back_and_maintained(tmp_path):
+    """The whole job on an Iceberg output (embedded catalog), then `mmbatch rollback` (the date goes
+    back to before its only night: empty) and `mmbatch maintain` on it."""
+    import json
+
+    from mmbatch.output.formats import open_tables
+    from mmbatch.synth import write_video
+
+    src = tmp_path / "in"
+    write_video(src / "v.mp4", seconds=2.0, width=64, height=48)
+    out = str(tmp_path / "o")
+    r = run("--config", tiny_config_in(tmp_path, "iceberg"), "--input", str(src), "--output", out,
+            "--run-date", "2026-11-27")
+    assert r.returncode == 0, r.stderr[-2000:]
+    tables = open_tables(out)
+    [night] = tables.commits_of_date("clips", dt.date(2026, 11, 27))
+    assert tables.format == "iceberg" and tables.read("clips", ["video_id"]).column("video_id").to_pylist() == ["v"]
+    cli = [sys.executable, "-m", "pipelines.cli"]
+    r = subprocess.run([*cli, "rollback", "--output", out, "--run-date", "2026-11-27"], capture_output=True,
+                       text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 0 and json.loads(r.stdout)["rolled_back_run"] == night["run_id"], r.stderr
+    assert open_tables(out).read("clips").num_rows == 0
+    r = subprocess.run([*cli, "maintain", "--output", out, "--vacuum-hours", "0"], capture_output=True, text=True,
+                       timeout=120, cwd=REPO)
+    assert r.returncode == 0 and json.loads(r.stdout)["clips"]["removed_files"] == 1, r.stderr
+    r = subprocess.run([*cli, "rollback", "--output", out, "--run-date", "2026-11-27"], capture_output=True,
+                       text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 2 and "no committed night left" in r.stderr
 
 
 def test_a_modality_that_failed_everywhere_is_not_a_plain_success(tmp_path):

@@ -21,6 +21,7 @@ def open_tables(output_uri: str, storage_options: dict | None = None, output_con
 
         output_config = OutputConfig(format=detect_format(fs, root.rstrip("/")) or "parquet")
     fmt = output_config.format
+    _check_installed(fmt)
     if fmt == "delta":
         from mmbatch.output.delta import DeltaTables
 
@@ -49,3 +50,17 @@ def detect_format(fs, root: str) -> str | None:
                                 for p in fs.ls(clips, detail=False)):
         return "parquet"
     return None
+
+
+LIBRARIES = {"delta": ("deltalake", "delta"), "iceberg": ("pyiceberg", "iceberg")}
+
+
+def _check_installed(fmt: str) -> None:
+    """A table format's library, or an error that names the install."""
+    import importlib.util
+
+    from mmbatch.errors import ConfigError
+
+    if fmt in LIBRARIES and importlib.util.find_spec(LIBRARIES[fmt][0]) is None:
+        module, extra = LIBRARIES[fmt]
+        raise ConfigError(f"output.format {fmt} needs the {module} package: pip install 'mmbatch[{extra}]'")
