@@ -9,6 +9,8 @@ state table of N videos and the `_runs/` manifests of D nights).
 
     python benchmarks/scale.py                       # 10k, 50k, 200k clips; 100k videos x 365 nights
     python benchmarks/scale.py --clips 2000 --archive-videos 1000 --archive-nights 10   # a quick look
+    python benchmarks/scale.py --clips 200000 --format parquet delta iceberg --archive-videos 0
+                                                     # the commit of each output format, side by side
 
 Prints one JSON object per measurement and the whole report as the last line.
 """
@@ -74,11 +76,12 @@ def synthetic_clips(batch):
     return out
 
 
-def run_write(n_clips: int, workdir: str, target_mb: float) -> dict:
+def run_write(n_clips: int, workdir: str, target_mb: float, fmt: str = "parquet") -> dict:
     import ray
 
-    from mmbatch.config import PoolConfig
+    from mmbatch.config import OutputConfig, PoolConfig
     from mmbatch.inputs.sources import VideoRef
+    from mmbatch.output.formats import open_tables
     from mmbatch.output.night import night_layout, open_night
     from mmbatch.output.writer import ClipWriterStage
     from mmbatch.schema import EmbeddingDims
@@ -95,7 +98,8 @@ def run_write(n_clips: int, workdir: str, target_mb: float) -> dict:
     out = Path(workdir) / "out"
     fs, layout = night_layout(str(out), None, DAY, "bench000")
     refs = [VideoRef(f"video-{i}", f"/in/video-{i}.mp4", 1000, "e") for i in range(n_videos)]
-    night = open_night(fs, layout, refs, output_uri=str(out), fingerprint="bench000", dims=dims)
+    tables = open_tables(str(out), None, OutputConfig(format=fmt))
+    night = open_night(fs, layout, refs, output_uri=str(out), fingerprint="bench000", dims=dims, tables=tables)
     ledger = night.ledger
     writer = StageSpec(ClipWriterStage, (night.writer,), pool=PoolConfig(num_cpus=0.25, concurrency=(1, 4)),
                        compute="sink")
@@ -110,16 +114,18 @@ def run_write(n_clips: int, workdir: str, target_mb: float) -> dict:
     manifest = night.committer.commit(refs, ledger.done, {}, {})
     t_end, cpu_end = time.perf_counter(), _cpu_s()
     ray.shutdown()
-    files = manifest["outputs"]["clip_files"]
-    sizes = [(out / "clips" / f"run_date={DAY}" / f).stat().st_size for f in files]
+    if tables.transactional:
+        sizes = [size for _, size, _ in tables.files_of_date("clips", DAY)]
+    else:
+        sizes = [(out / "clips" / f"run_date={DAY}" / f).stat().st_size for f in manifest["outputs"]["clip_files"]]
     return {
-        "measure": "write_commit", "clips": n_clips, "videos": n_videos, "target_file_mb": target_mb,
+        "measure": "write_commit", "format": fmt, "clips": n_clips, "videos": n_videos, "target_file_mb": target_mb,
         "scored": manifest["counts"]["scored"], "clips_committed": manifest["counts"]["clips"],
         "wall_seconds": round(t_end - t0, 2), "commit_seconds": round(t_end - t_write, 3),
         "driver_cpu_ms_per_1k_clips": round(1000 * (cpu_end - cpu0) / n_clips * 1000, 2),
         "driver_cpu_ms_per_1k_clips_write_phase": round(1000 * (cpu_write - cpu0) / n_clips * 1000, 2),
         "driver_peak_rss_mb": round(_peak_rss_mb(), 1), "driver_rss_before_mb": round(rss0, 1),
-        "files": len(files), "mean_file_mb": round(sum(sizes) / max(1, len(sizes)) / 2**20, 1),
+        "files": len(sizes), "mean_file_mb": round(sum(sizes) / max(1, len(sizes)) / 2**20, 1),
         "min_file_mb": round(min(sizes) / 2**20, 1) if sizes else 0,
     }
 
@@ -175,28 +181,46 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clips", type=int, nargs="+", default=[10_000, 50_000, 200_000])
     p.add_argument("--target-file-mb", type=float, default=128.0)
+    p.add_argument("--format", nargs="+", default=["parquet"], choices=["parquet", "delta", "iceberg"],
+                   help="output formats to write and commit (each size runs once per format)")
     p.add_argument("--archive-videos", type=int, default=100_000)
     p.add_argument("--archive-nights", type=int, default=365)
     p.add_argument("--one", choices=["write", "skip"], help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one == "write":
-        print(json.dumps(run_write(args.clips[0], args.workdir, args.target_file_mb)))
+        print(json.dumps(run_write(args.clips[0], args.workdir, args.target_file_mb, args.format[0])))
         return
     if args.one == "skip":
         print(json.dumps(run_skip(args.archive_videos, args.archive_nights, args.workdir)))
         return
     report = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}, "write_commit": [], "skip_check": None}
     for n in args.clips:
+        for fmt in args.format:
+            with tempfile.TemporaryDirectory(prefix="mmbatch-scale-") as work:
+                report["write_commit"].append(_child(["--one", "write", "--clips", str(n), "--workdir", work,
+                                                       "--target-file-mb", str(args.target_file_mb), "--format", fmt]))
+    if args.archive_videos:
         with tempfile.TemporaryDirectory(prefix="mmbatch-scale-") as work:
-            report["write_commit"].append(_child(["--one", "write", "--clips", str(n), "--workdir", work,
-                                                   "--target-file-mb", str(args.target_file_mb)]))
-    with tempfile.TemporaryDirectory(prefix="mmbatch-scale-") as work:
-        report["skip_check"] = _child(["--one", "skip", "--archive-videos", str(args.archive_videos),
-                                       "--archive-nights", str(args.archive_nights), "--workdir", work])
-    rows = report["write_commit"]
+            report["skip_check"] = _child(["--one", "skip", "--archive-videos", str(args.archive_videos),
+                                           "--archive-nights", str(args.archive_nights), "--workdir", work])
+    rows = [r for r in report["write_commit"] if r["format"] == args.format[0]]
     report["driver_rss_growth_mb_largest_vs_smallest"] = round(rows[-1]["driver_peak_rss_mb"] - rows[0]["driver_peak_rss_mb"], 1)
+    report["formats_vs_parquet"] = format_ratios(report["write_commit"])
     print(json.dumps(report))
+
+
+def format_ratios(rows: list[dict]) -> list[dict]:
+    """Commit seconds and driver peak RSS of each table format over plain Parquet's, per size."""
+    base = {r["clips"]: r for r in rows if r["format"] == "parquet"}
+    out = []
+    for r in rows:
+        b = base.get(r["clips"])
+        if r["format"] != "parquet" and b:
+            out.append({"format": r["format"], "clips": r["clips"],
+                        "commit_seconds_ratio": round(r["commit_seconds"] / max(b["commit_seconds"], 1e-3), 2),
+                        "driver_peak_rss_ratio": round(r["driver_peak_rss_mb"] / b["driver_peak_rss_mb"], 2)})
+    return out
 
 
 if __name__ == "__main__":

@@ -97,6 +97,8 @@ class Committer:
             raise
         except Exception as err:
             raise CommitError(step, committed, err) from err
+        finally:
+            tables.unpin()
         warnings = self.cleanup(lay, manifest)
         if warnings:
             self.amend(manifest, cleanup_warnings=warnings)

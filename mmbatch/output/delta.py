@@ -54,7 +54,6 @@ class DeltaTables(Tables):
     def __init__(self, fs, root: str, uri: str, storage_options: dict | None = None):
         super().__init__(fs, root, uri, storage_options)
         self.options = object_store_options(storage_options)
-        self.pinned: dict[str, Any] = {}  # table -> DeltaTable at the version the run builds on
 
     def exists(self, table: str) -> bool:
         from deltalake import DeltaTable

@@ -58,7 +58,6 @@ class IcebergTables(Tables):
             self.properties.update(type="sql", uri=f"sqlite:///{os.path.abspath(os.path.join(root, '_catalog'))}/iceberg.db")
         self.properties.setdefault("warehouse", self.uri_of(""))
         self._catalog = None
-        self.pinned: dict[str, Any] = {}
 
     @property
     def catalog(self):
@@ -167,13 +166,14 @@ class IcebergTables(Tables):
         if _snapshot_id(tbl) != base:
             raise self._conflict(table, base, f"its current snapshot is {_snapshot_id(tbl)}")
         old = self._files(table, base, day) if base is not None else []
+        new = self._data_files(tbl, table, files, day)
         try:
             with tbl.transaction() as tx:
                 with tx.update_snapshot(snapshot_properties=properties).overwrite() as change:
                     for f in old:
                         change.delete_data_file(f)
-                    for rel, size, _rows in files:
-                        change.append_data_file(self._data_file(tbl, table, rel, size, day))
+                    for f in new:
+                        change.append_data_file(f)
         except (CommitFailedException, ValidationException) as err:
             raise self._conflict(table, base, str(err)) from None
         return self.committed_version(table, properties["mmbatch.commit_id"])
@@ -197,8 +197,8 @@ class IcebergTables(Tables):
                 update.add_identity(PARTITION_COLUMN)
         return self.load(table, fresh=True)
 
-    def _data_file(self, tbl, table: str, rel: str, size: int, day: dt.date):
-        """The Iceberg entry of one of the night's files: its stats from the footer, its partition the date."""
+    def _data_files(self, tbl, table: str, files: list[tuple[str, int, int]], day: dt.date) -> list:
+        """The Iceberg entries of the night's files: stats from their footers, partition the date."""
         import pyarrow.parquet as pq
         from pyiceberg.io.pyarrow import (
             compute_statistics_plan,
@@ -208,17 +208,21 @@ class IcebergTables(Tables):
         from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
         from pyiceberg.typedef import Record
 
-        path = self.location(table).rstrip("/") + "/" + rel
-        with tbl.io.new_input(path).open() as f:
-            meta = pq.read_metadata(f)
         schema = tbl.metadata.schema()
-        stats = data_file_statistics_from_parquet_metadata(
-            parquet_metadata=meta, stats_columns=compute_statistics_plan(schema, tbl.metadata.properties),
-            parquet_column_mapping=parquet_path_to_id_mapping(schema))
-        return DataFile.from_args(content=DataFileContent.DATA, file_path=path, file_format=FileFormat.PARQUET,
-                                  partition=Record((day - EPOCH).days), file_size_in_bytes=size, sort_order_id=None,
-                                  spec_id=tbl.metadata.default_spec_id, equality_ids=None, key_metadata=None,
-                                  **stats.to_serialized_dict())
+        plan, mapping = compute_statistics_plan(schema, tbl.metadata.properties), parquet_path_to_id_mapping(schema)
+        out = []
+        for rel, size, _rows in files:
+            path = self.location(table).rstrip("/") + "/" + rel
+            with tbl.io.new_input(path).open() as f:
+                meta = pq.read_metadata(f)
+            stats = data_file_statistics_from_parquet_metadata(parquet_metadata=meta, stats_columns=plan,
+                                                               parquet_column_mapping=mapping)
+            out.append(DataFile.from_args(
+                content=DataFileContent.DATA, file_path=path, file_format=FileFormat.PARQUET,
+                partition=Record((day - EPOCH).days), file_size_in_bytes=size, sort_order_id=None,
+                spec_id=tbl.metadata.default_spec_id, equality_ids=None, key_metadata=None,
+                **stats.to_serialized_dict()))
+        return out
 
 
 def _modified(info: dict) -> float:

@@ -40,6 +40,7 @@ class Tables:
 
     def __init__(self, fs, root: str, uri: str, storage_options: dict | None = None):
         self.fs, self.root, self.uri, self.storage_options = fs, root.rstrip("/"), uri, storage_options or {}
+        self.pinned: dict[str, Any] = {}  # table formats: table -> the table at the version a commit builds on
 
     def folder(self, table: str) -> str:
         return posixpath.join(self.root, table)
@@ -54,8 +55,12 @@ class Tables:
         raise NotImplementedError
 
     def pin(self) -> dict[str, Any]:
-        """Read (and from now on build on) the tables' current versions; returns them."""
+        """Read (and until `unpin`, build on) the tables' current versions; returns them."""
         return {}
+
+    def unpin(self) -> None:
+        """Read the tables' latest versions again (after a commit)."""
+        self.pinned = {}
 
     def dates(self, table: str) -> list[dt.date]:
         """The dates with a committed night, in order."""
