@@ -1,4 +1,4 @@
-"""The `mmbatch` command: `mmbatch score | nightly | report | train | maintain | rollback`.
+"""The `mmbatch` command: `mmbatch score | nightly | report | train | maintain | rollback | index | similar`.
 
 Each subcommand is one module here with a `main(argv) -> exit code`; `jobs/*.py` are thin wrappers
 over the same functions, so `ray job submit -- python jobs/score_videos.py ...` works from a checkout
@@ -25,6 +25,8 @@ COMMANDS = {
     "train": ("pipelines.cli.train", "train the fusion head on labelled clips from the output"),
     "maintain": ("pipelines.cli.maintain", "Delta/Iceberg upkeep: expire old history, remove unused files"),
     "rollback": ("pipelines.cli.rollback", "restore a date of a Delta/Iceberg output to its previous night"),
+    "index": ("pipelines.cli.index", "build or extend the vector index of clips (Lance, IVF_PQ)"),
+    "similar": ("pipelines.cli.similar", "the clips nearest to one clip by fused embedding"),
 }
 
 
