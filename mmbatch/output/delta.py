@@ -60,6 +60,16 @@ class DeltaTables(Tables):
 
         return DeltaTable.is_deltatable(self.uri_of(table), storage_options=self.options)
 
+    def check(self) -> None:
+        from mmbatch.errors import OutputError
+        from mmbatch.trust import redact_text
+
+        try:
+            self.exists("clips")
+        except Exception as err:
+            raise OutputError(f"cannot read the Delta table {self.uri_of('clips')}: {type(err).__name__}: "
+                              f"{redact_text(str(err))[:300]}") from None
+
     def load(self, table: str, version: int | None = None):
         """The table now (or at `version`); None where it does not exist yet."""
         from deltalake import DeltaTable

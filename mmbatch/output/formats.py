@@ -36,6 +36,7 @@ def open_tables(output_uri: str, storage_options: dict | None = None, output_con
     if found is not None and found != fmt:
         raise OutputError(f"the output {output_uri} holds {found} tables, but output.format is {fmt}: "
                           f"set output.format: {found}, or write to a new output")
+    tables.check()
     return tables
 
 

@@ -67,6 +67,17 @@ class IcebergTables(Tables):
             self._catalog = load_catalog(self.config.catalog_name, **self.properties)
         return self._catalog
 
+    def check(self) -> None:
+        from mmbatch.errors import OutputError
+        from mmbatch.trust import redact_text
+
+        try:
+            self.exists("clips")
+        except Exception as err:
+            raise OutputError(f"cannot reach the Iceberg catalog {self.config.catalog_name!r} "
+                              f"({redact_text(str(self.properties.get('uri', self.properties.get('type'))))}): "
+                              f"{type(err).__name__}: {redact_text(str(err))[:300]}") from None
+
     def ident(self, table: str) -> tuple[str, str]:
         return (self.config.namespace, self.config.table_prefix + table)
 

@@ -54,6 +54,10 @@ class Tables:
     def exists(self, table: str) -> bool:
         raise NotImplementedError
 
+    def check(self) -> None:
+        """Reach the tables' store and catalog now (a wrong catalog fails before any work, and the
+        format's library is loaded before the commit needs it); raises OutputError naming it."""
+
     def pin(self) -> dict[str, Any]:
         """Read (and until `unpin`, build on) the tables' current versions; returns them."""
         return {}
