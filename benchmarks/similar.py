@@ -31,13 +31,13 @@ if str(REPO) not in sys.path:
 DIM = 1664
 
 
-def synthetic(n: int, seed: int = 0):
+def synthetic(n: int, noise: float, seed: int = 0):
     import numpy as np
     import pyarrow as pa
 
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(2000, DIM)).astype(np.float32)
-    vectors = centres[rng.integers(0, len(centres), n)] + rng.normal(scale=0.6, size=(n, DIM)).astype(np.float32)
+    vectors = centres[rng.integers(0, len(centres), n)] + rng.normal(scale=noise, size=(n, DIM)).astype(np.float32)
     ids = [f"video-{i // 10}-{i % 10}" for i in range(n)]
     table = pa.table({
         "clip_id": ids, "video_id": [i.rsplit("-", 1)[0] for i in ids],
@@ -54,6 +54,8 @@ def main() -> None:
     p.add_argument("--clips", type=int, default=200_000)
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--duckdb-queries", type=int, default=5)
+    p.add_argument("--noise", type=float, default=0.6,
+                   help="spread of clips around their centre, per dimension (centres: unit normal)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     import duckdb
@@ -65,7 +67,7 @@ def main() -> None:
     from mmbatch.output.similar import ClipIndex, _refresh_ann, similar_clips
 
     t0 = time.perf_counter()
-    table, vectors = synthetic(args.clips)
+    table, vectors = synthetic(args.clips, args.noise)
     with tempfile.TemporaryDirectory(prefix="mmbatch-similar-") as work:
         out = os.path.join(work, "out")
         os.makedirs(os.path.join(out, "_index"))
@@ -101,7 +103,7 @@ def main() -> None:
     ms = sorted(1000 * x for x in latencies)
     result = {
         "measure": "clip_index", "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-        "clips": args.clips, "dims": DIM, "data_gb": round(vectors.nbytes / 2**30, 2), "index": how,
+        "clips": args.clips, "dims": DIM, "noise": args.noise, "data_gb": round(vectors.nbytes / 2**30, 2), "index": how,
         "write_seconds": round(t_write - t0, 1), "index_build_seconds": round(t_index - t_write, 1),
         "queries": args.queries, "query_ms_p50": round(ms[len(ms) // 2], 1),
         "query_ms_p99": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 1),

@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from mmbatch.output.tables import TABLE_SCHEMAS, TableConflictError, Tables
+from mmbatch.output.tables import TABLE_SCHEMAS, TABLES, TableConflictError, Tables
 from mmbatch.schema import PARTITION_COLUMN
 
 COMMIT_ID_KEY = "mmbatch.commit_id"
@@ -82,12 +82,15 @@ class DeltaTables(Tables):
 
     def pin(self) -> dict[str, Any]:
         self.pinned = {}
-        self.pinned = {t: self.load(t) for t in ("clips", "videos")}
+        self.pinned = {t: self.load(t) for t in TABLES}
         return {t: (d.version() if d is not None else None) for t, d in self.pinned.items()}
 
     def _actions(self, table: str, version: int | None = None) -> list[dict[str, Any]]:
         d = self.load(table, version)
-        return [] if d is None else pa.table(d.get_add_actions(flatten=True)).to_pylist()
+        if d is None:
+            return []
+        columns = ["path", "size_bytes", "num_records", f"partition.{PARTITION_COLUMN}"]  # not the column stats
+        return pa.table(d.get_add_actions(flatten=True)).select(columns).to_pylist()
 
     def dates(self, table: str) -> list[dt.date]:
         return sorted({a[f"partition.{PARTITION_COLUMN}"] for a in self._actions(table)} - {None})
@@ -100,6 +103,10 @@ class DeltaTables(Tables):
 
         t = d.to_pyarrow_dataset().to_table(columns=columns, filter=pads.field(PARTITION_COLUMN) == day)
         return t.drop_columns([PARTITION_COLUMN]) if PARTITION_COLUMN in t.column_names else t
+
+    def _read_all(self, table: str, columns: list[str]) -> pa.Table | None:
+        d = self.load(table)
+        return None if d is None else d.to_pyarrow_dataset().to_table(columns=columns)
 
     def files_of_date(self, table: str, day: dt.date, version: int | None = None) -> list[tuple[str, int, int]]:
         return sorted((a["path"], a["size_bytes"], a["num_records"]) for a in self._actions(table, version)
@@ -144,9 +151,7 @@ class DeltaTables(Tables):
                                            commit_properties=props)
         except Exception as err:
             if "already exists" in str(err) or type(err).__name__ == "CommitFailedError":
-                raise TableConflictError(
-                    f"the Delta table {self.uri_of(table)} moved on after version {base} while this run committed "
-                    f"(another run wrote it): {err}") from None
+                raise TableConflictError.of(f"the Delta table {self.uri_of(table)}", base, str(err)) from None
             raise
         return self.committed_version(table, properties[COMMIT_ID_KEY], base)
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from mmbatch import storage
 from mmbatch.errors import ConfigError
-from mmbatch.output.tables import TABLE_SCHEMAS, TableConflictError, Tables
+from mmbatch.output.tables import TABLE_SCHEMAS, TABLES, TableConflictError, Tables
 from mmbatch.schema import PARTITION_COLUMN
 
 EPOCH = dt.date(1970, 1, 1)
@@ -95,7 +95,7 @@ class IcebergTables(Tables):
 
     def pin(self) -> dict[str, Any]:
         self.pinned = {}
-        self.pinned = {t: self.load(t) for t in ("clips", "videos")}
+        self.pinned = {t: self.load(t) for t in TABLES}
         return {t: _snapshot_id(tbl) for t, tbl in self.pinned.items()}
 
     def current(self, table: str) -> int | None:
@@ -124,6 +124,12 @@ class IcebergTables(Tables):
         t = tbl.scan(row_filter=EqualTo(PARTITION_COLUMN, day.isoformat()),
                      selected_fields=(*columns, PARTITION_COLUMN)).to_arrow()
         return t.drop_columns([PARTITION_COLUMN]) if PARTITION_COLUMN in t.column_names else t
+
+    def _read_all(self, table: str, columns: list[str]) -> pa.Table | None:
+        tbl = self.load(table)
+        if tbl is None or _snapshot_id(tbl) is None:
+            return None
+        return tbl.scan(selected_fields=tuple(columns)).to_arrow()
 
     def files_of_date(self, table: str, day: dt.date, version: int | None = None) -> list[tuple[str, int, int]]:
         prefix = self.location(table).rstrip("/") + "/"
@@ -190,8 +196,7 @@ class IcebergTables(Tables):
         return self.committed_version(table, properties["mmbatch.commit_id"])
 
     def _conflict(self, table: str, base: Any, why: str) -> TableConflictError:
-        return TableConflictError(f"the Iceberg table {'.'.join(self.ident(table))} moved on after snapshot {base} "
-                                  f"while this run committed (another run wrote it): {why}")
+        return TableConflictError.of(f"the Iceberg table {'.'.join(self.ident(table))}", base, why)
 
     def _create(self, table: str):
         from pyiceberg.exceptions import TableAlreadyExistsError

@@ -194,7 +194,8 @@ def similar_clips(output: str, clip_id: str, k: int = 10, storage_options: dict 
     dim, row = target
     fp = row["model_fingerprint"].replace("'", "''")
     found = index.open(dim).to_table(
-        columns=[c for c in COLUMNS if c != "fused_embedding"] + ["run_date"], filter=f"model_fingerprint = '{fp}'",
+        columns=[c for c in COLUMNS if c != "fused_embedding"] + ["run_date", "_distance"],
+        filter=f"model_fingerprint = '{fp}'",
         prefilter=True, nearest={"column": "fused_embedding", "q": row["fused_embedding"], "k": k + 1,
                                  "metric": "cosine", "nprobes": nprobes, "refine_factor": refine_factor})
     out = [r for r in found.to_pylist() if not (r["clip_id"] == clip_id and r["run_date"] == row["run_date"])]

@@ -23,13 +23,18 @@ from mmbatch import storage
 from mmbatch.errors import OutputError
 from mmbatch.schema import CLIPS_SCHEMA, PARTITION_COLUMN, VIDEOS_SCHEMA, file_schema
 
-FORMATS = ("parquet", "delta", "iceberg")
 TABLES = ("clips", "videos")
 TABLE_SCHEMAS = {"clips": CLIPS_SCHEMA, "videos": VIDEOS_SCHEMA}
 
 
 class TableConflictError(OutputError):
     """A table moved on after this run read it (another run committed the date meanwhile)."""
+
+    @classmethod
+    def of(cls, table: str, base: Any, why: str) -> "TableConflictError":
+        return cls(f"{table} moved on after version {base} while this run committed (another run of the date "
+                   f"wrote it): nothing of this run was committed; its staged work is kept, so a rerun commits "
+                   f"it on top. ({why[:200]})")
 
 
 class Tables:
@@ -83,17 +88,20 @@ class Tables:
         raise NotImplementedError
 
     def read(self, table: str, columns: list[str] | None = None) -> pa.Table:
-        """Every committed row of the table, `run_date` included (as a date)."""
+        """Every committed row of the table in today's schema, `run_date` included (as a date)."""
+        schema = TABLE_SCHEMAS[table]
+        target = schema if columns is None else pa.schema([schema.field(c) for c in columns])
+        t = self._read_all(table, target.names)
+        return target.empty_table() if t is None else conform(t, target)
+
+    def _read_all(self, table: str, columns: list[str]) -> pa.Table | None:
+        """Every committed row (any column order and types), date by date; formats read it at once."""
         parts = []
         for day in self.dates(table):
-            t = self.read_date(table, day, [c for c in columns or [] if c != PARTITION_COLUMN] or None)
+            t = self.read_date(table, day, [c for c in columns if c != PARTITION_COLUMN])
             if t is not None and t.num_rows:
                 parts.append(t.append_column(PARTITION_COLUMN, pa.array([day] * t.num_rows, pa.date32())))
-        if not parts:
-            schema = TABLE_SCHEMAS[table]
-            return (schema if columns is None else pa.schema([schema.field(c) for c in columns])).empty_table()
-        out = pa.concat_tables(parts, promote_options="permissive")
-        return out.select(columns) if columns else out
+        return pa.concat_tables(parts) if parts else None
 
     # -- table formats only: commits on a pinned version --------------------------------------
     def current(self, table: str) -> Any:
