@@ -54,10 +54,9 @@ def load_corpus():
 def auc(pos: np.ndarray, neg: np.ndarray) -> float:
     """Probability that a random positive outranks a random negative (ties count half)."""
     scores = np.concatenate([pos, neg])
-    ranks = scores.argsort().argsort() + 1.0
-    for value in np.unique(scores):  # average ranks of ties
-        tied = scores == value
-        ranks[tied] = ranks[tied].mean()
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = ((ends - counts + 1 + ends) / 2.0)[inverse]  # tied scores share their average rank
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
@@ -193,7 +192,10 @@ def main() -> int:
         print(json.dumps(report))
         return 0
     text_cfg = load_config(args.config).models.text
-    stage = encoder_class(text_cfg.task)(text_cfg, dim=384)
+    from mmbatch.models.loading import resolve_source
+
+    dim = json.loads((Path(resolve_source(text_cfg.source)) / "config.json").read_text())["hidden_size"]
+    stage = encoder_class(text_cfg.task)(text_cfg, dim=dim)
     stage.setup()
     t0 = time.perf_counter()
     probs = []

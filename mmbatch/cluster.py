@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmbatch.config import PipelineConfig
+from mmbatch.models.loading import NAMED_SOURCES
 from mmbatch.storage import is_local
 from mmbatch.trust import AllowedRoots
 
@@ -79,7 +80,7 @@ def local_paths(config: PipelineConfig, input_uri: str) -> list[tuple[str, str]]
     if config.fusion.checkpoint:
         sources["fusion.checkpoint"] = config.fusion.checkpoint
     for what, source in sources.items():
-        if not source.startswith(("tiny:", "package:")) and is_local(source):
+        if not source.startswith(NAMED_SOURCES) and is_local(source):
             local = source.removeprefix("file://")
             if os.path.exists(local):
                 out.append((f"model folder of {what}", os.path.abspath(local)))

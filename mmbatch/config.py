@@ -133,7 +133,7 @@ class EncoderConfig(_Strict):
         "text_classification",
         "text_zero_shot",
     ]
-    source: str  # hub id, local folder, s3:// folder, tiny:<name> or package:<module>
+    source: str  # hub id, local folder, s3:// folder, tiny:<name>, package:<module> or bundle:<name>
     revision: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     pool: PoolConfig = operational(PoolConfig(num_cpus=1.0, batch_size=16))

