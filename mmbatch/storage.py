@@ -58,6 +58,18 @@ def _options_for(uri: str, storage_options: dict[str, Any] | None) -> dict[str, 
     return opts
 
 
+def s3_settings(storage_options: dict[str, Any] | None) -> dict[str, str]:
+    """The S3 settings inside s3fs-style storage options (`key`, `secret`, `token`, `endpoint_url`,
+    `client_kwargs.region_name`), by plain names, for libraries with their own option names
+    (delta-rs, pyiceberg, Lance). Only what is given: otherwise the standard AWS chain decides."""
+    so = storage_options or {}
+    client = so.get("client_kwargs") or {}
+    found = {"key": so.get("key"), "secret": so.get("secret"), "token": so.get("token"),
+             "endpoint": so.get("endpoint_url") or client.get("endpoint_url"),
+             "region": client.get("region_name") or so.get("region_name")}
+    return {k: str(v) for k, v in found.items() if v}
+
+
 def filesystem(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """(filesystem, path within it) for a URI; raises InputError for an unknown scheme."""
     options = _options_for(uri.rsplit("::", 1)[-1], storage_options)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from mmbatch import storage
 from mmbatch.output.tables import TABLE_SCHEMAS, TABLES, TableConflictError, Tables
 from mmbatch.schema import PARTITION_COLUMN
 
@@ -27,23 +28,16 @@ def _ours(entry: dict[str, Any]) -> dict[str, Any]:
     return {k.split(".", 1)[1]: v for k, v in entry.items() if k.startswith("mmbatch.")}
 
 
+OBJECT_STORE_NAMES = {"key": "AWS_ACCESS_KEY_ID", "secret": "AWS_SECRET_ACCESS_KEY", "token": "AWS_SESSION_TOKEN",
+                      "endpoint": "AWS_ENDPOINT_URL", "region": "AWS_REGION"}
+
+
 def object_store_options(storage_options: dict | None) -> dict[str, str]:
-    """s3fs-style storage options (key, secret, token, endpoint_url, client_kwargs.region_name) as
-    delta-rs's object-store options; nothing given leaves the standard AWS chain in charge."""
-    so = storage_options or {}
-    client = so.get("client_kwargs") or {}
-    out = {}
-    for src, dst in (("key", "AWS_ACCESS_KEY_ID"), ("secret", "AWS_SECRET_ACCESS_KEY"), ("token", "AWS_SESSION_TOKEN")):
-        if so.get(src):
-            out[dst] = str(so[src])
-    endpoint = so.get("endpoint_url") or client.get("endpoint_url")
-    if endpoint:
-        out["AWS_ENDPOINT_URL"] = str(endpoint)
-        if str(endpoint).startswith("http://"):
-            out["AWS_ALLOW_HTTP"] = "true"
-    region = client.get("region_name") or so.get("region_name")
-    if region:
-        out["AWS_REGION"] = str(region)
+    """s3fs-style storage options as delta-rs's (Rust object_store) options."""
+    s3 = storage.s3_settings(storage_options)
+    out = {OBJECT_STORE_NAMES[k]: v for k, v in s3.items()}
+    if s3.get("endpoint", "").startswith("http://"):
+        out["AWS_ALLOW_HTTP"] = "true"
     return out
 
 

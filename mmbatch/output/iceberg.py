@@ -26,19 +26,13 @@ from mmbatch.schema import PARTITION_COLUMN
 EPOCH = dt.date(1970, 1, 1)
 
 
+FILE_IO_NAMES = {"key": "s3.access-key-id", "secret": "s3.secret-access-key", "token": "s3.session-token",
+                 "endpoint": "s3.endpoint", "region": "s3.region"}
+
+
 def file_io_properties(storage_options: dict | None) -> dict[str, str]:
-    """s3fs-style storage options as pyiceberg FileIO properties (nothing: the AWS chain)."""
-    so = storage_options or {}
-    client = so.get("client_kwargs") or {}
-    out = {}
-    for src, dst in (("key", "s3.access-key-id"), ("secret", "s3.secret-access-key"), ("token", "s3.session-token")):
-        if so.get(src):
-            out[dst] = str(so[src])
-    if so.get("endpoint_url") or client.get("endpoint_url"):
-        out["s3.endpoint"] = str(so.get("endpoint_url") or client.get("endpoint_url"))
-    if client.get("region_name"):
-        out["s3.region"] = str(client["region_name"])
-    return out
+    """s3fs-style storage options as pyiceberg FileIO properties."""
+    return {FILE_IO_NAMES[k]: v for k, v in storage.s3_settings(storage_options).items()}
 
 
 class IcebergTables(Tables):
