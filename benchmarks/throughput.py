@@ -14,12 +14,16 @@ Each reports clips/s at steady state (start-up excluded: pool start, model loadi
 for the pipeline, the span between the first and the last clip file written), time to the first
 written clip, video-seconds per second, peak memory of the whole process tree (PSS) and, for the
 pipeline, each stage's busy time from Ray Data's stats. --scale runs the pipeline at 1x, 4x and
-16x the corpus (hard links, so the videos are read again but not stored twice). The last line of
-output is the whole report as JSON.
+16x the corpus (hard links, so the videos are read again but not stored twice), --scale-repeats
+times; each run also books the CPU-seconds of the job's process tree by kind (driver, decode
+actors and their children, models, fusion, write, Ray's actors and daemons: cpu_account.py) beside
+the machine's own load, and 1x against 16x splits them into milliseconds per clip and fixed cost
+(`cpu_budget`). The last line of output is the whole report as JSON.
 
     python benchmarks/throughput.py --quick               # the 2-core target: 24 x 30 s at 640x360, median of 3
     python benchmarks/throughput.py --videos 8 --repeats 1 --resolutions 640x360,1280x720
-    python benchmarks/throughput.py --quick --scale       # memory and wall time at 1x, 4x, 16x
+    python benchmarks/throughput.py --quick --scale       # memory, wall time and CPU budget at 1x, 4x, 16x
+    python benchmarks/throughput.py --quick --scale --scale-repeats 3 --skip speech_engines
     python benchmarks/throughput.py --quick --cli 48 --skip decode_only,naive,pipeline,speech_engines
 """
 
@@ -43,6 +47,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from cpu_account import CpuAccount, budget, machine_busy_s  # noqa: E402
+
 # Clip files small enough that the pipeline writes one every few clips, so completions are
 # visible while it runs (production writes ~128 MB files: fewer, larger, same work per clip).
 BENCH_TARGET_FILE_MB = 0.004
@@ -152,18 +159,20 @@ class Sampler:
         self._thread.join()
 
 
-class PeakMemory(Sampler):
-    """The PSS of a process tree, once a second; `.peak_mb` is the maximum. It also notes every
-    Ray worker process of the tree by PID and title (`ray::<what it runs>`): `.worker_starts` counts
-    them, `.stage_workers(name)` those that ever ran a stage (a worker restarted under
-    backpressure re-imports that stage's libraries)."""
+class ProcessTree(Sampler):
+    """A job's process tree, once a second: its PSS (`.peak_mb` is the maximum), its CPU-seconds by
+    process kind (`.cpu`, a CpuAccount), and every Ray worker process by PID and title
+    (`ray::<what it runs>`): `.worker_starts` counts them, `.stage_workers(name)` those that ever
+    ran a stage (a worker restarted under backpressure re-imports that stage's libraries)."""
 
     def __init__(self, pid: int):
         self.pid, self.peak_mb = pid, 0.0
         self.workers: dict[int, set[str]] = {}
+        self.cpu = CpuAccount(pid)
 
     def sample(self) -> None:
         pids = tree_pids(self.pid)
+        self.cpu.sample(pids)
         self.peak_mb = max(self.peak_mb, tree_pss_mb(self.pid, pids))
         for pid in pids:
             try:
@@ -284,13 +293,15 @@ def pipeline(raw: dict, input_dir: Path, work: Path, num_cpus: int | None, video
     if num_cpus:
         cmd += ["--num-cpus", str(num_cpus)]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    load_before, busy_before = os.getloadavg()[0], machine_busy_s()
     started = time.time()
     t0 = time.perf_counter()
     with WrittenClips(out) as written:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        with PeakMemory(proc.pid) as memory:
+        with ProcessTree(proc.pid) as memory:
             log = proc.communicate()[0]
     wall = time.perf_counter() - t0
+    machine_cpu = machine_busy_s() - busy_before
     if proc.returncode != 0:
         raise RuntimeError(f"the job exited {proc.returncode}:\n{log[-3000:]}")
     manifest = json.loads(next((out / "_runs").glob("*.json")).read_text())
@@ -301,7 +312,11 @@ def pipeline(raw: dict, input_dir: Path, work: Path, num_cpus: int | None, video
             "steady_clips_per_s": round(steady, 2) if steady else None, "first_clip_s": round(first, 2) if first else None,
             "clip_files_seen": files, "peak_pss_mb": round(memory.peak_mb),
             "ray_worker_starts": memory.worker_starts, "decode_worker_starts": memory.stage_workers("decode"),
-            "stage_busy_s": {s["operator"]: s["wall_seconds"] for s in stages}}
+            "stage_busy_s": {s["operator"]: s["wall_seconds"] for s in stages}, **memory.cpu.summary(clips),
+            # The machine's own load beside the run: what else ran, in CPU-seconds and load average.
+            "machine": {"loadavg_1m_before": round(load_before, 2), "busy_cpu_s": round(machine_cpu, 1),
+                        "other_processes_cpu_s": round(max(0.0, machine_cpu - memory.cpu.total), 1),
+                        "cpu_capacity_s": round(wall * (os.cpu_count() or 1), 1)}}
 
 
 # -- speech engines on the same clips -------------------------------------------------------------
@@ -401,6 +416,7 @@ def main() -> int:
     ap.add_argument("--placement", default=None, choices=["per_modality", "colocated"],
                     help="override encoders.placement of --config")
     ap.add_argument("--scale", action="store_true", help="also the pipeline at 1x, 4x and 16x the corpus")
+    ap.add_argument("--scale-repeats", type=int, default=1, help="--scale: runs of each size (medians and spread)")
     ap.add_argument("--cli", type=int, default=0, metavar="N",
                     help="also the whole job on N videos as a user runs it (production file sizes): wall time")
     ap.add_argument("--skip", default="",
@@ -467,7 +483,7 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> int:
             print(json.dumps({"speech_engines": report["speech_engines"]}), flush=True)
         if args.scale:
             report.setdefault("scale", {})[res] = scale(raw, paths, root / f"scale-{res}", args.num_cpus,
-                                                        args.seconds)
+                                                        args.seconds, args.scale_repeats)
         if args.cli:
             configured = yaml.safe_load(Path(base).read_text()) if isinstance(base, str) else base
             file_mb = (configured.get("output") or {}).get("target_file_mb", 128)
@@ -476,22 +492,37 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> int:
     return 0
 
 
-def scale(raw: dict, paths: list[Path], work: Path, num_cpus: int | None, seconds: float) -> dict:
-    out = {}
-    for factor in (1, 4, 16):
-        folder = scaled_copy(paths, work / f"in-{factor}x", factor)
-        r = pipeline(raw, folder, work / f"run-{factor}x", num_cpus, len(paths) * factor * seconds)
-        out[f"{factor}x"] = {k: r[k] for k in ("clips", "wall_s", "steady_clips_per_s", "first_clip_s", "peak_pss_mb",
-                                               "ray_worker_starts", "decode_worker_starts")}
-        print(json.dumps({"scale": {f"{factor}x": out[f"{factor}x"]}}), flush=True)
-    # Start-up and the backlog decoded while the encoders load cancel out of the difference:
-    # the rate the job sustains once running.
-    out["sustained_clips_per_s"] = round((out["16x"]["clips"] - out["1x"]["clips"]) /
-                                         (out["16x"]["wall_s"] - out["1x"]["wall_s"]), 2)
-    out["peak_pss_16x_over_1x"] = round(out["16x"]["peak_pss_mb"] / out["1x"]["peak_pss_mb"], 2)
-    out["wall_16x_over_1x"] = round(out["16x"]["wall_s"] / out["1x"]["wall_s"], 2)
-    out["decode_slots"] = load(raw).decode.pool.concurrency[1]  # decode workers at once, at most
-    return out
+SCALE_KEYS = ("clips", "wall_s", "steady_clips_per_s", "first_clip_s", "peak_pss_mb", "ray_worker_starts",
+              "decode_worker_starts", "cpu_s", "cpu_s_total", "cpu_ms_per_clip", "machine")
+
+
+def scale(raw: dict, paths: list[Path], work: Path, num_cpus: int | None, seconds: float, repeats: int = 1) -> dict:
+    """The pipeline at 1x, 4x and 16x the corpus, `repeats` times: per repeat the sustained rate
+    and the CPU budget (1x against 16x); medians and the spread of the 16x wall time across repeats."""
+    runs = []
+    for rep in range(repeats):
+        out = {}
+        for factor in (1, 4, 16):
+            folder = scaled_copy(paths, work / f"in-{factor}x", factor)
+            r = pipeline(raw, folder, work / f"run-{factor}x-{rep}", num_cpus, len(paths) * factor * seconds)
+            out[f"{factor}x"] = {k: r[k] for k in SCALE_KEYS}
+            print(json.dumps({"scale": {f"{factor}x": out[f"{factor}x"]}}), flush=True)
+        # Start-up and the backlog decoded while the encoders load cancel out of the difference:
+        # the rate the job sustains once running.
+        out["sustained_clips_per_s"] = round((out["16x"]["clips"] - out["1x"]["clips"]) /
+                                             (out["16x"]["wall_s"] - out["1x"]["wall_s"]), 2)
+        out["peak_pss_16x_over_1x"] = round(out["16x"]["peak_pss_mb"] / out["1x"]["peak_pss_mb"], 2)
+        out["wall_16x_over_1x"] = round(out["16x"]["wall_s"] / out["1x"]["wall_s"], 2)
+        out["cpu_budget"] = budget(out["1x"], out["16x"])
+        runs.append(out)
+    walls = [r["16x"]["wall_s"] for r in runs]
+    median_wall = statistics.median(walls)
+    return {"repeats": repeats, "runs": runs,
+            "median_sustained_clips_per_s": median_of(runs, "sustained_clips_per_s"),
+            "median_wall_16x_s": round(median_wall, 2),
+            "wall_16x_spread": [round(w / median_wall - 1, 3) for w in walls],
+            "max_peak_pss_16x_over_1x": max(r["peak_pss_16x_over_1x"] for r in runs),
+            "decode_slots": load(raw).decode.pool.concurrency[1]}  # decode workers at once, at most
 
 
 def whole_job(raw: dict, file_mb: float, root: Path, args: argparse.Namespace, width: int, height: int) -> dict:

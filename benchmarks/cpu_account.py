@@ -1,0 +1,117 @@
+"""Where a job's CPU-seconds go: sampled from /proc by process kind, and split into what grows
+with clips and what does not.
+
+A job run from the benchmark is one process tree: the driver, Ray's daemons it starts (GCS,
+raylet, dashboard, agents), the workers the raylet starts (titled `ray::<what they run>`), and
+their own children (the decode actors' watchdog children). Each process's user + system time is
+read once a second and every increase is booked to the kind the process had at that moment (a
+Ray worker changes title when it takes on other work). A process that exits loses at most its
+last second. Two runs at different sizes separate the cost per clip (the slope) from the fixed
+cost (the intercept): `budget`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+# Ray Data operator names (our stage names) -> the kind of work they are.
+STAGE_KINDS = {"decode": "decode", "split": "split", "discover": "split", "fusion": "fusion", "write": "write",
+               "encoders": "models", "vision": "models", "audio": "models", "speech": "models", "text": "models",
+               "transcripts": "models"}
+KINDS = ("driver", "decode", "decode children", "split", "models", "fusion", "write",
+         "ray system actors and idle workers", "ray daemons", "other children")
+_STAGE = re.compile(r"\((\w+)\)")
+
+
+def process_kind(title: str, parent_kind: str | None, is_root: bool) -> str:
+    """The kind of a process of the job's tree, from its title (argv[0]) and its parent's kind."""
+    if is_root:
+        return "driver"
+    if title.startswith("ray::"):
+        stages = _STAGE.findall(title)
+        name = stages[-1] if stages else title[5:].split(".")[0]
+        return STAGE_KINDS.get(name.lower(), "ray system actors and idle workers")
+    if parent_kind in ("decode", "decode children"):
+        return "decode children"
+    if parent_kind in (None, "driver", "ray daemons"):  # GCS, raylet, dashboard and its agents
+        return "ray daemons"
+    return "other children"
+
+
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds used) of a live process."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) * TICK_S
+
+
+def _title(pid: int) -> str:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return ""
+    title = argv[0].decode(errors="replace")
+    # Daemons run as `python .../ray/_private/...py` or a binary path: their script names them.
+    return " ".join(a.decode(errors="replace") for a in argv[:2]) if not title.startswith("ray::") else title
+
+
+class CpuAccount:
+    """CPU-seconds of a process tree by kind; call `sample(pids)` with the tree's PIDs (parents
+    before children), then read `.seconds`."""
+
+    def __init__(self, root: int):
+        self.root = root
+        self.seconds: dict[str, float] = dict.fromkeys(KINDS, 0.0)
+        self._used: dict[int, float] = {}
+        self._kind: dict[int, str] = {}
+
+    def sample(self, pids: list[int]) -> None:
+        for pid in pids:
+            stat = _stat(pid)
+            if stat is None:
+                continue
+            ppid, used = stat
+            kind = process_kind(_title(pid), self._kind.get(ppid), pid == self.root)
+            self._kind[pid] = kind
+            self.seconds[kind] += used - self._used.get(pid, 0.0)
+            self._used[pid] = used
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+    def summary(self, clips: int) -> dict:
+        return {"cpu_s": {k: round(v, 2) for k, v in self.seconds.items()}, "cpu_s_total": round(self.total, 2),
+                "cpu_ms_per_clip": {k: round(1000 * v / clips, 2) for k, v in self.seconds.items()} if clips else {}}
+
+
+def machine_busy_s() -> float:
+    """CPU-seconds the whole machine has been busy since boot (every core, /proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) * TICK_S
+
+
+def budget(small: dict, large: dict) -> dict:
+    """Per kind, from two runs' `{"clips": n, "cpu_s": {kind: s}}`: CPU milliseconds each clip adds
+    (slope) and the seconds a run costs whatever its size (intercept, floored at 0)."""
+    dc = large["clips"] - small["clips"]
+    if dc <= 0:
+        raise ValueError("the larger run must have more clips")
+    rows = {}
+    for kind in KINDS:
+        a, b = small["cpu_s"].get(kind, 0.0), large["cpu_s"].get(kind, 0.0)
+        per_clip = (b - a) / dc
+        rows[kind] = {"ms_per_clip": round(1000 * per_clip, 2),
+                      "fixed_s": round(max(0.0, a - per_clip * small["clips"]), 2)}
+    per_clip_total = sum(r["ms_per_clip"] for r in rows.values())
+    return {"by_kind": rows, "ms_per_clip_total": round(per_clip_total, 2),
+            "fixed_s_total": round(sum(r["fixed_s"] for r in rows.values()), 2),
+            # What the per-clip cost alone allows on this many cores, if the fixed cost were paid once.
+            "clips_per_s_if_cpu_bound": {str(cores): round(cores * 1000 / per_clip_total, 1) if per_clip_total > 0 else None
+                                         for cores in (2, 16)}}

@@ -1,0 +1,62 @@
+"""The throughput benchmark's CPU accounting: process kinds and the per-clip / fixed split."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from benchmarks.cpu_account import KINDS, CpuAccount, budget, process_kind
+
+
+@pytest.mark.parametrize("title,parent,kind", [
+    ("ray::MapWorker(MapBatches(decode)).submit", "ray daemons", "decode"),
+    ("ray::MapWorker(MapBatches(encoders))", "ray daemons", "models"),
+    ("ray::MapWorker(MapBatches(text))", "ray daemons", "models"),
+    ("ray::MapWorker(MapBatches(fusion))", "ray daemons", "fusion"),
+    ("ray::MapBatches(split)", "ray daemons", "split"),
+    ("ray::Write", "ray daemons", "write"),
+    ("ray::IDLE", "ray daemons", "ray system actors and idle workers"),
+    ("ray::_StatsActor.get_datasets", "ray daemons", "ray system actors and idle workers"),
+    ("/usr/bin/python -B -c", "decode", "decode children"),
+    ("/usr/bin/python -B -c", "decode children", "decode children"),
+    (".../ray/core/src/ray/gcs/gcs_server --log_dir", "driver", "ray daemons"),
+    ("python .../dashboard/agent.py", "ray daemons", "ray daemons"),
+    ("/usr/bin/python -c", "models", "other children"),
+])
+def test_process_kinds(title, parent, kind):
+    assert process_kind(title, parent, is_root=False) == kind
+    assert process_kind(title, parent, is_root=True) == "driver"
+
+
+def test_budget_splits_per_clip_from_fixed_cost():
+    small = {"clips": 100, "cpu_s": {"decode": 3.0 + 100 * 0.03, "ray daemons": 10.0 + 100 * 0.001}}
+    large = {"clips": 1600, "cpu_s": {"decode": 3.0 + 1600 * 0.03, "ray daemons": 10.0 + 1600 * 0.001}}
+    b = budget(small, large)
+    assert b["by_kind"]["decode"] == {"ms_per_clip": 30.0, "fixed_s": 3.0}
+    assert b["by_kind"]["ray daemons"] == {"ms_per_clip": 1.0, "fixed_s": 10.0}
+    assert b["by_kind"]["models"] == {"ms_per_clip": 0.0, "fixed_s": 0.0}
+    assert b["ms_per_clip_total"] == 31.0 and set(b["by_kind"]) == set(KINDS)
+    assert b["clips_per_s_if_cpu_bound"]["2"] == round(2000 / 31.0, 1)
+    with pytest.raises(ValueError):
+        budget(large, small)
+
+
+def test_account_books_a_busy_child_to_its_kind():
+    """A child that burns ~0.3 s of CPU is booked, to within the sampler's tick, under its kind."""
+    child = subprocess.Popen([sys.executable, "-c", "import time\nt=time.process_time()\n"
+                              "while time.process_time()-t<0.3: pass\ntime.sleep(5)"])
+    try:
+        account = CpuAccount(root=os.getpid())
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            account.sample([os.getpid(), child.pid])
+            if account.seconds["ray daemons"] >= 0.29:  # the driver's non-Ray children count as Ray's
+                break
+            time.sleep(0.1)
+    finally:
+        child.kill()
+        child.wait()
+    assert 0.29 <= account.seconds["ray daemons"] <= 0.6
+    assert account.seconds["driver"] > 0 and account.summary(10)["cpu_ms_per_clip"]["driver"] > 0
