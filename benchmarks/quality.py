@@ -148,6 +148,8 @@ def through_the_job(sample, config_path: str, seed: int, *, spoken: bool = False
         sample = sample.assign(text=[first_sentence(t) if c == "plot" else t
                                      for t, c in zip(sample["text"], sample["category"])])
     window = config.clips.window_s
+    # One line a sentence: a blank line inside a WebVTT cue ends it (3 snippets start with "\n").
+    sample = sample.assign(text=[" ".join(t.split()) for t in sample["text"]])
     rows = sample.sample(frac=1.0, random_state=seed).reset_index(drop=True)
     reports = {}
     with tempfile.TemporaryDirectory() as tmp:
