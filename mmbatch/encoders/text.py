@@ -20,8 +20,8 @@ from mmbatch.encoders.labels import to_sentiment
 from mmbatch.encoders.text_prototypes import DEFAULT_TEXT_PROTOTYPES
 
 # Padded tokens a forward pass may hold (rows x longest row), by device. On 2 CPU threads mpnet
-# ran Rotten Tomatoes snippets at 20 sentences/s with 256-2048, 16 at 4096 and 7.5 at 16384 (cache
-# misses); a GPU wants big groups (not measured yet).
+# ran Rotten Tomatoes snippets at 20 sentences/s with 256-2048, 16 at 4096 and 7.5 at 16384; a GPU
+# wants big groups (its figure is not measured yet).
 TOKENS_PER_FORWARD = {"cpu": 1024, "cuda": 16384}
 
 
