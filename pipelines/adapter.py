@@ -336,4 +336,14 @@ def start_ray(log_level: str, *, num_cpus: int | None = None, runtime_env: dict 
         ray.init(log_to_driver=True, logging_config=logging_config, runtime_env=runtime_env)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_config=logging_config,
-                 resources=resources)
+                 resources=resources, _system_config=local_system_config(num_cpus or os.cpu_count() or 1))
+
+
+# Idle workers a local Ray keeps. Ray's default is one a CPU, and when the actor pools claim every
+# core, each split and write task then starts a fresh worker that imports Ray and pyarrow again
+# (~3 CPU-seconds a start on 2 cores; docs/performance.md). A cluster sets this on its nodes.
+MIN_IDLE_WORKERS = 8
+
+
+def local_system_config(cpus: int) -> dict[str, int]:
+    return {"num_workers_soft_limit": max(MIN_IDLE_WORKERS, cpus)}

@@ -162,3 +162,21 @@ def test_execution_settings_follow_the_run_config():
     finally:
         (ctx.wait_for_min_actors_s, ctx.max_consecutive_actor_init_deaths, ctx.execution_no_progress_timeout_s,
          ctx.op_resource_reservation_enabled) = saved
+
+
+def test_a_local_ray_keeps_idle_workers_and_an_attached_one_is_left_alone(monkeypatch):
+    """Task workers that stay alive are not started again (and re-import Ray and pyarrow) for every
+    split and write task; on a cluster its own nodes' settings decide."""
+    import ray
+
+    from pipelines.adapter import start_ray
+
+    calls = []
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    start_ray("INFO", num_cpus=2)
+    start_ray("INFO", num_cpus=16)
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    start_ray("INFO", runtime_env={"env_vars": {}})
+    assert [c.get("_system_config") for c in calls] == [{"num_workers_soft_limit": 8},
+                                                        {"num_workers_soft_limit": 16}, None]
