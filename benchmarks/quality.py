@@ -88,6 +88,11 @@ def first_sentence(text: str) -> str:
     return head if head.endswith(".") else head + "."
 
 
+def clip_cues(texts: list[str], window: float) -> list[tuple[float, float, str]]:
+    """(start, end, text) of a video's sentences, one a clip, LEAD_S inside each clip's edges."""
+    return [(i * window + LEAD_S, (i + 1) * window - LEAD_S, t) for i, t in enumerate(texts)]
+
+
 def write_inputs(rows, src: Path, window: float, *, spoken: bool) -> list[dict]:
     """Videos of CLIPS_PER_VIDEO clips, a sentence a clip: as WebVTT sidecars, or spoken by
     espeak-ng into the audio (no sidecar). Returns the clips' labels (and what was said)."""
@@ -98,7 +103,7 @@ def write_inputs(rows, src: Path, window: float, *, spoken: bool) -> list[dict]:
     for v, start in enumerate(range(0, len(rows) - CLIPS_PER_VIDEO + 1, CLIPS_PER_VIDEO)):
         part = rows.iloc[start:start + CLIPS_PER_VIDEO]
         name = f"rt{v:04d}"
-        cues = [(i * window + LEAD_S, (i + 1) * window - LEAD_S, t) for i, t in enumerate(part["text"])]
+        cues = clip_cues(list(part["text"]), window)
         speech = [(a, t) for a, _, t in cues] if spoken else None
         write_video(src / f"{name}.mp4", seconds=window * CLIPS_PER_VIDEO, fps=5, width=64, height=48, seed=v,
                     sample_rate=16000, speech=speech)
@@ -182,11 +187,11 @@ def write_sidecars(src: Path, labels: list[dict], window: float) -> None:
     """WebVTT sidecars with the sentences the spoken videos say, for the sidecar run beside them."""
     from mmbatch.synth import write_vtt
 
-    by_video: dict[str, list] = {}
-    for lab in labels:
-        by_video.setdefault(lab["video_id"], []).append((lab["start_s"] + LEAD_S, lab["end_s"] - LEAD_S, lab["said"]))
-    for name, cues in by_video.items():
-        write_vtt(src / f"{name}.vtt", cues)
+    said: dict[str, list[str]] = {}
+    for lab in labels:  # in clip order
+        said.setdefault(lab["video_id"], []).append(lab["said"])
+    for name, texts in said.items():
+        write_vtt(src / f"{name}.vtt", clip_cues(texts, window))
 
 
 def recognition(joined) -> dict:
