@@ -27,9 +27,25 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from s3server import free_port
 
+REPO = Path(__file__).resolve().parent.parent
 TAG = "test_node:"
+
+
+def actor_class(stage: str) -> str:
+    """The class name Ray Data gives a stage's pool actors (the GCS's actor table shows it)."""
+    return f"MapWorker(MapBatches({stage}))"
+
+
+def stage_of(actor_cls: str) -> str | None:
+    """The stage whose pool an actor class serves; None for Ray's and Ray Data's own actors."""
+    head, tail = actor_class("|").split("|")
+    return actor_cls[len(head):-len(tail)] if actor_cls.startswith(head) and actor_cls.endswith(tail) else None
+
+
+DECODE, ENCODERS, FUSION = actor_class("decode"), actor_class("encoders"), actor_class("fusion")
 NODE_ENV_DROP = ("RAY_ADDRESS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                  "AWS_ENDPOINT_URL", "MMBATCH_CACHE")
 
@@ -59,6 +75,7 @@ class LocalCluster:
         self.address = f"127.0.0.1:{self.port}"
         self.object_store = str(object_store_mb * 2**20)
         self.nodes: list[Node] = []
+        self._declared: dict[str, dict] = {}  # node id -> resources, as seen while alive
         self.head_cpus = head_cpus
         # Nodes start without the driver's credentials, endpoint or model cache: what a job needs
         # must travel with it, as on a real cluster.
@@ -94,6 +111,7 @@ class LocalCluster:
         self.nodes.append(node)
         if wait:
             self.wait_for(len(self.alive()))
+            self.node_ids()  # remember what it declares, to name it after it is lost
         return node
 
     def _start(self, name: str, args: list[str], resources: dict, private: Path | None = None) -> Node:
@@ -145,9 +163,22 @@ class LocalCluster:
         seen = {a["id"] for a in before}
         return [a for a in self.actors() if a["id"] not in seen]
 
+    def actor_nodes(self, before: list[dict], alive_only: bool = False) -> dict[str, set[str]]:
+        """Actor class -> the names of the nodes its actors (of the jobs run since `before`) are or
+        were last on."""
+        nodes = self.node_ids()
+        out: dict[str, set[str]] = {}
+        for a in self.new_actors(before):
+            if not alive_only or a["state"] == "ALIVE":
+                out.setdefault(a["cls"], set()).add(self.node_of(a["node"], nodes))
+        return out
+
     def node_ids(self) -> dict[str, dict]:
-        """Node id -> its declared resources, for every node that ever joined."""
-        return self.query("{n['NodeID']: n['Resources'] for n in ray.nodes()}")
+        """Node id -> its declared resources, for every node that ever joined (a dead node's are
+        what it declared when last seen alive: the GCS reports none for it)."""
+        now = self.query("{n['NodeID']: n['Resources'] for n in ray.nodes()}")
+        self._declared.update({node_id: res for node_id, res in now.items() if res})
+        return {**now, **self._declared}
 
     def node_of(self, node_id: str, nodes: dict[str, dict] | None = None) -> str:
         """The name of the node with Ray node id `node_id` ("head" for the head)."""
@@ -168,6 +199,40 @@ class LocalCluster:
         except ProcessLookupError:
             pass
         node.proc.wait(timeout=30)
+
+
+def node_typed_config(folder: Path, *, per_modality: bool = False, file_mb: float = 0.02, **run) -> Path:
+    """tiny.yaml for a cluster of 1-CPU nodes: decode on CPU-type nodes, the models and fusion on
+    the GPU-type node (one colocated actor, or `per_modality`: an actor each). No credentials or
+    endpoint in it: the endpoint comes from AWS_ENDPOINT_URL, the credentials from the variables
+    run.worker_env names. Small clip files (`file_mb`), so staged parts show mid-night. Written to
+    folder/night.yaml."""
+    cfg = yaml.safe_load((REPO / "pipelines" / "tiny.yaml").read_text())
+    cfg["storage_options"] = {"client_kwargs": {"region_name": "us-east-1"}}
+    cfg["decode"]["pool"] = {"num_cpus": 0.5, "concurrency": [1, 2], "batch_size": 1, "resources": {"cpu_node": 0.001}}
+    cfg["encoders"]["pool"] = {"num_cpus": 0.5, "num_gpus": 1, "concurrency": [1, 1], "batch_size": 4,
+                               "resources": {"gpu_node": 0.001}}
+    if per_modality:
+        cfg["encoders"]["placement"] = "per_modality"
+        for section in [*cfg["models"].values(), cfg["fusion"]]:
+            section["pool"] = {"num_cpus": 0.1, "num_gpus": 0.2, "concurrency": [1, 1], "batch_size": 4,
+                               "resources": {"gpu_node": 0.001}}
+    cfg["output"] = {"write_cpus": 0.1, "target_file_mb": file_mb}
+    cfg["run"] = {"ray_data_reservation": False, "worker_env": ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"], **run}
+    path = Path(folder) / "night.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def wait_for_staged(fs, output: str, proc: subprocess.Popen, timeout_s: float = 300) -> None:
+    """Until the night running in `proc` has staged its first clip file under `output` (an s3fs
+    path without the scheme): the encoders are producing, most of the night still to come."""
+    deadline = time.time() + timeout_s
+    while not fs.glob(f"{output}/_staging/*/parts/*.parquet"):
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"no clip staged under {output}: {(proc.stdout.read() if proc.stdout else '')[-3000:]}")
+        time.sleep(0.5)
+        fs.invalidate_cache()
 
 
 def _q(s: str | Path) -> str:

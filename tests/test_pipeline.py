@@ -36,11 +36,21 @@ def placed(config, placement: str):
     return config.model_copy(update={"encoders": config.encoders.model_copy(update={"placement": placement})})
 
 
+def gpu_shared(config, share: float):
+    """Vision and audio pools each asking for `share` of a GPU (the session's Ray declares one)."""
+    models, half = config.models, {"num_gpus": share}
+    return config.model_copy(update={"models": models.model_copy(update={
+        "vision": models.vision.model_copy(update={"pool": models.vision.pool.model_copy(update=half)}),
+        "audio": models.audio.model_copy(update={"pool": models.audio.pool.model_copy(update=half)}),
+    })})
+
+
 @pytest.fixture(scope="module")
 def first_run(ray_cluster, tiny_config, inputs, tmp_path_factory):
-    """One pool per model (the production default); tiny.yaml itself colocates them."""
+    """One pool per model (the production default; tiny.yaml itself colocates them), vision and
+    audio sharing the one GPU Ray is told it has, half each: the GPU pool path, with shared fractions."""
     out = tmp_path_factory.mktemp("out")
-    result = run_pipeline(placed(tiny_config, "per_modality"), str(inputs), str(out), DAY1)
+    result = run_pipeline(gpu_shared(placed(tiny_config, "per_modality"), 0.5), str(inputs), str(out), DAY1)
     return out, result
 
 
@@ -127,18 +137,6 @@ def test_next_night_skips_scored_and_scores_new(first_run, tiny_config, inputs):
                                           "new": "ok", "short": "skipped"}
     assert read(out, "clips", DAY2)["video_id"].to_pylist() == ["new"]
     assert (result.scored, result.failed, result.skipped) == (1, 1, 3)
-
-
-def test_gpu_pool_path_with_shared_fractions(ray_cluster, tiny_config, sample_videos, tmp_path):
-    """Ray is told it has one GPU; vision and audio pools each hold half of it."""
-    models = tiny_config.models
-    half = {"num_gpus": 0.5}
-    cfg = tiny_config.model_copy(update={"models": models.model_copy(update={
-        "vision": models.vision.model_copy(update={"pool": models.vision.pool.model_copy(update=half)}),
-        "audio": models.audio.model_copy(update={"pool": models.audio.pool.model_copy(update=half)}),
-    })})
-    result = run_pipeline(placed(cfg, "per_modality"), str(sample_videos / "short.mkv"), str(tmp_path), DAY1)
-    assert (result.scored, result.clips) == (1, 1)
 
 
 def test_pools_that_cannot_fit_fail_fast(ray_cluster, tiny_config, sample_videos, tmp_path):
