@@ -45,7 +45,7 @@ def stage_of(actor_cls: str) -> str | None:
     return actor_cls[len(head):-len(tail)] if actor_cls.startswith(head) and actor_cls.endswith(tail) else None
 
 
-DECODE, ENCODERS, FUSION = actor_class("decode"), actor_class("encoders"), actor_class("fusion")
+DECODE, ENCODERS = actor_class("decode"), actor_class("encoders")
 NODE_ENV_DROP = ("RAY_ADDRESS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                  "AWS_ENDPOINT_URL", "MMBATCH_CACHE")
 
@@ -65,6 +65,7 @@ class Node:
     name: str
     proc: subprocess.Popen
     resources: dict
+    killed: bool = False  # stopped on purpose (a lost node), not crashed
 
 
 class LocalCluster:
@@ -87,9 +88,18 @@ class LocalCluster:
                          "AWS_EC2_METADATA_DISABLED": "true"})
 
     def __enter__(self) -> "LocalCluster":
-        self.nodes.append(self._start("head", ["--head", "--port", str(self.port), "--num-cpus", str(self.head_cpus),
-                                               "--include-dashboard", "false", "--temp-dir", str(self.temp)], {}))
-        self.wait_for(1)
+        for attempt in (1, 2):  # a head can time out starting its raylet on a busy machine: one more try
+            self.nodes = [self._start("head", ["--head", "--port", str(self.port), "--num-cpus", str(self.head_cpus),
+                                               "--include-dashboard", "false", "--temp-dir", str(self.temp)], {})]
+            try:
+                self.wait_for(1)
+                break
+            except RuntimeError:
+                self.__exit__()
+                if attempt == 2:
+                    raise
+                self.port = free_port()
+                self.address = f"127.0.0.1:{self.port}"
         return self
 
     def __exit__(self, *exc) -> None:
@@ -133,15 +143,19 @@ class LocalCluster:
 
     def wait_for(self, n: int, timeout_s: float = 120) -> None:
         """Until the cluster reports `n` alive nodes (asked from a subprocess: this one may hold its own Ray)."""
-        deadline = time.time() + timeout_s
+        deadline, last = time.time() + timeout_s, None
         while time.time() < deadline:
             for node in self.nodes:
-                if node.proc.poll() is not None and node in self.alive():
-                    raise RuntimeError(f"{node.name} exited during start-up")
-            if self.query("len([n for n in ray.nodes() if n['Alive']])", timeout_s=60) >= n:
-                return
+                if node.proc.poll() is not None and not node.killed:
+                    raise RuntimeError(f"{node.name} exited during start-up; see {self.root / node.name}.log")
+            try:  # a head still starting can hold a driver's connect past the query's timeout: ask again
+                wait_s = max(5, min(60, deadline - time.time()))
+                if self.query("len([n for n in ray.nodes() if n['Alive']])", timeout_s=wait_s) >= n:
+                    return
+            except (subprocess.TimeoutExpired, RuntimeError) as err:
+                last = err
             time.sleep(1)
-        raise RuntimeError(f"the cluster did not reach {n} nodes within {timeout_s} s")
+        raise RuntimeError(f"the cluster did not reach {n} nodes within {timeout_s} s (last query: {last})")
 
     def query(self, expression: str, timeout_s: float = 60):
         """Evaluate `expression` in a driver attached to the cluster (ray imported); its JSON value."""
@@ -188,6 +202,7 @@ class LocalCluster:
     def kill_node(self, node: Node, gracefully: bool = False) -> None:
         """Stop a node: SIGINT lets `ray start --block` shut down its processes; without `gracefully`,
         SIGKILL of its whole process group, as a lost machine."""
+        node.killed = True
         if node.proc.poll() is None:
             try:
                 os.killpg(node.proc.pid, signal.SIGINT if gracefully else signal.SIGKILL)
@@ -222,6 +237,17 @@ def node_typed_config(folder: Path, *, per_modality: bool = False, file_mb: floa
     path = Path(folder) / "night.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def wait_for_actor(cluster: LocalCluster, before: list[dict], cls: str, proc: subprocess.Popen,
+                   timeout_s: float = 300) -> set[str]:
+    """Until an actor of class `cls` (of the jobs run since `before`) is alive; the nodes it is on."""
+    deadline = time.time() + timeout_s
+    while not (nodes := cluster.actor_nodes(before, alive_only=True).get(cls)):
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"no {cls} actor came up: {(proc.stdout.read() if proc.stdout else '')[-3000:]}")
+        time.sleep(0.5)
+    return nodes
 
 
 def wait_for_staged(fs, output: str, proc: subprocess.Popen, timeout_s: float = 300) -> None:

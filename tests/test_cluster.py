@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from cluster import DECODE, ENCODERS, LocalCluster, can_isolate_disks, node_typed_config, wait_for_staged
+from cluster import DECODE, ENCODERS, LocalCluster, can_isolate_disks, node_typed_config, wait_for_actor, wait_for_staged
 from s3server import moto_server
 
 from mmbatch.schema import partitioning
@@ -117,11 +117,12 @@ def test_unplaceable_gpu_pool_fails_after_placement_timeout(cluster, s3, tmp_pat
 
 
 def test_s3_night_on_node_types_survives_losing_a_decode_node_and_the_gpu_node(cluster, s3, tmp_path):
-    """A 3-node night on S3, credentials only as run.worker_env names them. Once the first clips
-    are staged (most videos still to decode, a second each), the CPU-type node of the decode actor
-    and the GPU-type node (the encoders' actor, which runs fusion too) are lost together; the other
-    CPU node has room for decode, and a GPU replacement joins, as an autoscaler would start one.
-    Runs last: it takes a CPU node away. (The per-model pools' shape: benchmarks/cluster_night.py.)"""
+    """A 3-node night on S3, credentials only as run.worker_env names them. The one decode actor
+    opens a video a second; its CPU-type node is lost a few seconds after it comes up (most videos
+    still to decode), and the GPU-type node (the encoders' actor, which runs fusion too) once the
+    first clips are staged. The other CPU node has room for decode; a GPU replacement joins, as an
+    autoscaler would start one. Runs last: it takes a CPU node away. (Per-model pools, each with
+    its own actor, and fusion's: benchmarks/cluster_night.py.)"""
     fs = s3[1]
     before = cluster.actors()
     cfg = node_typed_config(tmp_path, file_mb=0.001)  # a file every few clips: the first shows early
@@ -131,12 +132,14 @@ def test_s3_night_on_node_types_survives_losing_a_decode_node_and_the_gpu_node(c
     cfg.write_text(yaml.safe_dump(raw))
     proc = job(cluster, s3, cfg, input_uri="s3://night/in-long/", output_uri="s3://night/out/", wait=False)
     try:
+        decoding = wait_for_actor(cluster, before, DECODE, proc)
+        lost = [n for n in cluster.cpu if n.name in decoding]
+        assert len(lost) == 1, decoding  # decode runs on a CPU-type node
+        time.sleep(2)  # a video or two in
+        cluster.kill_node(lost[0])
         wait_for_staged(fs, "night/out", proc)
-        decoding = cluster.actor_nodes(before, alive_only=True)[DECODE]
-        lost = [n for n in cluster.cpu if n.name in decoding] + [cluster.gpu]
-        assert len(lost) == 2, decoding
-        for node in lost:
-            cluster.kill_node(node)
+        lost.append(cluster.gpu)
+        cluster.kill_node(cluster.gpu)
         cluster.gpu = cluster.add_node(1, num_gpus=1, resources={"gpu_node": 1000}, wait=False)
         log = proc.communicate(timeout=600)[0]
     finally:
