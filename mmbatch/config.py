@@ -28,6 +28,15 @@ def operational(default: Any = ..., **kwargs) -> Any:
     return Field(default, json_schema_extra=OPERATIONAL, **kwargs)
 
 
+# Marks a scoring field added after nights were scored: hashed only when set away from its
+# default, so adding a knob leaves every existing fingerprint (and what it resumes) unchanged.
+ADDED_SCORING = {"scoring": "unless_default"}
+
+
+def added_scoring(default: Any, **kwargs) -> Any:
+    return Field(default, json_schema_extra=ADDED_SCORING, **kwargs)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -37,9 +46,9 @@ def scoring_dump(model: BaseModel) -> Any:
     out = {}
     for name, field in type(model).model_fields.items():
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        if extra.get("scoring") is False:
-            continue
         value = getattr(model, name)
+        if extra.get("scoring") is False or (extra.get("scoring") == "unless_default" and value == field.default):
+            continue
         if isinstance(value, BaseModel):
             out[name] = scoring_dump(value)
         else:
@@ -148,6 +157,11 @@ class EncoderConfig(_Strict):
     temperature: float = Field(0.05, gt=0)
     language: str | None = None
     max_new_tokens: int = Field(96, ge=1, le=440)
+    # Speech decoding. beam_size 1 is greedy; Whisper's reference decoder searches 5 beams.
+    # no_repeat_ngram_size > 0 forbids repeating any n-gram: greedy decoding of a hard clip can
+    # loop on one phrase until max_new_tokens.
+    beam_size: int = added_scoring(1, ge=1, le=16)
+    no_repeat_ngram_size: int = added_scoring(0, ge=0, le=16)
     # Speech only: the runtime that runs Whisper. transformers: any transformers speech-to-text model.
     # ctranslate2: faster-whisper's CTranslate2 runtime (needs `pip install faster-whisper`); the source
     # is a CTranslate2 Whisper folder, or a transformers Whisper converted once per node and cached.

@@ -1,8 +1,11 @@
+from pathlib import Path
+
 import pytest
 
 from mmbatch.config import load_config, parse_config, redact
 from mmbatch.errors import ConfigError
 
+REPO = Path(__file__).resolve().parent.parent
 MINIMAL = {"models": {"text": {"task": "text_classification", "source": "tiny:roberta-sentiment"}}}
 
 
@@ -56,6 +59,20 @@ def test_operational_knobs_rescore_nothing():
     assert base.fingerprint({"text": "content:1"}) != base.fingerprint({"text": "content:2"})
 
 
+def test_knobs_added_later_leave_existing_fingerprints_alone():
+    """A scoring knob added after nights were scored (`added_scoring`) is hashed only when set
+    away from its default: the demo's fingerprint is the one its nights were written with."""
+    demo = load_config(REPO / "pipelines" / "demo.yaml")
+    assert demo.fingerprint() == "ed5a7624091cf358"  # changes only when a change rescores every night
+    raw = demo.model_dump(mode="json")
+    speech = raw["models"]["speech"]
+    assert (speech["beam_size"], speech["no_repeat_ngram_size"]) == (1, 0)
+    assert parse_config(raw).fingerprint() == demo.fingerprint()  # the saved config, defaults spelt out
+    for knob in ({"beam_size": 5}, {"no_repeat_ngram_size": 3}):
+        assert parse_config({**raw, "models": {**raw["models"], "speech": {**speech, **knob}}}).fingerprint() \
+            != demo.fingerprint()
+
+
 def test_secrets_are_redacted():
     cfg = parse_config({**MINIMAL, "storage_options": {"key": "AKIA123", "secret": "s3cr3t", "anon": False,
                                                        "client_kwargs": {"region_name": "eu-west-1"}}})
@@ -74,7 +91,5 @@ def test_yaml_edge_errors(tmp_path):
 
 
 def test_shipped_configs_validate():
-    from pathlib import Path
-
     for name in ("tiny.yaml", "demo.yaml", "video_sentiment.yaml"):
-        load_config(Path(__file__).parent.parent / "pipelines" / name)
+        load_config(REPO / "pipelines" / name)

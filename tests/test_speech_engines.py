@@ -93,3 +93,27 @@ def test_engine_errors_name_the_fix(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "faster_whisper", None)  # not installed
     with pytest.raises(ModelLoadError, match=r"needs faster-whisper: pip install 'mmbatch\[ctranslate2\]'"):
         inspect_models(ct2_config())
+
+
+@pytest.mark.parametrize("engine", ["transformers", "ctranslate2"])
+def test_beam_search_and_the_repeat_guard_reach_the_decoder(engine, model_cache):
+    """The random tiny Whisper loops on one token when decoded greedily (as a real one does on a
+    hard clip); `no_repeat_ngram_size: 1` forbids any token twice and beams change what is found."""
+    from mmbatch.config import EncoderConfig
+    from mmbatch.encoders.speech import SpeechRecognitionStage
+
+    wave = spoken("hello there my friend", 16000)
+
+    def tokens(**decoding) -> list[int]:
+        stage = SpeechRecognitionStage(EncoderConfig(task="speech_recognition", source="tiny:whisper", engine=engine,
+                                                     language="en", max_new_tokens=10, **decoding))
+        stage.setup()
+        if stage.ct2 is not None:
+            return stage.ct2.token_ids([wave])[0]
+        feats = stage.features([wave], sampling_rate=16000, return_tensors="pt")["input_features"]
+        return stage.model.generate(feats, **stage.generate_kwargs)[0].tolist()
+
+    greedy, guarded, beams = tokens(), tokens(no_repeat_ngram_size=1), tokens(beam_size=3)
+    assert len(set(greedy)) < len(greedy), greedy  # the loop the guard is for
+    assert len(set(guarded)) == len(guarded), guarded
+    assert beams != greedy

@@ -1,10 +1,11 @@
 """Whisper on CTranslate2 (faster-whisper's runtime): the `ctranslate2` speech engine.
 
 Batched across clips: each clip's log-mel features are padded to Whisper's 30 s window, the
-batch is encoded once and decoded greedily without timestamps, one prompt per clip (the same
-decoding as the transformers engine). int8 on CPU and float16 on GPU unless `compute_type`
-says otherwise. The source is a CTranslate2 folder, or a transformers Whisper (hub id, folder,
-s3://, tiny:) that is converted once per node and cached under the model cache.
+batch is encoded once and decoded without timestamps, one prompt per clip, greedily or with
+`beam_size` beams and the `no_repeat_ngram_size` guard (as the transformers engine decodes).
+int8 on CPU and float16 on GPU unless `compute_type` says otherwise. The source is a CTranslate2
+folder, or a transformers Whisper (hub id, folder, s3://, tiny:) that is converted once per node
+and cached under the model cache.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def _convert(folder: str, target: Path) -> None:
 
 
 class CT2Whisper:
-    def __init__(self, folder: str, *, device: str, compute_type: str, language: str | None, max_new_tokens: int):
+    def __init__(self, folder: str, *, device: str, compute_type: str, language: str | None, max_new_tokens: int,
+                 beam_size: int = 1, no_repeat_ngram_size: int = 0):
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
 
@@ -115,14 +117,19 @@ class CT2Whisper:
         self.prompt = self.model.get_prompt(self.tokenizer, [], without_timestamps=True)
         self.max_length = len(self.prompt) + max_new_tokens
         self.compute_type = compute_type
+        self.decoding = {"beam_size": beam_size, "no_repeat_ngram_size": no_repeat_ngram_size}
 
     def transcribe(self, waves: list[np.ndarray]) -> list[str]:
+        eot = self.tokenizer.eot
+        return [self.tokenizer.decode([t for t in ids if t < eot]).strip() for ids in self.token_ids(waves)]
+
+    def token_ids(self, waves: list[np.ndarray]) -> list[list[int]]:
+        """The tokens decoded for each clip, after the prompt."""
         from faster_whisper.audio import pad_or_trim
 
         fe = self.model.feature_extractor
         feats = np.stack([pad_or_trim(fe(w)[:, : fe.nb_max_frames]) for w in waves]).astype(np.float32)
         encoded = self.model.encode(feats)
-        results = self.model.model.generate(encoded, [self.prompt] * len(waves), beam_size=1,
+        results = self.model.model.generate(encoded, [self.prompt] * len(waves), **self.decoding,
                                             max_length=self.max_length, suppress_blank=True, suppress_tokens=[-1])
-        eot = self.tokenizer.eot
-        return [self.tokenizer.decode([t for t in r.sequences_ids[0] if t < eot]).strip() for r in results]
+        return [r.sequences_ids[0] for r in results]

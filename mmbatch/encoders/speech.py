@@ -152,7 +152,8 @@ class SpeechRecognitionStage:
 
             cfg = self.config
             self.ct2 = CT2Whisper(ct2_folder(cfg.source, cfg.revision, self.storage_options), device=self.device.type,
-                                  compute_type=cfg.compute_type, language=cfg.language, max_new_tokens=cfg.max_new_tokens)
+                                  compute_type=cfg.compute_type, language=cfg.language, max_new_tokens=cfg.max_new_tokens,
+                                  beam_size=cfg.beam_size, no_repeat_ngram_size=cfg.no_repeat_ngram_size)
         else:
             self._load_transformers()
         self.sidecars = TranscriptCache(self.storage_options, max_bytes=self.limits.max_sidecar_bytes)
@@ -181,6 +182,10 @@ class SpeechRecognitionStage:
         quiet_per_batch_warnings()
         gen = self.model.generation_config
         self.generate_kwargs = {"max_new_tokens": cfg.max_new_tokens}
+        if cfg.beam_size > 1:  # passed only when set: the defaults decode as before
+            self.generate_kwargs["num_beams"] = cfg.beam_size
+        if cfg.no_repeat_ngram_size:
+            self.generate_kwargs["no_repeat_ngram_size"] = cfg.no_repeat_ngram_size
         if getattr(gen, "lang_to_id", None):  # multilingual Whisper: pin language and task
             self.generate_kwargs["task"] = "transcribe"
             if cfg.language:
