@@ -8,11 +8,13 @@ models and fusion on the GPU-type node). Each scenario is one night on a fresh o
 
   none        nothing lost: the baseline
   gpu         the GPU-type node is killed once the first clips are staged; a replacement joins
-  decode+gpu  the same, plus the CPU-type node of a live decode actor (per-model pools and a
-              fusion pool, so every kind of actor is lost); the other CPU nodes carry on
+  decode+gpu  per-model pools and a fusion pool, one decode actor: its CPU-type node is killed a
+              few seconds after the actor comes up (while it decodes), then the GPU-type node once
+              the first clips are staged, so every kind of actor is lost; the other CPU node and
+              a GPU-type replacement carry on (the order of tests/test_cluster.py's lost-node night)
 
 Reports per scenario: exit code, wall seconds, seconds to the first staged clip file, seconds
-from the loss to the job's end, rows and distinct clip ids (exactly once), and where each pool's
+from the (first) loss to the job's end, rows and distinct clip ids (exactly once), and where each pool's
 actors ended. Lost nodes are replaced between scenarios, so each starts on the same cluster.
 The last line of output is the report as JSON.
 
@@ -26,16 +28,17 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the harness: tests/cluster.py, tests/s3server.py
-from cluster import DECODE, LocalCluster, node_typed_config, stage_of, wait_for_staged  # noqa: E402
+from cluster import DECODE, LocalCluster, node_typed_config, score_job, stage_of, wait_for_actor, wait_for_staged  # noqa: E402
 from s3server import moto_server  # noqa: E402
 
 KEY, SECRET = "AKIABENCHCLUSTER", "bench-secret"
@@ -61,29 +64,33 @@ def upload_corpus(fs, folder: Path, videos: int, seconds: float) -> None:
 
 
 def night(cluster: LocalCluster, fs, endpoint: str, work: Path, scenario: str, output: str) -> dict:
-    """One night; `scenario` says which nodes die once the first clips are staged."""
+    """One night; `scenario` says which nodes die, and when."""
     cfg = node_typed_config(work, per_modality=scenario == "decode+gpu", file_mb=0.001)
-    env = {**os.environ, **cluster.job_env(), "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": KEY,
-           "AWS_SECRET_ACCESS_KEY": SECRET}
-    cmd = [sys.executable, str(REPO / "jobs" / "score_videos.py"), "--config", str(cfg), "--input", "s3://bench/in/",
-           "--output", f"s3://{output}", "--run-date", "2026-12-01", "--log-level", "WARNING"]
+    if scenario == "decode+gpu":  # one decode actor, so its node is the one lost
+        raw = yaml.safe_load(cfg.read_text())
+        raw["decode"]["pool"]["concurrency"] = [1, 1]
+        cfg.write_text(yaml.safe_dump(raw))
+    creds = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET}
     before = cluster.actors()
     t0 = time.time()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = score_job(cluster, cfg, input_uri="s3://bench/in/", output_uri=f"s3://{output}", run_date="2026-12-01",
+                     env=creds, wait=False)
     lost: list[str] = []
     staged_s = lost_at = None
     try:
+        if scenario == "decode+gpu":
+            decoding = wait_for_actor(cluster, before, DECODE, proc, timeout_s=600)
+            time.sleep(2)  # a video or two in
+            lost_at = time.time()
+            for node in [n for n in cluster.cpu if n.name in decoding][:1]:
+                cluster.kill_node(node)
+                lost.append(node.name)
         wait_for_staged(fs, output, proc, timeout_s=600)
         staged_s = time.time() - t0
         if scenario != "none":
-            victims = [cluster.gpu]
-            if scenario == "decode+gpu":
-                decoding = cluster.actor_nodes(before, alive_only=True).get(DECODE, set())
-                victims += [n for n in cluster.cpu if n.name in decoding][:1]
-            lost_at = time.time()
-            for node in victims:
-                cluster.kill_node(node)
-                lost.append(node.name)
+            lost_at = lost_at or time.time()
+            cluster.kill_node(cluster.gpu)
+            lost.append(cluster.gpu.name)
             cluster.gpu = cluster.add_node(1, num_gpus=1, resources={"gpu_node": 1000}, wait=False)
         log = proc.communicate(timeout=1800)[0]
     finally:

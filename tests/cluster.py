@@ -9,7 +9,7 @@ driver sees is not there for it (a node without NFS). Jobs attach with RAY_ADDRE
     with LocalCluster(tmp) as cluster:
         cluster.add_node(num_cpus=1, resources={"cpu_node": 1000})
         gpu = cluster.add_node(num_cpus=1, num_gpus=1, resources={"gpu_node": 1000})
-        subprocess.run([...], env={**os.environ, **cluster.job_env()})
+        score_job(cluster, config, input_uri=..., output_uri=..., run_date=...)  # attached through RAY_ADDRESS
         cluster.kill_node(gpu)            # a lost node: SIGKILL of its whole process group
 
 Every node listens on 127.0.0.1 only, with token authentication off (a private test cluster).
@@ -239,26 +239,46 @@ def node_typed_config(folder: Path, *, per_modality: bool = False, file_mb: floa
     return path
 
 
+def score_job(cluster: LocalCluster, config: Path, *, input_uri: str, output_uri: str, run_date: str,
+              env: dict[str, str] | None = None, wait: bool = True, timeout_s: float = 600, **popen):
+    """The real job attached to `cluster` through RAY_ADDRESS (as `ray job submit` runs it), with
+    `env` (credentials, endpoint) beside this process's environment: finished (CompletedProcess,
+    output captured) or, with wait=False, running (Popen, stdout and stderr merged)."""
+    env = {**os.environ, **cluster.job_env(), **(env or {})}
+    cmd = [sys.executable, str(REPO / "jobs" / "score_videos.py"), "--config", str(config), "--input", input_uri,
+           "--output", output_uri, "--run-date", run_date, "--log-level", "WARNING"]
+    if not wait:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
+
+
+def wait_until(ready, proc: subprocess.Popen, what: str, timeout_s: float = 300):
+    """Poll `ready()` until it returns something true (returned) while the job in `proc` runs;
+    the job ending or the timeout first is an error naming `what`, with the job's output."""
+    deadline = time.time() + timeout_s
+    while not (found := ready()):
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"{what}: {(proc.stdout.read() if proc.stdout else '')[-3000:]}")
+        time.sleep(0.5)
+    return found
+
+
 def wait_for_actor(cluster: LocalCluster, before: list[dict], cls: str, proc: subprocess.Popen,
                    timeout_s: float = 300) -> set[str]:
     """Until an actor of class `cls` (of the jobs run since `before`) is alive; the nodes it is on."""
-    deadline = time.time() + timeout_s
-    while not (nodes := cluster.actor_nodes(before, alive_only=True).get(cls)):
-        if proc.poll() is not None or time.time() > deadline:
-            raise RuntimeError(f"no {cls} actor came up: {(proc.stdout.read() if proc.stdout else '')[-3000:]}")
-        time.sleep(0.5)
-    return nodes
+    return wait_until(lambda: cluster.actor_nodes(before, alive_only=True).get(cls), proc,
+                      f"no {cls} actor came up", timeout_s)
 
 
 def wait_for_staged(fs, output: str, proc: subprocess.Popen, timeout_s: float = 300) -> None:
     """Until the night running in `proc` has staged its first clip file under `output` (an s3fs
     path without the scheme): the encoders are producing, most of the night still to come."""
-    deadline = time.time() + timeout_s
-    while not fs.glob(f"{output}/_staging/*/parts/*.parquet"):
-        if proc.poll() is not None or time.time() > deadline:
-            raise RuntimeError(f"no clip staged under {output}: {(proc.stdout.read() if proc.stdout else '')[-3000:]}")
-        time.sleep(0.5)
+
+    def staged():
         fs.invalidate_cache()
+        return fs.glob(f"{output}/_staging/*/parts/*.parquet")
+
+    wait_until(staged, proc, f"no clip staged under {output}", timeout_s)
 
 
 def _q(s: str | Path) -> str:

@@ -9,22 +9,27 @@ Lean on purpose (1-CPU nodes, short videos): each night here takes tens of secon
 from __future__ import annotations
 
 import datetime as dt
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from cluster import DECODE, ENCODERS, LocalCluster, can_isolate_disks, node_typed_config, wait_for_actor, wait_for_staged
+from cluster import (
+    DECODE,
+    ENCODERS,
+    LocalCluster,
+    can_isolate_disks,
+    node_typed_config,
+    score_job,
+    wait_for_actor,
+    wait_for_staged,
+)
 from s3server import moto_server
 
 from mmbatch.schema import partitioning
 from mmbatch.synth import write_video
 
-REPO = Path(__file__).resolve().parent.parent
 DAY = dt.date(2026, 11, 27)
 KEY, SECRET = "AKIAMMBATCHCLUSTER", "s3cr3t-that-must-never-rest"
 pytestmark = pytest.mark.skipif(can_isolate_disks() is not None, reason=f"no node with a disk of its own: "
@@ -66,15 +71,10 @@ def cluster(tmp_path_factory, data):
         yield c
 
 
-def job(cluster, s3, config: Path, *, input_uri: str, output_uri: str, env=None,
-        wait: bool = True, **popen):
-    env = {**os.environ, **cluster.job_env(), "AWS_ENDPOINT_URL": s3[0], "AWS_ACCESS_KEY_ID": KEY,
-           "AWS_SECRET_ACCESS_KEY": SECRET, **(env or {})}
-    cmd = [sys.executable, str(REPO / "jobs" / "score_videos.py"), "--config", str(config), "--input", input_uri,
-           "--output", output_uri, "--run-date", DAY.isoformat(), "--log-level", "WARNING"]
-    if not wait:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+def job(cluster, s3, config: Path, *, input_uri: str, output_uri: str, wait: bool = True):
+    creds = {"AWS_ENDPOINT_URL": s3[0], "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET}
+    return score_job(cluster, config, input_uri=input_uri, output_uri=output_uri, run_date=DAY.isoformat(),
+                     env=creds, wait=wait)
 
 
 def clips_at(fs, root: str):
