@@ -36,13 +36,17 @@ def placed(config, placement: str):
     return config.model_copy(update={"encoders": config.encoders.model_copy(update={"placement": placement})})
 
 
+def with_pools(config, names: tuple[str, ...], **pool):
+    """`config` with the pools of the models `names` changed by `pool` (e.g. num_gpus=0.5)."""
+    models = config.models
+    changed = {n: getattr(models, n).model_copy(update={"pool": getattr(models, n).pool.model_copy(update=pool)})
+               for n in names}
+    return config.model_copy(update={"models": models.model_copy(update=changed)})
+
+
 def gpu_shared(config, share: float):
     """Vision and audio pools each asking for `share` of a GPU (the session's Ray declares one)."""
-    models, half = config.models, {"num_gpus": share}
-    return config.model_copy(update={"models": models.model_copy(update={
-        "vision": models.vision.model_copy(update={"pool": models.vision.pool.model_copy(update=half)}),
-        "audio": models.audio.model_copy(update={"pool": models.audio.pool.model_copy(update=half)}),
-    })})
+    return with_pools(config, ("vision", "audio"), num_gpus=share)
 
 
 @pytest.fixture(scope="module")
@@ -142,10 +146,7 @@ def test_next_night_skips_scored_and_scores_new(first_run, tiny_config, inputs):
 def test_pools_that_cannot_fit_fail_fast(ray_cluster, tiny_config, sample_videos, tmp_path):
     from mmbatch.errors import ConfigError
 
-    models = tiny_config.models
-    cfg = tiny_config.model_copy(update={"models": models.model_copy(update={
-        "vision": models.vision.model_copy(update={"pool": models.vision.pool.model_copy(update={"num_gpus": 2})}),
-    })})
+    cfg = with_pools(tiny_config, ("vision",), num_gpus=2)
     with pytest.raises(ConfigError, match="need at least 2 GPU .* cluster has 1"):
         run_pipeline(placed(cfg, "per_modality"), str(sample_videos), str(tmp_path), DAY1)
     enc = tiny_config.encoders  # colocated: the shared pool's resources are what count
