@@ -15,6 +15,7 @@ rule comes from the stages' declared `reads` and `may_read`, not from flags plac
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import warnings
@@ -24,6 +25,8 @@ from mmbatch.stage import StageSpec, keep_after
 
 log = logging.getLogger(__name__)
 MAX_BLOCKS = 10_000
+# How often the job tries to start its local Ray (an attached cluster is started by its operator).
+LOCAL_START_ATTEMPTS = 2
 _TASK_STAGES: dict[str, Any] = {}
 # Retries and restarts have no named parameter in Ray 2.60; the generic **ray_remote_args that
 # carries them warns of its deprecation on every run, which says nothing to a user.
@@ -335,8 +338,44 @@ def start_ray(log_level: str, *, num_cpus: int | None = None, runtime_env: dict 
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True, logging_config=logging_config, runtime_env=runtime_env)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_config=logging_config,
-                 resources=resources, _system_config=local_system_config(num_cpus or os.cpu_count() or 1))
+        start_local_ray(lambda: ray.init(
+            num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_config=logging_config,
+            resources=resources, _system_config=local_system_config(num_cpus or os.cpu_count() or 1)))
+
+
+def start_local_ray(init, attempts: int = LOCAL_START_ATTEMPTS) -> None:
+    """`init()` (a local `ray.init`), tried again when the local Ray fails to come up. On a busy
+    machine its raylet can die waiting for its own agents (`Timed out waiting for file
+    .../metrics_agent_port_...`, then `The current node timed out during startup`); a fresh
+    session then usually starts. What a failed attempt started (GCS, agents, reaper: children of
+    this process) is stopped by PID first. The last failure is a ClusterError, exit 1."""
+    import psutil
+    import ray
+
+    from mmbatch.errors import ClusterError, short_reason
+
+    me = psutil.Process()
+    for attempt in range(1, attempts + 1):
+        before = {c.pid for c in me.children(recursive=True)}
+        try:
+            init()
+            return
+        except Exception as err:
+            reason = short_reason(err)
+        if not ray.is_initialized():  # a half-started node, never a working connection
+            ray.shutdown()
+        leftovers = [c for c in me.children(recursive=True) if c.pid not in before]
+        for c in leftovers:
+            with contextlib.suppress(psutil.Error):
+                c.terminate()
+        for c in psutil.wait_procs(leftovers, timeout=10)[1]:
+            with contextlib.suppress(psutil.Error):
+                c.kill()
+        if attempt < attempts:
+            log.warning("the local Ray did not start (%s); starting a fresh one (attempt %d of %d)",
+                        reason, attempt + 1, attempts)
+    raise ClusterError(f"the local Ray did not start in {attempts} attempts: {reason} (a machine too busy "
+                       "to start Ray's processes in time; its logs are under /tmp/ray/session_latest/logs)")
 
 
 # Idle workers a local Ray keeps. Ray's default is one a CPU, and when the actor pools claim every

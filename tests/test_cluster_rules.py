@@ -180,3 +180,33 @@ def test_a_local_ray_keeps_idle_workers_and_an_attached_one_is_left_alone(monkey
     start_ray("INFO", runtime_env={"env_vars": {}})
     assert [c.get("_system_config") for c in calls] == [{"num_workers_soft_limit": 8},
                                                         {"num_workers_soft_limit": 16}, None]
+
+
+def test_a_local_ray_that_fails_to_start_is_started_afresh_once(caplog):
+    """A busy machine can kill a local raylet while it waits for its agents. The job stops what
+    the failed attempt started (by PID) and starts a fresh Ray once; twice failed is exit 1."""
+    import subprocess
+    import sys
+
+    from pipelines.adapter import start_local_ray
+
+    leftovers, calls = [], []
+
+    def init_that_fails(times: int):
+        def init():
+            calls.append(1)
+            if len(calls) <= times:  # what a failed ray.init leaves: processes of its own
+                leftovers.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))
+                raise Exception("The current node timed out during startup. This could happen because ...")
+        return init
+
+    start_local_ray(init_that_fails(1))
+    assert len(calls) == 2 and leftovers[0].wait(timeout=15) is not None  # stopped, not left running
+    assert "the local Ray did not start (Exception: The current node timed out during startup" in caplog.text
+    assert "attempt 2 of 2" in caplog.text
+
+    calls.clear()
+    with pytest.raises(ClusterError, match=r"did not start in 2 attempts: Exception: The current node timed out") as err:
+        start_local_ray(init_that_fails(2))
+    assert err.value.exit_code == ExitCode.SYSTEM and len(calls) == 2
+    assert all(p.wait(timeout=15) is not None for p in leftovers)

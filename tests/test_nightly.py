@@ -75,14 +75,16 @@ def test_killed_driver_resumes_exactly_once(ray_cluster, tiny_config, many_video
     out = tmp_path / "out"
     env = {**os.environ}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen([sys.executable, str(REPO / "jobs" / "score_videos.py"), "--config", str(cfg_path),
-                             "--input", str(many_videos), "--output", str(out), "--run-date", DAY.isoformat()],
-                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    job_log = tmp_path / "job.log"
+    with job_log.open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, str(REPO / "jobs" / "score_videos.py"), "--config", str(cfg_path),
+                                 "--input", str(many_videos), "--output", str(out), "--run-date", DAY.isoformat()],
+                                env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr)
     staging = out / "_staging"
     try:
         deadline = time.time() + 300
         while time.time() < deadline and len(list(staging.rglob("records-*.parquet"))) < 1:
-            assert proc.poll() is None, "the job ended before it could be killed"
+            assert proc.poll() is None, f"the job ended before it could be killed: {job_log.read_text()[-3000:]}"
             time.sleep(0.05)
         # While it runs, a second run of the same output and date is refused, naming the first.
         from mmbatch.config import load_config
