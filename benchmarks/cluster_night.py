@@ -38,7 +38,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the harness: tests/cluster.py, tests/s3server.py
-from cluster import DECODE, LocalCluster, node_typed_config, score_job, stage_of, wait_for_actor, wait_for_staged  # noqa: E402
+from cluster import LocalCluster, lose_nodes_mid_night, node_typed_config, score_job, stage_of  # noqa: E402
 from s3server import moto_server  # noqa: E402
 
 KEY, SECRET = "AKIABENCHCLUSTER", "bench-secret"
@@ -75,26 +75,13 @@ def night(cluster: LocalCluster, fs, endpoint: str, work: Path, scenario: str, o
     t0 = time.time()
     proc = score_job(cluster, cfg, input_uri="s3://bench/in/", output_uri=f"s3://{output}", run_date="2026-12-01",
                      env=creds, wait=False)
-    lost: list[str] = []
-    staged_s = lost_at = None
     try:
-        if scenario == "decode+gpu":
-            decoding = wait_for_actor(cluster, before, DECODE, proc, timeout_s=600)
-            time.sleep(2)  # a video or two in
-            lost_at = time.time()
-            for node in [n for n in cluster.cpu if n.name in decoding][:1]:
-                cluster.kill_node(node)
-                lost.append(node.name)
-        wait_for_staged(fs, output, proc, timeout_s=600)
-        staged_s = time.time() - t0
-        if scenario != "none":
-            lost_at = lost_at or time.time()
-            cluster.kill_node(cluster.gpu)
-            lost.append(cluster.gpu.name)
-            cluster.gpu = cluster.add_node(1, num_gpus=1, resources={"gpu_node": 1000}, wait=False)
+        nodes, lost_at, staged = lose_nodes_mid_night(cluster, before, fs, output, proc, timeout_s=600,
+                                                      decode_node=scenario == "decode+gpu", gpu_node=scenario != "none")
         log = proc.communicate(timeout=1800)[0]
     finally:
         proc.kill()
+    lost = [n.name for n in nodes]
     end = time.time()
     # Lost CPU nodes come back before the next scenario, so each starts on the same cluster.
     for i, node in enumerate(cluster.cpu):
@@ -111,7 +98,7 @@ def night(cluster: LocalCluster, fs, endpoint: str, work: Path, scenario: str, o
         rows, distinct = ids.num_rows, len(set(ids.column("clip_id").to_pylist()))
     actors = {stage_of(cls): sorted(names) for cls, names in cluster.actor_nodes(before).items() if stage_of(cls)}
     return {"scenario": scenario, "exit_code": proc.returncode, "wall_s": round(end - t0, 1),
-            "first_staged_s": None if staged_s is None else round(staged_s, 1), "lost_nodes": lost,
+            "first_staged_s": round(staged - t0, 1), "lost_nodes": lost,
             "loss_to_end_s": None if lost_at is None else round(end - lost_at, 1), "rows": rows, "distinct_clips": distinct,
             "actors_ended_on": actors, "log_tail": log.strip().splitlines()[-3:]}
 

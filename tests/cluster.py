@@ -240,7 +240,7 @@ def node_typed_config(folder: Path, *, per_modality: bool = False, file_mb: floa
 
 
 def score_job(cluster: LocalCluster, config: Path, *, input_uri: str, output_uri: str, run_date: str,
-              env: dict[str, str] | None = None, wait: bool = True, timeout_s: float = 600, **popen):
+              env: dict[str, str] | None = None, wait: bool = True, timeout_s: float = 600):
     """The real job attached to `cluster` through RAY_ADDRESS (as `ray job submit` runs it), with
     `env` (credentials, endpoint) beside this process's environment: finished (CompletedProcess,
     output captured) or, with wait=False, running (Popen, stdout and stderr merged)."""
@@ -248,7 +248,7 @@ def score_job(cluster: LocalCluster, config: Path, *, input_uri: str, output_uri
     cmd = [sys.executable, str(REPO / "jobs" / "score_videos.py"), "--config", str(config), "--input", input_uri,
            "--output", output_uri, "--run-date", run_date, "--log-level", "WARNING"]
     if not wait:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
 
 
@@ -279,6 +279,32 @@ def wait_for_staged(fs, output: str, proc: subprocess.Popen, timeout_s: float = 
         return fs.glob(f"{output}/_staging/*/parts/*.parquet")
 
     wait_until(staged, proc, f"no clip staged under {output}", timeout_s)
+
+
+def lose_nodes_mid_night(cluster: LocalCluster, before: list[dict], fs, output: str, proc: subprocess.Popen, *,
+                         decode_node: bool, gpu_node: bool, timeout_s: float = 300) -> tuple[list[Node], float | None, float]:
+    """The losses of the night running in `proc`: with `decode_node`, the CPU-type node(s) of the
+    decode actor, two seconds after it comes up (while it decodes); then, once the first clip file
+    is staged under `output`, with `gpu_node` the GPU-type node, a GPU-type replacement joining at
+    once (as an autoscaler would start one; it becomes `cluster.gpu`). Returns the lost nodes,
+    when the first was lost and when the first file was staged (time.time())."""
+    lost: list[Node] = []
+    first_loss = None
+    if decode_node:
+        decoding = wait_for_actor(cluster, before, DECODE, proc, timeout_s)
+        lost = [n for n in cluster.cpu if n.name in decoding]
+        time.sleep(2)  # a video or two in
+        first_loss = time.time()
+        for node in lost:
+            cluster.kill_node(node)
+    wait_for_staged(fs, output, proc, timeout_s)
+    staged = time.time()
+    if gpu_node:
+        first_loss = first_loss or time.time()
+        lost.append(cluster.gpu)
+        cluster.kill_node(cluster.gpu)
+        cluster.gpu = cluster.add_node(1, num_gpus=1, resources={"gpu_node": 1000}, wait=False)
+    return lost, first_loss, staged
 
 
 def _q(s: str | Path) -> str:

@@ -20,10 +20,9 @@ from cluster import (
     ENCODERS,
     LocalCluster,
     can_isolate_disks,
+    lose_nodes_mid_night,
     node_typed_config,
     score_job,
-    wait_for_actor,
-    wait_for_staged,
 )
 from s3server import moto_server
 
@@ -132,15 +131,8 @@ def test_s3_night_on_node_types_survives_losing_a_decode_node_and_the_gpu_node(c
     cfg.write_text(yaml.safe_dump(raw))
     proc = job(cluster, s3, cfg, input_uri="s3://night/in-long/", output_uri="s3://night/out/", wait=False)
     try:
-        decoding = wait_for_actor(cluster, before, DECODE, proc)
-        lost = [n for n in cluster.cpu if n.name in decoding]
-        assert len(lost) == 1, decoding  # decode runs on a CPU-type node
-        time.sleep(2)  # a video or two in
-        cluster.kill_node(lost[0])
-        wait_for_staged(fs, "night/out", proc)
-        lost.append(cluster.gpu)
-        cluster.kill_node(cluster.gpu)
-        cluster.gpu = cluster.add_node(1, num_gpus=1, resources={"gpu_node": 1000}, wait=False)
+        lost, _, _ = lose_nodes_mid_night(cluster, before, fs, "night/out", proc, decode_node=True, gpu_node=True)
+        assert len(lost) == 2, [n.name for n in lost]  # decode ran on one CPU-type node, then the GPU node
         log = proc.communicate(timeout=600)[0]
     finally:
         proc.kill()
