@@ -10,13 +10,14 @@ models and fusion on the GPU-type node). Each scenario is one night on a fresh o
   gpu         the GPU-type node is killed once the first clips are staged; a replacement joins
   decode+gpu  per-model pools and a fusion pool, one decode actor: its CPU-type node is killed a
               few seconds after the actor comes up (while it decodes), then the GPU-type node once
-              the first clips are staged, so every kind of actor is lost; the other CPU node and
-              a GPU-type replacement carry on (the order of tests/test_cluster.py's lost-node night)
+              the first clips are staged or decode is back up on the other CPU node, whichever
+              comes first, so every kind of actor is lost with work still to come; the other CPU
+              node and a GPU-type replacement carry on (tests/test_cluster.py's lost-node night)
 
-Reports per scenario: exit code, wall seconds, seconds to the first staged clip file, seconds
-from the (first) loss to the job's end, rows and distinct clip ids (exactly once), and where each pool's
-actors ended. Lost nodes are replaced between scenarios, so each starts on the same cluster.
-The last line of output is the report as JSON.
+Reports per scenario: exit code, wall seconds, seconds to the first staged clip file (null when
+the GPU-type node went first), seconds from the (first) loss to the job's end, rows and distinct
+clip ids (exactly once), and where each pool's actors ended. Lost nodes are replaced between
+scenarios, so each starts on the same cluster. The last line of output is the report as JSON.
 
     python benchmarks/cluster_night.py                           # 24 videos x 6 s, every scenario
     python benchmarks/cluster_night.py --videos 48 --scenarios none,gpu --repeats 3
@@ -98,7 +99,7 @@ def night(cluster: LocalCluster, fs, endpoint: str, work: Path, scenario: str, o
         rows, distinct = ids.num_rows, len(set(ids.column("clip_id").to_pylist()))
     actors = {stage_of(cls): sorted(names) for cls, names in cluster.actor_nodes(before).items() if stage_of(cls)}
     return {"scenario": scenario, "exit_code": proc.returncode, "wall_s": round(end - t0, 1),
-            "first_staged_s": round(staged - t0, 1), "lost_nodes": lost,
+            "first_staged_s": None if staged is None else round(staged - t0, 1), "lost_nodes": lost,
             "loss_to_end_s": None if lost_at is None else round(end - lost_at, 1), "rows": rows, "distinct_clips": distinct,
             "actors_ended_on": actors, "log_tail": log.strip().splitlines()[-3:]}
 

@@ -46,6 +46,7 @@ def stage_of(actor_cls: str) -> str | None:
 
 
 DECODE, ENCODERS = actor_class("decode"), actor_class("encoders")
+ANSWER = "cluster-query-answer: "  # marks the answer of LocalCluster.query in its driver's output
 NODE_ENV_DROP = ("RAY_ADDRESS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                  "AWS_ENDPOINT_URL", "MMBATCH_CACHE")
 
@@ -160,12 +161,15 @@ class LocalCluster:
     def query(self, expression: str, timeout_s: float = 60):
         """Evaluate `expression` in a driver attached to the cluster (ray imported); its JSON value."""
         code = (f"import json, ray; ray.init(address={self.address!r}, logging_level='ERROR', log_to_driver=False); "
-                f"print(json.dumps({expression}))")
+                f"print({ANSWER!r} + json.dumps({expression}))")
         r = subprocess.run([sys.executable, "-c", code], env={**self.env, **self.job_env()}, capture_output=True,
                            text=True, timeout=timeout_s)
-        if r.returncode != 0:
-            raise RuntimeError(f"cluster query failed: {r.stderr[-2000:]}")
-        return json.loads(r.stdout.strip().splitlines()[-1])
+        # Ray prints to stdout too, before and after the answer (e.g. a lost node's
+        # "raylet has lagging heartbeats"): the answer is the line that says it is.
+        answers = [line[len(ANSWER):] for line in r.stdout.splitlines() if line.startswith(ANSWER)]
+        if r.returncode != 0 or not answers:
+            raise RuntimeError(f"cluster query failed: {(r.stderr or r.stdout)[-2000:]}")
+        return json.loads(answers[-1])
 
     def actors(self) -> list[dict]:
         """Every actor the cluster has seen: class name, state and node id (the GCS's actor table)."""
@@ -270,26 +274,27 @@ def wait_for_actor(cluster: LocalCluster, before: list[dict], cls: str, proc: su
                       f"no {cls} actor came up", timeout_s)
 
 
-def wait_for_staged(fs, output: str, proc: subprocess.Popen, timeout_s: float = 300) -> None:
-    """Until the night running in `proc` has staged its first clip file under `output` (an s3fs
-    path without the scheme): the encoders are producing, most of the night still to come."""
-
-    def staged():
-        fs.invalidate_cache()
-        return fs.glob(f"{output}/_staging/*/parts/*.parquet")
-
-    wait_until(staged, proc, f"no clip staged under {output}", timeout_s)
+def staged_files(fs, output: str) -> list[str]:
+    """The clip files a night has staged so far under `output` (an s3fs path without the scheme)."""
+    fs.invalidate_cache()
+    return fs.glob(f"{output}/_staging/*/parts/*.parquet")
 
 
 def lose_nodes_mid_night(cluster: LocalCluster, before: list[dict], fs, output: str, proc: subprocess.Popen, *,
-                         decode_node: bool, gpu_node: bool, timeout_s: float = 300) -> tuple[list[Node], float | None, float]:
-    """The losses of the night running in `proc`: with `decode_node`, the CPU-type node(s) of the
-    decode actor, two seconds after it comes up (while it decodes); then, once the first clip file
-    is staged under `output`, with `gpu_node` the GPU-type node, a GPU-type replacement joining at
-    once (as an autoscaler would start one; it becomes `cluster.gpu`). Returns the lost nodes,
-    when the first was lost and when the first file was staged (time.time())."""
+                         decode_node: bool, gpu_node: bool, timeout_s: float = 300
+                         ) -> tuple[list[Node], float | None, float | None]:
+    """The losses of the night running in `proc`, each while work is still to come. With
+    `decode_node`: the CPU-type node(s) of the decode actor, two seconds after it comes up (while
+    it decodes). With `gpu_node`: the GPU-type node, a GPU-type replacement joining at once (as an
+    autoscaler would start one; it becomes `cluster.gpu`), at the first clip file staged under
+    `output` (the encoders are producing) or, after a decode-node loss, as soon as decode is back
+    up on another node, whichever comes first. The second moment is what keeps the loss mid-night
+    on a busy machine: there the writes can trail the encoders until decode has finished, and a
+    loss at the first staged file then lands after the encoders' last batch (seen beside a CPU
+    hog). Returns the lost nodes, when the first was lost and when the first file was staged
+    (time.time(); None if the GPU-type node went first)."""
     lost: list[Node] = []
-    first_loss = None
+    first_loss = staged = None
     if decode_node:
         decoding = wait_for_actor(cluster, before, DECODE, proc, timeout_s)
         lost = [n for n in cluster.cpu if n.name in decoding]
@@ -297,8 +302,22 @@ def lose_nodes_mid_night(cluster: LocalCluster, before: list[dict], fs, output: 
         first_loss = time.time()
         for node in lost:
             cluster.kill_node(node)
-    wait_for_staged(fs, output, proc, timeout_s)
-    staged = time.time()
+    gone = {n.name for n in lost}
+
+    def moment():
+        if staged_files(fs, output):
+            return "staged"
+        if not gone:
+            return None
+        try:  # the GCS can be slow to answer right after a loss: ask again at the next poll
+            return cluster.actor_nodes(before, alive_only=True).get(DECODE, set()) - gone and "decode resumed"
+        except (RuntimeError, subprocess.TimeoutExpired):
+            return None
+
+    why = wait_until(moment, proc, f"no clip staged under {output}" + (" and decode not back up" if gone else ""),
+                     timeout_s)
+    if why == "staged":
+        staged = time.time()
     if gpu_node:
         first_loss = first_loss or time.time()
         lost.append(cluster.gpu)

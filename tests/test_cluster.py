@@ -119,9 +119,11 @@ def test_s3_night_on_node_types_survives_losing_a_decode_node_and_the_gpu_node(c
     """A 3-node night on S3, credentials only as run.worker_env names them. The one decode actor
     opens a video a second; its CPU-type node is lost a few seconds after it comes up (most videos
     still to decode), and the GPU-type node (the encoders' actor, which runs fusion too) once the
-    first clips are staged. The other CPU node has room for decode; a GPU replacement joins, as an
-    autoscaler would start one. Runs last: it takes a CPU node away. (Per-model pools, each with
-    its own actor, and fusion's: benchmarks/cluster_night.py.)"""
+    first clips are staged or decode is back up on the other CPU node, whichever comes first (both
+    with most videos still to decode, so the encoders have work after their loss). The other CPU
+    node has room for decode; a GPU replacement joins, as an autoscaler would start one. Runs last:
+    it takes a CPU node away. (Per-model pools, each with its own actor, and fusion's:
+    benchmarks/cluster_night.py.)"""
     fs = s3[1]
     before = cluster.actors()
     cfg = node_typed_config(tmp_path, file_mb=0.001)  # a file every few clips: the first shows early
