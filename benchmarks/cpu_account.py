@@ -60,6 +60,20 @@ def _title(pid: int) -> str:
     return " ".join(a.decode(errors="replace") for a in argv[:2]) if not title.startswith("ray::") else title
 
 
+def _short_title(pid: int) -> str:
+    """A Ray process's name without paths and flags: `ray::_StatsActor`, `raylet`, `gcs_server`,
+    `agent.py` (a `python -u .../agent.py` daemon)."""
+    title = _title(pid)
+    if title.startswith("ray::"):
+        return title.split(" ")[0]
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:4]
+    except OSError:
+        return "?"
+    names = [Path(a).name for a in argv if a and not a.startswith("-")]
+    return next((n for n in names if n.endswith(".py")), names[0] if names else "?")
+
+
 class CpuAccount:
     """CPU-seconds of a process tree by kind; call `sample(pids)` with the tree's PIDs (parents
     before children), then read `.seconds`."""
@@ -69,6 +83,8 @@ class CpuAccount:
         self.seconds: dict[str, float] = dict.fromkeys(KINDS, 0.0)
         self._used: dict[int, float] = {}
         self._kind: dict[int, str] = {}
+        # Ray's own processes by title (which system actor, which daemon): the kinds no stage names.
+        self.ray_titles: dict[str, float] = {}
 
     def sample(self, pids: list[int]) -> None:
         for pid in pids:
@@ -78,15 +94,21 @@ class CpuAccount:
             ppid, used = stat
             kind = process_kind(_title(pid), self._kind.get(ppid), pid == self.root)
             self._kind[pid] = kind
-            self.seconds[kind] += used - self._used.get(pid, 0.0)
+            spent = used - self._used.get(pid, 0.0)
+            self.seconds[kind] += spent
             self._used[pid] = used
+            if kind in ("ray system actors and idle workers", "ray daemons"):
+                title = _short_title(pid)
+                self.ray_titles[title] = self.ray_titles.get(title, 0.0) + spent
 
     @property
     def total(self) -> float:
         return sum(self.seconds.values())
 
     def summary(self, clips: int) -> dict:
+        top = sorted(self.ray_titles.items(), key=lambda kv: -kv[1])[:12]
         return {"cpu_s": {k: round(v, 2) for k, v in self.seconds.items()}, "cpu_s_total": round(self.total, 2),
+                "ray_cpu_s_by_process": {t: round(v, 2) for t, v in top if v >= 0.05},
                 "cpu_ms_per_clip": {k: round(1000 * v / clips, 2) for k, v in self.seconds.items()} if clips else {}}
 
 

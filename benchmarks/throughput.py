@@ -493,7 +493,7 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> int:
 
 
 SCALE_KEYS = ("clips", "wall_s", "steady_clips_per_s", "first_clip_s", "peak_pss_mb", "ray_worker_starts",
-              "decode_worker_starts", "cpu_s", "cpu_s_total", "cpu_ms_per_clip", "machine")
+              "decode_worker_starts", "cpu_s", "cpu_s_total", "cpu_ms_per_clip", "ray_cpu_s_by_process", "machine")
 
 
 def scale(raw: dict, paths: list[Path], work: Path, num_cpus: int | None, seconds: float, repeats: int = 1) -> dict:

@@ -60,3 +60,6 @@ def test_account_books_a_busy_child_to_its_kind():
         child.wait()
     assert 0.29 <= account.seconds["ray daemons"] <= 0.6
     assert account.seconds["driver"] > 0 and account.summary(10)["cpu_ms_per_clip"]["driver"] > 0
+    # Ray's own processes are also booked by name (here the child's script-less `python -c`).
+    by_process = account.summary(10)["ray_cpu_s_by_process"]
+    assert list(by_process) == [os.path.basename(sys.executable)] and 0.29 <= by_process[os.path.basename(sys.executable)] <= 0.6

@@ -96,3 +96,33 @@ def test_text_only_config_decodes_no_frames_and_no_audio(tiny_config, tmp_path, 
     out = decode(s, write_video(tmp_path / "talk.mp4", seconds=7.0))
     assert list(out["status"]) == ["ok", "ok"] and list(out["clip_index"]) == [0, 1]
     assert not {"frames", "n_frames", "has_frames", "waveform", "audio_len", "has_waveform"} & set(out)
+
+
+@pytest.mark.parametrize("fmt,layout", [("fltp", "mono"), ("flt", "mono"), ("fltp", "stereo"), ("flt", "stereo")])
+def test_float_frames_read_straight_give_libswresamples_samples(fmt, layout):
+    """The audio fast path (no conversion pass) yields bit for bit what libswresample's float mono
+    downmix yields, stereo included (√½·L + √½·R)."""
+    import av
+
+    from mmbatch.decode.backend import float_mono
+
+    rng = np.random.default_rng(0)
+    channels = 1 if layout == "mono" else 2
+    data = rng.uniform(-1, 1, (channels, 1024)).astype(np.float32)
+    arr = data if fmt == "fltp" else data.T.reshape(1, -1).copy()
+    frame = av.AudioFrame.from_ndarray(arr, format=fmt, layout=layout)
+    frame.sample_rate = 22050
+    resampled = av.AudioResampler(format="flt", layout="mono", rate=22050).resample(frame)
+    expected = np.concatenate([o.to_ndarray().reshape(-1) for o in resampled])
+    got = float_mono(frame)
+    assert got.dtype == np.float32 and np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("fmt,layout", [("s16", "mono"), ("s16p", "stereo"), ("fltp", "5.1")])
+def test_other_audio_frames_go_through_libswresample(fmt, layout):
+    import av
+
+    from mmbatch.decode.backend import float_mono
+
+    frame = av.AudioFrame(format=fmt, layout=layout, samples=256)
+    assert float_mono(frame) is None
