@@ -5,7 +5,8 @@ Three ways over one generated corpus (videos with audio), with the production cl
 settings (pipelines/video_sentiment.yaml: 10 s clips, 8 frames at 224 px, 16 kHz audio) and the
 models of --config (default: the tiny preset):
 
-  decode_only  the decode stage alone in a process pool over every core: the CPU limit
+  decode_only  the decode stage alone in a process pool over every core: the CPU limit (and in
+               one process: `parallel_scaling` is what the other cores add to one process's rate)
   naive        one process: decode a video, then each model in turn, next video; built from the
                same stage list (`stage_specs`) the Ray Data pipeline runs
   pipeline     the real job (`jobs/score_videos.py`) in its own process, local Ray
@@ -449,10 +450,13 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> int:
         paths = make_corpus(root / f"corpus-{res}-{args.videos}x{args.seconds:g}s", args.videos, args.seconds, w, h)
         rows = [r.as_row() for r in discover(str(paths[0].parent))]
         video_seconds = args.videos * args.seconds
-        runs: dict[str, list[dict]] = {"decode_only": [], "naive": [], "pipeline": []}
+        runs: dict[str, list[dict]] = {"decode_only": [], "decode_only_1": [], "naive": [], "pipeline": []}
         for rep in range(args.repeats):
             if "decode_only" not in skip:
                 runs["decode_only"].append(decode_only(raw, rows, cpus, video_seconds))
+                # One process: what the machine's other cores add to it (shared or SMT cores add less
+                # than a core each), the same work the naive loop's one process does.
+                runs["decode_only_1"].append(decode_only(raw, rows, 1, video_seconds))
             if "naive" not in skip:
                 runs["naive"].append(naive(raw, rows, video_seconds))
             if "pipeline" not in skip:
@@ -472,6 +476,9 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> int:
             for ref in ("decode_only", "naive"):
                 if ref in result and steady:
                     result[f"pipeline_vs_{ref}"] = round(steady / result[ref]["median_clips_per_s"], 2)
+        if runs["decode_only"] and runs["decode_only_1"]:
+            result["parallel_scaling"] = round(result["decode_only"]["median_clips_per_s"]
+                                               / result["decode_only_1"]["median_clips_per_s"], 2)
         report["results"][res] = result
         if "speech_engines" not in skip and raw["models"].get("speech") and "speech_engines" not in report:
             speech_source = raw["models"]["speech"]["source"]
