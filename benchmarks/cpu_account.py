@@ -121,16 +121,21 @@ def machine_busy_s() -> float:
 
 def budget(small: dict, large: dict) -> dict:
     """Per kind, from two runs' `{"clips": n, "cpu_s": {kind: s}}`: CPU milliseconds each clip adds
-    (slope) and the seconds a run costs whatever its size (intercept, floored at 0)."""
+    (slope) and the seconds a run costs whatever its size (intercept, floored at 0). With both
+    runs' `wall_s`, also the cores each kind keeps busy while the job runs (the same slope per
+    second of wall time): what polls and idles costs by the second, not by the clip."""
     dc = large["clips"] - small["clips"]
     if dc <= 0:
         raise ValueError("the larger run must have more clips")
+    dt = large.get("wall_s", 0.0) - small.get("wall_s", 0.0)
     rows = {}
     for kind in KINDS:
         a, b = small["cpu_s"].get(kind, 0.0), large["cpu_s"].get(kind, 0.0)
         per_clip = (b - a) / dc
         rows[kind] = {"ms_per_clip": round(1000 * per_clip, 2),
                       "fixed_s": round(max(0.0, a - per_clip * small["clips"]), 2)}
+        if dt > 0:
+            rows[kind]["cores_while_running"] = round((b - a) / dt, 3)
     per_clip_total = sum(r["ms_per_clip"] for r in rows.values())
     return {"by_kind": rows, "ms_per_clip_total": round(per_clip_total, 2),
             "fixed_s_total": round(sum(r["fixed_s"] for r in rows.values()), 2),

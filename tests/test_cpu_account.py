@@ -39,6 +39,9 @@ def test_budget_splits_per_clip_from_fixed_cost():
     assert b["by_kind"]["models"] == {"ms_per_clip": 0.0, "fixed_s": 0.0}
     assert b["ms_per_clip_total"] == 31.0 and set(b["by_kind"]) == set(KINDS)
     assert b["clips_per_s_if_cpu_bound"]["2"] == round(2000 / 31.0, 1)
+    assert "cores_while_running" not in b["by_kind"]["decode"]  # no wall times given
+    timed = budget({**small, "wall_s": 20.0}, {**large, "wall_s": 70.0})
+    assert timed["by_kind"]["decode"]["cores_while_running"] == round(1500 * 0.03 / 50, 3)
     with pytest.raises(ValueError):
         budget(large, small)
 
