@@ -263,6 +263,9 @@ def main() -> int:
     ap.add_argument("--beam-size", type=int, help=f"--spoken: Whisper's beams (default {SPOKEN_SPEECH['beam_size']}; 1 = greedy)")
     ap.add_argument("--no-repeat-ngram-size", type=int, help="--spoken: forbid repeating an n-gram of this size (default 0: off)")
     ap.add_argument("--keep", default="", help="--videos/--spoken: save the labelled clips (Parquet) in this folder")
+    ap.add_argument("--from-kept", default="", metavar="FOLDER",
+                    help="score the labelled clips a --keep run saved (its --seed), without the job: the same "
+                         "measures for another fusion head")
     ap.add_argument("--config", default=str(REPO / "pipelines" / "demo.yaml"))
     ap.add_argument("--per-class", type=int, default=600, help="fresh and rotten snippets each; half as many synopses")
     ap.add_argument("--seed", type=int, default=2)
@@ -276,6 +279,14 @@ def main() -> int:
     from mmbatch.config import load_config
     from mmbatch.encoders import encoder_class
 
+    if args.from_kept:
+        kept = {}
+        for path in sorted(Path(args.from_kept).glob("clips-*.parquet")):
+            kept[path.stem.removeprefix("clips-")] = quality_of(pd.read_parquet(path), args.seed)
+        if not kept:
+            ap.error(f"no clips-*.parquet under {args.from_kept} (written by --keep)")
+        print(json.dumps({"from_kept": args.from_kept, "seed": args.seed, **kept}))
+        return 0
     df = load_corpus()
     sample = pd.concat([df[df["category"] == c].sample(n, random_state=args.seed)
                         for c, n in (("fresh", args.per_class), ("rotten", args.per_class), ("plot", args.per_class // 2))])

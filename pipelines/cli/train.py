@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="checkpoint folder to write")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: TrainConfig's)")
     p.add_argument("--config", default=None, help="pipeline YAML, for storage_options and the output's format/catalog")
     args = p.parse_args(argv)
 
@@ -62,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"labels: {report['matched']} of {report['labels']} matched clips of {report['videos']} videos")
     joined["split"] = split_by_video(joined, args.seed)
     dims = embedding_dims(joined)
-    model, history = train_fusion(joined, dims, TrainConfig(seed=args.seed, epochs=args.epochs))
+    settings = TrainConfig(seed=args.seed, epochs=args.epochs)
+    if args.lr is not None:
+        settings.lr = args.lr
+    model, history = train_fusion(joined, dims, settings)
     result = evaluate(model, joined, dims)
     result["epochs"] = len(history)
     save_checkpoint(model, args.out, dims, encoders, result, report)
