@@ -290,6 +290,7 @@ def main() -> int:
     df = load_corpus()
     sample = pd.concat([df[df["category"] == c].sample(n, random_state=args.seed)
                         for c, n in (("fresh", args.per_class), ("rotten", args.per_class), ("plot", args.per_class // 2))])
+    sample = sample[sample["text"].map(lambda t: isinstance(t, str) and bool(t.strip()))]  # a few rows have none
     if args.split == "dev":
         rest = df.drop(sample.index)
         rest = rest[rest["text"].map(lambda t: isinstance(t, str) and bool(t.strip()))]
