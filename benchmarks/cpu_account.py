@@ -60,13 +60,12 @@ def _title(pid: int) -> str:
     return " ".join(a.decode(errors="replace") for a in argv[:2]) if not title.startswith("ray::") else title
 
 
-def _short_title(pid: int) -> str:
-    """A Ray process's name without paths and flags: `ray::_StatsActor`, `raylet`, `gcs_server`,
-    `agent.py` (a `python -u .../agent.py` daemon)."""
-    title = _title(pid)
+def _short_title(pid: int, title: str) -> str:
+    """A Ray process's name without paths and flags, from its `_title`: `ray::_StatsActor`,
+    `raylet`, `gcs_server`, `agent.py` (a `python -u .../agent.py` daemon)."""
     if title.startswith("ray::"):
         return title.split(" ")[0]
-    try:
+    try:  # a daemon's script may come after a flag: past the two arguments `_title` keeps
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:4]
     except OSError:
         return "?"
@@ -92,14 +91,15 @@ class CpuAccount:
             if stat is None:
                 continue
             ppid, used = stat
-            kind = process_kind(_title(pid), self._kind.get(ppid), pid == self.root)
+            title = _title(pid)
+            kind = process_kind(title, self._kind.get(ppid), pid == self.root)
             self._kind[pid] = kind
             spent = used - self._used.get(pid, 0.0)
             self.seconds[kind] += spent
             self._used[pid] = used
             if kind in ("ray system actors and idle workers", "ray daemons"):
-                title = _short_title(pid)
-                self.ray_titles[title] = self.ray_titles.get(title, 0.0) + spent
+                name = _short_title(pid, title)
+                self.ray_titles[name] = self.ray_titles.get(name, 0.0) + spent
 
     @property
     def total(self) -> float:
