@@ -11,7 +11,7 @@ text valence, 3-class macro-F1 (synopses as neutral), and how often each side is
     python benchmarks/quality.py [--per-class 600] [--config pipelines/demo.yaml] [--seed 2]
     python benchmarks/quality.py --videos            # the same sentences through the whole job
     python benchmarks/quality.py --spoken            # ... spoken into the audio, through Whisper
-    python benchmarks/quality.py --split dev         # a disjoint sample, for tuning prototypes
+    python benchmarks/quality.py --split dev         # the dev pool, for tuning (no reported sample holds it)
 
 With --videos the sentences become the .vtt transcripts of generated videos (four clips each, one
 sentence a clip) scored by the real job on a local Ray with --config; it reports the text-valence and
@@ -82,6 +82,52 @@ def spoken_config(config, **decoding):
     raw["clips"].update(window_s=SPOKEN_WINDOW_S, stride_s=SPOKEN_WINDOW_S)
     raw["models"]["speech"] = {**raw["models"]["speech"], **SPOKEN_SPEECH, **decoding}
     return parse_config(raw, "spoken variant")
+
+
+# The dev pool (for tuning prototypes and training settings) is fixed and left out of every reported
+# sample, whatever its size or seed: drawn (DEV_SEED) from what the default reported sample leaves.
+DEV_PER_CLASS = {"fresh": 1000, "rotten": 1000, "plot": 500}
+DEV_SEED = 7
+DEFAULT_PER_CLASS, DEFAULT_SEED = 600, 2
+
+
+def has_text(text) -> bool:
+    return isinstance(text, str) and bool(text.strip())
+
+
+def per_class(n: int) -> dict[str, int]:
+    """How many snippets of each category a sample of `n` a class asks for (half as many synopses)."""
+    return {"fresh": n, "rotten": n, "plot": n // 2}
+
+
+def reported(df, n: int, seed: int, leave_out=None):
+    """Per category, the first snippets with text of a seeded shuffle, `leave_out` skipped: a sample is a
+    prefix of any larger one with the same seed. A category with fewer left gives all it has."""
+    import pandas as pd
+
+    parts = []
+    for cat, want in per_class(n).items():
+        order = df[df["category"] == cat].sample(frac=1.0, random_state=seed)
+        order = order[order["text"].map(has_text)]
+        if leave_out is not None:
+            order = order[~order.index.isin(leave_out)]
+        parts.append(order.head(want))
+    return pd.concat(parts)
+
+
+def dev_pool(df):
+    """The fixed dev pool: DEV_PER_CLASS snippets (DEV_SEED) outside the default reported sample."""
+    import pandas as pd
+
+    rest = df.drop(reported(df, DEFAULT_PER_CLASS, DEFAULT_SEED).index)
+    rest = rest[rest["text"].map(has_text)]
+    return pd.concat([rest[rest["category"] == c].sample(n, random_state=DEV_SEED) for c, n in DEV_PER_CLASS.items()])
+
+
+def draw(df, split: str, n: int, seed: int):
+    """The snippets a run scores: the dev pool, or a reported sample that never holds a dev snippet."""
+    dev = dev_pool(df)
+    return dev if split == "dev" else reported(df, n, seed, leave_out=dev.index)
 
 
 def first_sentence(text: str) -> str:
@@ -267,11 +313,13 @@ def main() -> int:
                     help="score the labelled clips a --keep run saved (its --seed), without the job: the same "
                          "measures for another fusion head")
     ap.add_argument("--config", default=str(REPO / "pipelines" / "demo.yaml"))
-    ap.add_argument("--per-class", type=int, default=600, help="fresh and rotten snippets each; half as many synopses")
-    ap.add_argument("--seed", type=int, default=2)
+    ap.add_argument("--per-class", type=int, default=DEFAULT_PER_CLASS,
+                    help="fresh and rotten snippets each; half as many synopses (all there are outside the dev pool, "
+                         "if fewer)")
+    ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     ap.add_argument("--split", choices=["test", "dev"], default="test",
-                    help="dev: 1,000 fresh, 1,000 rotten, 500 synopses disjoint from the test sample (seed 7); "
-                         "tune on dev, report test")
+                    help="dev: a fixed pool of 1,000 fresh, 1,000 rotten, 500 synopses (seed 7) that no reported "
+                         "sample holds; tune on dev, report test")
     args = ap.parse_args()
 
     import pandas as pd
@@ -287,19 +335,13 @@ def main() -> int:
             ap.error(f"no clips-*.parquet under {args.from_kept} (written by --keep)")
         print(json.dumps({"from_kept": args.from_kept, "seed": args.seed, **kept}))
         return 0
-    df = load_corpus()
-    sample = pd.concat([df[df["category"] == c].sample(n, random_state=args.seed)
-                        for c, n in (("fresh", args.per_class), ("rotten", args.per_class), ("plot", args.per_class // 2))])
-    sample = sample[sample["text"].map(lambda t: isinstance(t, str) and bool(t.strip()))]  # a few rows have none
+    sample = draw(load_corpus(), args.split, args.per_class, args.seed)
     if args.split == "dev":
-        rest = df.drop(sample.index)
-        rest = rest[rest["text"].map(lambda t: isinstance(t, str) and bool(t.strip()))]
-        sample = pd.concat([rest[rest["category"] == c].sample(n, random_state=7)
-                            for c, n in (("fresh", 1000), ("rotten", 1000), ("plot", 500))])
-        args.per_class, args.seed = 1000, 7
+        args.per_class, args.seed = DEV_PER_CLASS["fresh"], DEV_SEED
+    counts = sample["category"].value_counts()
+    drawn = f"{counts.get('fresh', 0)} fresh, {counts.get('rotten', 0)} rotten, {counts.get('plot', 0)} plot synopses"
     if args.videos or args.spoken:
-        report = {"data": f"Rotten Tomatoes via {WHEEL}: {args.per_class} fresh, {args.per_class} rotten, "
-                          f"{args.per_class // 2} plot synopses (seed {args.seed}), {CLIPS_PER_VIDEO} a video"
+        report = {"data": f"Rotten Tomatoes via {WHEEL}: {drawn} (seed {args.seed}), {CLIPS_PER_VIDEO} a video"
                           + (" (synopses: their first sentence)" if args.spoken else ""),
                   "config": Path(args.config).name,
                   **through_the_job(sample, args.config, args.seed, spoken=args.spoken, keep=args.keep,
@@ -327,8 +369,7 @@ def main() -> int:
     cat = sample["category"].to_numpy()
     truth = np.select([cat == "rotten", cat == "plot"], [0, 1], 2)
     report = {
-        "data": f"Rotten Tomatoes via {WHEEL}: {args.per_class} fresh, {args.per_class} rotten, "
-                f"{args.per_class // 2} plot synopses (seed {args.seed})",
+        "data": f"Rotten Tomatoes via {WHEEL}: {drawn} (seed {args.seed})",
         "text_model": text_cfg.source, "task": text_cfg.task,
         "text_valence_auc_fresh_vs_rotten": round(auc(valence[cat == "fresh"], valence[cat == "rotten"]), 4),
         "macro_f1_3class": round(macro_f1(truth, p.argmax(1)), 4),

@@ -1,0 +1,38 @@
+"""The quality benchmark's samples: the dev pool is fixed and no reported sample, of any size or
+seed, holds a dev snippet (a synthetic corpus: the real one is fetched only by the benchmark)."""
+
+import pandas as pd
+import pytest
+
+from benchmarks import quality
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    # 3,000 fresh, 3,000 rotten, 1,100 synopses; every 97th row has no text (the real corpus has a few)
+    cats = ["fresh"] * 3000 + ["rotten"] * 3000 + ["plot"] * 1100
+    texts = [None if i % 97 == 0 else f"snippet {i}" for i in range(len(cats))]
+    return pd.DataFrame({"category": cats, "text": texts})
+
+
+def test_the_dev_pool_is_fixed_and_outside_every_reported_sample(corpus):
+    dev = quality.draw(corpus, "dev", 600, 2)
+    assert dev["category"].value_counts().to_dict() == quality.DEV_PER_CLASS
+    # the same pool whatever --per-class and --seed say: tuning never drifts with the reported sample
+    assert list(quality.draw(corpus, "dev", 1500, 5).index) == list(dev.index)
+    assert dev["text"].map(quality.has_text).all()
+    for n, seed in ((300, 2), (600, 2), (1500, 2), (1500, 9)):
+        test = quality.draw(corpus, "test", n, seed)
+        assert not set(test.index) & set(dev.index)
+        assert test["text"].map(quality.has_text).all()
+
+
+def test_a_reported_sample_is_a_prefix_of_a_larger_one_and_short_classes_give_what_they_have(corpus):
+    small, large = quality.draw(corpus, "test", 300, 2), quality.draw(corpus, "test", 1500, 2)
+    for cat in ("fresh", "rotten", "plot"):
+        a, b = small[small["category"] == cat].index, large[large["category"] == cat].index
+        assert list(b[: len(a)]) == list(a)
+    assert small["category"].value_counts().to_dict() == {"fresh": 300, "rotten": 300, "plot": 150}
+    # 1,100 synopses, 12 without text (every 97th row), 500 in the dev pool: 588 left, not the 750 asked
+    counts = large["category"].value_counts().to_dict()
+    assert counts == {"fresh": 1500, "rotten": 1500, "plot": 588}
