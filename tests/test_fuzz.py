@@ -50,6 +50,7 @@ def test_tar_scan_of_any_bytes_is_bounded(data):
     _scan(data)
 
 
+IGNORED_BYTE = 155  # of a ustar header: "%06o\0 " puts the checksum's space there, read by no one
 SHARDS = st.lists(st.integers(0, 3 * BLOCK), min_size=1, max_size=5)  # member sizes
 
 
@@ -68,8 +69,9 @@ def test_damage_to_one_member_fails_only_that_member(sizes, data):
     full = _scan(raw)[0]
     victim = data.draw(st.sampled_from(full))
     damaged = bytearray(raw)
-    if data.draw(st.booleans()):  # break its header checksum
-        damaged[victim.offset + data.draw(st.integers(0, BLOCK - 1))] ^= 0xFF
+    if data.draw(st.booleans()):  # break its header checksum: flip a byte a tar reader reads (not
+        # byte 155, the checksum field's last, after its NUL: tarfile and GNU tar ignore it)
+        damaged[victim.offset + data.draw(st.integers(0, BLOCK - 1).filter(lambda i: i != IGNORED_BYTE))] ^= 0xFF
     else:  # or make it claim more than the shard holds (base-256, valid checksum)
         header = damaged[victim.offset: victim.offset + BLOCK]
         header[124:136] = bytes([0x80]) + data.draw(st.integers(len(raw), 2**88 - 1)).to_bytes(11, "big")
@@ -81,6 +83,15 @@ def test_damage_to_one_member_fails_only_that_member(sizes, data):
     assert others <= {m.name for m in members} and victim.name not in {m.name for m in members} or \
         bytes(damaged) == raw  # a flip that left the header valid cannot happen, but say so if it does
     assert any(c.offset == victim.offset for c in corrupt)
+
+
+def test_the_checksum_fields_last_byte_changes_nothing_as_for_tarfile():
+    raw = _shard(["m0", "m1"], [10, 700])
+    damaged = bytearray(raw)
+    damaged[IGNORED_BYTE] ^= 0xFF
+    members, corrupt = _scan(bytes(damaged))
+    assert [m.name for m in members] == ["m0.mp4", "m1.mp4"] and not corrupt
+    assert tarfile.open(fileobj=io.BytesIO(bytes(damaged))).getnames() == ["m0.mp4", "m1.mp4"]
 
 
 PLAYLIST_LINES = st.sampled_from([
