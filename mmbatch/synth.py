@@ -96,10 +96,37 @@ def write_video(path: str | Path, *, seconds: float = 6.0, fps: int = 10, width:
     return path
 
 
+# espeak-ng keeps state from one utterance to the next inside a process (the same sentence comes
+# out a few samples longer or shorter each time, and a recogniser can hear it differently), and no
+# call resets it: each utterance is spoken by a fresh process that loads only the library, so a
+# sentence always sounds the same. AUDIO_OUTPUT_SYNCHRONOUS (2): samples come through the callback.
+_SPEAK = r"""
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+rate = lib.espeak_Initialize(2, 0, sys.argv[2].encode(), 0)
+if rate <= 0:
+    sys.exit("espeak-ng did not initialise")
+out = []
+@ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+def collect(wav, n, _events):
+    if n > 0:
+        out.append(ctypes.string_at(wav, 2 * n))
+    return 0
+lib.espeak_SetSynthCallback(collect)
+lib.espeak_SetVoiceByName(b"en-us")
+raw = sys.stdin.buffer.read() + b"\0"
+# espeak_Synth(text, size, position, POS_CHARACTER, end_position, espeakCHARS_UTF8, uid, user_data)
+if lib.espeak_Synth(raw, len(raw), 0, 1, 0, 1, None, None) != 0 or lib.espeak_Synchronize() != 0:
+    sys.exit("espeak-ng could not speak")
+sys.stdout.buffer.write(rate.to_bytes(4, "little") + b"".join(out))
+"""
+
+
 def spoken(text: str, sample_rate: int = 16000) -> np.ndarray:
     """`text` read aloud by espeak-ng (the library and voices ship in the `espeakng-loader` wheel),
-    as mono float32 at `sample_rate`: real speech for recognisers, made offline."""
-    import ctypes
+    as mono float32 at `sample_rate`: real speech for recognisers, made offline; the same every time."""
+    import subprocess
+    import sys
 
     try:
         import espeakng_loader
@@ -108,27 +135,13 @@ def spoken(text: str, sample_rate: int = 16000) -> np.ndarray:
     import torch
     import torchaudio.functional as AF
 
-    lib = ctypes.CDLL(espeakng_loader.get_library_path())
-    # AUDIO_OUTPUT_SYNCHRONOUS (2): samples come through the callback; returns espeak's own rate.
-    rate = lib.espeak_Initialize(2, 0, str(espeakng_loader.get_data_path()).encode(), 0)
-    if rate <= 0:
-        raise RuntimeError("espeak-ng did not initialise")
-    chunks: list[np.ndarray] = []
-
-    @ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
-    def collect(wav, n, _events):
-        if n > 0:
-            chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
-        return 0
-
-    lib.espeak_SetSynthCallback(collect)
-    lib.espeak_SetVoiceByName(b"en-us")
-    raw = text.encode() + b"\0"
-    # espeak_Synth(text, size, position, POS_CHARACTER, end_position, espeakCHARS_UTF8, uid, user_data)
-    if lib.espeak_Synth(raw, len(raw), 0, 1, 0, 1, None, None) != 0 or lib.espeak_Synchronize() != 0:
-        raise RuntimeError(f"espeak-ng could not speak {text!r}")
-    audio = torch.from_numpy(np.concatenate(chunks).astype(np.float32) / 32768.0)
-    return AF.resample(audio, rate, sample_rate).numpy()
+    done = subprocess.run([sys.executable, "-S", "-c", _SPEAK, espeakng_loader.get_library_path(),
+                           str(espeakng_loader.get_data_path())], input=text.encode(), capture_output=True)
+    if done.returncode != 0 or len(done.stdout) < 4:
+        raise RuntimeError(f"espeak-ng could not speak {text!r}: {done.stderr.decode(errors='replace').strip()}")
+    rate = int.from_bytes(done.stdout[:4], "little")
+    samples = np.frombuffer(done.stdout[4:], dtype="<i2").astype(np.float32) / 32768.0
+    return AF.resample(torch.from_numpy(samples), rate, sample_rate).numpy()
 
 
 def _stamp(seconds: float) -> str:

@@ -55,6 +55,14 @@ def test_transformers_whisper_is_converted_once_and_cached(model_cache):
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
 
 
+def test_a_sentence_always_sounds_the_same():
+    """espeak-ng carries state from one utterance to the next within a process; spoken() does not."""
+    first = spoken("Good morning everyone.", 16000)
+    spoken("Something else entirely, and longer.", 22050)
+    assert np.array_equal(spoken("Good morning everyone.", 16000), first)
+    assert 1.0 < len(first) / 16000 < 2.0
+
+
 def test_stage_batches_clips_and_keeps_sidecars(tmp_path):
     """Clips in one batch are transcribed together; a clip with a sidecar keeps the sidecar's text."""
     from mmbatch.encoders.speech import SpeechRecognitionStage
