@@ -112,6 +112,11 @@ class CpuAccount:
                 "cpu_ms_per_clip": {k: round(1000 * v / clips, 2) for k, v in self.seconds.items()} if clips else {}}
 
 
+def tree_cpu_s(pids: list[int]) -> float:
+    """CPU-seconds the live processes `pids` have used so far (children that exited are not counted)."""
+    return sum(stat[1] for stat in map(_stat, pids) if stat is not None)
+
+
 def machine_busy_s() -> float:
     """CPU-seconds the whole machine has been busy since boot (every core, /proc/stat)."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from benchmarks.cpu_account import KINDS, CpuAccount, budget, process_kind
+from benchmarks.cpu_account import KINDS, CpuAccount, budget, process_kind, tree_cpu_s
 
 
 @pytest.mark.parametrize("title,parent,kind", [
@@ -58,10 +58,11 @@ def test_account_books_a_busy_child_to_its_kind():
             if account.seconds["ray daemons"] >= 0.29:  # the driver's non-Ray children count as Ray's
                 break
             time.sleep(0.1)
+        burnt = tree_cpu_s([child.pid, 2**22 + 1])  # a pid that is gone counts nothing
     finally:
         child.kill()
         child.wait()
-    assert 0.29 <= account.seconds["ray daemons"] <= 0.6
+    assert 0.29 <= account.seconds["ray daemons"] <= 0.6 and 0.29 <= burnt <= 0.6
     assert account.seconds["driver"] > 0 and account.summary(10)["cpu_ms_per_clip"]["driver"] > 0
     # Ray's own processes are also booked by name (here the child's script-less `python -c`).
     by_process = account.summary(10)["ray_cpu_s_by_process"]
