@@ -68,8 +68,8 @@ def test_killed_driver_resumes_exactly_once(ray_cluster, tiny_config, many_video
         cfg["models"][name]["pool"]["batch_size"] = 1   # videos reach the writer one by one
     cfg["fusion"]["pool"]["batch_size"] = 1
     cfg["encoders"]["pool"]["batch_size"] = 1  # tiny.yaml colocates the models in one actor
-    cfg["decode"]["pool"]["concurrency"] = [1, 1]  # videos arrive one by one, a second each:
-    cfg["decode"]["backend"] = "mmbatch.decode.faults:SlowVideo"  # the kill lands mid-run
+    cfg["decode"]["pool"].update(concurrency=[1, 1], batch_size=1)  # videos arrive one by one, a second each
+    cfg["decode"]["backend"] = "mmbatch.decode.faults:SlowVideo"  # (a block each): the kill lands mid-run
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "out"
