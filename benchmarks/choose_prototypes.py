@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Choose the `text_zero_shot` prototype sentences for a text model on the Rotten Tomatoes *dev*
-sample only (the one `benchmarks/quality.py --split dev` scores; disjoint from the reported test
-sample), and print them as the `prompts:` block of a pipeline config.
+pool only (the one `benchmarks/quality.py --split dev` scores; no reported sample holds it), and
+print them as the `prompts:` block of a pipeline config.
 
 Starts from the default prototypes (mmbatch/encoders/text_prototypes.py) and drops, one at a time,
 the sentence whose removal most improves dev macro-F1 + fresh/rotten AUC, until no removal helps
@@ -48,21 +48,14 @@ def main() -> int:
     ap.add_argument("--config", default=str(REPO / "pipelines" / "quality.yaml"))
     ap.add_argument("--min-per-class", type=int, default=12)
     args = ap.parse_args()
-    import pandas as pd
     import torch
-    from quality import load_corpus
+    from quality import dev_pool, load_corpus
 
     from mmbatch.config import load_config
     from mmbatch.encoders import encoder_class
     from mmbatch.encoders.text_prototypes import DEFAULT_TEXT_PROTOTYPES
 
-    df = load_corpus()
-    test = pd.concat([df[df["category"] == c].sample(n, random_state=2) for c, n in (("fresh", 600), ("rotten", 600),
-                                                                                    ("plot", 300))])
-    rest = df.drop(test.index)
-    rest = rest[rest["text"].map(lambda t: isinstance(t, str) and bool(t.strip()))]
-    dev = pd.concat([rest[rest["category"] == c].sample(n, random_state=7)
-                     for c, n in (("fresh", 1000), ("rotten", 1000), ("plot", 500))])
+    dev = dev_pool(load_corpus())
     cfg = load_config(args.config).models.text
     stage = encoder_class(cfg.task)(cfg.model_copy(update={"prompts": None}), dim=1)
     stage.setup()
