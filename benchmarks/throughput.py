@@ -225,8 +225,8 @@ def decode_only(raw: dict, rows: list[dict], workers: int, video_seconds: float)
 
 
 def cores_busy(cpu_s: float, seconds: float, clips: int) -> dict:
-    """What a way of running kept busy: a decode worker is two processes (it relays what its
-    watchdog child decodes, and the two overlap), so "one process" is more than one core."""
+    """What a way of running kept busy: a decode worker's watchdog child alone keeps ~1.4 cores
+    busy (its decoding libraries run threads of their own), so "one process" is more than one core."""
     return {"cores_busy": round(cpu_s / seconds, 2), "cpu_ms_per_clip": round(1000 * cpu_s / max(1, clips), 1)}
 
 
