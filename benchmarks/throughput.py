@@ -215,13 +215,18 @@ def _decode_one(row: dict) -> int:
 def decode_only(raw: dict, rows: list[dict], workers: int, video_seconds: float) -> dict:
     with cf.ProcessPoolExecutor(workers, initializer=_decode_init, initargs=(raw,)) as pool:
         list(pool.map(_decode_one, rows[:workers]))  # start every worker and warm its decoder
-        cpu0, t0 = tree_cpu_s(tree_pids(os.getpid())), time.perf_counter()
+        cpu0, t0 = own_tree_cpu_s(), time.perf_counter()
         clips = sum(pool.map(_decode_one, rows))
         seconds = time.perf_counter() - t0
-        cpu = tree_cpu_s(tree_pids(os.getpid())) - cpu0
+        cpu = own_tree_cpu_s() - cpu0
         peak = tree_pss_mb(os.getpid())
     return {**rates(clips, seconds, video_seconds), "workers": workers, **cores_busy(cpu, seconds, clips),
             "process_tree_pss_mb_at_end": round(peak)}
+
+
+def own_tree_cpu_s() -> float:
+    """CPU-seconds this process and its live descendants have used so far."""
+    return tree_cpu_s(tree_pids(os.getpid()))
 
 
 def cores_busy(cpu_s: float, seconds: float, clips: int) -> dict:
@@ -247,7 +252,7 @@ def naive(raw: dict, rows: list[dict], video_seconds: float) -> dict:
     busy = {s.name: 0.0 for s in stages}
     clips = 0
     first = None
-    cpu0, t0 = tree_cpu_s(tree_pids(os.getpid())), time.perf_counter()
+    cpu0, t0 = own_tree_cpu_s(), time.perf_counter()
     for row in rows:
         batch = {k: np.array([v]) for k, v in row.items()}
         for stage in stages:
@@ -258,7 +263,7 @@ def naive(raw: dict, rows: list[dict], video_seconds: float) -> dict:
         clips += len(batch["video_id"])
         first = first or time.perf_counter() - t0
     seconds = time.perf_counter() - t0
-    cpu = tree_cpu_s(tree_pids(os.getpid())) - cpu0
+    cpu = own_tree_cpu_s() - cpu0
     return {**rates(clips, seconds, video_seconds), **cores_busy(cpu, seconds, clips), "setup_s": round(setup, 2),
             "first_video_s": round(setup + (first or 0), 2), "stage_busy_s": {k: round(v, 2) for k, v in busy.items()}}
 
