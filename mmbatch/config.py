@@ -287,6 +287,10 @@ class RunConfig(_Strict):
     # node with a few cores that share is a fraction of a CPU per stage and held back from the
     # rest: on 2 cores, a 4x corpus wrote its first clip after 29 s with it and 19 s without.
     ray_data_reservation: bool = True
+    # glibc in the job's processes keeps freed memory for reuse (mmbatch.allocator) instead of
+    # returning it to the kernel and faulting it in again for the next clip: on 2 cores a fifth
+    # of the night's CPU was the kernel doing that. Values set in the environment win.
+    malloc_tuning: bool = True
 
 
 class IcebergConfig(_Strict):

@@ -31,8 +31,9 @@ def _write_frames(out, vstream, seconds: float, fps: int, width: int, height: in
 
 
 def _write_audio(out, astream, seconds: float, sample_rate: int, tone_hz: float,
-                 speech: list[tuple[float, str]] | None) -> None:
-    """A tone, or `speech` spoken by espeak-ng at the given seconds."""
+                 speech: list[tuple[float, str | np.ndarray]] | None) -> None:
+    """A tone, or `speech` at the given seconds: sentences spoken by espeak-ng, or samples at
+    `sample_rate` already spoken (by `spoken`)."""
     import av
 
     frame_size = astream.codec_context.frame_size or 1024
@@ -42,7 +43,8 @@ def _write_audio(out, astream, seconds: float, sample_rate: int, tone_hz: float,
     if speech:
         wave[:] = 0.0
         for start, sentence in speech:
-            said = spoken(sentence, sample_rate)[: max(0, total - int(start * sample_rate))]
+            said = spoken(sentence, sample_rate) if isinstance(sentence, str) else sentence
+            said = said[: max(0, total - int(start * sample_rate))]
             wave[int(start * sample_rate): int(start * sample_rate) + len(said)] = said
     channels = 2 if astream.layout.name == "stereo" else 1
     pts = 0
@@ -62,10 +64,11 @@ def write_video(path: str | Path, *, seconds: float = 6.0, fps: int = 10, width:
                 audio: bool = True, sample_rate: int = 22050, tone_hz: float = 440.0, seed: int = 0,
                 codec: str = "libx264", audio_codec: str = "aac", video: bool = True,
                 container_format: str | None = None, container_options: dict | None = None,
-                speech: list[tuple[float, str]] | None = None) -> Path:
+                speech: list[tuple[float, str | np.ndarray]] | None = None) -> Path:
     """Write a small test video with PyAV; returns its path.
 
-    `speech`: (start second, sentence) pairs spoken by espeak-ng instead of the tone.
+    `speech`: (start second, sentence) pairs spoken by espeak-ng instead of the tone; a sentence
+    may also be its samples at `sample_rate`, already spoken.
 
     `container_format="hls"` with `container_options={"hls_time": "2"}` writes an HLS
     playlist at `path` plus its .ts segments beside it, as stream recorders do.

@@ -269,9 +269,15 @@ def test_commands_exit_after_the_exit_handlers_without_teardown(tmp_path):
 
 
 def test_a_local_ray_gets_this_code_on_its_path():
+    from mmbatch.allocator import MALLOC_ENV
+    from mmbatch.config import parse_config
     from pipelines.cli import CODE_ROOT
     from pipelines.cli.score import local_ray_environment
 
     env = local_ray_environment({"PYTHONPATH": f"/extra{os.pathsep}{CODE_ROOT}"})
-    assert env == {"PYTHONPATH": f"{CODE_ROOT}{os.pathsep}/extra"}  # first, once; the user's entries kept
-    assert local_ray_environment({}) == {"PYTHONPATH": str(CODE_ROOT)}
+    assert env == {"PYTHONPATH": f"{CODE_ROOT}{os.pathsep}/extra", **MALLOC_ENV}  # first, once; the user's entries kept
+    assert local_ray_environment({}) == {"PYTHONPATH": str(CODE_ROOT), **MALLOC_ENV}
+    # run.malloc_tuning off: the allocator is left as the environment has it.
+    off = parse_config({"models": {"text": {"task": "text_classification", "source": "tiny:roberta-sentiment"}},
+                        "run": {"malloc_tuning": False}})
+    assert local_ray_environment({}, off) == {"PYTHONPATH": str(CODE_ROOT)}

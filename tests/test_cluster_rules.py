@@ -9,6 +9,7 @@ import json
 import pytest
 
 from mmbatch import cluster
+from mmbatch.allocator import MALLOC_ENV
 from mmbatch.config import parse_config
 from mmbatch.errors import ClusterError, ConfigError, ExitCode
 from pipelines.adapter import check_cluster_fits, cluster_failure, pool_demand
@@ -27,7 +28,7 @@ def test_only_named_and_non_secret_variables_travel():
                "AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "MMBATCH_CACHE": "/cache", "HOME": "/root", "PATH": "/bin"}
     assert cluster.worker_env(cfg, environ) == {
         "MMBATCH_CACHE": "/cache", "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
-        "AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "s3cr3t"}
+        "AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "s3cr3t", **MALLOC_ENV}
     assert cluster.missing_worker_env(cfg, environ) == ["NOT_SET"]
     # Nothing named: no credential travels, whatever the driver has.
     assert "AWS_ACCESS_KEY_ID" not in cluster.worker_env(config(), environ)
@@ -35,16 +36,24 @@ def test_only_named_and_non_secret_variables_travel():
     assert "MMBATCH_CACHE" not in cluster.worker_env(cfg, environ, already={"MMBATCH_CACHE": "/other"})
 
 
+def test_workers_get_the_allocator_settings_unless_turned_off():
+    # The driver's own values travel instead of the defaults; a job's runtime_env keeps its own.
+    assert cluster.worker_env(config(), {"MALLOC_TRIM_THRESHOLD_": "0"}) == {**MALLOC_ENV, "MALLOC_TRIM_THRESHOLD_": "0"}
+    assert cluster.worker_env(config(), {}, already={"MALLOC_TRIM_THRESHOLD_": "7"}) == {
+        "MALLOC_MMAP_THRESHOLD_": MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]}
+    assert cluster.worker_env(config(run={"malloc_tuning": False}), {}) == {}
+
+
 def test_attached_runtime_env_ships_code_unless_the_job_brings_it():
     cfg = config(run={"worker_env": ["AWS_ACCESS_KEY_ID"]})
     env = attached_runtime_env(cfg, {"AWS_ACCESS_KEY_ID": "AKIA", "MMBATCH_CACHE": "/c"})
-    assert env["env_vars"] == {"MMBATCH_CACHE": "/c", "AWS_ACCESS_KEY_ID": "AKIA"}
+    assert env["env_vars"] == {"MMBATCH_CACHE": "/c", "AWS_ACCESS_KEY_ID": "AKIA", **MALLOC_ENV}
     assert [p.rsplit("/", 1)[-1] for p in env["py_modules"]] == ["mmbatch", "pipelines"]
     # Under `ray job submit --working-dir .`: the job's runtime_env already carries the code and a variable.
     job = {"runtime_env": {"working_dir": "gcs://_ray_pkg_1.zip", "env_vars": {"MMBATCH_CACHE": "/c"}}}
     env = attached_runtime_env(cfg, {"AWS_ACCESS_KEY_ID": "AKIA", "MMBATCH_CACHE": "/c",
                                      "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(job)})
-    assert env == {"env_vars": {"AWS_ACCESS_KEY_ID": "AKIA"}}
+    assert env == {"env_vars": {"AWS_ACCESS_KEY_ID": "AKIA", **MALLOC_ENV}}
 
 
 def test_local_folders_that_every_node_must_see(tmp_path):

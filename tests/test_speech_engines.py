@@ -63,6 +63,14 @@ def test_a_sentence_always_sounds_the_same():
     assert 1.0 < len(first) / 16000 < 2.0
 
 
+def test_a_video_says_a_sentence_or_its_samples_alike(tmp_path):
+    """write_video takes a sentence, or its samples already spoken (the quality benchmark speaks each once)."""
+    said = spoken("Good morning everyone.", 16000)
+    a = write_video(tmp_path / "a.mp4", seconds=3.0, sample_rate=16000, speech=[(0.5, "Good morning everyone.")])
+    b = write_video(tmp_path / "b.mp4", seconds=3.0, sample_rate=16000, speech=[(0.5, said)])
+    assert a.read_bytes() == b.read_bytes()
+
+
 def test_stage_batches_clips_and_keeps_sidecars(tmp_path):
     """Clips in one batch are transcribed together; a clip with a sidecar keeps the sidecar's text."""
     from mmbatch.encoders.speech import SpeechRecognitionStage

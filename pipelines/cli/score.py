@@ -67,15 +67,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def init_ray(num_cpus: int | None, log_level: str = "INFO", config=None) -> None:
     """Attach to the cluster RAY_ADDRESS names (set by `ray job submit` and by users attaching),
     shipping what workers need; else start a local Ray that declares every node type."""
+    from mmbatch import allocator
     from pipelines import adapter
 
+    if config is None or config.run.malloc_tuning:
+        allocator.tune_this_process()  # the driver: its workers get the same through their environment
     adapter.show_progress_bars(log_level == "DEBUG")
     if adapter.ray_is_up():
         return
     if os.environ.get("RAY_ADDRESS"):
         adapter.start_ray(log_level, runtime_env=attached_runtime_env(config, os.environ) if config is not None else None)
     else:
-        os.environ.update(local_ray_environment(os.environ))  # the local Ray's processes inherit it
+        os.environ.update(local_ray_environment(os.environ, config))  # the local Ray's processes inherit it
         adapter.start_ray(log_level, num_cpus=num_cpus, resources=local_resources(config) if config is not None else None)
 
 
@@ -111,13 +114,18 @@ def local_resources(config) -> dict[str, float]:
     return {n: 1000.0 for n in dict.fromkeys(names)}
 
 
-def local_ray_environment(environ) -> dict[str, str]:
+def local_ray_environment(environ, config=None) -> dict[str, str]:
     """What a local Ray started by the job needs in its environment: PYTHONPATH, so workers import
-    mmbatch/pipelines from this code even when it is not pip-installed. Inherited rather than set
-    in a runtime_env, so the workers Ray starts ahead of the job serve it instead of being replaced
-    by new ones on the busy cores."""
+    mmbatch/pipelines from this code even when it is not pip-installed, and the allocator settings
+    (run.malloc_tuning). Inherited rather than set in a runtime_env, so the workers Ray starts
+    ahead of the job serve it instead of being replaced by new ones on the busy cores."""
+    from mmbatch import allocator
+
     parts = [str(CODE_ROOT)] + [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return {"PYTHONPATH": os.pathsep.join(dict.fromkeys(parts))}
+    env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys(parts))}
+    if config is None or config.run.malloc_tuning:
+        env.update(allocator.malloc_env(environ))
+    return env
 
 
 def plan_while_ray_starts(plan: Callable[[Callable[[], None]], Any], start_ray: Callable[[], None] | None,
