@@ -54,7 +54,9 @@ CLIP_COLUMNS = ("video_id", "transcript_uri", "clip_index", "clip_id", "start_s"
                 "n_chunks", "duration_s", "status", "error_stage", "error", "decode_seconds")
 BOOKKEEPING_COLUMNS = ("n_rows", "chunk_index", "n_chunks", "duration_s", "decode_seconds")
 FRAME_COLUMNS = ("frames", "n_frames", "has_frames")  # only with a vision model
-AUDIO_COLUMNS = ("waveform", "audio_len", "has_waveform")  # only with an audio or speech model
+# Only with an audio or speech model. `audio_error`: why decode lost a clip's audio (the audio
+# encoder keeps it as the modality's error; speech recognition says the text is missing for it).
+AUDIO_COLUMNS = ("waveform", "audio_len", "has_waveform", "audio_error")
 TRANSCRIPT_COLUMNS = ("transcript", "text_error")
 FUSED_COLUMNS = ("p_negative", "p_neutral", "p_positive", "valence", "sentiment", "fused_embedding")
 # What the write stage returns to the driver: one completion record per (video, chunk, file).

@@ -48,6 +48,38 @@ def test_no_audio_track_scores_without_audio(stage, tmp_path):
     assert out["waveform"].shape == (1, 0)  # no stream: no samples travel
 
 
+def test_audio_that_cannot_be_decoded_is_lost_with_its_reason(tiny_config, tmp_path, monkeypatch):
+    """A clip keeps its frames when its audio cannot be read, and says why in audio_error (the
+    audio encoder keeps it as the modality's failure; a track simply absent says nothing)."""
+    from mmbatch.decode import backend
+
+    path = write_video(tmp_path / "v.mp4", seconds=7.0)
+    calls = []
+
+    def damaged_packet(self, start_s, end_s):
+        calls.append(start_s)
+        if len(calls) == 2:
+            raise ValueError("Invalid data found when processing input")
+        return np.zeros(16000, np.float32)
+
+    monkeypatch.setattr(backend.PyAVAudio, "read", damaged_packet)
+    ref = VideoRef(video_id="v", uri=str(path), size_bytes=path.stat().st_size, etag="e")
+    rows = list(DecodeStage(tiny_config, isolated=False)(ref_batch(ref)))  # waveforms of two lengths
+    out = {k: np.concatenate([r[k] for r in rows]) for k in ("status", "has_waveform", "audio_error")}
+    assert list(out["status"]) == ["ok", "ok"] and list(out["has_waveform"]) == [True, False]
+    assert list(out["audio_error"]) == ["", "audio decode failed: ValueError: Invalid data found when processing input"]
+
+    def unreadable_track(*args, **kwargs):
+        raise OSError("no decoder for codec")
+
+    monkeypatch.setattr(backend, "PyAVAudio", unreadable_track)
+    out = decode(DecodeStage(tiny_config, isolated=False), path)
+    assert list(out["status"]) == ["ok", "ok"] and out["has_frames"].all() and not out["has_waveform"].any()
+    assert set(out["audio_error"]) == {"audio track unreadable: OSError: no decoder for codec"}
+    out = decode(DecodeStage(tiny_config, isolated=False), write_video(tmp_path / "mute.mp4", seconds=3.0, audio=False))
+    assert list(out["audio_error"]) == [""]
+
+
 @pytest.mark.parametrize("make, reason", [
     (lambda p: p.write_bytes(b""), "empty file (0 bytes)"),
     (lambda p: p.write_bytes(np.random.default_rng(0).bytes(50_000)), "invalid data found"),
@@ -95,7 +127,7 @@ def test_text_only_config_decodes_no_frames_and_no_audio(tiny_config, tmp_path, 
     s = DecodeStage(cfg)
     out = decode(s, write_video(tmp_path / "talk.mp4", seconds=7.0))
     assert list(out["status"]) == ["ok", "ok"] and list(out["clip_index"]) == [0, 1]
-    assert not {"frames", "n_frames", "has_frames", "waveform", "audio_len", "has_waveform"} & set(out)
+    assert not {"frames", "n_frames", "has_frames", "waveform", "audio_len", "has_waveform", "audio_error"} & set(out)
 
 
 @pytest.mark.parametrize("fmt,layout", [("fltp", "mono"), ("flt", "mono"), ("fltp", "stereo"), ("flt", "stereo")])

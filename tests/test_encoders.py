@@ -86,6 +86,21 @@ def test_audio_classification_maps_emotions():
     check_modality(out, "audio", [True, True, False, False], 32)
 
 
+def test_audio_lost_in_decode_counts_as_the_modality_failing():
+    """Row 2's audio could not be decoded: the audio encoder keeps decode's reason, so the clip is
+    counted as audio failed (the night's degraded check), not as a clip without audio."""
+    from mmbatch.output.writer import _modality_flags
+
+    b = clip_batch()
+    b["audio_error"] = np.array(["", "", "audio decode failed: ValueError: bad packet", ""])
+    out = encoder("audio_classification", "tiny:wav2vec2-er")(b)
+    check_modality(out, "audio", [True, True, False, False], 32)
+    assert list(out["audio_error"]) == ["", "", "audio decode failed: ValueError: bad packet", ""]
+    flags = _modality_flags(out, "audio", out["status"] == "ok")
+    assert list(flags["audio_scored"]) == [True, True, False, False]
+    assert list(flags["audio_failed"]) == [False, False, True, False]  # row 3 is an error clip
+
+
 def test_audio_embedding_ignores_padding():
     stage = encoder("audio_classification", "tiny:wav2vec2-er")
     b = clip_batch()
@@ -141,6 +156,12 @@ def test_speech_recognition_transcribes_audio_rows_only():
     out = stage(b)
     assert out["transcript"][0] != "" and out["transcript"][2] == "" and out["transcript"][3] == ""
     assert "waveform" in out
+    assert list(out["text_error"]) == ["", "", "", ""]  # row 2 has no audio track: nothing to say
+    # Audio lost in decode: the text is missing for that reason (a sidecar would still give it).
+    b = clip_batch()
+    b["audio_error"] = np.array(["", "", "audio track unreadable: OSError: x", ""])
+    out = stage(b)
+    assert list(out["text_error"]) == ["", "", "no speech to recognise: audio track unreadable: OSError: x", ""]
 
 
 def test_tiny_whisper_decodes_one_segment_and_logs_nothing_per_batch(capfd):

@@ -7,6 +7,7 @@ grow with the length of the video. Heavy imports happen on first use, not at imp
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -158,7 +159,6 @@ class PyAVAudio:
         self.rate = int(self._stream.codec_context.sample_rate)
         self.target_rate = target_rate
         self._seconds_per_tick = float(self._stream.time_base)  # a float: Fractions cost ~1 ms a clip
-        self._resample = None  # torchaudio's Resample keeps its sinc kernel (~1 ms a clip to rebuild)
 
     def close(self) -> None:
         self._container.close()
@@ -169,7 +169,7 @@ class PyAVAudio:
         stream = self._stream
         start_s, end_s = start_s + self.origin_s, end_s + self.origin_s
         self._container.seek(max(0, int(math.floor(start_s / stream.time_base))), stream=stream, backward=True)
-        resampler = None
+        converter = None
         pieces: list[np.ndarray] = []
         first = int(round(start_s * self.rate))
         last = int(round(end_s * self.rate))
@@ -182,8 +182,8 @@ class PyAVAudio:
             if (samples := float_mono(frame)) is not None:
                 outs = (samples,)
             else:  # other sample formats and layouts: libswresample converts and downmixes
-                resampler = resampler or self._av.AudioResampler(format="flt", layout="mono", rate=self.rate)
-                outs = (out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
+                converter = converter or self._av.AudioResampler(format="flt", layout="mono", rate=self.rate)
+                outs = (out.to_ndarray().reshape(-1) for out in converter.resample(frame))
             for samples in outs:
                 lo, hi = max(first - t0, 0), min(last - t0, len(samples))
                 if hi > lo:
@@ -193,10 +193,15 @@ class PyAVAudio:
             return np.zeros(0, dtype=np.float32)
         mono = torch.from_numpy(np.concatenate(pieces).astype(np.float32, copy=False))
         if self.rate != self.target_rate:
-            if self._resample is None:
-                import torchaudio.transforms as AT
-
-                self._resample = AT.Resample(self.rate, self.target_rate)
             with torch.inference_mode():
-                mono = self._resample(mono)
+                mono = resampler(self.rate, self.target_rate)(mono)
         return mono.numpy()
+
+
+@functools.lru_cache(maxsize=16)
+def resampler(rate: int, target_rate: int):
+    """torchaudio's Resample from `rate` to `target_rate`, kept for the process: building its sinc
+    kernel took 3% of the decode child's time when done once a video."""
+    import torchaudio.transforms as AT
+
+    return AT.Resample(rate, target_rate)

@@ -20,9 +20,11 @@ class ClipRows:
         self.want_frames, self.want_audio, self.image_size = want_frames, want_audio, image_size
 
     def ok(self, ref: dict[str, Any], span: ClipSpan, n_rows: int, duration: float, *, frames, n_frames: int,
-           waveform, audio_len: int) -> Batch:
+           waveform, audio_len: int, audio_error: str = "") -> Batch:
+        """An ok clip; `audio_error`: why its audio track could not be read (the clip is kept)."""
         return self.row(ref, span.index, span.start_s, span.end_s, n_rows, duration, "ok", "",
-                        frames=frames, n_frames=n_frames, waveform=waveform, audio_len=audio_len)
+                        frames=frames, n_frames=n_frames, waveform=waveform, audio_len=audio_len,
+                        audio_error=audio_error)
 
     def error_clip(self, ref: dict[str, Any], span: ClipSpan, n_rows: int, reason: str, duration: float = 0.0) -> Batch:
         return self.error(ref, span.index, span.start_s, span.end_s, n_rows, reason, duration=duration)
@@ -37,7 +39,7 @@ class ClipRows:
         return row
 
     def row(self, ref, index, start, end, n_rows, duration, status, error, *, frames, n_frames, waveform,
-            audio_len) -> Batch:
+            audio_len, audio_error: str = "") -> Batch:
         vid = str(ref["video_id"])
         row = {
             "video_id": np.array([vid]),
@@ -63,4 +65,5 @@ class ClipRows:
             row["waveform"] = waveform if waveform is not None else np.zeros((1, 0), dtype=np.float32)
             row["audio_len"] = np.array([audio_len], dtype=np.int32)
             row["has_waveform"] = np.array([audio_len > 0])
+            row["audio_error"] = np.array([audio_error])
         return row

@@ -26,7 +26,7 @@ from mmbatch.decode.planner import Chunk, ClipSpan, frames_for, parse_segments, 
 from mmbatch.decode.rows import ClipRows
 from mmbatch.decode.spool import local_path, remove_spool
 from mmbatch.decode.video import open_video
-from mmbatch.errors import DecodeError
+from mmbatch.errors import DecodeError, short_reason
 from mmbatch.schema import AUDIO_COLUMNS, CHUNK_COLUMNS, CLIP_COLUMNS, FRAME_COLUMNS, REF_COLUMNS
 from mmbatch.stage import Batch
 
@@ -145,8 +145,9 @@ class DecodeStage:
                         yield "row", self.rows.error_clip(ref, span, len(chunk.spans), str(err))
                 return
             yield "plan", (len(spans), spans)
-            audio = self._open_audio(path, info)
-            yield from self._clip_rows(ref, spans, info, video, audio, duration, time.perf_counter() - t0)
+            audio, audio_error = self._open_audio(path, info)
+            yield from self._clip_rows(ref, spans, info, video, audio, duration, time.perf_counter() - t0,
+                                       audio_error)
         finally:
             for handle in (audio, video):
                 if handle is not None:
@@ -177,15 +178,16 @@ class DecodeStage:
         return info, video, duration, spans
 
     def _open_audio(self, path: str, info: backend.StreamInfo):
+        """(audio reader or None, why an audio track there is cannot be read, else "")."""
         if not (info.has_audio and self.rows.want_audio):
-            return None
+            return None, ""
         try:
-            return backend.PyAVAudio(path, self.decode.sample_rate, origin_s=info.start_s)
-        except Exception:
-            return None  # unreadable audio track: score the video without audio
+            return backend.PyAVAudio(path, self.decode.sample_rate, origin_s=info.start_s), ""
+        except Exception as err:  # the clips are scored without audio, each saying why
+            return None, f"audio track unreadable: {short_reason(err)}"
 
     def _clip_rows(self, ref, spans: list[ClipSpan], info, video, audio, duration: float,
-                   setup_seconds: float) -> Iterator[tuple[str, Batch]]:
+                   setup_seconds: float, audio_error: str = "") -> Iterator[tuple[str, Batch]]:
         n_rows = len(spans)
         for span in spans:
             c0 = time.perf_counter()
@@ -194,12 +196,13 @@ class DecodeStage:
                     f"clip at {span.start_s:.1f} s lies beyond the decoded end of the video ({duration:.1f} s; "
                     f"the container claims {info.duration_s:.1f} s)"), duration)
                 continue
-            row = self._decode_clip(ref, span, n_rows, duration, video, audio)
+            row = self._decode_clip(ref, span, n_rows, duration, video, audio, audio_error)
             row["decode_seconds"] = np.array([time.perf_counter() - c0 + setup_seconds])
             setup_seconds = 0.0
             yield "row", row
 
-    def _decode_clip(self, ref, span: ClipSpan, n_rows: int, duration: float, video, audio) -> Batch:
+    def _decode_clip(self, ref, span: ClipSpan, n_rows: int, duration: float, video, audio,
+                     audio_error: str = "") -> Batch:
         size, f = self.decode.image_size, self.clips.frames_per_clip
         frames, n_frames = None, 0
         if video is not None:
@@ -213,14 +216,15 @@ class DecodeStage:
         if audio is not None:
             try:
                 samples = audio.read(span.start_s, span.end_s)[: self.audio_len]
-            except Exception:  # a damaged audio packet loses this clip's audio, not the clip
+            except Exception as err:  # a damaged audio packet loses this clip's audio (said), not the clip
                 samples = np.zeros(0, dtype=np.float32)
+                audio_error = f"audio decode failed: {short_reason(err)}"
             if len(samples):
                 waveform = np.zeros((1, self.audio_len), dtype=np.float32)
                 waveform[0, : len(samples)] = samples
                 audio_len = len(samples)
         return self.rows.ok(ref, span, n_rows, duration, frames=frames, n_frames=n_frames, waveform=waveform,
-                            audio_len=audio_len)
+                            audio_len=audio_len, audio_error=audio_error)
 
 
 def clip_segments(ref, clips, storage_options: dict | None) -> list[tuple[float, float]] | None:

@@ -195,7 +195,12 @@ class SpeechRecognitionStage:
         if not self._ready:
             self.setup()
         transcripts, has_sidecar, errors = sidecar_transcripts(self.sidecars, batch)
-        asr_rows = np.flatnonzero(~has_sidecar & usable_audio(batch))
+        usable = usable_audio(batch)
+        n = len(batch["video_id"])
+        lost = np.asarray(batch.get("audio_error", np.full(n, ""))).astype(str)
+        for i in np.flatnonzero(is_ok(batch) & ~has_sidecar & ~usable & (lost != "")):
+            errors[i] = f"no speech to recognise: {lost[i]}"  # the text is missing because the audio is
+        asr_rows = np.flatnonzero(~has_sidecar & usable)
         if len(asr_rows):
 
             def transcribe(rows):
