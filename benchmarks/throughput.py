@@ -321,11 +321,15 @@ def pipeline(raw: dict, input_dir: Path, work: Path, num_cpus: int | None, video
         raise RuntimeError(f"the job exited {proc.returncode}:\n{log[-3000:]}")
     manifest = json.loads(next((out / "_runs").glob("*.json")).read_text())
     clips = manifest["counts"]["clips"]
+    modalities = {m: c["scored"] for m, c in manifest["modalities"].items()}
+    # A rate over work that was lost is no rate: no video and no modality of a clip may have failed.
+    if manifest["counts"]["failed"] or any(c["failed"] for c in manifest["modalities"].values()):
+        raise RuntimeError(f"the job lost work: {manifest['counts']}, modalities {manifest['modalities']}")
     first, steady, files = written.steady(started)
     stages = manifest["timings"].get("stages") or []
     return {**rates(clips, wall, video_seconds), "wall_s": round(wall, 2),
             "steady_clips_per_s": round(steady, 2) if steady else None, "first_clip_s": round(first, 2) if first else None,
-            "clip_files_seen": files, "peak_pss_mb": round(memory.peak_mb),
+            "clip_files_seen": files, "scored_by_modality": modalities, "peak_pss_mb": round(memory.peak_mb),
             "ray_worker_starts": memory.worker_starts, "decode_worker_starts": memory.stage_workers("decode"),
             "stage_busy_s": {s["operator"]: s["wall_seconds"] for s in stages}, **memory.cpu.summary(clips),
             # The machine's own load beside the run: what else ran, in CPU-seconds and load average.
@@ -523,7 +527,7 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> int:
     return 0
 
 
-SCALE_KEYS = ("clips", "wall_s", "steady_clips_per_s", "first_clip_s", "peak_pss_mb", "ray_worker_starts",
+SCALE_KEYS = ("clips", "scored_by_modality", "wall_s", "steady_clips_per_s", "first_clip_s", "peak_pss_mb", "ray_worker_starts",
               "decode_worker_starts", "cpu_s", "cpu_s_total", "cpu_ms_per_clip", "ray_cpu_s_by_process", "machine")
 
 
