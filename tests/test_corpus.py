@@ -220,6 +220,29 @@ def test_crashed_decoder_is_recorded_and_replaced(tmp_path):
         s.close()
 
 
+def test_a_crash_mid_task_leaves_the_task_s_other_videos_to_a_fresh_child(tmp_path):
+    """A task's videos are all sent to the child up front; one that takes the child down fails
+    alone, and the videos queued behind it go to a fresh child, in order. A task stopped early
+    (its generator closed) kills the child, which would still be decoding videos nobody reads."""
+    paths = [write_video(tmp_path / f"{name}.mp4", seconds=s) for name, s in (("a", 7.0), ("crash", 2.0), ("b", 2.0))]
+    refs = [VideoRef(video_id=p.stem, uri=str(p), size_bytes=p.stat().st_size, etag="e").as_row() for p in paths]
+    batch = {k: np.array([r[k] for r in refs]) for k in refs[0]}
+    s = DecodeStage(cfg(backend="mmbatch.decode.faults:CrashingVideo", fallback_backend=None, timeout_s=30))
+    s.setup()
+    try:
+        rows = list(s(batch))
+        assert [(r["video_id"][0], r["clip_index"][0], r["status"][0]) for r in rows] == [
+            ("a", 0, "ok"), ("a", 1, "ok"), ("crash", -1, "error"), ("b", 0, "ok")]
+        assert rows[2]["error"][0].startswith("decoder process crashed")
+        first = s(batch)
+        next(first)
+        first.close()
+        assert s._watchdog._proc is None  # killed with its queue
+        assert [r["video_id"][0] for r in s(batch)] == ["a", "a", "crash", "b"]
+    finally:
+        s.close()
+
+
 def test_twenty_minute_video_decodes_in_bounded_memory(tmp_path):
     """Peak RSS of a decode process grows little from a 20 s video to a 20 min one."""
     short = write_video(tmp_path / "short.mp4", seconds=20.0, width=64, height=36, fps=5)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -87,25 +89,26 @@ class DecodeStage:
     def __call__(self, batch: Batch) -> Iterator[Batch]:
         if not hasattr(self, "backend"):
             self.setup()
-        for i in range(len(batch["video_id"])):
-            ref = {k: batch[k][i] for k in batch}
-            if self._watchdog is not None:
-                yield from self._relay(ref)
-            else:
+        refs = [{k: batch[k][i] for k in batch} for i in range(len(batch["video_id"]))]
+        if self._watchdog is None:
+            for ref in refs:
                 yield from (payload for kind, payload in self.decode_events(ref) if kind == "row")
+            return
+        for i, events in groupby(self._watchdog.events_each(refs), key=itemgetter(0)):
+            yield from self._relay(refs[i], ((kind, payload) for _, kind, payload in events if kind != "begin"))
 
     def close(self) -> None:
         if self._watchdog is not None:
             self._watchdog.close()
 
     # -- one video, in a watchdog child: relay its rows ---------------------------------------
-    def _relay(self, ref: dict[str, Any]) -> Iterator[Batch]:
+    def _relay(self, ref: dict[str, Any], events: Iterator[tuple[str, Any]]) -> Iterator[Batch]:
         t0 = time.perf_counter()
         n_rows, sent = None, set()
         if (chunk := Chunk.of(ref, self.clips)) is not None:
             spans = chunk.spans
             n_rows = len(spans)
-        for kind, payload in self._watchdog.events(ref):
+        for kind, payload in events:
             if kind == "plan":
                 n_rows, spans = payload
             elif kind == "row":
