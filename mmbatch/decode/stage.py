@@ -181,7 +181,7 @@ class DecodeStage:
         return info, video, duration, spans
 
     def _open_audio(self, path: str, info: backend.StreamInfo):
-        """(audio reader or None, why an audio track there is cannot be read, else "")."""
+        """(audio reader or None, why the video's audio track cannot be read, or "")."""
         if not (info.has_audio and self.rows.want_audio):
             return None, ""
         try:

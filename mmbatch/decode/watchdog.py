@@ -6,8 +6,9 @@ timeout can interrupt that thread. So a decode worker keeps one long-lived child
 sends nothing for `timeout_s` is killed; the video's missing clips become error rows with the
 reason, and a fresh child serves the next video.
 
-Protocol, child → parent, per video: ("plan", n_rows) once the clips are planned (or never,
-for a video that fails before), then one ("row", batch) per row, then ("done", None).
+Protocol: the parent sends a task's video refs, all at once; the child takes them in order and
+sends, per video: ("plan", n_rows) once the clips are planned (or never, for a video that fails
+before), then one ("row", batch) per row, then ("done", None).
 """
 
 from __future__ import annotations
