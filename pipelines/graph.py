@@ -21,6 +21,10 @@ from mmbatch.stage import StageSpec, check_columns, colocated_spec
 
 # Bytes of a clip row besides its embeddings (ids, scores, transcript), for row groups.
 ROW_OVERHEAD_BYTES = 400
+# The split stage's CPU share (header reads, a few ms a video). On the 2-core presets 0.1 would let
+# a split task run beside a write task; measured at 16x it did not pay (sustained 18.6 clips/s vs
+# 20.0 at 0.25, 16x wall 74.2 vs 73.1 s: docs/performance.md).
+SPLIT_CPUS = 0.25
 
 
 def row_group_rows(config: PipelineConfig, dims: EmbeddingDims) -> int:
@@ -40,7 +44,7 @@ def stage_specs(config: PipelineConfig, dims: EmbeddingDims, writer: WriterArgs 
         from mmbatch.decode.split import SplitStage
 
         specs.append(StageSpec(SplitStage, (config,), compute="task",
-                               pool=PoolConfig(num_cpus=0.25, concurrency=(1, config.decode.pool.concurrency[1]),
+                               pool=PoolConfig(num_cpus=SPLIT_CPUS, concurrency=(1, config.decode.pool.concurrency[1]),
                                                batch_size=1, resources=config.decode.pool.resources)))
     # An actor pool: each actor keeps its watchdog child and warm decoders for the whole night
     # (task workers idle under backpressure were killed, and the next re-imported the decoders).

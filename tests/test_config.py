@@ -93,3 +93,4 @@ def test_yaml_edge_errors(tmp_path):
 def test_shipped_configs_validate():
     for name in ("tiny.yaml", "demo.yaml", "video_sentiment.yaml"):
         load_config(REPO / "pipelines" / name)
+
