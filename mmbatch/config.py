@@ -109,7 +109,7 @@ class ClipConfig(_Strict):
 
 
 class DecodeConfig(_Strict):
-    # auto = decord where it is installed, else pyav; or decord | pyav | package.module:Class
+    # auto = pyav (FFmpeg on one thread: the least CPU a clip); or decord | pyav | package.module:Class
     backend: str = "auto"
     # Retried when the primary backend cannot open a file (decord fails on some files FFmpeg reads).
     fallback_backend: str | None = operational("pyav")

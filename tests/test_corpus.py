@@ -120,10 +120,11 @@ def test_variable_frame_rate_samples_the_right_moments(stage, tmp_path):
     times = _vfr_video(tmp_path / "vfr.mp4")
     out = decode(stage, tmp_path / "vfr.mp4")
     span = ClipSpan(0, 0.0, float(out["end_s"][0]))  # one clip: the file is under 5 s
+    assert span.end_s == 4.0  # the last frame (3.5 s) lasts what its packet says, 0.5 s
     wanted = sample_times(span, 4)
     by_pts = [int(np.searchsorted(times, t, side="right") - 1) for t in wanted]
     by_avg_fps = [int(t * len(times) / span.end_s) for t in wanted]
-    assert by_pts == [4, 10, 12, 14] and by_pts != by_avg_fps  # index = t * fps would pick others
+    assert by_pts == [5, 11, 13, 15] and by_pts != by_avg_fps  # index = t * fps would pick others
     brightness = out["frames"][0].reshape(4, -1).mean(1)
     np.testing.assert_allclose(brightness, [15 * i for i in by_pts], atol=6)
 
@@ -169,6 +170,39 @@ def test_pyav_backend_matches_decord(tmp_path):
     b = decode(DecodeStage(cfg(backend="pyav"), isolated=False), path)
     np.testing.assert_array_equal(a["start_s"], b["start_s"])
     assert np.abs(a["frames"].astype(int) - b["frames"].astype(int)).mean() < 3  # same frames, scaler rounding
+
+
+def test_pyav_decodes_forward_and_seeks_only_past_a_keyframe(tmp_path):
+    """The default backend seeks once to the keyframe before the first frame wanted and decodes
+    forward, seeking again only where a keyframe lies before the next frame wanted; a frame asked
+    for twice is decoded once. The frames are exactly those that a seek to each one gives."""
+    from mmbatch.decode.backend import probe
+    from mmbatch.decode.video import PyAVVideo
+
+    path = write_video(tmp_path / "v.mp4", seconds=6.0, fps=10)  # a keyframe a second: frames 0, 10, 20, ...
+    video = PyAVVideo(str(path), probe(str(path)), 32)
+    assert list(video._keys[:3]) == list(video._pts[[0, 10, 20]])
+    seeks = []
+
+    class Counting:  # the container, its seeks counted
+        def __init__(self, container):
+            self.container = container
+
+        def __getattr__(self, name):
+            return getattr(self.container, name)
+
+        def seek(self, *args, **kwargs):
+            seeks.append(args[0])
+            return self.container.seek(*args, **kwargs)
+
+    video._container = Counting(video._container)
+    wanted = [3, 5, 12, 12, 13, 40]
+    frames = video.frames(np.array(wanted))
+    assert seeks == list(video._pts[[3, 12, 40]])  # 5 and 13 decoded on from 3 and 12; 12 twice, once
+    one_by_one = np.concatenate([video.frames(np.array([i])) for i in wanted])
+    np.testing.assert_array_equal(frames, one_by_one)
+    assert frames.shape == (6, 32, 32, 3) and len({frames[i].tobytes() for i in range(6)}) == 5
+    video.close()
 
 
 def test_fallback_backend_opens_what_the_primary_cannot(tmp_path):

@@ -79,12 +79,10 @@ class DecodeStage:
             import decord  # noqa: F401
 
     def _resolve_backend(self) -> str:
-        """auto: decord where its wheel is installed (not on aarch64 or macOS arm64), else PyAV."""
-        import importlib.util
-
-        if self.decode.backend != "auto":
-            return self.decode.backend
-        return "decord" if importlib.util.find_spec("decord") is not None else "pyav"
+        """auto: PyAV on one thread, which decodes the same frames as decord for about two thirds
+        of its CPU (decord converts every frame it passes and hands them between threads;
+        docs/performance.md), and has wheels everywhere."""
+        return "pyav" if self.decode.backend == "auto" else self.decode.backend
 
     def __call__(self, batch: Batch) -> Iterator[Batch]:
         if not hasattr(self, "backend"):

@@ -57,9 +57,12 @@ class DecordVideo:
 
 
 class PyAVVideo:
-    """FFmpeg through PyAV: packet timestamps without decoding, then seek + decode per request.
+    """FFmpeg through PyAV, one decoding thread: packet timestamps without decoding, then for each
+    request a seek to the keyframe before its first frame and decoding forward, seeking again only
+    where a keyframe lies before the next frame wanted. Only the frames returned are converted.
 
-    Works wherever PyAV has wheels (aarch64, macOS) and opens some files decord cannot.
+    Works wherever PyAV has wheels (aarch64, macOS), opens some files decord cannot, and costs
+    about two thirds of decord's CPU a clip (docs/performance.md).
     """
 
     name = "pyav"
@@ -72,17 +75,24 @@ class PyAVVideo:
         try:
             self._container = av.open(path)
             self._stream = self._container.streams.video[0]
-            self._stream.thread_type = "AUTO"
+            # One thread: a decode worker per core is the parallelism; FFmpeg's frame threads cost
+            # CPU in hand-offs (measured: 22 ms of CPU a clip against 28-32 with "AUTO").
+            self._stream.thread_type = "NONE"
             tb = self._stream.time_base
-            pts = sorted(p.pts for p in self._container.demux(self._stream) if p.pts is not None)
+            packets = [(p.pts, p.is_keyframe, p.duration or 0) for p in self._container.demux(self._stream)
+                       if p.pts is not None]
         except Exception as err:
             raise DecodeError(_short_reason(err, path)) from None
-        if not pts:
+        if not packets:
             raise DecodeError("no decodable video frames")
-        self._pts = np.asarray(pts, dtype=np.int64)
+        packets.sort()
+        self._pts = np.asarray([p for p, _, _ in packets], dtype=np.int64)
+        self._keys = np.asarray([p for p, key, _ in packets if key], dtype=np.int64)
         origin = float(self._pts[0] * tb)
         starts = self._pts * float(tb) - origin
-        ends = np.append(starts[1:], starts[-1] + (starts[-1] - starts[-2] if len(starts) > 1 else 0.04))
+        # The last frame lasts as long as its packet says (as decord reads it), else as the one before.
+        last = packets[-1][2] * float(tb) or (starts[-1] - starts[-2] if len(starts) > 1 else 0.04)
+        ends = np.append(starts[1:], starts[-1] + last)
         self.timestamps = np.stack([starts, ends], axis=1)
         self._tb = tb
 
@@ -90,17 +100,27 @@ class PyAVVideo:
     def duration_s(self) -> float:
         return float(self.timestamps[-1, 1])
 
+    def _seek_needed(self, last: int | None, target: int) -> bool:
+        """Seek unless decoding on from `last` reaches `target` without passing a keyframe."""
+        if last is None or target <= last:
+            return True
+        return bool(np.any((self._keys > last) & (self._keys <= target)))
+
     def frames(self, indices: np.ndarray) -> np.ndarray:
-        out = []
+        out: list[np.ndarray] = []
+        frames, last = None, None
         try:
             for target in self._pts[np.asarray(indices, dtype=np.int64)]:
-                self._container.seek(int(target), stream=self._stream, backward=True)
-                frame = None
-                for frame in self._container.decode(self._stream):
-                    if frame.pts is not None and frame.pts >= target:
-                        break
+                if out and target == last:  # the same frame twice (a clip shorter than its frames)
+                    out.append(out[-1])
+                    continue
+                if frames is None or self._seek_needed(last, int(target)):
+                    self._container.seek(int(target), stream=self._stream, backward=True)
+                    frames = self._container.decode(self._stream)
+                frame = next((f for f in frames if f.pts is not None and f.pts >= target), None)
                 if frame is None:
                     raise DecodeError("frame decode failed: no frame at the requested time")
+                last = int(frame.pts)
                 out.append(frame.reformat(width=self._w, height=self._h, format="rgb24").to_ndarray())
         except DecodeError:
             raise
