@@ -230,8 +230,8 @@ def own_tree_cpu_s() -> float:
 
 
 def cores_busy(cpu_s: float, seconds: float, clips: int) -> dict:
-    """What a way of running kept busy: a decode worker's watchdog child alone keeps ~1.4 cores
-    busy (its decoding libraries run threads of their own), so "one process" is more than one core."""
+    """What a way of running kept busy: a decode worker relays beside its watchdog child (and decord,
+    if chosen, runs threads of its own: ~1.4 cores), so "one process" is more than one core."""
     return {"cores_busy": round(cpu_s / seconds, 2), "cpu_ms_per_clip": round(1000 * cpu_s / max(1, clips), 1)}
 
 
