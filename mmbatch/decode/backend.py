@@ -1,7 +1,7 @@
 """Decoder backends: probe a file, read the frames a clip needs, read a clip's audio.
 
-Video frames come from decord (resized inside the decoder); stream probing and per-clip
-audio come from PyAV, which seeks and decodes only the span asked for, so memory does not
+Video frames come from a frame backend (`video.py`: PyAV by default, or decord); stream probing
+and per-clip audio come from PyAV, which seeks and decodes only the span asked for, so memory does not
 grow with the length of the video. Heavy imports happen on first use, not at import time.
 """
 

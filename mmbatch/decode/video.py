@@ -5,7 +5,7 @@
     backend.duration_s
     backend.frames(idx)  # (k, size, size, 3) uint8: resized in the decoder, rotated, centre-cropped
 
-`decord` (default) and `pyav` are built in; `decode.backend` may also name any class by import
+`pyav` (the default: FFmpeg on one thread) and `decord` are built in; `decode.backend` may also name any class by import
 path (`package.module:Class`) with the same constructor, e.g. a fault-injection backend.
 With `decode.fallback_backend`, a file the primary backend cannot open is retried with it.
 """
@@ -90,7 +90,7 @@ class PyAVVideo:
         self._keys = np.asarray([p for p, key, _ in packets if key], dtype=np.int64)
         origin = float(self._pts[0] * tb)
         starts = self._pts * float(tb) - origin
-        # The last frame lasts as long as its packet says (as decord reads it), else as the one before.
+        # The last frame lasts as long as its packet says, else as long as the one before it.
         last = packets[-1][2] * float(tb) or (starts[-1] - starts[-2] if len(starts) > 1 else 0.04)
         ends = np.append(starts[1:], starts[-1] + last)
         self.timestamps = np.stack([starts, ends], axis=1)

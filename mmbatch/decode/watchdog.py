@@ -1,7 +1,7 @@
 """Decode in a child process that is killed when it stalls.
 
-decord can loop forever in native code holding the GIL (dmlc/decord#373): no Python-level
-timeout can interrupt that thread. So a decode worker keeps one long-lived child process
+A decoder can loop forever in native code holding the GIL (decord does: dmlc/decord#373): no
+Python-level timeout can interrupt that thread. So a decode worker keeps one long-lived child process
 (spawned once, reused for every video) and waits on a pipe with a deadline. A child that
 sends nothing for `timeout_s` is killed; the video's missing clips become error rows with the
 reason, and a fresh child serves the next video.
