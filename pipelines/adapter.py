@@ -174,8 +174,25 @@ def apply_stage(ds, spec: StageSpec, keep: frozenset | None, key: str, retries: 
                               **common)
     from ray.data import TaskPoolStrategy
 
-    return ds.map_batches(_task_fn(spec.name), fn_kwargs={"spec": spec, "keep": keep, "key": f"{spec.name}-{key}"},
-                          compute=TaskPoolStrategy(size=spec.pool.concurrency[1]), max_retries=retries[0], **common)
+    ds = ds.map_batches(_task_fn(spec.name), fn_kwargs={"spec": spec, "keep": keep, "key": f"{spec.name}-{key}"},
+                        compute=TaskPoolStrategy(size=spec.pool.concurrency[1]), max_retries=retries[0], **common)
+    return one_block_a_row(ds) if getattr(spec.stage_cls, "one_block_a_row", False) else ds
+
+
+def one_block_a_row(ds):
+    """The last operator's output rows leave it one a block, so the next operator's tasks (and
+    nodes) take them apart: Ray Data gathers a task's rows into one block and never slices a block
+    to bundle the next operator's input, so all chunks of a long video reached one decode actor.
+    Ray 2.60's `repartition(target_num_rows_per_block=1)` is that, but as an operator of its own that
+    asks a whole CPU a task (no public way to give it the stage's share, which it needs to fuse):
+    built here with the upstream operator's remote args and compute, it fuses into that operator."""
+    from ray.data._internal.logical.interfaces import LogicalPlan
+    from ray.data._internal.logical.operators import StreamingRepartition
+    from ray.data.dataset import Dataset
+
+    up = ds._logical_plan.dag
+    op = StreamingRepartition(1, input_dependencies=[up], ray_remote_args=dict(up.ray_remote_args), compute=up.compute)
+    return Dataset._from_parent(ds, LogicalPlan(op, ds.context))
 
 
 def apply_stages(ds, specs: list[StageSpec], key: str, retries: tuple[int, int] = (3, -1)):

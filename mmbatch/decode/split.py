@@ -48,6 +48,9 @@ class SplitStage:
     reads = ("video_id", "uri", "kind")
     may_read = ()
     writes = CHUNK_COLUMNS  # the input row's other columns pass through
+    # Each chunk leaves as a block of its own, so a long video's chunks reach different decode
+    # actors (the adapter fuses that into this stage's tasks).
+    one_block_a_row = True
 
     def __init__(self, config: PipelineConfig):
         self.config = config
