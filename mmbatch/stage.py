@@ -6,8 +6,9 @@ map_batches. A stage is unit-tested by calling it with a plain dict.
 What a stage is, is declared on its class (NeMo Curator style), so nothing has to build a stage
 to learn it: `name` (the operator's name in progress, stats and the dashboard), `reads` (columns
 `__call__` needs), `may_read` (columns it uses when present) and `writes` (columns it adds or
-replaces); a fan-out stage whose rows must reach different workers of the next stage declares
-`one_block_a_row`. What it runs on, `resources`, is declared on its `StageSpec`, from the config's pool.
+replaces); a fan-out task stage whose rows must reach different workers of the next stage
+declares `one_block_a_row` (fused into its tasks; actor stages cannot fuse it). What it runs on,
+`resources`, is declared on its `StageSpec`, from the config's pool.
 `check_columns` checks at assembly that every column a stage reads is written upstream.
 """
 
