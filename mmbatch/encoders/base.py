@@ -140,6 +140,11 @@ def is_ok(batch: Batch) -> np.ndarray:
     return np.asarray(batch["status"]) == "ok"
 
 
+def text_column(batch: Batch, name: str) -> np.ndarray:
+    """An optional string column as str, empty where the batch does not carry it."""
+    if name not in batch:
+        return np.full(len(batch["video_id"]), "")
+    return np.asarray(batch[name]).astype(str)
 
 
 def usable_audio(batch: Batch) -> np.ndarray:

@@ -13,7 +13,7 @@ import logging
 import numpy as np
 
 from mmbatch.config import InputsConfig
-from mmbatch.encoders.base import is_ok, run_isolated, usable_audio
+from mmbatch.encoders.base import is_ok, run_isolated, text_column, usable_audio
 from mmbatch.errors import short_reason
 from mmbatch.inputs.transcripts import SidecarError, TranscriptCache
 from mmbatch.schema import AUDIO_COLUMNS, TRANSCRIPT_COLUMNS
@@ -83,7 +83,7 @@ def sidecar_transcripts(sidecars: TranscriptCache, batch: Batch) -> tuple[np.nda
     n = len(batch["video_id"])
     transcripts = np.array([""] * n, dtype=object)
     errors = np.array([""] * n, dtype=object)
-    sidecar = np.asarray(batch.get("transcript_uri", np.array([""] * n))).astype(str)
+    sidecar = text_column(batch, "transcript_uri")
     for i in np.flatnonzero(is_ok(batch) & (sidecar != "")):
         try:
             transcripts[i] = sidecars.text_for(sidecar[i], float(batch["start_s"][i]), float(batch["end_s"][i]))
@@ -196,8 +196,7 @@ class SpeechRecognitionStage:
             self.setup()
         transcripts, has_sidecar, errors = sidecar_transcripts(self.sidecars, batch)
         usable = usable_audio(batch)
-        n = len(batch["video_id"])
-        lost = np.asarray(batch.get("audio_error", np.full(n, ""))).astype(str)
+        lost = text_column(batch, "audio_error")
         for i in np.flatnonzero(is_ok(batch) & ~has_sidecar & ~usable & (lost != "")):
             errors[i] = f"no speech to recognise: {lost[i]}"  # the text is missing because the audio is
         asr_rows = np.flatnonzero(~has_sidecar & usable)

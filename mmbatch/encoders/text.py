@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmbatch.encoders.base import EncoderStage, is_ok, l2_normalise, mean_pool
+from mmbatch.encoders.base import EncoderStage, is_ok, l2_normalise, mean_pool, text_column
 from mmbatch.encoders.labels import to_sentiment
 from mmbatch.encoders.text_prototypes import DEFAULT_TEXT_PROTOTYPES
 
@@ -43,7 +43,7 @@ class _TextEncoder(EncoderStage):
     input_columns = ("transcript",)
 
     def active_rows(self, batch):
-        transcripts = np.asarray(batch.get("transcript", np.array([""] * len(batch["video_id"])))).astype(str)
+        transcripts = text_column(batch, "transcript")
         return is_ok(batch) & (np.char.str_len(np.char.strip(transcripts)) > 0)
 
     def max_length(self) -> int:
