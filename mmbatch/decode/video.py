@@ -94,7 +94,6 @@ class PyAVVideo:
         last = packets[-1][2] * float(tb) or (starts[-1] - starts[-2] if len(starts) > 1 else 0.04)
         ends = np.append(starts[1:], starts[-1] + last)
         self.timestamps = np.stack([starts, ends], axis=1)
-        self._tb = tb
 
     @property
     def duration_s(self) -> float:
