@@ -158,3 +158,13 @@ def test_other_audio_frames_go_through_libswresample(fmt, layout):
 
     frame = av.AudioFrame(format=fmt, layout=layout, samples=256)
     assert float_mono(frame) is None
+
+
+def test_a_decode_child_that_dies_starting_is_named_not_an_eoferror():
+    from mmbatch.decode.watchdog import IsolatedDecoder
+
+    watchdog = IsolatedDecoder(int, ("not a stage",), timeout_s=5)  # the child's factory raises ValueError
+    with pytest.raises(RuntimeError, match=r"exited during start-up \(exit code 1\)"):
+        next(watchdog.events_each([{"uri": "x"}]))
+    assert watchdog._proc is None
+    watchdog.kill()  # nothing left to kill: a no-op

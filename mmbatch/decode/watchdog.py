@@ -48,15 +48,29 @@ class IsolatedDecoder:
         ctx = mp.get_context("spawn")  # fork would copy a process that may hold torch/Ray threads
         parent, child = ctx.Pipe()
         self._proc = ctx.Process(target=_child_main, args=(child, self.stage_factory, self.factory_args), daemon=True)
-        self._proc.start()
-        child.close()
+        try:
+            self._proc.start()
+        except RuntimeError as err:  # spawn re-imports __main__: a script without a main guard
+            self.kill()
+            raise RuntimeError("decode worker process could not start: a script that decodes in its own "
+                               "process must do so under `if __name__ == '__main__':` (spawn re-imports it)") from err
+        finally:
+            child.close()
         self._conn = parent
-        if not parent.poll(STARTUP_TIMEOUT_S) or parent.recv()[0] != "ready":
+        try:
+            started = parent.poll(STARTUP_TIMEOUT_S) and parent.recv()[0] == "ready"
+        except (EOFError, OSError):  # it died before saying so; its stderr has the traceback
+            self._proc.join(timeout=10)
+            code = self._proc.exitcode
+            self.kill()
+            raise RuntimeError(f"decode worker process exited during start-up (exit code {code}); "
+                               "its traceback is in the worker's stderr") from None
+        if not started:
             self.kill()
             raise RuntimeError(f"decode worker process did not start within {STARTUP_TIMEOUT_S} s")
 
     def kill(self) -> None:
-        if self._proc is not None:
+        if self._proc is not None and self._proc.pid is not None:  # pid: it was started
             self._proc.kill()
             self._proc.join(timeout=10)
         self._proc = self._conn = None
