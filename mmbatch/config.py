@@ -106,6 +106,21 @@ class ClipConfig(_Strict):
     frames_per_clip: int = Field(8, ge=1, le=256)
     # Alternative to a fixed count: sample at this rate, at most frames_per_clip frames.
     target_fps: float | None = Field(None, gt=0)
+    # Fixed windows only: move each boundary between windows to the quietest moment of the audio
+    # within this many seconds, so a sentence is not cut in half (needs an audio or speech model;
+    # a clip then runs up to window_s + 2x this). 0: the windows stay on the grid.
+    snap_to_pause_s: float = added_scoring(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _snap_fits(self):
+        if self.snap_to_pause_s and self.policy != "fixed":
+            raise ValueError(f"clips.snap_to_pause_s moves fixed windows; policy {self.policy!r} has none "
+                             "(set policy: fixed, or snap_to_pause_s: 0)")
+        if self.snap_to_pause_s * 2 >= min(self.window_s, self.stride_s):
+            raise ValueError(f"clips.snap_to_pause_s ({self.snap_to_pause_s:g}) must be under half of window_s "
+                             f"and stride_s ({min(self.window_s, self.stride_s):g}): a boundary may not pass its "
+                             "neighbour")
+        return self
 
 
 class DecodeConfig(_Strict):
@@ -350,6 +365,13 @@ class PipelineConfig(_Strict):
     encoders: EncodersConfig = operational(EncodersConfig())
     output: OutputConfig = operational(OutputConfig())
     run: RunConfig = operational(RunConfig())
+
+    @model_validator(mode="after")
+    def _pauses_need_audio(self) -> "PipelineConfig":
+        if self.clips.snap_to_pause_s and self.models.audio is None and self.models.speech is None:
+            raise ValueError("clips.snap_to_pause_s finds pauses in the audio, which only an audio or speech model "
+                             "decodes: add one, or set snap_to_pause_s: 0")
+        return self
 
     def fingerprint(self, model_identities: dict[str, str] | None = None) -> str:
         """Hash of everything that changes a score: the scoring settings (fields not declared

@@ -94,3 +94,14 @@ def test_shipped_configs_validate():
     for name in ("tiny.yaml", "demo.yaml", "video_sentiment.yaml"):
         load_config(REPO / "pipelines" / name)
 
+
+
+def test_snapping_to_pauses_needs_fixed_windows_room_and_audio():
+    speech = {"speech": {"task": "speech_recognition", "source": "tiny:whisper"}}
+    assert parse_config({"models": {**MINIMAL["models"], **speech}, "clips": {"snap_to_pause_s": 2}}).clips.snap_to_pause_s == 2
+    with pytest.raises(ConfigError, match=r"policy 'whole' has none"):
+        parse_config({"models": {**MINIMAL["models"], **speech}, "clips": {"policy": "whole", "snap_to_pause_s": 2}})
+    with pytest.raises(ConfigError, match=r"under half of window_s and stride_s \(10\)"):
+        parse_config({"models": {**MINIMAL["models"], **speech}, "clips": {"snap_to_pause_s": 5}})
+    with pytest.raises(ConfigError, match="only an audio or speech model decodes"):
+        parse_config({**MINIMAL, "clips": {"snap_to_pause_s": 2}})

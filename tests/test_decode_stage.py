@@ -168,3 +168,31 @@ def test_a_decode_child_that_dies_starting_is_named_not_an_eoferror():
         next(watchdog.events_each([{"uri": "x"}]))
     assert watchdog._proc is None
     watchdog.kill()  # nothing left to kill: a no-op
+
+
+def test_snapped_windows_end_in_the_pauses_of_the_audio(tiny_config, tmp_path):
+    cfg = type(tiny_config).model_validate({**tiny_config.model_dump(), "clips": {
+        **tiny_config.clips.model_dump(), "snap_to_pause_s": 1.5}})  # window 5 s: boundaries at 5 and 10
+    snapping = DecodeStage(cfg)
+    snapping.setup()
+    rate = 16000
+    loud = (0.3 * np.sin(2 * np.pi * 440 * np.arange(15 * rate) / rate)).astype(np.float32)
+    speech = [(0.0, loud[: int(3.6 * rate)]), (4.4, loud[: int(6.6 * rate)]), (11.8, loud[: int(3.2 * rate)])]
+    out = decode(snapping, write_video(tmp_path / "pauses.mp4", seconds=15.0, sample_rate=rate, speech=speech))
+    first, second = out["end_s"][:2]
+    assert 3.7 <= first <= 4.3 and 11.1 <= second <= 11.7  # inside the pauses at 3.6-4.4 s and 11.0-11.8 s
+    np.testing.assert_allclose(out["start_s"], [0.0, first, second])
+    np.testing.assert_allclose(out["end_s"], [first, second, 15.0], atol=0.05)
+    assert list(out["audio_len"]) == [round(first * rate), round((second - first) * rate), round((15 - second) * rate)]
+    assert out["waveform"].shape[1] == 8 * rate  # the window and what snapping may add at both ends
+
+    steady = decode(snapping, write_video(tmp_path / "tone.mp4", seconds=12.0))  # no pause: the grid stays
+    np.testing.assert_allclose(steady["start_s"], [0, 5, 10])
+
+    # Split into chunks (clips 0-1, then 2), each chunk keeps its edges: 10 s stays where both plan it.
+    path = tmp_path / "pauses.mp4"
+    ref = VideoRef(video_id="v", uri=str(path), size_bytes=path.stat().st_size, etag="e")
+    chunks = [{**ref_batch(ref), "chunk_first": np.array([a]), "chunk_last": np.array([b]), "chunk_index": np.array([i]),
+               "n_chunks": np.array([2]), "plan_duration_s": np.array([15.0])} for i, (a, b) in enumerate([(0, 2), (2, 3)])]
+    rows = [r for c in chunks for r in snapping(c)]
+    assert [(float(r["start_s"][0]), float(r["end_s"][0])) for r in rows] == [(0.0, first), (first, 10.0), (10.0, 15.0)]

@@ -1,7 +1,15 @@
 import numpy as np
 import pytest
 
-from mmbatch.decode.planner import ClipSpan, clip_id, frame_indices, plan_fixed_windows, sample_times
+from mmbatch.decode.planner import (
+    ClipSpan,
+    clip_id,
+    frame_indices,
+    plan_fixed_windows,
+    quietest_time,
+    sample_times,
+    snap_to_pauses,
+)
 
 
 def spans(*args):
@@ -84,3 +92,40 @@ def test_target_fps_with_cap():
 
     clips = ClipConfig(frames_per_clip=8, target_fps=2.0)
     assert [frames_for(ClipSpan(0, 0, d), clips) for d in (0.2, 1.0, 3.0, 10.0)] == [1, 2, 6, 8]
+
+
+def _noise_with_gap(seconds: float, gap: tuple[float, float], rate: int = 1000) -> np.ndarray:
+    loud = np.random.default_rng(0).normal(0, 0.3, int(seconds * rate)).astype(np.float32)
+    loud[int(gap[0] * rate): int(gap[1] * rate)] = 0.0
+    return loud
+
+
+def test_quietest_time_is_the_pause_nearest_the_boundary():
+    samples = _noise_with_gap(10.0, (4.6, 5.0))
+    # Quiet 200 ms spans are centred 4.7-4.9 s; of those, the nearest to the grid's 5.0 s.
+    assert quietest_time(samples, 1000, 0.0, 5.0, 3.0, 7.0) == 4.9
+    assert quietest_time(samples, 1000, 2.0, 5.0, 3.0, 7.0) == 6.7  # samples from 2 s: the pause is at 6.6-7.0 s
+    # A pause outside the allowed range does not count: the moment chosen stays inside it.
+    assert 5.5 <= quietest_time(samples, 1000, 0.0, 5.0, 5.5, 7.0) <= 7.0
+
+
+def test_steady_sound_or_no_audio_leaves_the_boundary_on_the_grid():
+    tone = (0.3 * np.sin(2 * np.pi * 50 * np.arange(10_000) / 1000)).astype(np.float32)
+    assert quietest_time(tone, 1000, 0.0, 5.0, 3.0, 7.0) == 5.0
+    assert quietest_time(np.zeros(10_000, np.float32), 1000, 0.0, 5.0, 3.0, 7.0) == 5.0
+    assert quietest_time(np.zeros(0, np.float32), 1000, 0.0, 5.0, 3.0, 7.0) == 5.0
+
+
+def test_snapping_keeps_the_ends_the_order_and_the_minimum_length():
+    spans = plan_fixed_windows(21.0, 10.0, 10.0, 1.0)  # [0, 10], [10, 20], [20, 21]
+    early = snap_to_pauses(spans, lambda t, lo, hi: lo, 3.0, 1.0)
+    assert [(s.start_s, s.end_s) for s in early] == [(0.0, 7.0), (7.0, 17.0), (17.0, 21.0)]
+    late = snap_to_pauses(spans, lambda t, lo, hi: hi, 3.0, 1.0)
+    assert [(s.start_s, s.end_s) for s in late] == [(0.0, 13.0), (13.0, 20.0), (20.0, 21.0)]  # tail kept >= 1 s
+    assert [s.index for s in late] == [0, 1, 2]
+
+
+def test_snapping_overlapping_windows_moves_each_boundary_once():
+    spans = plan_fixed_windows(20.0, 10.0, 5.0, 1.0)  # [0, 10], [5, 15], [10, 20]
+    moved = snap_to_pauses(spans, lambda t, lo, hi: t - 0.5, 2.0, 1.0)
+    assert [(s.start_s, s.end_s) for s in moved] == [(0.0, 9.5), (4.5, 14.5), (9.5, 20.0)]

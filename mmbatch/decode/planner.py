@@ -55,6 +55,47 @@ def plan_fixed_windows(duration_s: float, window_s: float, stride_s: float, min_
     return spans
 
 
+# A pause is found on the audio's loudness in 20 ms frames, averaged over 200 ms (a short word
+# break, not the gap between two syllables); among moments within 1 dB of the quietest, the one
+# nearest the window's own boundary wins, so steady noise or silence leaves the grid alone.
+PAUSE_FRAME_S, PAUSE_SPAN_S, PAUSE_TOLERANCE_DB = 0.02, 0.2, 1.0
+
+
+def quietest_time(samples: np.ndarray, rate: int, start_s: float, nominal_s: float, lo_s: float, hi_s: float) -> float:
+    """The moment in [lo_s, hi_s] at the centre of the quietest PAUSE_SPAN_S of `samples` (which
+    begin at `start_s`), nearest `nominal_s` among those within PAUSE_TOLERANCE_DB of the quietest;
+    `nominal_s` when the audio holds no such moment. Millisecond precision (as clip ids)."""
+    hop = max(1, int(round(PAUSE_FRAME_S * rate)))
+    n = len(samples) // hop
+    width = max(1, int(round(PAUSE_SPAN_S / PAUSE_FRAME_S)))
+    if n < width:
+        return nominal_s
+    power = np.square(samples[: n * hop].astype(np.float64)).reshape(n, hop).mean(axis=1)
+    level = 10 * np.log10(np.convolve(power, np.ones(width) / width, mode="valid") + 1e-10)
+    centres = start_s + (np.arange(len(level)) * hop + width * hop / 2) / rate
+    inside = (centres >= lo_s) & (centres <= hi_s)
+    if not inside.any():
+        return nominal_s
+    quiet = inside & (level <= level[inside].min() + PAUSE_TOLERANCE_DB)
+    best = centres[quiet][np.argmin(np.abs(centres[quiet] - nominal_s))]
+    return round(float(best), 3)
+
+
+def snap_to_pauses(spans: list[ClipSpan], quiet_point, reach_s: float, min_clip_s: float) -> list[ClipSpan]:
+    """`spans` with each inner boundary moved to `quiet_point(t, lo, hi)`, a moment within `reach_s`
+    of it. The first start and last end stay (a video's ends, or a split chunk's edges, which the
+    neighbouring chunk plans too), and no clip gets shorter than `min_clip_s` (0.1 s at least), so
+    windows that met still meet and the clips stay in order."""
+    bounds = sorted({s.start_s for s in spans} | {s.end_s for s in spans})
+    gap = max(min_clip_s, 0.1)
+    moved = {bounds[0]: bounds[0], bounds[-1]: bounds[-1]}
+    for i in range(1, len(bounds) - 1):
+        t = bounds[i]
+        lo, hi = max(t - reach_s, moved[bounds[i - 1]] + gap), min(t + reach_s, bounds[i + 1] - gap)
+        moved[t] = quiet_point(t, lo, hi) if hi > lo else t
+    return [ClipSpan(s.index, moved[s.start_s], moved[s.end_s]) for s in spans]
+
+
 def plan_segments(duration_s: float, segments: list[tuple[float, float]]) -> list[ClipSpan]:
     """Given start/end pairs, clamped to the video and ordered by start; empty ones dropped."""
     spans = []

@@ -24,7 +24,17 @@ import numpy as np
 
 from mmbatch.config import PipelineConfig
 from mmbatch.decode import backend
-from mmbatch.decode.planner import Chunk, ClipSpan, frames_for, parse_segments, plan_clips, sample_times
+from mmbatch.decode.planner import (
+    PAUSE_SPAN_S,
+    Chunk,
+    ClipSpan,
+    frames_for,
+    parse_segments,
+    plan_clips,
+    quietest_time,
+    sample_times,
+    snap_to_pauses,
+)
 from mmbatch.decode.rows import ClipRows
 from mmbatch.decode.spool import local_path, remove_spool
 from mmbatch.decode.video import open_video
@@ -44,7 +54,8 @@ class DecodeStage:
         self.clips = config.clips
         self.decode = config.decode
         self.storage_options = config.storage_options
-        self.audio_len = int(round(self.clips.window_s * self.decode.sample_rate))
+        # A clip's audio, at most: its window, and what snapping to pauses may add at either end.
+        self.audio_len = int(round((self.clips.window_s + 2 * self.clips.snap_to_pause_s) * self.decode.sample_rate))
         self.isolated = (config.decode.timeout_s is not None) if isolated is None else isolated
         self.trust = trust  # AllowedRoots: playlist segments are checked against it before any read
         self.rows = ClipRows(want_frames=config.models.vision is not None,
@@ -145,8 +156,10 @@ class DecodeStage:
                     for span in chunk.spans:
                         yield "row", self.rows.error_clip(ref, span, len(chunk.spans), str(err))
                 return
-            yield "plan", (len(spans), spans)
             audio, audio_error = self._open_audio(path, info)
+            if self.clips.snap_to_pause_s and audio is not None:
+                spans = snapped_to_pauses(spans, audio, self.clips, self.decode.sample_rate)
+            yield "plan", (len(spans), spans)
             yield from self._clip_rows(ref, spans, info, video, audio, duration, time.perf_counter() - t0,
                                        audio_error)
         finally:
@@ -226,6 +239,19 @@ class DecodeStage:
                 audio_len = len(samples)
         return self.rows.ok(ref, span, n_rows, duration, frames=frames, n_frames=n_frames, waveform=waveform,
                             audio_len=audio_len, audio_error=audio_error)
+
+
+def snapped_to_pauses(spans: list[ClipSpan], audio, clips, rate: int) -> list[ClipSpan]:
+    """Fixed windows with their inner boundaries moved to pauses in `audio` (clips.snap_to_pause_s)."""
+
+    def quiet_point(t: float, lo: float, hi: float) -> float:
+        try:
+            samples = audio.read(lo - PAUSE_SPAN_S / 2, hi + PAUSE_SPAN_S / 2)
+        except Exception:  # damaged audio here: the boundary stays where the grid put it
+            return t
+        return quietest_time(samples, rate, lo - PAUSE_SPAN_S / 2, t, lo, hi)
+
+    return snap_to_pauses(spans, quiet_point, clips.snap_to_pause_s, clips.min_clip_s)
 
 
 def clip_segments(ref, clips, storage_options: dict | None) -> list[tuple[float, float]] | None:
