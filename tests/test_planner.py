@@ -109,6 +109,13 @@ def test_quietest_time_is_the_pause_nearest_the_boundary():
     assert 5.5 <= quietest_time(samples, 1000, 0.0, 5.0, 5.5, 7.0) <= 7.0
 
 
+def test_a_long_pause_wins_over_a_nearer_short_one():
+    samples = _noise_with_gap(10.0, (4.6, 4.9))  # a comma's pause next to the boundary...
+    samples[int(6.0 * 1000): int(6.8 * 1000)] = 0.0  # ... and a sentence's pause further off
+    assert quietest_time(samples, 1000, 0.0, 5.0, 3.0, 7.0) == 6.1  # its quiet centres: 6.1-6.7 s
+    assert quietest_time(samples, 1000, 0.0, 5.0, 3.0, 6.15) == 4.8  # the range cuts it shorter than the other
+
+
 def test_steady_sound_or_no_audio_leaves_the_boundary_on_the_grid():
     tone = (0.3 * np.sin(2 * np.pi * 50 * np.arange(10_000) / 1000)).astype(np.float32)
     assert quietest_time(tone, 1000, 0.0, 5.0, 3.0, 7.0) == 5.0

@@ -36,3 +36,20 @@ def test_a_reported_sample_is_a_prefix_of_a_larger_one_and_short_classes_give_wh
     # 1,100 synopses, 12 without text (every 97th row), 500 in the dev pool: 588 left, not the 750 asked
     counts = large["category"].value_counts().to_dict()
     assert counts == {"fresh": 1500, "rotten": 1500, "plot": 588}
+
+
+def test_speech_windows_counts_cut_sentences_and_words_by_video():
+    from benchmarks import speech_windows
+
+    videos = [{"video_id": "f", "category": "fresh", "said": [(0.5, 4.0, "a fine film"), (4.6, 9.0, "truly great")]},
+              {"video_id": "r", "category": "rotten", "said": [(1.0, 6.0, "dull and long")]}]
+    clips = pd.DataFrame({"video_id": ["f", "f", "r", "r"], "clip_index": [1, 0, 0, 1],
+                          "start_s": [4.3, 0.0, 0.0, 5.0], "end_s": [9.5, 4.3, 5.0, 7.0],
+                          "transcript": ["truly grate", "a fine film", "dull and", None],
+                          "text_valence": [0.5, 0.9, -0.2, None]})
+    got = speech_windows.measure(clips, videos)
+    # f's boundary at 4.3 s lies in the pause; r's at 5.0 s cuts its sentence (and loses "long")
+    assert (got["sentences"], got["sentences_cut"]) == (3, 1)
+    assert got["word_error_rate"] == round(2 / 8, 4)  # "grate", and "long" unheard
+    assert got["text_valence_auc_fresh_vs_rotten"] == 1.0
+    assert got["clip_s"] == {"min": 2.0, "median": 4.65, "max": 5.2}

@@ -56,15 +56,17 @@ def plan_fixed_windows(duration_s: float, window_s: float, stride_s: float, min_
 
 
 # A pause is found on the audio's loudness in 20 ms frames, averaged over 200 ms (a short word
-# break, not the gap between two syllables); among moments within 1 dB of the quietest, the one
-# nearest the window's own boundary wins, so steady noise or silence leaves the grid alone.
+# break, not the gap between two syllables). Moments within 1 dB of the quietest are quiet; the
+# longest quiet stretch wins (a pause between sentences outlasts one at a comma), and in it the
+# moment nearest the window's own boundary, so steady noise or silence leaves the grid alone.
 PAUSE_FRAME_S, PAUSE_SPAN_S, PAUSE_TOLERANCE_DB = 0.02, 0.2, 1.0
 
 
 def quietest_time(samples: np.ndarray, rate: int, start_s: float, nominal_s: float, lo_s: float, hi_s: float) -> float:
-    """The moment in [lo_s, hi_s] at the centre of the quietest PAUSE_SPAN_S of `samples` (which
-    begin at `start_s`), nearest `nominal_s` among those within PAUSE_TOLERANCE_DB of the quietest;
-    `nominal_s` when the audio holds no such moment. Millisecond precision (as clip ids)."""
+    """The moment in [lo_s, hi_s] inside the longest stretch whose PAUSE_SPAN_S loudness stays within
+    PAUSE_TOLERANCE_DB of the quietest, nearest `nominal_s` (of equally long stretches, the one
+    nearest too); `samples` begin at `start_s`. `nominal_s` when the audio holds no such moment.
+    Millisecond precision (as clip ids)."""
     hop = max(1, int(round(PAUSE_FRAME_S * rate)))
     n = len(samples) // hop
     width = max(1, int(round(PAUSE_SPAN_S / PAUSE_FRAME_S)))
@@ -76,8 +78,11 @@ def quietest_time(samples: np.ndarray, rate: int, start_s: float, nominal_s: flo
     inside = (centres >= lo_s) & (centres <= hi_s)
     if not inside.any():
         return nominal_s
-    quiet = inside & (level <= level[inside].min() + PAUSE_TOLERANCE_DB)
-    best = centres[quiet][np.argmin(np.abs(centres[quiet] - nominal_s))]
+    quiet = np.flatnonzero(inside & (level <= level[inside].min() + PAUSE_TOLERANCE_DB))
+    stretches = np.split(quiet, np.flatnonzero(np.diff(quiet) > 1) + 1)  # runs of adjacent quiet moments
+    longest = max(len(run) for run in stretches)
+    candidates = np.concatenate([run for run in stretches if len(run) == longest])
+    best = centres[candidates][np.argmin(np.abs(centres[candidates] - nominal_s))]
     return round(float(best), 3)
 
 
