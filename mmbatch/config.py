@@ -106,9 +106,9 @@ class ClipConfig(_Strict):
     frames_per_clip: int = Field(8, ge=1, le=256)
     # Alternative to a fixed count: sample at this rate, at most frames_per_clip frames.
     target_fps: float | None = Field(None, gt=0)
-    # Fixed windows only: move each boundary between windows to the quietest moment of the audio
-    # within this many seconds, so a sentence is not cut in half (needs an audio or speech model;
-    # a clip then runs up to window_s + 2x this). 0: the windows stay on the grid.
+    # Fixed windows only: move each boundary between windows into a pause of the audio (the longest
+    # quiet stretch) within this many seconds, so a sentence is not cut in half (needs an audio or
+    # speech model; a clip then runs up to window_s + 2x this). 0: the windows stay on the grid.
     snap_to_pause_s: float = added_scoring(0.0, ge=0)
 
     @model_validator(mode="after")

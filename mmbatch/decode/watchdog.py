@@ -51,6 +51,7 @@ class IsolatedDecoder:
         try:
             self._proc.start()
         except RuntimeError as err:  # spawn re-imports __main__: a script without a main guard
+            parent.close()
             self.kill()
             raise RuntimeError("decode worker process could not start: a script that decodes in its own "
                                "process must do so under `if __name__ == '__main__':` (spawn re-imports it)") from err
