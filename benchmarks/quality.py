@@ -168,8 +168,11 @@ def write_inputs(rows, src: Path, window: float, *, spoken: bool) -> list[dict]:
     return labels
 
 
-def score_videos(config, src: Path, out: Path) -> tuple:
-    """The job on a local Ray over `src`; (its result, seconds, the scored clips)."""
+SCORED_COLUMNS = ("clip_id", "text_valence", "sentiment", "fusion_weight_text", "transcript")
+
+
+def score_videos(config, src: Path, out: Path, columns: tuple[str, ...] = SCORED_COLUMNS) -> tuple:
+    """The job on a local Ray over `src`; (its result, seconds, the scored clips' `columns`)."""
     import datetime as dt
 
     import pyarrow.parquet as pq
@@ -184,8 +187,7 @@ def score_videos(config, src: Path, out: Path) -> tuple:
         result = run_pipeline(config, str(src), str(out), dt.date(2026, 1, 1))
     finally:
         ray.shutdown()
-    scored = pq.read_table(out / "clips", partitioning=partitioning(),
-                           columns=["clip_id", "text_valence", "sentiment", "fusion_weight_text", "transcript"])
+    scored = pq.read_table(out / "clips", partitioning=partitioning(), columns=list(columns))
     return result, time.perf_counter() - t0, scored.to_pandas()
 
 

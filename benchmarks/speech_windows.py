@@ -93,16 +93,12 @@ def measure(clips, videos: list[dict]) -> dict:
             "text_valence_auc_fresh_vs_rotten": round(auc(valence[cat == "fresh"], valence[cat == "rotten"]), 4)}
 
 
-def run(config, src: Path, out: Path) -> tuple[dict, float]:
-    import pyarrow.parquet as pq
-
-    from mmbatch.schema import partitioning
-
-    result, seconds, _ = score_videos(config, src, out)
+def run(config, src: Path, out: Path):
+    """The job over `src`: (its clips, seconds); a run that lost work is no measure."""
+    result, seconds, clips = score_videos(config, src, out, columns=(
+        "video_id", "clip_index", "start_s", "end_s", "status", "transcript", "text_valence"))
     if result.failed:
         raise RuntimeError(f"the job lost work: {result}")
-    clips = pq.read_table(out / "clips", partitioning=partitioning(), columns=[
-        "video_id", "clip_index", "start_s", "end_s", "status", "transcript", "text_valence"]).to_pandas()
     return clips, seconds
 
 
