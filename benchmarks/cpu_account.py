@@ -22,7 +22,9 @@ STAGE_KINDS = {"decode": "decode", "split": "split", "discover": "split", "fusio
                "encoders": "models", "vision": "models", "audio": "models", "speech": "models", "text": "models",
                "transcripts": "models"}
 KINDS = ("driver", "decode", "decode children", "split", "models", "fusion", "write",
-         "ray system actors and idle workers", "ray daemons", "other children")
+         "ray system actors and idle workers", "ray worker start-ups", "ray daemons", "other children")
+# Ray's own kinds: also booked by process name (`ray_cpu_s_by_process`).
+RAY_KINDS = ("ray system actors and idle workers", "ray worker start-ups", "ray daemons")
 _STAGE = re.compile(r"\((\w+)\)")
 
 
@@ -34,6 +36,8 @@ def process_kind(title: str, parent_kind: str | None, is_root: bool) -> str:
         stages = _STAGE.findall(title)
         name = stages[-1] if stages else title[5:].split(".")[0]
         return STAGE_KINDS.get(name.lower(), "ray system actors and idle workers")
+    if "default_worker.py" in title:  # a Ray worker importing Ray, before it takes a `ray::` title
+        return "ray worker start-ups"
     if parent_kind in ("decode", "decode children"):
         return "decode children"
     if parent_kind in (None, "driver", "ray daemons"):  # GCS, raylet, dashboard and its agents
@@ -56,8 +60,9 @@ def _title(pid: int) -> str:
     except OSError:
         return ""
     title = argv[0].decode(errors="replace")
-    # Daemons run as `python .../ray/_private/...py` or a binary path: their script names them.
-    return " ".join(a.decode(errors="replace") for a in argv[:2]) if not title.startswith("ray::") else title
+    # Daemons run as `python .../ray/_private/...py` or a binary path: their script names them (a
+    # starting worker's may come third: `python setup_worker.py default_worker.py`).
+    return " ".join(a.decode(errors="replace") for a in argv[:3]) if not title.startswith("ray::") else title
 
 
 def _short_title(pid: int, title: str) -> str:
@@ -97,7 +102,7 @@ class CpuAccount:
             spent = used - self._used.get(pid, 0.0)
             self.seconds[kind] += spent
             self._used[pid] = used
-            if kind in ("ray system actors and idle workers", "ray daemons"):
+            if kind in RAY_KINDS:
                 name = _short_title(pid, title)
                 self.ray_titles[name] = self.ray_titles.get(name, 0.0) + spent
 

@@ -15,17 +15,19 @@ Each reports clips/s at steady state (start-up excluded: pool start, model loadi
 for the pipeline, the span between the first and the last clip file written), time to the first
 written clip, video-seconds per second, peak memory of the whole process tree (PSS) and, for the
 pipeline, each stage's busy time from Ray Data's stats. --scale runs the pipeline at 1x, 4x and
-16x the corpus (hard links, so the videos are read again but not stored twice), --scale-repeats
-times; each run also books the CPU-seconds of the job's process tree by kind (driver, decode
-actors and their children, models, fusion, write, Ray's actors and daemons: cpu_account.py) beside
-the machine's own load, and 1x against 16x splits them into milliseconds per clip and fixed cost
-(`cpu_budget`). The last line of output is the whole report as JSON.
+16x the corpus (--scale-factors; hard links, so the videos are read again but not stored twice),
+--scale-repeats times; each run also books the CPU-seconds of the job's process tree by kind
+(driver, decode actors and their children, models, fusion, write, Ray's actors and daemons:
+cpu_account.py) beside the machine's own load, and the smallest against the largest size splits
+them into milliseconds per clip and fixed cost (`cpu_budget`). The last line of output is the
+whole report as JSON.
 
     python benchmarks/throughput.py --quick               # the 2-core target: 24 x 30 s at 640x360, median of 3
     python benchmarks/throughput.py --videos 8 --repeats 1 --resolutions 640x360,1280x720
     python benchmarks/throughput.py --quick --scale       # memory, wall time and CPU budget at 1x, 4x, 16x
     python benchmarks/throughput.py --quick --scale --scale-repeats 3 --skip speech_engines
     python benchmarks/throughput.py --quick --cli 48 --skip decode_only,naive,pipeline,speech_engines
+    python benchmarks/throughput.py --device cuda --quick --repeats 1 --scale --scale-factors 1,16,64
 """
 
 from __future__ import annotations
@@ -371,18 +373,27 @@ def speech_engines(raw: dict, rows: list[dict], sources: dict[str, str]) -> dict
     return out
 
 
-def real_size_config(root: Path, device: str, placement: str | None) -> dict:
+def real_size_config(root: Path, device: str, placement: str | None, replicas: int = 1) -> dict:
     """Random-init checkpoints at the production models' sizes (CLIP ViT-B/32, wav2vec2-base,
     Whisper-base, RoBERTa-base; built by gpu_smoke.py, no download), pooled for one node: a pool
     per model with a quarter GPU each, as production runs (on an H200 node one colocated actor
-    sustained 56 clips/s, bound by its one CPU core; the four pools 83)."""
+    sustained 56 clips/s, bound by its one CPU core; the four pools 83), or with `placement`
+    colocated, `replicas` actors that each hold every model and a share of the GPU. Decode is a
+    fixed pool on the cores the model actors leave, less one for split and write tasks: all its
+    actors start at once (an autoscaling pool starts at its minimum and grows while its queue is
+    full, which on a short run is most of the run)."""
     from benchmarks.gpu_smoke import build_real_size
 
     paths = build_real_size(root)
     gpus = 0.25 if device == "cuda" else 0.0
     pool = {"num_cpus": 1, "num_gpus": gpus, "concurrency": [1, 1]}
+    colocated = (placement or "per_modality") == "colocated"
+    # One colocated actor keeps the 2 CPUs (torch threads) it was first measured with; replicas one each.
+    replica_cpus = 2 if replicas == 1 else 1
+    model_cpus = replicas * replica_cpus if colocated else 4 + 1  # colocated actors run fusion too
+    decode_actors = max(1, (os.cpu_count() or 2) - model_cpus - 1)
     return {
-        "decode": {"pool": {"num_cpus": 1, "concurrency": [1, max(1, (os.cpu_count() or 2) - 4)], "batch_size": 1}},
+        "decode": {"pool": {"num_cpus": 1, "concurrency": [decode_actors, decode_actors], "batch_size": 1}},
         "models": {
             "vision": {"task": "image_zero_shot", "source": paths["vision"], "pool": {**pool, "batch_size": 64}},
             "speech": {"task": "speech_recognition", "source": paths["speech"], "max_new_tokens": 32,
@@ -393,8 +404,8 @@ def real_size_config(root: Path, device: str, placement: str | None) -> dict:
         },
         "fusion": {"pool": {"num_cpus": 1, "concurrency": [1, 1], "batch_size": 256}},
         "encoders": {"placement": placement or "per_modality",
-                     "pool": {"num_cpus": 2, "num_gpus": 1.0 if device == "cuda" else 0.0, "concurrency": [1, 1],
-                              "batch_size": 64}},
+                     "pool": {"num_cpus": replica_cpus, "num_gpus": round(1.0 / replicas, 4) if device == "cuda" else 0.0,
+                              "concurrency": [replicas, replicas], "batch_size": 64}},
     }
 
 
@@ -437,7 +448,12 @@ def main() -> int:
                     help="override models.speech.engine for the three ways (both engines are compared anyway)")
     ap.add_argument("--placement", default=None, choices=["per_modality", "colocated"],
                     help="override encoders.placement of --config")
+    ap.add_argument("--replicas", type=int, default=1,
+                    help="--device cuda --placement colocated: actors holding every model, sharing the GPU")
     ap.add_argument("--scale", action="store_true", help="also the pipeline at 1x, 4x and 16x the corpus")
+    ap.add_argument("--scale-factors", default="1,4,16",
+                    help="--scale: sizes to run, in corpus copies; the rate and CPU budget come from the smallest "
+                         "and the largest (on a GPU node, where start-up takes ~45 s, 1,16,64)")
     ap.add_argument("--scale-repeats", type=int, default=1, help="--scale: runs of each size (medians and spread)")
     ap.add_argument("--cli", type=int, default=0, metavar="N",
                     help="also the whole job on N videos as a user runs it (production file sizes): wall time")
@@ -457,7 +473,8 @@ def main() -> int:
 def run_benchmark(args: argparse.Namespace, root: Path) -> int:
     skip = set(filter(None, args.skip.split(",")))
     cpus = args.num_cpus or os.cpu_count()
-    base = real_size_config(root / "models", args.device, args.placement) if args.device == "cuda" else args.config
+    base = (real_size_config(root / "models", args.device, args.placement, args.replicas) if args.device == "cuda"
+            else args.config)
     raw = bench_config(base, engine=args.speech_engine, placement=args.placement)
     malloc_tuning = load(raw).run.malloc_tuning
     if malloc_tuning:  # the in-process references (decode-only, naive) use the job's allocator settings
@@ -520,8 +537,9 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> int:
             report["speech_engines"] = speech_engines(raw, rows[: min(len(rows), 8)], sources)
             print(json.dumps({"speech_engines": report["speech_engines"]}), flush=True)
         if args.scale:
+            factors = sorted({int(f) for f in args.scale_factors.split(",")})
             report.setdefault("scale", {})[res] = scale(raw, paths, root / f"scale-{res}", args.num_cpus,
-                                                        args.seconds, args.scale_repeats)
+                                                        args.seconds, args.scale_repeats, factors)
         if args.cli:
             configured = yaml.safe_load(Path(base).read_text()) if isinstance(base, str) else base
             file_mb = (configured.get("output") or {}).get("target_file_mb", 128)
@@ -534,32 +552,37 @@ SCALE_KEYS = ("clips", "scored_by_modality", "wall_s", "steady_clips_per_s", "fi
               "decode_worker_starts", "cpu_s", "cpu_s_total", "cpu_ms_per_clip", "ray_cpu_s_by_process", "machine")
 
 
-def scale(raw: dict, paths: list[Path], work: Path, num_cpus: int | None, seconds: float, repeats: int = 1) -> dict:
-    """The pipeline at 1x, 4x and 16x the corpus, `repeats` times: per repeat the sustained rate
-    and the CPU budget (1x against 16x); medians and the spread of the 16x wall time across repeats."""
+def scale(raw: dict, paths: list[Path], work: Path, num_cpus: int | None, seconds: float, repeats: int = 1,
+          factors: list[int] = (1, 4, 16)) -> dict:
+    """The pipeline at each of `factors` times the corpus, `repeats` times: per repeat the
+    sustained rate and the CPU budget (the smallest size against the largest); medians and the
+    spread of the largest size's wall time across repeats. Keys name the sizes ("16x")."""
+    if len(factors) < 2:
+        raise ValueError(f"--scale-factors needs two sizes at least, got {factors}")
+    lo, hi = f"{factors[0]}x", f"{factors[-1]}x"
     runs = []
     for rep in range(repeats):
         out = {}
-        for factor in (1, 4, 16):
+        for factor in factors:
             folder = scaled_copy(paths, work / f"in-{factor}x", factor)
             r = pipeline(raw, folder, work / f"run-{factor}x-{rep}", num_cpus, len(paths) * factor * seconds)
             out[f"{factor}x"] = {k: r[k] for k in SCALE_KEYS}
             print(json.dumps({"scale": {f"{factor}x": out[f"{factor}x"]}}), flush=True)
         # Start-up and the backlog decoded while the encoders load cancel out of the difference:
         # the rate the job sustains once running.
-        out["sustained_clips_per_s"] = round((out["16x"]["clips"] - out["1x"]["clips"]) /
-                                             (out["16x"]["wall_s"] - out["1x"]["wall_s"]), 2)
-        out["peak_pss_16x_over_1x"] = round(out["16x"]["peak_pss_mb"] / out["1x"]["peak_pss_mb"], 2)
-        out["wall_16x_over_1x"] = round(out["16x"]["wall_s"] / out["1x"]["wall_s"], 2)
-        out["cpu_budget"] = budget(out["1x"], out["16x"])
+        out["sustained_clips_per_s"] = round((out[hi]["clips"] - out[lo]["clips"]) /
+                                             (out[hi]["wall_s"] - out[lo]["wall_s"]), 2)
+        out[f"peak_pss_{hi}_over_{lo}"] = round(out[hi]["peak_pss_mb"] / out[lo]["peak_pss_mb"], 2)
+        out[f"wall_{hi}_over_{lo}"] = round(out[hi]["wall_s"] / out[lo]["wall_s"], 2)
+        out["cpu_budget"] = budget(out[lo], out[hi])
         runs.append(out)
-    walls = [r["16x"]["wall_s"] for r in runs]
+    walls = [r[hi]["wall_s"] for r in runs]
     median_wall = statistics.median(walls)
-    return {"repeats": repeats, "runs": runs,
+    return {"repeats": repeats, "factors": list(factors), "runs": runs,
             "median_sustained_clips_per_s": median_of(runs, "sustained_clips_per_s"),
-            "median_wall_16x_s": round(median_wall, 2),
-            "wall_16x_spread": [round(w / median_wall - 1, 3) for w in walls],
-            "max_peak_pss_16x_over_1x": max(r["peak_pss_16x_over_1x"] for r in runs),
+            f"median_wall_{hi}_s": round(median_wall, 2),
+            f"wall_{hi}_spread": [round(w / median_wall - 1, 3) for w in walls],
+            f"max_peak_pss_{hi}_over_{lo}": max(r[f"peak_pss_{hi}_over_{lo}"] for r in runs),
             "decode_slots": load(raw).decode.pool.concurrency[1]}  # decode workers at once, at most
 
 

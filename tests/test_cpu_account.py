@@ -23,6 +23,7 @@ from benchmarks.cpu_account import KINDS, CpuAccount, budget, process_kind, tree
     ("/usr/bin/python -B -c", "decode children", "decode children"),
     (".../ray/core/src/ray/gcs/gcs_server --log_dir", "driver", "ray daemons"),
     ("python .../dashboard/agent.py", "ray daemons", "ray daemons"),
+    ("/usr/bin/python .../ray/_private/workers/default_worker.py", "ray daemons", "ray worker start-ups"),
     ("/usr/bin/python -c", "models", "other children"),
 ])
 def test_process_kinds(title, parent, kind):
