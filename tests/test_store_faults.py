@@ -51,7 +51,7 @@ def test_a_night_through_a_faulty_store_commits_exactly_once(ray_cluster, tiny_c
     from pipelines.cli.score import finish
 
     endpoint, fs = store
-    plan = FaultPlan(**FAULTS[fault], slow_s=1.0, seed=7)
+    plan = FaultPlan(**FAULTS[fault], slow_s=0.3, seed=7)
     with fault_proxy(endpoint, plan) as proxy:
         config = tiny_config.model_copy(update={"storage_options": storage_options(proxy)})
         result = run_pipeline(config, "s3://in-bucket/night/", f"s3://out-bucket/{fault}", DAY)
