@@ -25,7 +25,7 @@ KINDS = ("driver", "decode", "decode children", "split", "models", "fusion", "wr
          "ray system actors and idle workers", "ray worker start-ups", "ray daemons", "other children")
 # Ray's own kinds: also booked by process name (`ray_cpu_s_by_process`).
 RAY_KINDS = ("ray system actors and idle workers", "ray worker start-ups", "ray daemons")
-_STAGE = re.compile(r"\((\w+)\)")
+STAGE_IN_TITLE = re.compile(r"\((\w+)\)")
 
 
 def process_kind(title: str, parent_kind: str | None, is_root: bool) -> str:
@@ -33,7 +33,7 @@ def process_kind(title: str, parent_kind: str | None, is_root: bool) -> str:
     if is_root:
         return "driver"
     if title.startswith("ray::"):
-        stages = _STAGE.findall(title)
+        stages = STAGE_IN_TITLE.findall(title)
         name = stages[-1] if stages else title[5:].split(".")[0]
         return STAGE_KINDS.get(name.lower(), "ray system actors and idle workers")
     if "default_worker.py" in title:  # a Ray worker importing Ray, before it takes a `ray::` title

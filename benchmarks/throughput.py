@@ -14,7 +14,8 @@ models of --config (default: the tiny preset):
 Each reports clips/s at steady state (start-up excluded: pool start, model loading, Ray start;
 for the pipeline, the span between the first and the last clip file written), time to the first
 written clip, video-seconds per second, peak memory of the whole process tree (PSS) and, for the
-pipeline, each stage's busy time from Ray Data's stats. --scale runs the pipeline at 1x, 4x and
+pipeline, each stage's busy time from Ray Data's stats (and `pool_busy_share`: the share of each
+actor pool's time inside calls, the bottleneck nearest 1.0). --scale runs the pipeline at 1x, 4x and
 16x the corpus (--scale-factors; hard links, so the videos are read again but not stored twice),
 --scale-repeats times; each run also books the CPU-seconds of the job's process tree by kind
 (driver, decode actors and their children, models, fusion, write, Ray's actors and daemons:
@@ -51,7 +52,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from cpu_account import CpuAccount, budget, machine_busy_s, tree_cpu_s  # noqa: E402
+from cpu_account import STAGE_IN_TITLE, CpuAccount, budget, machine_busy_s, tree_cpu_s  # noqa: E402
 
 # Clip files small enough that the pipeline writes one every few clips, so completions are
 # visible while it runs (production writes ~128 MB files: fewer, larger, same work per clip).
@@ -171,12 +172,14 @@ class ProcessTree(Sampler):
     def __init__(self, pid: int):
         self.pid, self.peak_mb = pid, 0.0
         self.workers: dict[int, set[str]] = {}
+        self.peak_actors: dict[str, int] = {}  # a pool's workers alive at once, at most
         self.cpu = CpuAccount(pid)
 
     def sample(self) -> None:
         pids = tree_pids(self.pid)
         self.cpu.sample(pids)
         self.peak_mb = max(self.peak_mb, tree_pss_mb(self.pid, pids))
+        alive: dict[str, int] = {}
         for pid in pids:
             try:
                 title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
@@ -184,6 +187,11 @@ class ProcessTree(Sampler):
                 continue
             if title.startswith("ray::"):
                 self.workers.setdefault(pid, set()).add(title)
+                if title.startswith("ray::MapWorker("):
+                    stage = STAGE_IN_TITLE.findall(title)[-1]
+                    alive[stage] = alive.get(stage, 0) + 1
+        for stage, n in alive.items():
+            self.peak_actors[stage] = max(n, self.peak_actors.get(stage, 0))
 
     @property
     def worker_starts(self) -> int:
@@ -334,11 +342,34 @@ def pipeline(raw: dict, input_dir: Path, work: Path, num_cpus: int | None, video
             "steady_clips_per_s": round(steady, 2) if steady else None, "first_clip_s": round(first, 2) if first else None,
             "clip_files_seen": files, "scored_by_modality": modalities, "peak_pss_mb": round(memory.peak_mb),
             "ray_worker_starts": memory.worker_starts, "decode_worker_starts": memory.stage_workers("decode"),
-            "stage_busy_s": {s["operator"]: s["wall_seconds"] for s in stages}, **memory.cpu.summary(clips),
+            "stage_busy_s": {s["operator"]: s["wall_seconds"] for s in stages},
+            "pool_actors": memory.peak_actors,
+            "pool_busy_share": pool_busy_share(stages, load(raw), wall, memory.peak_actors),
+            **memory.cpu.summary(clips),
             # The machine's own load beside the run: what else ran, in CPU-seconds and load average.
             "machine": {"loadavg_1m_before": round(load_before, 2), "busy_cpu_s": round(machine_cpu, 1),
                         "other_processes_cpu_s": round(max(0.0, machine_cpu - memory.cpu.total), 1),
                         "cpu_capacity_s": round(wall * (os.cpu_count() or 1), 1)}}
+
+
+def pool_busy_share(stages: list[dict], config, wall_s: float, actors: dict[str, int] | None = None) -> dict[str, float]:
+    """Per actor pool, the share of its actors' time over the whole run spent inside calls, from
+    Ray Data's per-operator wall time: the pool nearest 1.0 is the one the others wait for. Its
+    actors: `actors[stage]` (the most seen alive at once), else the pool's maximum. Start-up
+    counts as idle, so on short runs every share is low."""
+    import re
+
+    pools = {"decode": config.decode.pool, "encoders": config.encoders.pool, "fusion": config.fusion.pool}
+    pools.update({name: getattr(config.models, name).pool for name in ("vision", "speech", "audio", "text")
+                  if getattr(config.models, name) is not None})
+    out = {}
+    for stage in stages:
+        name = re.match(r"MapBatches\((\w+)\)", stage["operator"])
+        pool = pools.get(name.group(1)) if name else None
+        if pool is not None and stage.get("wall_seconds") is not None and wall_s > 0:
+            n = (actors or {}).get(name.group(1)) or pool.concurrency[1]
+            out[name.group(1)] = round(stage["wall_seconds"] / (n * wall_s), 3)
+    return out
 
 
 # -- speech engines on the same clips -------------------------------------------------------------
@@ -548,7 +579,8 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> int:
     return 0
 
 
-SCALE_KEYS = ("clips", "scored_by_modality", "wall_s", "steady_clips_per_s", "first_clip_s", "peak_pss_mb", "ray_worker_starts",
+SCALE_KEYS = ("clips", "scored_by_modality", "wall_s", "steady_clips_per_s", "first_clip_s", "peak_pss_mb",
+              "stage_busy_s", "pool_actors", "pool_busy_share", "ray_worker_starts",
               "decode_worker_starts", "cpu_s", "cpu_s_total", "cpu_ms_per_clip", "ray_cpu_s_by_process", "machine")
 
 
