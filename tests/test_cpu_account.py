@@ -4,10 +4,13 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from benchmarks.cpu_account import KINDS, CpuAccount, budget, process_kind, tree_cpu_s
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("title,parent,kind", [
@@ -68,3 +71,19 @@ def test_account_books_a_busy_child_to_its_kind():
     # Ray's own processes are also booked by name (here the child's script-less `python -c`).
     by_process = account.summary(10)["ray_cpu_s_by_process"]
     assert list(by_process) == [os.path.basename(sys.executable)] and 0.29 <= by_process[os.path.basename(sys.executable)] <= 0.6
+
+
+def test_pool_busy_share_names_the_pool_the_others_wait_for():
+    """Ray Data's per-operator busy seconds over each pool's actors and the run: actors seen alive
+    at once when counted, else the pool's maximum; task operators (split, write) have no share."""
+    from benchmarks.throughput import bench_config, load, pool_busy_share
+
+    config = load(bench_config(str(REPO / "pipelines" / "tiny.yaml")))  # decode [1, 2], encoders [1, 1]
+    stages = [{"operator": "FromItems", "wall_seconds": 0.1},
+              {"operator": "MapBatches(split)->StreamingRepartition[num_rows_per_block=1,strict=False]",
+               "wall_seconds": 4.0},
+              {"operator": "MapBatches(decode)", "wall_seconds": 48.0},
+              {"operator": "MapBatches(encoders)", "wall_seconds": 30.0},
+              {"operator": "Write", "wall_seconds": 1.0}]
+    assert pool_busy_share(stages, config, 60.0, {"decode": 1, "encoders": 1}) == {"decode": 0.8, "encoders": 0.5}
+    assert pool_busy_share(stages, config, 60.0) == {"decode": 0.4, "encoders": 0.5}  # decode's maximum: 2
