@@ -93,6 +93,19 @@ def make_corpus(folder: Path, videos: int, seconds: float, width: int, height: i
     return paths
 
 
+def own_corpus(folder: Path) -> tuple[list[Path], float]:
+    """The videos directly in `folder` (as the job would find them) and their mean duration."""
+    from mmbatch.decode.backend import probe
+    from mmbatch.inputs.sources import discover
+
+    folder = folder.resolve()
+    paths = [p for r in discover(str(folder)) if r.kind == "file"
+             and (p := Path(r.uri.removeprefix("file://")).resolve()).parent == folder]
+    if not paths:
+        raise SystemExit(f"--videos-dir: no video files in {folder}")
+    return paths, sum(probe(str(p), read_rotation=False).duration_s for p in paths) / len(paths)
+
+
 def scaled_copy(paths: list[Path], folder: Path, factor: int) -> Path:
     """`factor` times the corpus as hard links under new names (new video ids, same bytes)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -491,7 +504,12 @@ def main() -> int:
     ap.add_argument("--skip", default="",
                     help="comma-separated parts to leave out: decode_only,naive,pipeline,speech_engines")
     ap.add_argument("--work-dir", default=None, help="keep the corpus here between runs")
+    ap.add_argument("--videos-dir", default=None,
+                    help="your own videos (a local folder) instead of generated ones: decode's cost follows the "
+                         "footage (its bitrate, keyframe spacing), which the generated gradient flatters")
     args = ap.parse_args()
+    if args.videos_dir and args.cli:
+        ap.error("--cli generates its own videos; run it without --videos-dir")
     if args.quick:
         args.videos, args.seconds, args.resolutions = 24, 30.0, "640x360"
     args.repeats = args.repeats or 3
@@ -521,11 +539,16 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> int:
                     "repeats": args.repeats, "results": {}}
     from mmbatch.inputs.sources import discover
 
-    for res in args.resolutions.split(","):
-        w, h = map(int, res.split("x"))
-        paths = make_corpus(root / f"corpus-{res}-{args.videos}x{args.seconds:g}s", args.videos, args.seconds, w, h)
+    for res in ["own"] if args.videos_dir else args.resolutions.split(","):
+        if args.videos_dir:  # the user's own footage: decode's cost follows its content (docs/performance.md)
+            paths, seconds = own_corpus(Path(args.videos_dir))
+            report.update(videos=len(paths), seconds_per_video=round(seconds, 2), videos_dir=args.videos_dir)
+        else:
+            w, h = map(int, res.split("x"))
+            paths = make_corpus(root / f"corpus-{res}-{args.videos}x{args.seconds:g}s", args.videos, args.seconds, w, h)
+            seconds = args.seconds
         rows = [r.as_row() for r in discover(str(paths[0].parent))]
-        video_seconds = args.videos * args.seconds
+        video_seconds = len(paths) * seconds
         runs: dict[str, list[dict]] = {"decode_only": [], "decode_only_1": [], "naive": [], "pipeline": []}
         for rep in range(args.repeats):
             if "decode_only" not in skip:
@@ -570,7 +593,7 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> int:
         if args.scale:
             factors = sorted({int(f) for f in args.scale_factors.split(",")})
             report.setdefault("scale", {})[res] = scale(raw, paths, root / f"scale-{res}", args.num_cpus,
-                                                        args.seconds, args.scale_repeats, factors)
+                                                        seconds, args.scale_repeats, factors)
         if args.cli:
             configured = yaml.safe_load(Path(base).read_text()) if isinstance(base, str) else base
             file_mb = (configured.get("output") or {}).get("target_file_mb", 128)
