@@ -71,6 +71,8 @@ def test_knobs_added_later_leave_existing_fingerprints_alone():
     for knob in ({"beam_size": 5}, {"no_repeat_ngram_size": 3}):
         assert parse_config({**raw, "models": {**raw["models"], "speech": {**speech, **knob}}}).fingerprint() \
             != demo.fingerprint()
+    assert raw["clips"]["keyframes_only"] is False
+    assert parse_config({**raw, "clips": {**raw["clips"], "keyframes_only": True}}).fingerprint() != demo.fingerprint()
 
 
 def test_secrets_are_redacted():

@@ -196,3 +196,24 @@ def test_snapped_windows_end_in_the_pauses_of_the_audio(tiny_config, tmp_path):
                "n_chunks": np.array([2]), "plan_duration_s": np.array([15.0])} for i, (a, b) in enumerate([(0, 2), (2, 3)])]
     rows = [r for c in chunks for r in snapping(c)]
     assert [(float(r["start_s"][0]), float(r["end_s"][0])) for r in rows] == [(0.0, first), (first, 10.0), (10.0, 15.0)]
+
+
+def test_keyframes_only_takes_each_clip_s_keyframes_nearest_its_frame_times(tiny_config, tmp_path):
+    """clips.keyframes_only: a clip's frames are the keyframes inside it nearest its frame times,
+    each once (n_frames says how many), the same pixels an exact decode gives at those times."""
+    from mmbatch.decode.backend import probe
+    from mmbatch.decode.video import open_video
+
+    cfg = type(tiny_config).model_validate({**tiny_config.model_dump(), "clips": {
+        **tiny_config.clips.model_dump(), "keyframes_only": True}})  # 5 s windows, 4 frames
+    keyed = DecodeStage(cfg)
+    keyed.setup()
+    path = write_video(tmp_path / "v.mp4", seconds=12.0, fps=10, width=96, height=64)  # a keyframe a second
+    exact = open_video("pyav", str(path), probe(str(path)), 64)
+    np.testing.assert_allclose(exact.key_starts, np.arange(12.0))
+    out = decode(keyed, path)
+    # Frame times 0.625, 1.875, 3.125, 4.375 → keyframes 1, 2, 3, 4; in the 2 s tail 10.25 ... 11.75 → 10, 11.
+    assert list(out["n_frames"]) == [4, 4, 2]
+    np.testing.assert_array_equal(out["frames"][0], exact.frames_at(np.array([1.0, 2.0, 3.0, 4.0])))
+    np.testing.assert_array_equal(out["frames"][2, :2], exact.frames_at(np.array([10.0, 11.0])))
+    assert not out["frames"][2, 2:].any()

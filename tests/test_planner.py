@@ -5,6 +5,7 @@ from mmbatch.decode.planner import (
     ClipSpan,
     clip_id,
     frame_indices,
+    keyframe_times,
     plan_fixed_windows,
     quietest_time,
     sample_times,
@@ -53,6 +54,17 @@ def test_clip_id_is_deterministic_uuid5():
 
 def test_sample_times_are_slice_centres():
     np.testing.assert_allclose(sample_times(ClipSpan(0, 10.0, 14.0), 4), [10.5, 11.5, 12.5, 13.5])
+
+
+def test_keyframe_times_are_the_clip_s_keyframes_nearest_its_frame_times():
+    keys = np.arange(30.0)  # a keyframe a second
+    times = sample_times(ClipSpan(0, 0.0, 10.0), 8)  # 0.625 ... 9.375
+    np.testing.assert_array_equal(keyframe_times(times, keys, 0.0, 10.0), [1, 2, 3, 4, 6, 7, 8, 9])
+    # Each keyframe once; a tie goes to the earlier one; keys outside the clip are not taken.
+    np.testing.assert_array_equal(keyframe_times(np.array([10.5, 10.6, 11.9]), keys, 10.0, 12.0), [10, 11])
+    np.testing.assert_array_equal(keyframe_times(np.array([4.5]), np.array([4.0, 5.0]), 4.0, 6.0), [4.0])
+    # No keyframe inside the clip: its own frame times.
+    np.testing.assert_array_equal(keyframe_times(times, np.array([0.0, 20.0]), 2.0, 10.0), times)
 
 
 def test_frame_indices_follow_presentation_times():

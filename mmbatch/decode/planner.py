@@ -150,6 +150,17 @@ def sample_times(span: ClipSpan, n_frames: int) -> np.ndarray:
     return span.start_s + step * (np.arange(n_frames) + 0.5)
 
 
+def keyframe_times(times_s: np.ndarray, key_starts_s: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
+    """For clips.keyframes_only: the keyframes inside [start_s, end_s) nearest each of `times_s`,
+    each once and in order (ties go to the earlier keyframe); `times_s` itself when the clip
+    holds no keyframe."""
+    keys = np.asarray(key_starts_s, dtype=np.float64)
+    inside = keys[(keys >= start_s) & (keys < end_s)]
+    if not len(inside):
+        return times_s
+    return np.unique(inside[np.abs(inside[None, :] - np.asarray(times_s)[:, None]).argmin(axis=1)])
+
+
 def frame_indices(frame_starts_s: np.ndarray, times_s: np.ndarray) -> np.ndarray:
     """Index of the frame shown at each time, from presentation timestamps.
 

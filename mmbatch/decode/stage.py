@@ -29,6 +29,7 @@ from mmbatch.decode.planner import (
     Chunk,
     ClipSpan,
     frames_for,
+    keyframe_times,
     parse_segments,
     plan_clips,
     quietest_time,
@@ -222,8 +223,12 @@ class DecodeStage:
         if video is not None:
             frames = np.zeros((1, f, size, size, 3), dtype=np.uint8)
             n_frames = frames_for(span, self.clips)
+            times = sample_times(span, n_frames)
+            if self.clips.keyframes_only and (keys := video.key_starts) is not None:
+                times = keyframe_times(times, keys, span.start_s, span.end_s)
+                n_frames = len(times)
             try:
-                frames[0, :n_frames] = video.frames_at(sample_times(span, n_frames))
+                frames[0, :n_frames] = video.frames_at(times)
             except DecodeError as err:
                 return self.rows.error_clip(ref, span, n_rows, str(err), duration)
         waveform, audio_len = None, 0

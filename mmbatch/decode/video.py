@@ -45,6 +45,11 @@ class DecordVideo:
     def duration_s(self) -> float:
         return float(self.timestamps[-1, 1]) if len(self.timestamps) else 0.0
 
+    @property
+    def key_starts(self) -> np.ndarray:
+        """Start times of the keyframes (seconds)."""
+        return self.timestamps[np.asarray(self._reader.get_key_indices(), dtype=np.int64), 0]
+
     def frames(self, indices: np.ndarray) -> np.ndarray:
         try:
             batch = self._reader.get_batch(list(map(int, indices))).asnumpy()
@@ -102,6 +107,11 @@ class PyAVVideo:
     @property
     def duration_s(self) -> float:
         return float(self.timestamps[-1, 1])
+
+    @property
+    def key_starts(self) -> np.ndarray:
+        """Start times of the keyframes (seconds)."""
+        return self.timestamps[np.searchsorted(self._pts, self._keys), 0]
 
     def _seek_needed(self, last: int | None, target: int) -> bool:
         """Seek unless decoding on from `last` reaches `target` without passing a keyframe."""
@@ -176,6 +186,11 @@ class FallbackVideo:
     @property
     def duration_s(self) -> float:
         return self._video.duration_s
+
+    @property
+    def key_starts(self) -> np.ndarray | None:
+        """Keyframe start times, or None from a backend that does not say (a plugin's)."""
+        return getattr(self._video, "key_starts", None)
 
     def frames_at(self, times: np.ndarray) -> np.ndarray:
         from mmbatch.decode.planner import frame_indices
