@@ -211,6 +211,8 @@ def test_keyframes_only_takes_each_clip_s_keyframes_nearest_its_frame_times(tiny
     path = write_video(tmp_path / "v.mp4", seconds=12.0, fps=10, width=96, height=64)  # a keyframe a second
     exact = open_video("pyav", str(path), probe(str(path)), 64)
     np.testing.assert_allclose(exact.key_starts, np.arange(12.0))
+    np.testing.assert_allclose(open_video("decord", str(path), probe(str(path)), 64).key_starts, np.arange(12.0),
+                               atol=1e-6)  # both readers find the same keyframes
     out = decode(keyed, path)
     # Frame times 0.625, 1.875, 3.125, 4.375 → keyframes 1, 2, 3, 4; in the 2 s tail 10.25 ... 11.75 → 10, 11.
     assert list(out["n_frames"]) == [4, 4, 2]
