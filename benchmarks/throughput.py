@@ -370,18 +370,16 @@ def pool_busy_share(stages: list[dict], config, wall_s: float, actors: dict[str,
     Ray Data's per-operator wall time: the pool nearest 1.0 is the one the others wait for. Its
     actors: `actors[stage]` (the most seen alive at once), else the pool's maximum. Start-up
     counts as idle, so on short runs every share is low."""
-    import re
-
     pools = {"decode": config.decode.pool, "encoders": config.encoders.pool, "fusion": config.fusion.pool}
     pools.update({name: getattr(config.models, name).pool for name in ("vision", "speech", "audio", "text")
                   if getattr(config.models, name) is not None})
     out = {}
     for stage in stages:
-        name = re.match(r"MapBatches\((\w+)\)", stage["operator"])
-        pool = pools.get(name.group(1)) if name else None
+        name = next(iter(STAGE_IN_TITLE.findall(stage["operator"])), None)  # MapBatches(<stage>)...
+        pool = pools.get(name)
         if pool is not None and stage.get("wall_seconds") is not None and wall_s > 0:
-            n = (actors or {}).get(name.group(1)) or pool.concurrency[1]
-            out[name.group(1)] = round(stage["wall_seconds"] / (n * wall_s), 3)
+            n = (actors or {}).get(name) or pool.concurrency[1]
+            out[name] = round(stage["wall_seconds"] / (n * wall_s), 3)
     return out
 
 

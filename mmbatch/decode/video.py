@@ -12,6 +12,7 @@ With `decode.fallback_backend`, a file the primary backend cannot open is retrie
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 import numpy as np
@@ -45,9 +46,9 @@ class DecordVideo:
     def duration_s(self) -> float:
         return float(self.timestamps[-1, 1]) if len(self.timestamps) else 0.0
 
-    @property
+    @functools.cached_property
     def key_starts(self) -> np.ndarray:
-        """Start times of the keyframes (seconds)."""
+        """Start times of the keyframes (seconds), read once a file."""
         return self.timestamps[np.asarray(self._reader.get_key_indices(), dtype=np.int64), 0]
 
     def frames(self, indices: np.ndarray) -> np.ndarray:
@@ -108,9 +109,9 @@ class PyAVVideo:
     def duration_s(self) -> float:
         return float(self.timestamps[-1, 1])
 
-    @property
+    @functools.cached_property
     def key_starts(self) -> np.ndarray:
-        """Start times of the keyframes (seconds)."""
+        """Start times of the keyframes (seconds), found once a file."""
         return self.timestamps[np.searchsorted(self._pts, self._keys), 0]
 
     def _seek_needed(self, last: int | None, target: int) -> bool:
