@@ -64,11 +64,14 @@ def write_video(path: str | Path, *, seconds: float = 6.0, fps: int = 10, width:
                 audio: bool = True, sample_rate: int = 22050, tone_hz: float = 440.0, seed: int = 0,
                 codec: str = "libx264", audio_codec: str = "aac", video: bool = True,
                 container_format: str | None = None, container_options: dict | None = None,
-                speech: list[tuple[float, str | np.ndarray]] | None = None) -> Path:
+                speech: list[tuple[float, str | np.ndarray]] | None = None, x264_preset: str = "ultrafast") -> Path:
     """Write a small test video with PyAV; returns its path.
 
     `speech`: (start second, sentence) pairs spoken by espeak-ng instead of the tone; a sentence
     may also be its samples at `sample_rate`, already spoken.
+
+    `x264_preset`: "ultrafast" writes I- and P-frames only; "veryfast" and slower presets add
+    B-frames, most of which no other frame refers to, as in most encoders' output.
 
     `container_format="hls"` with `container_options={"hls_time": "2"}` writes an HLS
     playlist at `path` plus its .ts segments beside it, as stream recorders do.
@@ -86,7 +89,7 @@ def write_video(path: str | Path, *, seconds: float = 6.0, fps: int = 10, width:
             vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
             vstream.codec_context.gop_size = fps  # a keyframe a second: HLS can cut 1 s segments
             if codec == "libx264":
-                vstream.options = {"preset": "ultrafast"}
+                vstream.options = {"preset": x264_preset}
         if audio:
             if audio_codec == "libopus":
                 sample_rate = 48000  # the only rate libopus accepts here

@@ -205,6 +205,33 @@ def test_pyav_decodes_forward_and_seeks_only_past_a_keyframe(tmp_path):
     video.close()
 
 
+def test_pyav_skips_unreferenced_frames_it_was_not_asked_for_with_the_same_pixels(tmp_path):
+    """B-frames no other frame refers to are dropped undecoded unless asked for; every frame
+    returned is the one a full decode of the file gives, whether or not it is such a B-frame."""
+    import av
+
+    from mmbatch.decode.backend import centre_crop, probe
+    from mmbatch.decode.video import PyAVVideo
+
+    path = str(write_video(tmp_path / "v.mp4", seconds=4.0, fps=10, width=64, height=48, x264_preset="veryfast"))
+    with av.open(path) as c:  # the reference: every frame, decoded in full, converted as the backend does
+        full = {f.pts: centre_crop(f.reformat(width=43, height=32, format="rgb24").to_ndarray()[None], 32)[0]
+                for f in c.decode(c.streams.video[0])}
+    video = PyAVVideo(path, probe(path), 32)
+    assert len(full) == len(video._pts) == 40
+    video._container.seek(0, stream=video._stream)
+    kept = [int(f.pts) for f in video._decoded(wanted=set())]  # nothing wanted: only referenced frames decoded
+    unreferenced = sorted(set(full) - set(kept))
+    assert len(unreferenced) >= 10 and set(kept) <= set(full)  # the file has such frames to skip
+    order = list(video._pts)
+    wanted = [order.index(unreferenced[0]), order.index(unreferenced[1]) + 1, order.index(unreferenced[5]),
+              order.index(unreferenced[-1]), 39]
+    frames = video.frames(np.array(wanted))
+    for got, i in zip(frames, wanted, strict=True):
+        np.testing.assert_array_equal(got, full[int(video._pts[i])])
+    video.close()
+
+
 def test_fallback_backend_opens_what_the_primary_cannot(tmp_path):
     path = write_video(tmp_path / "v.mp4", seconds=2.0)
     out = decode(DecodeStage(cfg(backend="test_corpus:FailingVideo", fallback_backend="pyav"), isolated=False), path)

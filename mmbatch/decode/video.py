@@ -65,7 +65,8 @@ class DecordVideo:
 class PyAVVideo:
     """FFmpeg through PyAV, one decoding thread: packet timestamps without decoding, then for each
     request a seek to the keyframe before its first frame and decoding forward, seeking again only
-    where a keyframe lies before the next frame wanted. Only the frames returned are converted.
+    where a keyframe lies before the next frame wanted. Frames nothing refers to are skipped unless
+    wanted, and only the frames returned are converted.
 
     Works wherever PyAV has wheels (aarch64, macOS), opens some files decord cannot, and costs
     about two thirds of decord's CPU a clip (docs/performance.md).
@@ -120,17 +121,32 @@ class PyAVVideo:
             return True
         return bool(np.any((self._keys > last) & (self._keys <= target)))
 
+    def _decoded(self, wanted: set[int]):
+        """Frames from the current position, decoding only what a frame in `wanted` can need.
+
+        A packet that is not wanted is decoded with FFmpeg's `skip_frame = NONREF`: a frame no
+        other frame is predicted from (most B-frames of x264's output) is then dropped undecoded,
+        and since nothing refers to it the frames returned are the same pixels (tested). Decoders
+        that cannot tell reference frames apart ignore the setting.
+        """
+        codec = self._stream.codec_context
+        for packet in self._container.demux(self._stream):
+            codec.skip_frame = "NONREF" if packet.pts is not None and packet.pts not in wanted else "DEFAULT"
+            yield from codec.decode(packet)  # the demuxer's last, empty packet flushes the decoder
+
     def frames(self, indices: np.ndarray) -> np.ndarray:
         out: list[np.ndarray] = []
         frames, last = None, None
+        targets = self._pts[np.asarray(indices, dtype=np.int64)]
+        wanted = set(targets.tolist())
         try:
-            for target in self._pts[np.asarray(indices, dtype=np.int64)]:
+            for target in targets:
                 if out and target == last:  # the same frame twice (a clip shorter than its frames)
                     out.append(out[-1])
                     continue
                 if frames is None or self._seek_needed(last, int(target)):
                     self._container.seek(int(target), stream=self._stream, backward=True)
-                    frames = self._container.decode(self._stream)
+                    frames = self._decoded(wanted)
                 frame = next((f for f in frames if f.pts is not None and f.pts >= target), None)
                 if frame is None:
                     raise DecodeError("frame decode failed: no frame at the requested time")
