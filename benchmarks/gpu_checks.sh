@@ -6,9 +6,12 @@
 #   smoke         each real-size model alone on the GPU, bf16 (gpu_smoke.py)
 #   per_modality  the job's sustained rate with a pool per model, at 1x, 16x and 64x the corpus
 #   colocated     the same with 4 colocated actors sharing the GPU (a quarter each)
+#   footage       per_modality on real camera footage (~4x the gradient's decode cost; not run by
+#                 default: ~3 min more). A node without the package index needs the source clip
+#                 fetched beforehand into $WORK: python benchmarks/footage.py --fetch "$WORK"
 #
-#   benchmarks/gpu_checks.sh                 # all three
-#   benchmarks/gpu_checks.sh per_modality    # some of them
+#   benchmarks/gpu_checks.sh                 # smoke, per_modality, colocated
+#   benchmarks/gpu_checks.sh per_modality footage   # some of them
 #
 # Reports (the last line of each log is its JSON) go to $OUT or benchmarks/results/gpu-checks/.
 # The corpus is generated once under $WORK (default: a folder beside the reports).
@@ -38,6 +41,7 @@ for part in "${parts[@]}"; do
         smoke) run smoke 180 python benchmarks/gpu_smoke.py ;;
         per_modality) run per_modality 300 python benchmarks/throughput.py "${scale[@]}" ;;
         colocated) run colocated 300 python benchmarks/throughput.py "${scale[@]}" --placement colocated --replicas 4 ;;
-        *) echo "unknown part '$part' (smoke, per_modality, colocated)" >&2; exit 2 ;;
+        footage) run footage 300 python benchmarks/throughput.py "${scale[@]}" --corpus footage ;;
+        *) echo "unknown part '$part' (smoke, per_modality, colocated, footage)" >&2; exit 2 ;;
     esac
 done
