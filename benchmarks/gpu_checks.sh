@@ -6,7 +6,7 @@
 #   smoke         each real-size model alone on the GPU, bf16 (gpu_smoke.py)
 #   per_modality  the job's sustained rate with a pool per model, at 1x, 16x and 64x the corpus
 #   colocated     the same with 4 colocated actors sharing the GPU (a quarter each)
-#   footage       per_modality on real camera footage (~4x the gradient's decode cost; not run by
+#   footage       per_modality on real camera footage (~3.5x the gradient's decode cost; not run by
 #                 default: ~3 min more). A node without the package index needs the source clip
 #                 fetched beforehand into $WORK: python benchmarks/footage.py --fetch "$WORK"
 #
