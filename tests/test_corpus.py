@@ -231,6 +231,15 @@ def test_pyav_skips_unreferenced_frames_it_was_not_asked_for_with_the_same_pixel
         np.testing.assert_array_equal(got, full[int(video._pts[i])])
     video.close()
 
+    # HEVC's "sub-layer non-reference" pictures can be referenced from a higher temporal layer:
+    # nothing is skipped there.
+    path = str(write_video(tmp_path / "v.hevc.mp4", seconds=2.0, fps=10, width=64, height=48, codec="libx265",
+                           audio=False))
+    video = PyAVVideo(path, probe(path), 32)
+    video._container.seek(0, stream=video._stream)
+    assert len(list(video._decoded(wanted=set()))) == len(video._pts) == 20
+    video.close()
+
 
 def test_fallback_backend_opens_what_the_primary_cannot(tmp_path):
     path = write_video(tmp_path / "v.mp4", seconds=2.0)

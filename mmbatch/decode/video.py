@@ -20,6 +20,12 @@ import numpy as np
 from mmbatch.decode.backend import StreamInfo, _short_reason, centre_crop, resize_dims, rotate
 from mmbatch.errors import DecodeError
 
+# Decoders whose "non-reference" frames no later frame can use (FFmpeg's skip_frame=NONREF is then
+# exact): H.264 (nal_ref_idc 0), VP8/VP9 (frames that refresh no reference slot), MPEG-1/2/4 Part 2
+# B-frames. Not HEVC: its skipped "sub-layer non-reference" pictures may be referenced from a higher
+# temporal sub-layer, which phone encoders use, so skipping them could change the frames returned.
+SKIP_UNREFERENCED_CODECS = frozenset({"h264", "vp8", "vp9", "mpeg1video", "mpeg2video", "mpeg4"})
+
 
 class DecordVideo:
     name = "decord"
@@ -124,14 +130,16 @@ class PyAVVideo:
     def _decoded(self, wanted: set[int]):
         """Frames from the current position, decoding only what a frame in `wanted` can need.
 
-        A packet that is not wanted is decoded with FFmpeg's `skip_frame = NONREF`: a frame no
-        other frame is predicted from (most B-frames of x264's output) is then dropped undecoded,
-        and since nothing refers to it the frames returned are the same pixels (tested). Decoders
-        that cannot tell reference frames apart ignore the setting.
+        With a codec of SKIP_UNREFERENCED_CODECS, a packet that is not wanted is decoded with
+        FFmpeg's `skip_frame = NONREF`: a frame no other frame is predicted from (most B-frames of
+        x264's output) is then dropped undecoded, and since nothing refers to it the frames
+        returned are the same pixels (tested).
         """
         codec = self._stream.codec_context
+        skip = codec.name in SKIP_UNREFERENCED_CODECS
         for packet in self._container.demux(self._stream):
-            codec.skip_frame = "NONREF" if packet.pts is not None and packet.pts not in wanted else "DEFAULT"
+            if skip:
+                codec.skip_frame = "NONREF" if packet.pts is not None and packet.pts not in wanted else "DEFAULT"
             yield from codec.decode(packet)  # the demuxer's last, empty packet flushes the decoder
 
     def frames(self, indices: np.ndarray) -> np.ndarray:
