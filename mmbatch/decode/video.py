@@ -21,9 +21,10 @@ from mmbatch.decode.backend import StreamInfo, _short_reason, centre_crop, resiz
 from mmbatch.errors import DecodeError
 
 # Decoders whose "non-reference" frames no later frame can use (FFmpeg's skip_frame=NONREF is then
-# exact): H.264 (nal_ref_idc 0), VP8/VP9 (frames that refresh no reference slot), MPEG-1/2/4 Part 2
-# B-frames. Not HEVC: its skipped "sub-layer non-reference" pictures may be referenced from a higher
-# temporal sub-layer, which phone encoders use, so skipping them could change the frames returned.
+# exact): H.264 (nal_ref_idc 0), VP8/VP9 (a frame that updates no reference slot, where the decoder
+# honours the setting at all), MPEG-1/2/4 Part 2 B-frames. Not HEVC: its skipped "sub-layer
+# non-reference" pictures may be referenced from a higher temporal sub-layer, which phone encoders
+# use, so skipping them could change the frames returned.
 SKIP_UNREFERENCED_CODECS = frozenset({"h264", "vp8", "vp9", "mpeg1video", "mpeg2video", "mpeg4"})
 
 
