@@ -129,6 +129,15 @@ def machine_busy_s() -> float:
     return (user + nice + system + irq + softirq + steal) * TICK_S
 
 
+def machine_info() -> dict:
+    """The machine a report came from: CPU model, logical CPUs, memory (from /proc)."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
+    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
+    mem_kb = next((int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal:")), 0)
+    return {"cpu_model": model, "logical_cpus": os.cpu_count(), "memory_gib": round(mem_kb / 2**20, 1)}
+
+
 def budget(small: dict, large: dict) -> dict:
     """Per kind, from two runs' `{"clips": n, "cpu_s": {kind: s}}`: CPU milliseconds each clip adds
     (slope) and the seconds a run costs whatever its size (intercept, floored at 0). With both

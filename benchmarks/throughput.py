@@ -54,7 +54,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from cpu_account import STAGE_IN_TITLE, CpuAccount, budget, machine_busy_s, tree_cpu_s  # noqa: E402
+from cpu_account import STAGE_IN_TITLE, CpuAccount, budget, machine_busy_s, machine_info, tree_cpu_s  # noqa: E402
 from footage import describe, make_footage_corpus  # noqa: E402
 
 # Clip files small enough that the pipeline writes one every few clips, so completions are
@@ -535,7 +535,7 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> int:
 
         os.environ.update(allocator.malloc_env(os.environ))  # their spawned decode children
         allocator.tune_this_process()  # this process and the pool workers it forks
-    report: dict = {"benchmark": "throughput", "corpus": args.corpus, "videos": args.videos,
+    report: dict = {"benchmark": "throughput", "machine": machine_info(), "corpus": args.corpus, "videos": args.videos,
                     "seconds_per_video": args.seconds,
                     "cpus": cpus, "models": "real-size random-init" if args.device == "cuda" else Path(args.config).name,
                     "device": args.device, "speech_engine": raw["models"].get("speech", {}).get("engine", "transformers"),

@@ -87,3 +87,12 @@ def test_pool_busy_share_names_the_pool_the_others_wait_for():
               {"operator": "Write", "wall_seconds": 1.0}]
     assert pool_busy_share(stages, config, 60.0, {"decode": 1, "encoders": 1}) == {"decode": 0.8, "encoders": 0.5}
     assert pool_busy_share(stages, config, 60.0) == {"decode": 0.4, "encoders": 0.5}  # decode's maximum: 2
+
+
+def test_machine_info_names_the_machine_a_report_came_from():
+    from benchmarks.cpu_account import machine_info
+
+    info = machine_info()
+    assert info["logical_cpus"] == os.cpu_count() and info["memory_gib"] > 0
+    assert info["cpu_model"] == next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                                     if line.startswith("model name"))
