@@ -10,6 +10,9 @@
 #                 default: ~3 min more). A node without the package index needs the source clip
 #                 fetched beforehand into $WORK: python benchmarks/footage.py --fetch "$WORK"
 #
+#   decode        the frame reader on NVDEC against the CPU, same clips of that footage (gpu_decode.py;
+#                 not run by default: ~1 min; the same source clip)
+#
 #   benchmarks/gpu_checks.sh                 # smoke, per_modality, colocated
 #   benchmarks/gpu_checks.sh per_modality footage   # some of them
 #
@@ -42,6 +45,7 @@ for part in "${parts[@]}"; do
         per_modality) run per_modality 300 python benchmarks/throughput.py "${scale[@]}" ;;
         colocated) run colocated 300 python benchmarks/throughput.py "${scale[@]}" --placement colocated --replicas 4 ;;
         footage) run footage 300 python benchmarks/throughput.py "${scale[@]}" --corpus footage ;;
-        *) echo "unknown part '$part' (smoke, per_modality, colocated, footage)" >&2; exit 2 ;;
+        decode) run decode 180 python benchmarks/gpu_decode.py --work-dir "$work" ;;
+        *) echo "unknown part '$part' (smoke, per_modality, colocated, footage, decode)" >&2; exit 2 ;;
     esac
 done
