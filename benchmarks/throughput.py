@@ -369,21 +369,15 @@ def pipeline(raw: dict, input_dir: Path, work: Path, num_cpus: int | None, video
 
 
 def pool_busy_share(stages: list[dict], config, wall_s: float, actors: dict[str, int] | None = None) -> dict[str, float]:
-    """Per actor pool, the share of its actors' time over the whole run spent inside calls, from
-    Ray Data's per-operator wall time: the pool nearest 1.0 is the one the others wait for. Its
-    actors: `actors[stage]` (the most seen alive at once), else the pool's maximum. Start-up
-    counts as idle, so on short runs every share is low."""
+    """Per actor pool, the share of its actors' time over the whole run spent inside calls
+    (`pipelines.adapter.pool_busy_share`, which the job records each night over its execution).
+    Its actors: `actors[stage]` (the most seen alive at once), else the pool's maximum."""
+    from pipelines.adapter import pool_busy_share as share
+
     pools = {"decode": config.decode.pool, "encoders": config.encoders.pool, "fusion": config.fusion.pool}
     pools.update({name: getattr(config.models, name).pool for name in ("vision", "speech", "audio", "text")
                   if getattr(config.models, name) is not None})
-    out = {}
-    for stage in stages:
-        name = next(iter(STAGE_IN_TITLE.findall(stage["operator"])), None)  # MapBatches(<stage>)...
-        pool = pools.get(name)
-        if pool is not None and stage.get("wall_seconds") is not None and wall_s > 0:
-            n = (actors or {}).get(name) or pool.concurrency[1]
-            out[name] = round(stage["wall_seconds"] / (n * wall_s), 3)
-    return out
+    return share(stages, {name: (actors or {}).get(name) or pool.concurrency[1] for name, pool in pools.items()}, wall_s)
 
 
 # -- speech engines on the same clips -------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import re
 import warnings
 from typing import Any
 
@@ -28,6 +29,7 @@ MAX_BLOCKS = 10_000
 # How often the job tries to start its local Ray (an attached cluster is started by its operator).
 LOCAL_START_ATTEMPTS = 2
 _TASK_STAGES: dict[str, Any] = {}
+_MAP_BATCHES = re.compile(r"MapBatches\((\w+)\)")  # how Ray Data names an operator of ours
 # Retries and restarts have no named parameter in Ray 2.60; the generic **ray_remote_args that
 # carries them warns of its deprecation on every run, which says nothing to a user.
 warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated")
@@ -322,6 +324,30 @@ def stage_stats(ds) -> list[dict[str, Any]] | None:
     except Exception as err:
         log.warning("Ray Data stats unavailable: %s", err)
         return None
+
+
+def operator_stage(operator: str) -> str | None:
+    """The stage an operator of Ray Data's stats runs ("MapBatches(decode)->…" → "decode")."""
+    match = _MAP_BATCHES.search(operator)
+    return match.group(1) if match else None
+
+
+def pool_sizes(specs: list[StageSpec]) -> dict[str, int]:
+    """Each actor pool's most actors (stage name → its concurrency maximum)."""
+    return {spec.name: spec.pool.concurrency[1] for spec in specs if spec.compute == "actor"}
+
+
+def pool_busy_share(stats: list[dict] | None, actors: dict[str, int], wall_s: float) -> dict[str, float]:
+    """Per actor pool, the share of its actors' time spent inside calls over `wall_s` (from Ray
+    Data's per-operator wall time, `stage_stats`): the pool nearest 1.0 is the one the others wait
+    for. `actors`: stage → actors (`pool_sizes`: each pool's maximum, so an autoscaling pool that
+    stayed smaller reads low). Start-up counts as idle, so on short runs every share is low."""
+    out = {}
+    for stat in stats or []:
+        name = operator_stage(stat["operator"])
+        if actors.get(name) and stat.get("wall_seconds") is not None and wall_s > 0:
+            out[name] = round(stat["wall_seconds"] / (actors[name] * wall_s), 3)
+    return out
 
 
 def cluster_resources() -> dict[str, float]:

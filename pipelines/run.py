@@ -209,11 +209,12 @@ def execute(plan: RunPlan, *, strict_resources: bool = True) -> RunResult:
             check_shared_folders(plan)
         adapter.configure_execution(config.run, attached=not strict_resources)
         night.lease.start_renewing()
-        stage_stats = _score(plan) if plan.todo else None
+        stage_stats, execution_s = _score(plan) if plan.todo else (None, 0.0)
         for vid, pending in night.ledger.pending.items():  # rows lost mid-video (should not happen)
             log.error("video %s incomplete at commit: chunks %s of %d", vid, pending.received, pending.n_chunks)
         wall = time.perf_counter() - plan.started
-        manifest = night.committer.commit(plan.refs, night.ledger.done, plan.skipped, _manifest_extra(plan, wall, stage_stats),
+        extra = _manifest_extra(plan, wall, stage_stats, execution_s)
+        manifest = night.committer.commit(plan.refs, night.ledger.done, plan.skipped, extra,
                                           guard=night.lease.check)  # a lapsed or lost lease never commits
         _write_report(plan, manifest)
     finally:
@@ -223,9 +224,9 @@ def execute(plan: RunPlan, *, strict_resources: bool = True) -> RunResult:
                      c["clips"], wall, manifest)
 
 
-def _score(plan: RunPlan) -> list[dict[str, Any]] | None:
+def _score(plan: RunPlan) -> tuple[list[dict[str, Any]] | None, float]:
     """Run the graph over the videos to do; their completion records go to the ledger. Returns
-    Ray Data's per-operator stats."""
+    Ray Data's per-operator stats and the seconds the graph ran."""
     from mmbatch.output.progress import ProgressReporter
     from pipelines import adapter
 
@@ -236,6 +237,7 @@ def _score(plan: RunPlan) -> list[dict[str, Any]] | None:
     key = f"{config_key(config)}-{ledger.attempt}"
     ds = adapter.build_dataset([r.as_row() for r in plan.todo], plan.specs, key,
                                (config.run.task_retries, config.run.actor_restarts))
+    started = time.perf_counter()
     try:  # only small completion records reach the driver; clip rows stay on the workers
         written = adapter.write_to_sink(ds, plan.specs, key, int(config.output.target_file_mb * 2**20),
                                         config.run.task_retries)
@@ -246,14 +248,16 @@ def _score(plan: RunPlan) -> list[dict[str, Any]] | None:
         raise named from None
     finally:
         progress.stop()
+    execution_s = time.perf_counter() - started
     for records in written:
         ledger.add_records(records)
-    return adapter.stage_stats(ds)
+    return adapter.stage_stats(ds), execution_s
 
 
-def _manifest_extra(plan: RunPlan, wall: float, stage_stats) -> dict[str, Any]:
+def _manifest_extra(plan: RunPlan, wall: float, stage_stats, execution_s: float = 0.0) -> dict[str, Any]:
     """What the run adds to its commit record besides the night's files and counts."""
     from mmbatch.trust import redact_uri
+    from pipelines import adapter
 
     outcomes = plan.night.ledger.done.values()
     return {
@@ -265,7 +269,9 @@ def _manifest_extra(plan: RunPlan, wall: float, stage_stats) -> dict[str, Any]:
         "input": redact_uri(plan.input_uri),  # the per-input listing is the videos table of this partition
         "timings": {"wall_seconds": round(wall, 3),
                     "decode_seconds": round(sum(o.decode_seconds for o in outcomes), 3),
-                    "stages": stage_stats},
+                    "stages": stage_stats, "execution_seconds": round(execution_s, 3),
+                    # the pool nearest 1.0 is the one the others waited for (docs/performance.md, Tuning)
+                    "pool_busy_share": adapter.pool_busy_share(stage_stats, adapter.pool_sizes(plan.specs), execution_s)},
         "versions": _versions(),
     }
 

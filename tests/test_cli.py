@@ -2,6 +2,7 @@
 
 import datetime as dt
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -161,6 +162,7 @@ def test_a_modality_that_failed_everywhere_is_not_a_plain_success(tmp_path):
             "--run-date", "2026-11-27")
     assert r.returncode == 3, r.stderr[-2000:]
     assert "1 videos: 1 scored, 0 failed" in r.stdout
+    assert re.search(r"; busiest pool \w+ \(\d+% of its time working\)\n", r.stdout), r.stdout
     assert "committed, but degraded: text on 100% of clips failed" in r.stderr
     clips = pq.read_table(tmp_path / "o" / "clips", partitioning=partitioning()).to_pandas()
     assert clips["text_error"].tolist() == ["transcript sidecar talk.vtt is binary, not text"]

@@ -104,6 +104,11 @@ def test_videos_table_has_every_input_once(first_run):
     report = (out / "_runs" / f"{result.run_id}.html").read_text()  # written with every commit
     assert result.manifest["report"].endswith(f"{result.run_id}.html") and "busy seconds by stage" in report
     assert timings["decode_seconds"] > 0
+    # each actor pool's busy share over the graph's run, the busiest named in the report
+    shares = timings["pool_busy_share"]
+    assert sorted(shares) == ["audio", "decode", "fusion", "speech", "text", "vision"] and shares["decode"] > 0
+    assert 0 < timings["execution_seconds"] < timings["wall_seconds"]
+    assert f"<b>{max(shares, key=shares.get)}</b> was the busiest" in report
     assert result.manifest["versions"]["ray"].startswith("2.60")
 
 

@@ -26,6 +26,19 @@ CLIP_COLUMNS = ["video_id", "clip_index", "start_s", "status", "sentiment", "val
 COLORS = {"negative": "#c0392b", "neutral": "#7f8c8d", "positive": "#27ae60", "bar": "#2c7fb8"}
 
 
+def _busy_pools(timings: dict) -> str:
+    """Each actor pool's busy share of the night, the one the others waited for named."""
+    shares = timings.get("pool_busy_share") or {}
+    if not shares:
+        return ""
+    busiest = max(shares, key=shares.get)
+    rows = [[name, f"{share:.0%}"] for name, share in sorted(shares.items(), key=lambda kv: -kv[1])]
+    return (f"<p>Share of each actor pool's time spent working over the {timings.get('execution_seconds', 0):.1f} s "
+            f"the graph ran: <b>{html.escape(busiest)}</b> was the busiest, the pool the others waited for when near "
+            "100% (more actors for it, or fewer elsewhere; docs/performance.md, Tuning).</p>"
+            + _table(rows, ["pool", "busy"]))
+
+
 # -- data ---------------------------------------------------------------------------------------
 def _manifests(fs, root: str) -> list[dict]:
     runs = posixpath.join(root, "_runs")
@@ -189,7 +202,7 @@ def render(data: dict[str, Any], timelines: int = 3) -> str:
     stage_bars = [(s["operator"], float(s["wall_seconds"] or 0)) for s in stages]
     sections.append(f"<h2>Time by stage</h2><p>Wall time {m.get('timings', {}).get('wall_seconds', 0):.1f} s; "
                     "busy seconds summed over each operator's tasks (Ray Data stats).</p>"
-                    + bar_chart(stage_bars, "busy seconds by stage"))
+                    + bar_chart(stage_bars, "busy seconds by stage") + _busy_pools(m.get("timings") or {}))
     if prev is not None:
         now = float(ok["valence"].mean()) if ok is not None and len(ok) else None
         rows = [[k, prev["counts"].get(k, 0), c.get(k, 0), c.get(k, 0) - prev["counts"].get(k, 0)]

@@ -275,10 +275,13 @@ def finish(args: argparse.Namespace, config, result, run_date: dt.date) -> int:
 
     limit = args.max_failed_fraction if args.max_failed_fraction is not None else config.run.max_failed_fraction
     rate = result.clips / result.wall_seconds if result.wall_seconds else 0.0
+    shares = result.manifest.get("timings", {}).get("pool_busy_share") or {}
+    busiest = max(shares, key=shares.get) if shares else None
     print(
         f"\nrun {result.run_id} committed: {result.inputs} videos: {result.scored} scored, {result.failed} failed, "
-        f"{result.skipped} skipped; {result.clips} clips in {result.wall_seconds:.1f} s ({rate:.2f} clips/s)\n"
-        f"output: {result.output}"
+        f"{result.skipped} skipped; {result.clips} clips in {result.wall_seconds:.1f} s ({rate:.2f} clips/s)"
+        + (f"; busiest pool {busiest} ({shares[busiest]:.0%} of its time working)" if busiest else "")
+        + f"\noutput: {result.output}"
     )
     if args.demo:
         print_demo_table(args.output, run_date, config)
