@@ -8,6 +8,7 @@ layout) is declared so on its field (`OPERATIONAL`), so retuning a cluster resco
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -441,6 +442,30 @@ def reader_settings(path: str | Path | None) -> tuple[dict[str, Any], OutputConf
 MAX_CONFIG_BYTES = 1 << 20
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+@functools.cache
+def _unique_key_loader():
+    """A SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last, so a
+    second `clips:` block would silently reset the first one's settings to their defaults)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise _DuplicateKey(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice (first on "
+                                        f"line {seen[key] + 1}); merge the two into one")
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def load_config(path: str | Path) -> PipelineConfig:
     """Read a YAML config file (the only place YAML is parsed). Bounded: at most MAX_CONFIG_BYTES,
     and no aliases (`*name`), so no document can expand into more than its own bytes."""
@@ -459,7 +484,9 @@ def load_config(path: str | Path) -> PipelineConfig:
             if isinstance(event, yaml.AliasEvent):
                 raise ConfigError(f"config {path}, line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) "
                                   "are not supported; write the value out")
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_unique_key_loader())  # a SafeLoader that refuses repeated keys
+    except _DuplicateKey as err:
+        raise ConfigError(f"config {path}, {err}") from None
     except UnicodeDecodeError as err:
         raise ConfigError(f"config {path} is not UTF-8 text (byte {err.start})") from None
     except yaml.YAMLError as err:

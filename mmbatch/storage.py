@@ -19,6 +19,8 @@ from fsspec.core import url_to_fs
 
 from mmbatch.errors import InputError
 
+TEMP_INFIX = ".tmp-"  # <file>.tmp-<pid>: an atomic write in flight on a local disk
+ABANDONED_TEMP_S = 3600.0  # a temporary file untouched this long was left by a killed process
 _S3_DEFAULT_CONFIG = {
     "retries": {"max_attempts": 8, "mode": "adaptive"},
     "connect_timeout": 20,
@@ -97,13 +99,39 @@ def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
     """
     if is_local_fs(fs):
         fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with fs.open(tmp, "wb") as f:
-            f.write(data)
-        fs.mv(tmp, path)
+        tmp = f"{path}{TEMP_INFIX}{os.getpid()}"
+        try:
+            with fs.open(tmp, "wb") as f:
+                f.write(data)
+            fs.mv(tmp, path)
+        except BaseException:  # a full disk or a denied rename: no half-written file left behind
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
     else:
         with fs.open(path, "wb") as f:
             f.write(data)
+
+
+def remove_abandoned_temps(fs: fsspec.AbstractFileSystem, folders: list[str], older_than_s: float = ABANDONED_TEMP_S) -> list[str]:
+    """Remove the temporary files of atomic writes (local disks only) that a killed process left:
+    untouched for `older_than_s`, far longer than any write takes. Returns what was removed."""
+    import time
+
+    if not is_local_fs(fs):
+        return []
+    removed = []
+    for folder in folders:
+        for path in fs.glob(posixpath.join(folder, f"*{TEMP_INFIX}*")) if fs.exists(folder) else []:
+            try:
+                if time.time() - os.stat(path).st_mtime > older_than_s:
+                    os.unlink(path)
+                    removed.append(path)
+            except OSError:  # gone meanwhile, or not ours to remove: left alone
+                pass
+    return removed
 
 
 def read_parquet(fs: fsspec.AbstractFileSystem, path: str, **kwargs):

@@ -165,7 +165,11 @@ def test_publish_interrupted_after_the_commit_record_is_finished_by_the_next_run
     assert clips(tmp_path)["clip_id"].tolist() == ["a-0", "a-1", "b-0"]
     assert sorted(videos(tmp_path).index) == ["a", "b"]
     staged = tmp_path / "_staging" / night.layout.run_id
-    assert not (staged / "parts").exists() and not (staged / "publish").exists()  # only the new attempt's inputs
+    assert not (staged / "publish").exists()
+    # The retry of a committed night resumes what that attempt scored instead of scoring it again.
+    assert set(nxt.resumed) == {"a", "b"}
+    nxt.commit()
+    assert clips(tmp_path)["clip_id"].tolist() == ["a-0", "a-1", "b-0"] and not staged.exists()
 
 
 def test_clean_up_failure_after_the_commit_is_only_a_warning(tmp_path, monkeypatch):

@@ -301,12 +301,13 @@ def encoder_identities(output: str, fingerprints: set[str], storage_options: dic
     """The embedding encoders (vision, audio, text) the clips came from, from their runs' manifests;
     clips from runs with other encoders cannot train one head."""
     from mmbatch import storage
-    from mmbatch.output.runs import read_run_record
+    from mmbatch.output.runs import list_run_records, read_run_record
 
     fs, root = storage.filesystem(output, storage_options)
     found: dict[str, dict[str, str]] = {}
-    for path in fs.glob(f"{root.rstrip('/')}/_runs/*.json"):
-        m = read_run_record(fs, path)
+    runs = f"{root.rstrip('/')}/_runs"
+    for run_id in list_run_records(fs, runs):
+        m = read_run_record(fs, f"{runs}/{run_id}.json")
         if m and m.get("model_fingerprint") in fingerprints and m.get("model_identities") is not None:
             found[m["model_fingerprint"]] = {k: v for k, v in m["model_identities"].items() if k in MODALITIES}
     if not found:

@@ -34,8 +34,8 @@ import logging
 import posixpath
 from typing import Any, Callable
 
-from mmbatch import schema
-from mmbatch.errors import MmbatchError
+from mmbatch import schema, storage
+from mmbatch.errors import MmbatchError, short_reason
 from mmbatch.output import runs
 from mmbatch.output.assemble import assemble, is_uncommitted, published_videos
 from mmbatch.output.layout import OutputLayout
@@ -47,6 +47,7 @@ from mmbatch.output.tables import ParquetTables, TableConflictError, Tables
 
 log = logging.getLogger(__name__)
 COMMIT_STEPS = ("assemble", "manifest", "publish", "state", "cleanup")
+STATE_NOT_UPDATED = "the state table was not updated"
 
 
 class CommitError(MmbatchError):
@@ -91,18 +92,30 @@ class Committer:
             committed = self._record(manifest)
             step = "publish"
             committed = self._publish(lay, manifest) or committed
-            step = "state"
-            self.update_state(lay)
         except (LeaseLostError, TableConflictError):
             raise
         except Exception as err:
             raise CommitError(step, committed, err) from err
         finally:
             tables.unpin()
-        warnings = self.cleanup(lay, manifest)
+        warnings = self.finish(lay, manifest)
         if warnings:
             self.amend(manifest, cleanup_warnings=warnings)
         return manifest
+
+    def finish(self, layout: OutputLayout, manifest: dict[str, Any], keep_parts: bool = False) -> list[str]:
+        """Steps 6-7, after the commit: the state table, then clean-up. Neither is fatal, since the
+        night is committed: a state table left behind is caught up by the next run that reads it
+        (its record names a run the state has not merged), and the record says `state_updated: false`."""
+        warnings = []
+        try:
+            self.update_state(layout)
+        except Exception as err:
+            manifest["state_updated"] = False
+            warnings.append(f"{STATE_NOT_UPDATED}: {short_reason(err, 300)}")
+            log.warning("%s: %s (the run is committed; the next run catches the state table up)",
+                        STATE_NOT_UPDATED, short_reason(err, 300))
+        return warnings + self.cleanup(layout, manifest, keep_parts)
 
     def _record(self, manifest: dict[str, Any]) -> bool:
         """Write the commit record (plain Parquet: the commit point, True) or the intent (tables)."""
@@ -159,9 +172,9 @@ class Committer:
                 log.warning("run %s was not committed: %s (its staged work stays for a rerun)", other.run_id, err)
                 self.fs.rm(other.publish, recursive=True)
                 continue
-            manifest = record
-            self.update_state(other)
-            self.cleanup(other, manifest)
+            # This run's own record (a retry of the same night): its staged parts stay, so the retry
+            # resumes every video the committed attempt scored instead of scoring the night again.
+            self.finish(other, record, keep_parts=other.run_id == self.layout.run_id)
             done.append(other.run_id)
         return done
 
@@ -176,15 +189,23 @@ class Committer:
         finally:
             lease.release()
 
-    def cleanup(self, layout: OutputLayout, manifest: dict[str, Any]) -> list[str]:
-        """Step 7: superseded records marked, staging removed; failures are warnings, never fatal."""
+    def cleanup(self, layout: OutputLayout, manifest: dict[str, Any], keep_parts: bool = False) -> list[str]:
+        """Step 7: superseded records marked, staging removed (`keep_parts`: all but the staged parts,
+        records and inputs, for a resume), abandoned temporary files removed; failures are warnings,
+        never fatal."""
         warnings = []
         try:
             runs.mark_superseded(self.fs, layout, manifest)
         except Exception as err:
             warnings.append(f"marking superseded manifests: {err}")
         try:
-            if self.fs.exists(layout.staging):
+            storage.remove_abandoned_temps(self.fs, [layout.runs, posixpath.dirname(layout.state),
+                                                     posixpath.dirname(layout.lock)])
+            if keep_parts:
+                for path in (layout.publish, layout.intent):
+                    if self.fs.exists(path):
+                        self.fs.rm(path, recursive=True)
+            elif self.fs.exists(layout.staging):
                 self.fs.rm(layout.staging, recursive=True)
             staging_root = posixpath.dirname(layout.staging)
             if self.fs.exists(staging_root) and not self.fs.ls(staging_root):

@@ -17,7 +17,7 @@ from typing import Any
 
 from mmbatch import storage
 from mmbatch.output.formats import open_tables
-from mmbatch.output.runs import read_run_record
+from mmbatch.output.runs import list_run_records, read_run_record
 from mmbatch.output.tables import Tables
 from mmbatch.schema import COLUMNS, MODALITIES
 
@@ -42,9 +42,7 @@ def _busy_pools(timings: dict) -> str:
 # -- data ---------------------------------------------------------------------------------------
 def _manifests(fs, root: str) -> list[dict]:
     runs = posixpath.join(root, "_runs")
-    if not fs.exists(runs):
-        return []
-    found = [read_run_record(fs, p) for p in sorted(fs.glob(posixpath.join(runs, "*.json")))]
+    found = [read_run_record(fs, posixpath.join(runs, f"{run_id}.json")) for run_id in list_run_records(fs, runs)]
     return [m for m in found if m and not m.get("superseded_by") and not m.get("rolled_back_at")]
 
 

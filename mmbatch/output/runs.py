@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import posixpath
+import re
 from typing import Any
 
 from mmbatch import schema, storage
@@ -19,19 +20,58 @@ from mmbatch.output.layout import OutputLayout
 from mmbatch.output.reconcile import Reconciled
 
 log = logging.getLogger(__name__)
+# `<run date>_<fingerprint>`: the only names a run record has (layout.run_id_for).
+RUN_ID_PATTERN = re.compile(r"(\d{4}-\d{2}-\d{2})_[0-9A-Za-z]+")
+# Fields every reader of a record relies on, with their types.
+_REQUIRED_FIELDS = {"run_id": str, "run_date": str, "model_fingerprint": str, "counts": dict}
+
+
+def run_date_of(run_id: str) -> dt.date | None:
+    """The date a run id names, or None when it is not a run id."""
+    match = RUN_ID_PATTERN.fullmatch(run_id)
+    if match is None:
+        return None
+    try:
+        return dt.date.fromisoformat(match.group(1))
+    except ValueError:
+        return None
+
+
+def list_run_records(fs, runs_dir: str) -> dict[str, dt.date]:
+    """run_id -> run_date of every record in `_runs/`, by name; a stray file (`latest.json`, a
+    copy) is left out with a warning naming it, never parsed as a run."""
+    if not fs.exists(runs_dir):
+        return {}
+    out = {}
+    for path in sorted(fs.glob(posixpath.join(runs_dir, "*.json"))):
+        run_id = posixpath.basename(path)[: -len(".json")]
+        day = run_date_of(run_id)
+        if day is None:
+            log.warning("ignoring %s: not a run record (records are named <run date>_<fingerprint>.json)", path)
+            continue
+        out[run_id] = day
+    return out
 
 
 def read_run_record(fs, path: str) -> dict | None:
-    """A run record, or None (with a warning) when it is damaged: never fatal."""
+    """A run record, or None (with a warning naming the file) when it is damaged, a stray copy
+    of another run's record, or lacks the fields readers rely on: never fatal."""
     try:
         data = json.loads(fs.cat_file(path))
-        if not isinstance(data, dict) or "run_id" not in data:
-            raise ValueError("not a run manifest")
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        for name, kind in _REQUIRED_FIELDS.items():
+            if not isinstance(data.get(name), kind):
+                raise ValueError(f"field {name!r} missing or not a {kind.__name__}")
+        if run_date_of(data["run_id"]) is None or run_date_of(data["run_id"]).isoformat() != data["run_date"]:
+            raise ValueError(f"run_id {data['run_id']!r} and run_date {data['run_date']!r} do not agree")
+        if posixpath.basename(path) not in (f"{data['run_id']}.json", "commit.json"):
+            raise ValueError(f"it holds the record of run {data['run_id']} (a stray copy)")
         return data
     except FileNotFoundError:
         return None
     except Exception as err:
-        log.warning("skipping damaged run manifest %s: %s", path, err)
+        log.warning("skipping damaged run record %s: %s", path, str(err)[:200])
         return None
 
 

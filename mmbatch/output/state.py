@@ -14,7 +14,6 @@ import datetime as dt
 import io
 import json
 import logging
-import posixpath
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,6 +21,7 @@ import pyarrow.parquet as pq
 
 from mmbatch import storage
 from mmbatch.output.layout import OutputLayout
+from mmbatch.output.runs import list_run_records
 from mmbatch.output.tables import Tables
 from mmbatch.schema import STATE_SCHEMA
 
@@ -52,17 +52,6 @@ def merge(state: pa.Table, night: pa.Table) -> pa.Table:
     return both.filter(keep).drop_columns(["_order"])
 
 
-def _runs_in_archive(fs, layout: OutputLayout) -> dict[str, str]:
-    """run_id -> run_date of every manifest in `_runs/` (names only: nothing is parsed)."""
-    if not fs.exists(layout.runs):
-        return {}
-    out = {}
-    for path in fs.glob(posixpath.join(layout.runs, "*.json")):
-        run_id = posixpath.basename(path)[: -len(".json")]
-        out[run_id] = run_id.split("_", 1)[0]
-    return out
-
-
 def read_state(fs, layout: OutputLayout, tables: Tables) -> tuple[pa.Table, set[str]]:
     """The state table and the run ids merged into it, caught up with `_runs/`."""
     merged: set[str] = set()
@@ -76,7 +65,7 @@ def read_state(fs, layout: OutputLayout, tables: Tables) -> tuple[pa.Table, set[
     except Exception as err:  # damaged: rebuilt from the partitions, which are the truth
         log.warning("state table %s unreadable (%s); rebuilding it from the videos partitions", layout.state, err)
         table = None
-    runs = _runs_in_archive(fs, layout)
+    runs = list_run_records(fs, layout.runs)
     if table is None:  # built once from every published partition (all of them committed)
         table = STATE_SCHEMA.empty_table()
         days = tables.dates("videos")
@@ -85,7 +74,7 @@ def read_state(fs, layout: OutputLayout, tables: Tables) -> tuple[pa.Table, set[
         return table, set(runs)
     missing = sorted({runs[r] for r in set(runs) - merged})
     for date in missing:  # committed, but its state update never landed
-        table = merge(table, _partition_rows(tables, dt.date.fromisoformat(date)))
+        table = merge(table, _partition_rows(tables, date))
     return table, merged | set(runs)
 
 

@@ -289,6 +289,10 @@ def finish(args: argparse.Namespace, config, result, run_date: dt.date) -> int:
             print(f"\nTry:  python -c \"import duckdb; print(duckdb.sql(\\\"SELECT video_id, round(avg(valence), 3) AS "
                   f"valence FROM '{args.output}/clips/**/*.parquet' GROUP BY 1 ORDER BY 1\\\"))\"")
     degraded = result.degraded_modalities(config.run.max_modality_failed_fraction)
+    if result.manifest.get("state_updated") is False:
+        print("error: committed, but the state table was not updated (see cleanup_warnings in the run record); "
+              "the next run brings it up to date without rescoring", file=sys.stderr)
+        return ExitCode.DEGRADED
     if result.failed_fraction > limit:
         print(f"error: {result.failed} of {result.scored + result.failed} videos failed "
               f"({result.failed_fraction:.0%} > max-failed-fraction {limit:.0%}); see the videos table",
