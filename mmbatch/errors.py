@@ -11,6 +11,8 @@ class ExitCode(IntEnum):
     SYSTEM = 1  # not committed, worth retrying: infrastructure, output faults, a held lease, a failed commit
     USAGE = 2  # not committed, not worth retrying: bad arguments, configuration, input or models (argparse: 2)
     DEGRADED = 3  # committed, but too many videos failed or a configured modality failed too often
+    INTERRUPTED = 130  # not committed: SIGINT (Ctrl-C); the lease released, a rerun of the date resumes
+    TERMINATED = 143  # not committed: SIGTERM (a scheduler's timeout or stop); the same as INTERRUPTED
 
 
 def first_line(err: BaseException | str, limit: int = 300) -> str:
@@ -28,6 +30,11 @@ def short_reason(err: BaseException, limit: int = 200) -> str:
     """`Type: first line` of an exception, for error columns and error lines."""
     text = first_line(err, limit)
     return f"{type(err).__name__}: {text}" if text and text != type(err).__name__ else type(err).__name__
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: handled everywhere an interrupt is (the lease released,
+    one `error:` line), with its own exit code."""
 
 
 class MmbatchError(Exception):
@@ -56,6 +63,13 @@ class ModelLoadError(MmbatchError):
 
 class OutputError(MmbatchError):
     """The output cannot be written (not a folder, denied, full); the message names it."""
+
+
+class DamagedOutputError(OutputError):
+    """A file of the output itself is unreadable (garbled, truncated, emptied, or listed but gone):
+    a rerun cannot mend it, a person must (restore the file, or remove it and rescore its date)."""
+
+    exit_code = ExitCode.USAGE
 
 
 class StorageAccessError(MmbatchError):

@@ -115,7 +115,8 @@ def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
             f.write(data)
 
 
-def remove_abandoned_temps(fs: fsspec.AbstractFileSystem, folders: list[str], older_than_s: float = ABANDONED_TEMP_S) -> list[str]:
+def remove_abandoned_temps(fs: fsspec.AbstractFileSystem, folders: list[str],
+                           older_than_s: float = ABANDONED_TEMP_S) -> list[str]:
     """Remove the temporary files of atomic writes (local disks only) that a killed process left:
     untouched for `older_than_s`, far longer than any write takes. Returns what was removed."""
     import time

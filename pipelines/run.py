@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -214,14 +215,38 @@ def execute(plan: RunPlan, *, strict_resources: bool = True) -> RunResult:
             log.error("video %s incomplete at commit: chunks %s of %d", vid, pending.received, pending.n_chunks)
         wall = time.perf_counter() - plan.started
         extra = _manifest_extra(plan, wall, stage_stats, execution_s)
-        manifest = night.committer.commit(plan.refs, night.ledger.done, plan.skipped, extra,
-                                          guard=night.lease.check)  # a lapsed or lost lease never commits
-        _write_report(plan, manifest)
+        with _interrupts_deferred() as received:  # committed entirely, or not at all
+            manifest = night.committer.commit(plan.refs, night.ledger.done, plan.skipped, extra,
+                                              guard=night.lease.check)  # a lapsed or lost lease never commits
+        if received:
+            log.warning("%s arrived during the commit; the night is committed, its report left out", received[0])
+        else:
+            _write_report(plan, manifest)
     finally:
         night.lease.release()
     c = manifest["counts"]
     return RunResult(night.layout.run_id, plan.output_uri, c["inputs"], c["scored"], c["failed"], c["skipped"],
                      c["clips"], wall, manifest)
+
+
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """SIGINT and SIGTERM are held (their names collected) while the block runs, so a commit is
+    never cut between its record and its publish by a scheduler's stop. Main thread only."""
+    import signal
+    import threading
+
+    received: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    kinds = (signal.SIGINT, signal.SIGTERM)
+    before = {k: signal.signal(k, lambda signum, frame: received.append(signal.Signals(signum).name)) for k in kinds}
+    try:
+        yield received
+    finally:
+        for k, handler in before.items():
+            signal.signal(k, handler)
 
 
 def _score(plan: RunPlan) -> tuple[list[dict[str, Any]] | None, float]:

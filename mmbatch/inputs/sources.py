@@ -72,9 +72,19 @@ def _etag(info: dict[str, Any]) -> str:
     return f"{info.get('size', 0)}-{mtime}"
 
 
-def _list(fs, path: str, uri: str) -> dict[str, dict[str, Any]]:
+def _is_glob(fs, path: str) -> bool:
+    """A pattern, unless a file or folder of exactly that name exists (`clips [x]/`, `why?/`)."""
+    if not any(ch in path for ch in "*?["):
+        return False
     try:
-        if any(ch in path for ch in "*?["):
+        return not fs.exists(path)
+    except OSError:
+        return True
+
+
+def _list(fs, path: str, uri: str, has_glob: bool) -> dict[str, dict[str, Any]]:
+    try:
+        if has_glob:
             return fs.glob(path, detail=True)
         if fs.isfile(path):
             return {path: fs.info(path)}
@@ -95,21 +105,53 @@ def _reason(err: BaseException) -> str:
     return first_line(err, 300)
 
 
+INPUT_KINDS = {**{ext: "file" for ext in VIDEO_EXTENSIONS}, ".tar": "tar", ".m3u8": "hls"}
+
+
+def unreadable_name(path: str) -> str:
+    """Why a listed name cannot travel as an id (Arrow and Parquet hold UTF-8 only), or ''. Linux
+    allows any bytes in a name; Python carries the undecodable ones as surrogates."""
+    try:
+        path.encode("utf-8")
+        return ""
+    except UnicodeEncodeError:
+        return f"its name is not valid UTF-8 ({bytes_safe(posixpath.basename(path))}); rename the file to score it"
+
+
+def bytes_safe(text: str) -> str:
+    """A name with undecodable bytes written as \\xNN escapes: a stable, readable id."""
+    import os
+
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def _not_a_file(info: dict[str, Any]) -> str:
+    """Why a listed entry with an input's extension is not read, or '' for a regular file."""
+    kind = info.get("type", "file")
+    if kind in ("file", "directory"):
+        return ""
+    if info.get("islink"):
+        return "a symbolic link that leads nowhere (broken, or a loop); nothing was read"
+    return "not a regular file (a FIFO, socket or device); nothing was read"
+
+
 def _sort_listing(listing: dict[str, dict]) -> tuple[list[tuple[str, dict, str]], dict[str, str], dict[str, str]]:
-    """Inputs (path, info, file | tar | hls), transcripts and segment files by stem."""
+    """Inputs (path, info, file | tar | hls, or the reason it is refused), transcripts and segment
+    files by stem. Every entry with an input's extension is an input: one that is not a regular
+    file, or whose name is not UTF-8, is refused with the reason rather than left out."""
     transcripts: dict[str, str] = {}
     segment_files: dict[str, str] = {}
     found: list[tuple[str, dict[str, Any], str]] = []
     for p, info in sorted(listing.items()):
-        if info.get("type", "file") != "file":
-            continue
         stem, ext = _split_ext(p)
-        if ext in VIDEO_EXTENSIONS:
-            found.append((p, info, "file"))
-        elif ext == ".tar":
-            found.append((p, info, "tar"))
-        elif ext == ".m3u8":
-            found.append((p, info, "hls"))
+        refused = (_not_a_file(info) or unreadable_name(p)) if ext in INPUT_KINDS else ""
+        if refused:
+            found.append((p, info, "refused: " + refused))
+            continue
+        if info.get("type", "file") != "file" or unreadable_name(p):
+            continue
+        if ext in INPUT_KINDS:
+            found.append((p, info, INPUT_KINDS[ext]))
         elif ext in TRANSCRIPT_EXTENSIONS and (stem not in transcripts or ext != ".txt"):
             transcripts[stem] = p  # .vtt/.srt (timed) win over .txt
         elif ext == ".json":
@@ -135,8 +177,8 @@ def discover(uri: str, storage_options: dict[str, Any] | None = None, *, trust: 
         watch(f"reading the manifest {redact_uri(uri)}")
         return _from_manifest(fs, path, uri, storage_options, trust, max_manifest_rows, max_manifest_bytes, watch)
     watch(f"listing {redact_uri(uri)}")
-    listing = _list(fs, path, uri)
-    has_glob = any(ch in path for ch in "*?[")
+    has_glob = _is_glob(fs, path)
+    listing = _list(fs, path, uri, has_glob)
     single_file = not has_glob and len(listing) == 1 and next(iter(listing)) == path.rstrip("/")
     root = path.split("*", 1)[0].rsplit("/", 1)[0] if has_glob else path
     if single_file:
@@ -159,6 +201,10 @@ def discover(uri: str, storage_options: dict[str, Any] | None = None, *, trust: 
     for p, info, kind in found:
         stem = _split_ext(p)[0]
         rel = posixpath.relpath(stem, root or "/") if root else stem
+        if kind.startswith("refused: "):
+            refs.append(VideoRef(video_id=bytes_safe(rel), uri=bytes_safe(full_uri(fs, p)), size_bytes=0, etag="",
+                                 error=kind.removeprefix("refused: ")))
+            continue
         if kind == "tar":
             watch(f"scanning the tar shard {redact_uri(full_uri(fs, p))}")
             refs.extend(_tar_refs(fs, p, rel, info))

@@ -35,7 +35,7 @@ import posixpath
 from typing import Any, Callable
 
 from mmbatch import schema, storage
-from mmbatch.errors import MmbatchError, short_reason
+from mmbatch.errors import DamagedOutputError, MmbatchError, short_reason
 from mmbatch.output import runs
 from mmbatch.output.assemble import assemble, is_uncommitted, published_videos
 from mmbatch.output.layout import OutputLayout
@@ -94,6 +94,10 @@ class Committer:
             committed = self._publish(lay, manifest) or committed
         except (LeaseLostError, TableConflictError):
             raise
+        except DamagedOutputError as err:  # a file the date holds is unreadable: a person must look (exit 2)
+            if committed:
+                raise CommitError(step, committed, err) from err
+            raise DamagedOutputError(f"{err}; nothing of this run was committed and its staged work is kept") from None
         except Exception as err:
             raise CommitError(step, committed, err) from err
         finally:

@@ -69,9 +69,12 @@ class Lease:
         if data is None:
             return None
         try:
-            return json.loads(data)
+            body = json.loads(data)
         except (ValueError, UnicodeDecodeError):
             return {}  # damaged: treated as expired
+        if not isinstance(body, dict) or not isinstance(body.get("expires_at", 0), (int, float)):
+            return {}  # valid JSON, but not a lease: treated as expired too
+        return body
 
     def _write(self, expect: str | None) -> None:
         """Write our lease over the version `expect` (None: where there is none); Changed if another

@@ -20,9 +20,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mmbatch import storage
+from mmbatch.errors import DamagedOutputError
 from mmbatch.output.layout import OutputLayout
 from mmbatch.output.runs import list_run_records
-from mmbatch.output.tables import Tables
+from mmbatch.output.tables import Tables, damaged
 from mmbatch.schema import STATE_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,13 @@ _COLUMNS = [f.name for f in STATE_SCHEMA if f.name != "run_date"]
 
 
 def _partition_rows(tables: Tables, run_date: dt.date) -> pa.Table:
-    """Scored-ok rows of the committed `videos` of one date, as state rows."""
-    t = tables.read_date("videos", run_date, [*_COLUMNS, "status", "n_clips"])
+    """Scored-ok rows of the committed `videos` of one date, as state rows. A date whose `videos`
+    file is unreadable adds none (its videos are scored again, not skipped), with a warning naming it."""
+    try:
+        t = tables.read_date("videos", run_date, [*_COLUMNS, "status", "n_clips"])
+    except DamagedOutputError as err:
+        log.warning("the state table leaves out the night of %s: %s", run_date, err)
+        return STATE_SCHEMA.empty_table()
     if t is None:
         return STATE_SCHEMA.empty_table()
     t = t.filter(pc.and_(pc.equal(t["status"], "ok"), pc.greater(t["n_clips"], 0))).select(_COLUMNS)
@@ -105,10 +111,33 @@ def skipped_videos(fs, layout: OutputLayout, tables: Tables, refs: list, done: d
     """Videos (refs: VideoRef) scored ok on an earlier night than the layout's from the same
     content and models: their state rows. Videos in `done` (finished tonight) are not looked up."""
     previous = skip_candidates(fs, layout, tables, [r.video_id for r in refs if r.video_id not in done])
+    later = sorted({p["run_date"] for p in previous.values() if p["run_date"] > layout.run_date})
+    if later:
+        n = sum(1 for p in previous.values() if p["run_date"] > layout.run_date)
+        log.warning("%d of these videos were last scored on a later night than %s (%s): they are scored again, not "
+                    "skipped; if that night's date was a mistake, remove its partitions and run record "
+                    "(docs/operations.md, 'A night with a wrong date')", n, layout.run_date,
+                    ", ".join(d.isoformat() for d in later[:5]) + (" …" if len(later) > 5 else ""))
     skipped = {}
     for ref in refs:
         prev = previous.get(ref.video_id)
         if (prev and prev["run_date"] < layout.run_date and prev["model_fingerprint"] == fingerprint
                 and ref.same_content(prev["etag"], prev["size_bytes"])):
             skipped[ref.video_id] = prev
+    return _with_readable_clips(tables, skipped)
+
+
+def _with_readable_clips(tables: Tables, skipped: dict[str, dict]) -> dict[str, dict]:
+    """A video is skipped only while the night that scored it can still be read: a date with an
+    unreadable clips file gives its videos back to be scored again, with a warning naming the file
+    (the file itself is for a person to restore or remove: docs/operations.md)."""
+    days = sorted({prev["run_date"] for prev in skipped.values()})
+    for day in days:
+        bad = tables.unreadable_files("clips", day)
+        if bad:
+            back = [vid for vid, prev in skipped.items() if prev["run_date"] == day]
+            log.warning("%s; the %d videos last scored on %s are scored again tonight instead of skipped",
+                        damaged(bad), len(back), day)
+            for vid in back:
+                del skipped[vid]
     return skipped

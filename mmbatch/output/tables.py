@@ -13,6 +13,7 @@ of exactly that version (another run that committed meanwhile makes it fail, nev
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import posixpath
 from typing import Any
@@ -20,9 +21,10 @@ from typing import Any
 import pyarrow as pa
 
 from mmbatch import storage
-from mmbatch.errors import OutputError
+from mmbatch.errors import DamagedOutputError, OutputError
 from mmbatch.schema import CLIPS_SCHEMA, PARTITION_COLUMN, VIDEOS_SCHEMA, file_schema
 
+log = logging.getLogger(__name__)
 TABLES = ("clips", "videos")
 TABLE_SCHEMAS = {"clips": CLIPS_SCHEMA, "videos": VIDEOS_SCHEMA}
 
@@ -81,8 +83,40 @@ class Tables:
         target = file_schema(TABLE_SCHEMAS[table])
         if columns:
             target = pa.schema([target.field(c) for c in columns if c in target.names])
-        t = self._read_date(table, day, target.names)
+        try:
+            t = self._read_date(table, day, target.names)
+        except DamagedOutputError:
+            raise
+        except Exception as err:  # which file? the reader's message rarely says ('<Buffer>')
+            bad = self.unreadable_files(table, day)
+            if not bad:
+                raise
+            raise damaged(bad, err) from None
         return None if t is None else conform(t, target)
+
+    def date_files(self, table: str, day: dt.date) -> list[str]:
+        """The paths of the data files that make up the date's committed night."""
+        return [posixpath.join(self.folder(table), path) for path, _, _ in self.files_of_date(table, day)]
+
+    def unreadable_files(self, table: str, day: dt.date) -> list[str]:
+        """The date's data files whose Parquet footer cannot be read (garbled, truncated, emptied, or
+        listed but gone): a footer a file, a few small reads each, in parallel."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        paths = self.date_files(table, day)
+        with ThreadPoolExecutor(max_workers=min(16, len(paths) or 1)) as pool:
+            readable = list(pool.map(self._footer_readable, paths))
+        return [p for p, ok in zip(paths, readable) if not ok]
+
+    def _footer_readable(self, path: str) -> bool:
+        import pyarrow.parquet as pq
+
+        try:
+            with self.fs.open(path, "rb") as fh:
+                pq.read_metadata(fh)
+            return True
+        except Exception:
+            return False
 
     def _read_date(self, table: str, day: dt.date, columns: list[str]) -> pa.Table | None:
         raise NotImplementedError
@@ -147,8 +181,15 @@ class ParquetTables(Tables):
         for path in self.fs.ls(self.folder(table), detail=False):
             name = posixpath.basename(path.rstrip("/"))
             if name.startswith(PARTITION_COLUMN + "=") and not name.endswith(".old"):
-                out.append(dt.date.fromisoformat(name.split("=", 1)[1]))
+                try:
+                    out.append(dt.date.fromisoformat(name.split("=", 1)[1]))
+                except ValueError:
+                    log.warning("ignoring %s: not a partition of the %s table (run_date=YYYY-MM-DD)", path, table)
         return sorted(out)
+
+    def date_files(self, table: str, day: dt.date) -> list[str]:
+        folder = posixpath.join(self.folder(table), f"{PARTITION_COLUMN}={day.isoformat()}")
+        return sorted(self.fs.glob(posixpath.join(folder, "*.parquet"))) if self.fs.exists(folder) else []
 
     def _read_date(self, table: str, day: dt.date, columns: list[str]) -> pa.Table | None:
         folder = posixpath.join(self.folder(table), f"{PARTITION_COLUMN}={day.isoformat()}")
@@ -159,6 +200,17 @@ class ParquetTables(Tables):
         parts = [conform(storage.read_parquet(self.fs, path), target)  # files of older schema versions too
                  for path in sorted(self.fs.glob(posixpath.join(folder, "*.parquet")))]
         return pa.concat_tables(parts) if parts else None
+
+
+def damaged(paths: list[str], err: BaseException | None = None) -> DamagedOutputError:
+    """The error that names the output's unreadable files and what a person does about them."""
+    from mmbatch.errors import short_reason
+
+    more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
+    why = f" ({short_reason(err, 200)})" if err is not None else ""
+    return DamagedOutputError(f"the output's file {paths[0]}{more} cannot be read{why}: restore it from a backup, or "
+                              "move it aside and rerun its date with all its inputs (docs/operations.md, "
+                              "'Damaged output files')")
 
 
 def conform(table: pa.Table, target: pa.Schema) -> pa.Table:

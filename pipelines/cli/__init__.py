@@ -48,6 +48,24 @@ def errors_as_exit_codes(main):
     return wrapped
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM raises `Terminated` in the main thread, as SIGINT raises KeyboardInterrupt, so the
+    night's lease is released and one `error:` line printed; a second SIGTERM during that clean-up
+    is ignored (SIGKILL still ends the process). `ray.init` installs its own handler (a bare
+    `sys.exit`), so this is called again once Ray is up."""
+    import signal
+    import threading
+
+    from mmbatch.errors import Terminated
+
+    def terminated(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminated)
+
+
 def checkout_root() -> Path | None:
     """The repository checkout this code runs from, when it is one (it has jobs/score_videos.py)."""
     return CODE_ROOT if (CODE_ROOT / "jobs" / "score_videos.py").is_file() else None

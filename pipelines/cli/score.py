@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from pipelines.cli import CODE_ROOT, PIPELINES_DIR
+from pipelines.cli import CODE_ROOT, PIPELINES_DIR, stop_on_sigterm
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--run-date", type=dt.date.fromisoformat, default=None,
                    help="the night this run belongs to, YYYY-MM-DD (default: today, UTC); "
                         "rerunning a date resumes or repeats it")
+    p.add_argument("--allow-future-date", action="store_true",
+                   help="accept a --run-date more than a day after today (UTC); a mistyped future night would "
+                        "otherwise stop later nights from skipping what it scored")
     p.add_argument("--force", action="store_true", help="rescore videos already scored on an earlier date")
     p.add_argument("--max-failed-fraction", type=float, default=None,
                    help="exit 3 when more than this fraction of attempted videos failed (default from config: 0.2)")
@@ -59,6 +62,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.demo and not (args.input and args.output):
         p.error("--input and --output are required (or use --demo)")
+    today = dt.datetime.now(dt.timezone.utc).date()
+    if args.run_date and args.run_date > today + dt.timedelta(days=1) and not args.allow_future_date:
+        p.error(f"--run-date {args.run_date} is more than a day after today ({today}, UTC); pass "
+                "--allow-future-date if that night is meant")
     if args.max_failed_fraction is not None and not 0 <= args.max_failed_fraction <= 1:
         p.error("--max-failed-fraction must be between 0 and 1")
     return args
@@ -80,6 +87,7 @@ def init_ray(num_cpus: int | None, log_level: str = "INFO", config=None) -> None
     else:
         os.environ.update(local_ray_environment(os.environ, config))  # the local Ray's processes inherit it
         adapter.start_ray(log_level, num_cpus=num_cpus, resources=local_resources(config) if config is not None else None)
+    stop_on_sigterm()  # ray.init replaced ours with its own bare exit
 
 
 def attached_runtime_env(config, environ) -> dict[str, Any]:
@@ -221,11 +229,12 @@ def print_demo_table(output: str, run_date: dt.date, config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    stop_on_sigterm()
     import logging
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from mmbatch.config import load_config
-    from mmbatch.errors import ExitCode, MmbatchError, short_reason
+    from mmbatch.errors import ExitCode, MmbatchError, Terminated, short_reason
 
     run_date = args.run_date or dt.datetime.now(dt.timezone.utc).date()
     config_path = args.config or str(PIPELINES_DIR / ("demo.yaml" if args.demo else "video_sentiment.yaml"))
@@ -257,9 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     except MmbatchError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted; rerun the same --run-date to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # SIGINT, or SIGTERM (Terminated): the lease is released by now
+        terminated = isinstance(err, Terminated)
+        print(f"error: {'terminated (SIGTERM)' if terminated else 'interrupted'}; nothing was committed; rerun the "
+              "same --run-date to resume", file=sys.stderr)
+        return ExitCode.TERMINATED if terminated else ExitCode.INTERRUPTED
     except Exception as err:  # a bug or an infrastructure failure: one line, the traceback in the log
         logging.getLogger("score_videos").debug("unexpected failure", exc_info=True)
         print(f"error: unexpected failure: {short_reason(err, 500)} (--log-level DEBUG shows "
