@@ -135,6 +135,26 @@ def remove_abandoned_temps(fs: fsspec.AbstractFileSystem, folders: list[str],
     return removed
 
 
+def unreadable_parquet(fs: fsspec.AbstractFileSystem, paths: list[str]) -> list[str]:
+    """Those of `paths` whose Parquet footer cannot be read (garbled, truncated, emptied or gone):
+    a few small reads a file, in parallel."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow.parquet as pq
+
+    def readable(path: str) -> bool:
+        try:
+            with fs.open(path, "rb") as fh:
+                pq.read_metadata(fh)
+            return True
+        except Exception:
+            return False
+
+    with ThreadPoolExecutor(max_workers=min(16, len(paths) or 1)) as pool:
+        ok = list(pool.map(readable, paths))
+    return [p for p, good in zip(paths, ok) if not good]
+
+
 def read_parquet(fs: fsspec.AbstractFileSystem, path: str, **kwargs):
     """One Parquet object as a pyarrow Table (one GET; pyarrow's reader options in kwargs)."""
     import io

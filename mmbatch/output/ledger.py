@@ -114,7 +114,20 @@ class RunLedger:
                 ref = self.refs.get(vid)
                 if ref is not None and outcome.status == "ok" and ref.same_content(outcome.etag, outcome.size_bytes):
                     self.done[vid] = outcome
+        self._drop_unreadable_parts()
         return dict(self.done)
+
+    def _drop_unreadable_parts(self) -> None:
+        """A resumed video whose staged part cannot be read (a crash mid-write, a damaged disk) is
+        done again: its rows would otherwise be published unread."""
+        from mmbatch import storage
+
+        parts = sorted({posixpath.join(self.layout.parts, f) for o in self.done.values() for f in o.files})
+        bad = {posixpath.basename(p) for p in storage.unreadable_parquet(self.fs, parts)}
+        for vid in [v for v, o in self.done.items() if bad & set(o.files)]:
+            log.warning("staged file %s of video %s cannot be read; the video is scored again",
+                        posixpath.join(self.layout.parts, sorted(bad & set(self.done[vid].files))[0]), vid)
+            del self.done[vid]
 
     # -- streaming ----------------------------------------------------------------------------
     def poll(self) -> int:

@@ -133,7 +133,7 @@ def _with_readable_clips(tables: Tables, skipped: dict[str, dict]) -> dict[str, 
     (the file itself is for a person to restore or remove: docs/operations.md)."""
     days = sorted({prev["run_date"] for prev in skipped.values()})
     for day in days:
-        bad = tables.unreadable_files("clips", day)
+        bad = tables.unreadable_files("clips", day) + tables.unreadable_files("videos", day)
         if bad:
             back = [vid for vid, prev in skipped.items() if prev["run_date"] == day]
             log.warning("%s; the %d videos last scored on %s are scored again tonight instead of skipped",

@@ -48,6 +48,7 @@ class Tables:
     def __init__(self, fs, root: str, uri: str, storage_options: dict | None = None):
         self.fs, self.root, self.uri, self.storage_options = fs, root.rstrip("/"), uri, storage_options or {}
         self.pinned: dict[str, Any] = {}  # table formats: table -> the table at the version a commit builds on
+        self._records: dict[str, dt.date] | None = None  # the run records' names, once read
 
     def folder(self, table: str) -> str:
         return posixpath.join(self.root, table)
@@ -72,6 +73,7 @@ class Tables:
     def unpin(self) -> None:
         """Read the tables' latest versions again (after a commit)."""
         self.pinned = {}
+        self._records = None
 
     def dates(self, table: str) -> list[dt.date]:
         """The dates with a committed night, in order."""
@@ -101,22 +103,7 @@ class Tables:
     def unreadable_files(self, table: str, day: dt.date) -> list[str]:
         """The date's data files whose Parquet footer cannot be read (garbled, truncated, emptied, or
         listed but gone): a footer a file, a few small reads each, in parallel."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        paths = self.date_files(table, day)
-        with ThreadPoolExecutor(max_workers=min(16, len(paths) or 1)) as pool:
-            readable = list(pool.map(self._footer_readable, paths))
-        return [p for p, ok in zip(paths, readable) if not ok]
-
-    def _footer_readable(self, path: str) -> bool:
-        import pyarrow.parquet as pq
-
-        try:
-            with self.fs.open(path, "rb") as fh:
-                pq.read_metadata(fh)
-            return True
-        except Exception:
-            return False
+        return storage.unreadable_parquet(self.fs, self.date_files(table, day))
 
     def _read_date(self, table: str, day: dt.date, columns: list[str]) -> pa.Table | None:
         raise NotImplementedError
@@ -188,8 +175,40 @@ class ParquetTables(Tables):
         return sorted(out)
 
     def date_files(self, table: str, day: dt.date) -> list[str]:
+        """The folder's files and those its commit record lists (a listed file that is gone is
+        reported unreadable); a file the record does not list is named in a warning (a stray copy:
+        glob readers see its rows twice)."""
         folder = posixpath.join(self.folder(table), f"{PARTITION_COLUMN}={day.isoformat()}")
-        return sorted(self.fs.glob(posixpath.join(folder, "*.parquet"))) if self.fs.exists(folder) else []
+        found = sorted(self.fs.glob(posixpath.join(folder, "*.parquet"))) if self.fs.exists(folder) else []
+        listed = self._committed_names(table, day, folder)
+        if listed is None:
+            return found
+        for path in found:
+            if posixpath.basename(path) not in listed:
+                log.warning("%s is not among the files its night's commit record lists: a stray file, whose rows "
+                            "readers of the folder see too; remove it (docs/operations.md, 'Damaged output files')", path)
+        return sorted(set(found) | {posixpath.join(folder, name) for name in listed})
+
+    def _committed_names(self, table: str, day: dt.date, folder: str) -> set[str] | None:
+        """The file names the date's commit record lists (its `_SUCCESS` names the commit), or None
+        when the marker or the record cannot be read."""
+        from mmbatch.output.layout import SUCCESS_MARKER
+        from mmbatch.output.runs import list_run_records, read_run_record
+
+        try:
+            commit_id = self.fs.cat_file(posixpath.join(folder, SUCCESS_MARKER)).decode().strip()
+        except Exception:
+            return None
+        runs = posixpath.join(self.root, "_runs")
+        if self._records is None:  # listed once a pin: the skip check asks for many dates
+            self._records = list_run_records(self.fs, runs)
+        for run_id, run_day in self._records.items():
+            record = read_run_record(self.fs, posixpath.join(runs, f"{run_id}.json")) if run_day == day else None
+            if record is not None and record.get("commit_id") == commit_id:
+                outputs = record.get("outputs") or {}
+                names = outputs.get("clip_files") if table == "clips" else [posixpath.basename(outputs.get("videos_file", ""))]
+                return set(names) if isinstance(names, list) and all(isinstance(n, str) and n for n in names) else None
+        return None
 
     def _read_date(self, table: str, day: dt.date, columns: list[str]) -> pa.Table | None:
         folder = posixpath.join(self.folder(table), f"{PARTITION_COLUMN}={day.isoformat()}")

@@ -1,0 +1,168 @@
+"""The output's own files are untrusted input. After a committed night, each kind of file the
+output holds is garbled, truncated, emptied, deleted or copied astray; then the next night and
+the same night again run (real ledger, committer, state and skip check; no Ray). Each ends in a
+repair or rebuild, a skip with a warning naming the file, or an exit-2 error naming it: never a
+silent skip of unreadable work, never an exit-1 error that a scheduler would retry forever.
+docs/operations.md ("The output's own files") holds this table for users."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+from nights import DAY, Night, clip_rows, refs
+
+from mmbatch.errors import ExitCode, MmbatchError
+from mmbatch.output.night import night_lease
+from mmbatch.output.state import skipped_videos
+
+NEXT = DAY + dt.timedelta(days=1)
+
+
+def garble(p: Path) -> None:
+    p.write_bytes(random.Random(p.name).randbytes(max(p.stat().st_size, 64)))
+
+
+DAMAGES = {
+    "garbled": garble,
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+    "emptied": lambda p: p.write_bytes(b""),
+    "deleted": lambda p: p.unlink(),
+    "stray copy": lambda p: shutil.copy(p, p.with_name(STRAY_NAMES.get(p.suffix, "copy-") + p.name)),
+}
+STRAY_NAMES = {".json": "latest-"}  # `latest-2026-11-27_fp1.json`: not a run id
+
+
+def lease_file(out: Path, day: dt.date) -> Path:
+    """A lapsed lease of a run that died, as a crash leaves it."""
+    path = out / "_locks" / f"run_date={day.isoformat()}.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"holder": "x", "host": "elsewhere", "pid": 1, "expires_at": 0}))
+    return path
+
+
+# What each kind of file is, after night DAY scored videos a and b.
+TARGETS = {
+    "run record": lambda out: out / "_runs" / "2026-11-27_fp1.json",
+    "state table": lambda out: out / "state" / "state.parquet",
+    "videos file": lambda out: out / "videos" / "run_date=2026-11-27" / "videos.parquet",
+    "clips file": lambda out: sorted((out / "clips" / "run_date=2026-11-27").glob("*.parquet"))[0],
+    "lease": lambda out: (lease_file(out, NEXT), lease_file(out, DAY))[1],
+}
+
+# (file, damage) -> (the next night, the same night again). Outcomes:
+#   skip          committed; a and b skipped (their night reads fine), c scored
+#   skip, warned  the same, with a warning naming the file (ignored, or rebuilt around)
+#   rescored      committed; a and b scored again, with a warning naming the file (their night cannot be read)
+#   repaired      committed; the night rewritten whole, the damaged file replaced
+#   exit 2        not committed; an error naming the file, for a person
+EXPECTED = {
+    ("run record", "garbled"): ("skip, warned", "repaired"),
+    ("run record", "truncated"): ("skip, warned", "repaired"),
+    ("run record", "emptied"): ("skip, warned", "repaired"),
+    ("run record", "deleted"): ("skip", "repaired"),
+    ("run record", "stray copy"): ("skip, warned", "repaired"),
+    ("state table", "garbled"): ("skip, warned", "repaired"),
+    ("state table", "truncated"): ("skip, warned", "repaired"),
+    ("state table", "emptied"): ("skip, warned", "repaired"),
+    ("state table", "deleted"): ("skip", "repaired"),
+    ("state table", "stray copy"): ("skip", "repaired"),
+    ("videos file", "garbled"): ("rescored", "exit 2"),
+    ("videos file", "truncated"): ("rescored", "exit 2"),
+    ("videos file", "emptied"): ("rescored", "exit 2"),
+    ("videos file", "deleted"): ("rescored", "repaired"),
+    ("videos file", "stray copy"): ("skip, warned", "repaired"),
+    ("clips file", "garbled"): ("rescored", "repaired"),
+    ("clips file", "truncated"): ("rescored", "repaired"),
+    ("clips file", "emptied"): ("rescored", "repaired"),
+    ("clips file", "deleted"): ("rescored", "repaired"),
+    ("clips file", "stray copy"): ("skip, warned", "repaired"),
+    **{("lease", d): ("skip", "repaired") for d in DAMAGES},
+}
+
+
+def night(out: Path, day: dt.date, ids: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """One night as the job runs it: lease, roll-forward, resume, skip check, score the rest, commit.
+    Returns (skipped, scored)."""
+    n = Night(out, refs(*ids), day=day)
+    lease = night_lease(n.fs, n.layout, str(out), 60)
+    lease.acquire()
+    try:
+        skipped = skipped_videos(n.fs, n.layout, n.tables, n.inputs, n.resumed, n.fp)
+        todo = [v for v in ids if v not in skipped and v not in n.resumed]
+        n.write(*[clip_rows(v, 2) for v in todo])
+        n.committer.commit(n.inputs, n.ledger.done, skipped, {}, guard=lease.check)
+    finally:
+        lease.release()
+    return sorted(skipped), sorted(todo)
+
+
+def outcome(out: Path, day: dt.date, ids: tuple[str, ...], named: str, caplog) -> str:
+    caplog.clear()
+    try:
+        skipped, scored = night(out, day, ids)
+    except MmbatchError as err:
+        assert err.exit_code == ExitCode.USAGE, f"exit {err.exit_code}: {err}"
+        assert named in str(err), str(err)
+        return "exit 2"
+    warned = any(named in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+    assert not any(r.levelno >= logging.ERROR for r in caplog.records), caplog.text
+    if day == DAY:
+        assert skipped == [] and scored == ["a", "b"]
+        return "repaired"
+    if skipped == ["a", "b"]:
+        return "skip, warned" if warned else "skip"
+    assert scored == ["a", "b", "c"] and warned, caplog.text  # never rescored without a word
+    return "rescored"
+
+
+@pytest.mark.parametrize("target,damage", sorted(EXPECTED))
+def test_a_damaged_output_file_is_repaired_named_or_refused(tmp_path, caplog, target, damage):
+    caplog.set_level(logging.WARNING)
+    night(tmp_path, DAY, ("a", "b"))
+    path = TARGETS[target](tmp_path)
+    DAMAGES[damage](path)
+    backup = tmp_path.parent / f"{tmp_path.name}-same"
+    shutil.copytree(tmp_path, backup)  # the same damaged output, for the rerun of the night
+    named = path.name if damage != "stray copy" else STRAY_NAMES.get(path.suffix, "copy-") + path.name
+    got = (outcome(tmp_path, NEXT, ("a", "b", "c"), named, caplog), outcome(backup, DAY, ("a", "b"), named, caplog))
+    assert got == EXPECTED[target, damage]
+    if got[0] != "exit 2":  # and the night after that is plain again (what was repaired stays repaired)
+        assert night(tmp_path, NEXT + dt.timedelta(days=1), ("a", "b", "c"))[1] == []
+
+
+STAGED = {  # a crashed attempt's staged files (the same night resumes from them)
+    "staged records": "records-*.parquet",
+    "staged part": "part-*.parquet",
+    "staged inputs": "inputs-*.parquet",
+}
+
+
+@pytest.mark.parametrize("target", sorted(STAGED))
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_damaged_staged_work_is_done_again_never_published_unread(tmp_path, caplog, target, damage):
+    """A crashed attempt's staged files: what cannot be read is scored again (a warning names an
+    unreadable file); what can is resumed. The night commits readable rows only."""
+    caplog.set_level(logging.WARNING)
+    crashed = Night(tmp_path, refs("a", "b"))
+    crashed.write(clip_rows("a", 2), clip_rows("b", 2))  # then the process died: nothing committed
+    path = sorted(Path(crashed.layout.parts if target != "staged inputs" else crashed.layout.staging)
+                  .glob(STAGED[target]))[0]
+    DAMAGES[damage](path)
+    skipped, scored = night(tmp_path, DAY, ("a", "b"))
+    import pandas as pd
+
+    clips = pd.read_parquet(tmp_path / "clips")
+    assert sorted(clips["clip_id"]) == ["a-0", "a-1", "b-0", "b-1"]  # readable, exactly once
+    unreadable = damage in ("garbled", "truncated", "emptied")
+    if damage == "stray copy":
+        assert scored == []  # a copy changes nothing: both resumed
+    else:
+        assert scored  # what the damaged or lost file held is scored again
+    if unreadable or (damage == "deleted" and target == "staged part"):
+        assert any(path.name in r.getMessage() for r in caplog.records), caplog.text
