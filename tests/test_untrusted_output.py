@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from nights import DAY, Night, clip_rows, refs
 
+from mmbatch.config import OutputConfig
 from mmbatch.errors import ExitCode, MmbatchError
 from mmbatch.output.night import night_lease
 from mmbatch.output.state import skipped_videos
@@ -86,10 +87,33 @@ EXPECTED = {
 }
 
 
-def night(out: Path, day: dt.date, ids: tuple[str, ...]) -> tuple[list[str], list[str]]:
+# The table formats' own files: a damaged log or metadata file stops the night naming it (a rerun
+# cannot rebuild a table's history); the embedded Iceberg catalog, emptied or deleted, is rebuilt by
+# registering each table's newest metadata again.
+def _newest(pattern: str):
+    return lambda out: sorted((out / "clips").rglob(pattern))[-1]
+
+
+FORMAT_TARGETS = {
+    ("delta", "Delta log"): _newest("_delta_log/*.json"),
+    ("iceberg", "Iceberg metadata"): _newest("metadata/*.metadata.json"),
+    ("iceberg", "Iceberg manifest list"): _newest("metadata/snap-*.avro"),
+    ("iceberg", "Iceberg manifest"): _newest("metadata/*-m0.avro"),
+    ("iceberg", "Iceberg catalog"): lambda out: out / "_catalog" / "iceberg.db",
+}
+LOST = ("exit 2", "exit 2")
+FORMAT_EXPECTED = {
+    **{(fmt, target, damage): LOST for fmt, target in FORMAT_TARGETS for damage in DAMAGES},
+    **{(fmt, target, "stray copy"): ("skip", "repaired") for fmt, target in FORMAT_TARGETS},
+    ("iceberg", "Iceberg catalog", "emptied"): ("skip, warned", "repaired"),
+    ("iceberg", "Iceberg catalog", "deleted"): ("skip, warned", "repaired"),
+}
+
+
+def night(out: Path, day: dt.date, ids: tuple[str, ...], fmt: str = "parquet") -> tuple[list[str], list[str]]:
     """One night as the job runs it: lease, roll-forward, resume, skip check, score the rest, commit.
     Returns (skipped, scored)."""
-    n = Night(out, refs(*ids), day=day)
+    n = Night(out, refs(*ids), day=day, output=OutputConfig(format=fmt))
     lease = night_lease(n.fs, n.layout, str(out), 60)
     lease.acquire()
     try:
@@ -102,10 +126,10 @@ def night(out: Path, day: dt.date, ids: tuple[str, ...]) -> tuple[list[str], lis
     return sorted(skipped), sorted(todo)
 
 
-def outcome(out: Path, day: dt.date, ids: tuple[str, ...], named: str, caplog) -> str:
+def outcome(out: Path, day: dt.date, ids: tuple[str, ...], named: str, caplog, fmt: str = "parquet") -> str:
     caplog.clear()
     try:
-        skipped, scored = night(out, day, ids)
+        skipped, scored = night(out, day, ids, fmt)
     except MmbatchError as err:
         assert err.exit_code == ExitCode.USAGE, f"exit {err.exit_code}: {err}"
         assert named in str(err), str(err)
@@ -121,19 +145,38 @@ def outcome(out: Path, day: dt.date, ids: tuple[str, ...], named: str, caplog) -
     return "rescored"
 
 
+def damage_and_run(tmp_path: Path, fmt: str, target, damage: str, caplog) -> tuple[str, str]:
+    """Two outputs each get night DAY (a, b) and the same damage; then one runs the next night
+    (a, b, c) and the other the same night again (a, b)."""
+    caplog.set_level(logging.WARNING)
+    got = []
+    for name, day, ids in (("next", NEXT, ("a", "b", "c")), ("same", DAY, ("a", "b"))):
+        out = tmp_path / name
+        night(out, DAY, ("a", "b"), fmt)
+        path = target(out)
+        DAMAGES[damage](path)
+        named = _named(path, damage)
+        if damage == "deleted" and not any(path.parent.iterdir()):  # the folder's only file: the folder is named
+            named = path.parent.name
+        got.append(outcome(out, day, ids, named, caplog, fmt))
+    return tuple(got)
+
+
+def _named(path: Path, damage: str) -> str:
+    return path.name if damage != "stray copy" else STRAY_NAMES.get(path.suffix, "copy-") + path.name
+
+
 @pytest.mark.parametrize("target,damage", sorted(EXPECTED))
 def test_a_damaged_output_file_is_repaired_named_or_refused(tmp_path, caplog, target, damage):
-    caplog.set_level(logging.WARNING)
-    night(tmp_path, DAY, ("a", "b"))
-    path = TARGETS[target](tmp_path)
-    DAMAGES[damage](path)
-    backup = tmp_path.parent / f"{tmp_path.name}-same"
-    shutil.copytree(tmp_path, backup)  # the same damaged output, for the rerun of the night
-    named = path.name if damage != "stray copy" else STRAY_NAMES.get(path.suffix, "copy-") + path.name
-    got = (outcome(tmp_path, NEXT, ("a", "b", "c"), named, caplog), outcome(backup, DAY, ("a", "b"), named, caplog))
+    got = damage_and_run(tmp_path, "parquet", TARGETS[target], damage, caplog)
     assert got == EXPECTED[target, damage]
     if got[0] != "exit 2":  # and the night after that is plain again (what was repaired stays repaired)
-        assert night(tmp_path, NEXT + dt.timedelta(days=1), ("a", "b", "c"))[1] == []
+        assert night(tmp_path / "next", NEXT + dt.timedelta(days=1), ("a", "b", "c"))[1] == []
+
+
+@pytest.mark.parametrize("fmt,target,damage", sorted(FORMAT_EXPECTED))
+def test_a_damaged_table_log_stops_the_night_naming_it(tmp_path, caplog, fmt, target, damage):
+    assert damage_and_run(tmp_path, fmt, FORMAT_TARGETS[fmt, target], damage, caplog) == FORMAT_EXPECTED[fmt, target, damage]
 
 
 STAGED = {  # a crashed attempt's staged files (the same night resumes from them)

@@ -16,6 +16,7 @@ import datetime as dt
 import logging
 import os
 import posixpath
+import re
 from typing import Any
 
 import pyarrow as pa
@@ -64,7 +65,37 @@ class Tables:
 
     def check(self) -> None:
         """Reach the tables' store and catalog now (a wrong catalog fails before any work, and the
-        format's library is loaded before the commit needs it); raises OutputError naming it."""
+        format's library is loaded before the commit needs it); raises OutputError naming it, or
+        DamagedOutputError naming a damaged table log or metadata file."""
+
+    def checked(self, table: str, read, unreachable: str) -> None:
+        """Table formats: `read()` reads the table's log or metadata through its library. A failure
+        is DamagedOutputError naming the file when one of the table's own files is damaged or gone
+        (a person must restore it: a rerun cannot), else OutputError (`unreachable`: exit 1, retried)."""
+        from mmbatch.errors import short_reason
+
+        try:
+            read()
+        except DamagedOutputError:
+            raise
+        except Exception as err:
+            bad = self.damaged_metadata(table)
+            if bad:
+                raise damaged(bad, err, TABLE_LOG_ADVICE) from None
+            if isinstance(err, FileNotFoundError):  # a file its log names is gone
+                named = err.filename or next(iter(re.findall(r"'([^']+)'", str(err))), str(err))
+                raise damaged([named], FileNotFoundError("named by the table's log, but gone"), TABLE_LOG_ADVICE) from None
+            raise OutputError(f"{unreachable}: {short_reason(err, 300)}") from None
+
+    def damaged_metadata(self, table: str) -> list[str]:
+        """Table formats: the table's own log or metadata files that cannot be parsed, or a gap in them."""
+        return []
+
+    def holds_data(self, table: str) -> bool:
+        """The table's folder holds data partitions (so a table that does not exist has lost its log)."""
+        folder = self.folder(table)
+        return self.fs.exists(folder) and any(
+            posixpath.basename(p.rstrip("/")).startswith(PARTITION_COLUMN + "=") for p in self.fs.ls(folder, detail=False))
 
     def pin(self) -> dict[str, Any]:
         """Read (and until `unpin`, build on) the tables' current versions; returns them."""
@@ -221,15 +252,18 @@ class ParquetTables(Tables):
         return pa.concat_tables(parts) if parts else None
 
 
-def damaged(paths: list[str], err: BaseException | None = None) -> DamagedOutputError:
+DATA_FILE_ADVICE = "restore it from a backup, or move it aside and rerun its date with all its inputs"
+TABLE_LOG_ADVICE = "restore it from a backup or the object store's versions: a rerun cannot rebuild a table's log"
+
+
+def damaged(paths: list[str], err: BaseException | None = None, advice: str = DATA_FILE_ADVICE) -> DamagedOutputError:
     """The error that names the output's unreadable files and what a person does about them."""
     from mmbatch.errors import short_reason
 
     more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
     why = f" ({short_reason(err, 200)})" if err is not None else ""
-    return DamagedOutputError(f"the output's file {paths[0]}{more} cannot be read{why}: restore it from a backup, or "
-                              "move it aside and rerun its date with all its inputs (docs/operations.md, "
-                              "'Damaged output files')")
+    return DamagedOutputError(f"the output's file {paths[0]}{more} cannot be read{why}: {advice} "
+                              "(docs/operations.md, 'Damaged output files')")
 
 
 def conform(table: pa.Table, target: pa.Schema) -> pa.Table:
