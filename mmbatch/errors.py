@@ -18,9 +18,11 @@ class ExitCode(IntEnum):
 def first_line(err: BaseException | str, limit: int = 300) -> str:
     """The first line of a message, at most `limit` characters, credentials in URIs removed
     (the one home of error shortening)."""
+    import re
+
     from mmbatch.trust import redact_text
 
-    text = str(err).strip()
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(err)).strip()  # terminal colours (Ray's tracebacks)
     if not text and isinstance(err, BaseException):
         return type(err).__name__
     return redact_text(text.splitlines()[0][:limit]) if text else ""

@@ -336,13 +336,16 @@ def _storage_failure(err: BaseException, plan: RunPlan):
     from mmbatch.trust import redact_uri
 
     where = redact_uri(plan.output_uri)
-    for cause in causes(err):
+    chain = list(causes(err))
+    oserrors = [c for c in chain if isinstance(c, OSError)]
+    innermost = oserrors[-1] if oserrors else None  # Ray's wrapper is an OSError too; its text is a traceback
+    for cause in chain:
         if type(cause).__name__ in _ACCESS_ERROR_TYPES or any(code in str(cause) for code in _ACCESS_ERROR_CODES):
             return StorageAccessError(
                 f"the workers cannot write clip files under {where}: {short_reason(cause, 300)}; give every node "
                 "credentials (an instance role or the provider chain, storage_options, or the variables named in "
                 "run.worker_env)")
-        if isinstance(cause, OSError):
+        if cause is innermost:
             return OutputError(f"writing clip files under {where} failed: {short_reason(cause, 300)}; "
                                "the work staged so far is kept and a rerun of this date resumes it")
     return None

@@ -304,3 +304,79 @@ def test_a_lapsed_or_taken_over_lease_never_commits(tmp_path, monkeypatch):
     assert not (tmp_path / "clips").exists() and not (tmp_path / "_runs").exists()
     fs.rm(path)
     assert set(Night(tmp_path, refs("a")).resumed) == {"a"}  # the staged work is kept for the rerun
+
+
+def test_a_committed_night_whose_state_update_fails_is_committed_and_never_rescored(tmp_path, monkeypatch, caplog):
+    """Disk full or `state/` denied after the publish: the night is committed (exit 3, never 1, so no
+    scheduler retries it), clean-up still runs, no temporary file is left, and the next night skips
+    every video (the state catches up from the run records) instead of scoring them again."""
+    import argparse
+    import types
+
+    from mmbatch.output.state import skipped_videos
+    from pipelines.cli.score import finish
+
+    night = Night(tmp_path, refs("a", "b")).write(clip_rows("a", 1), clip_rows("b", 1))
+    real = storage.write_bytes_atomic
+
+    def full(fs, path, data):
+        if "state" in path:
+            with open(f"{path}{storage.TEMP_INFIX}{os.getpid()}", "wb") as fh:
+                fh.write(data[:10])  # a partial temporary file, then the disk is full
+            raise OSError(28, "No space left on device")
+        return real(fs, path, data)
+
+    monkeypatch.setattr(storage, "write_bytes_atomic", full)
+    manifest = night.commit()
+    monkeypatch.undo()
+    assert manifest["state_updated"] is False and "No space left on device" in manifest["cleanup_warnings"][0]
+    assert json.loads((tmp_path / "_runs" / "2026-11-27_fp1.json").read_text())["state_updated"] is False
+    assert clips(tmp_path)["clip_id"].tolist() == ["a-0", "b-0"] and not (tmp_path / "_staging").exists()
+    result = types.SimpleNamespace(run_id="r", inputs=2, scored=2, failed=0, skipped=0, clips=2, wall_seconds=1.0,
+                                   output=str(tmp_path), manifest=manifest, failed_fraction=0.0,
+                                   degraded_modalities=lambda limit: {})
+    config = types.SimpleNamespace(run=types.SimpleNamespace(max_failed_fraction=0.2, max_modality_failed_fraction=0.2))
+    assert finish(argparse.Namespace(max_failed_fraction=None, demo=False), config, result, DAY) == 3
+    # The temporary file of the failed write goes with the next clean-up once abandoned (an hour).
+    leftovers = list((tmp_path / "state").glob("*.tmp-*"))
+    assert leftovers == []  # the failed atomic write removed its own
+    stale = tmp_path / "_runs" / "x.json.tmp-99999999"
+    stale.write_bytes(b"{")
+    os.utime(stale, (time.time() - 7200,) * 2)
+    fresh = tmp_path / "_runs" / "y.json.tmp-99999998"
+    fresh.write_bytes(b"{")
+    nxt = Night(tmp_path, refs("a", "b", "c"), day=DAY + dt.timedelta(days=1))
+    skipped = skipped_videos(nxt.fs, nxt.layout, nxt.tables, nxt.inputs, {}, nxt.fp)
+    assert sorted(skipped) == ["a", "b"]  # not scored twice
+    nxt.write(clip_rows("c", 1)).committer.commit(nxt.inputs, nxt.ledger.done, skipped, {})
+    assert not stale.exists() and fresh.exists()
+
+
+def test_a_night_dated_after_this_one_is_named_not_silently_rescored(tmp_path, caplog):
+    """A mistyped future date (2100-01-01) committed: a real night after it scores those videos again
+    (their state is dated later) and says so, naming the date."""
+    import logging
+
+    from mmbatch.output.state import skipped_videos
+
+    Night(tmp_path, refs("a"), day=dt.date(2100, 1, 1)).write(clip_rows("a", 1)).commit()
+    nxt = Night(tmp_path, refs("a"), day=DAY)
+    with caplog.at_level(logging.WARNING):
+        assert skipped_videos(nxt.fs, nxt.layout, nxt.tables, nxt.inputs, {}, nxt.fp) == {}
+    assert "1 of these videos were last scored on a later night than 2026-11-27 (2100-01-01)" in caplog.text
+
+
+def test_a_full_disk_while_writing_clips_names_its_cause_without_colour_codes():
+    """Ray wraps a worker's OSError in a RayTaskError that is itself an OSError, whose text is Ray's
+    coloured traceback: the error line names the innermost cause."""
+    import types
+
+    from ray.exceptions import RayTaskError
+
+    from pipelines.run import _storage_failure
+
+    cause = OSError(28, "No space left on device")
+    wrapped = RayTaskError("ray::Write", "\x1b[36mray::Write()\x1b[39m (pid=1)\n  File ...", cause).as_instanceof_cause()
+    assert isinstance(wrapped, OSError)
+    err = _storage_failure(wrapped, types.SimpleNamespace(output_uri="/out"))
+    assert "[Errno 28] No space left on device" in str(err) and "\x1b" not in str(err), str(err)

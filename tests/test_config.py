@@ -107,3 +107,15 @@ def test_snapping_to_pauses_needs_fixed_windows_room_and_audio():
         parse_config({"models": {**MINIMAL["models"], **speech}, "clips": {"snap_to_pause_s": 5}})
     with pytest.raises(ConfigError, match="only an audio or speech model decodes"):
         parse_config({**MINIMAL, "clips": {"snap_to_pause_s": 2}})
+
+
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
+    """Plain YAML keeps the last of two `clips:` blocks, silently resetting the first one's settings."""
+    path = tmp_path / "twice.yaml"
+    path.write_text("clips:\n  window_s: 4\nmodels:\n  text: {task: text_classification, source: tiny:roberta-sentiment}\n"
+                    "clips:\n  stride_s: 2\n")
+    with pytest.raises(ConfigError, match=r"line 5: key 'clips' is given twice \(first on line 1\)"):
+        load_config(path)
+    path.write_text("models:\n  text:\n    task: text_classification\n    task: speech_recognition\n")
+    with pytest.raises(ConfigError, match=r"line 4: key 'task' is given twice \(first on line 3\)"):
+        load_config(path)

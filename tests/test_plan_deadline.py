@@ -74,3 +74,44 @@ def test_without_a_deadline_the_plan_is_waited_for():
         return "planned"
 
     assert plan_while_ray_starts(slow_plan, lambda: None) == "planned"
+
+
+def test_sigterm_while_planning_releases_the_lease_and_exits_143(tmp_path, tiny_config, monkeypatch, capsys,
+                                                                 sample_videos):
+    """A scheduler's timeout during planning: one `error:` line, the documented code, and the lease
+    released at once, so a retry from another host is not refused for the lease's lifetime."""
+    import os
+    import signal
+    import time
+
+    import yaml
+
+    from mmbatch.encoders import inspect
+    from pipelines.cli import score
+
+    config = tmp_path / "night.yaml"
+    config.write_text(yaml.safe_dump(tiny_config.model_dump(mode="json")))
+    out = tmp_path / "out"
+    lock = out / "_locks" / f"run_date={DAY.isoformat()}.json"
+
+    def stall_then_see_term(*args, **kwargs):  # the models take long to read; the lease is held meanwhile
+        threading.Event().wait(3600)
+
+    def terminate_when_leased():
+        deadline = time.monotonic() + 60
+        while not lock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(inspect, "inspect_models", stall_then_see_term)
+    monkeypatch.setattr(score, "init_ray", lambda *args, **kwargs: None)
+    before = signal.getsignal(signal.SIGTERM)
+    threading.Thread(target=terminate_when_leased, daemon=True).start()
+    try:
+        code = score.main(["--config", str(config), "--input", str(sample_videos), "--output", str(out),
+                           "--run-date", DAY.isoformat()])
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert code == ExitCode.TERMINATED == 143
+    assert "error: terminated (SIGTERM); nothing was committed" in capsys.readouterr().err
+    assert not lock.exists()

@@ -41,3 +41,24 @@ def test_report_has_the_plots_and_the_right_numbers(tmp_path):
     missing = subprocess.run([sys.executable, str(REPO / "jobs" / "report.py"), "--output", str(tmp_path),
                               "--run-date", "2020-01-01"], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "no committed run for 2020-01-01" in missing.stderr
+
+
+def test_records_that_are_not_run_records_are_named_and_skipped(tmp_path, caplog):
+    """A stray copy (`latest.json`), a record with the wrong fields and a name that is no run id:
+    each is skipped with a warning naming it; the report of the night still reads."""
+    import json
+    import logging
+
+    from mmbatch.output.report import night_data
+
+    Night(tmp_path, refs("a")).write(clip_rows("a", 1)).commit()
+    runs = tmp_path / "_runs"
+    (runs / "latest.json").write_text((runs / "2026-11-27_fp1.json").read_text())
+    (runs / "2026-11-28_fp1.json").write_text(json.dumps({"run_id": "2026-11-28_fp1", "counts": {}}))
+    (runs / "2026-11-26_fp1.json").write_text((runs / "2026-11-27_fp1.json").read_text())  # a copy under a run id
+    with caplog.at_level(logging.WARNING):
+        data = night_data(str(tmp_path))
+    assert data["manifest"]["run_id"] == "2026-11-27_fp1" and data["previous"] is None
+    for name, why in (("latest.json", "not a run record"), ("2026-11-28_fp1.json", "field 'run_date' missing"),
+                      ("2026-11-26_fp1.json", "a stray copy")):
+        assert any(name in r.getMessage() and why in r.getMessage() for r in caplog.records), (name, caplog.text)

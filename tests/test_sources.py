@@ -55,3 +55,28 @@ def test_manifest_segments_group_by_uri(tmp_path):
     (tmp_path / "bad.csv").write_text("uri,start_s,end_s\na.mp4,5,1\n")
     with pytest.raises(InputError, match="invalid segment"):
         discover(str(tmp_path / "bad.csv"))
+
+
+def test_every_entry_with_an_input_name_is_accounted_for(tmp_path):
+    """A FIFO, a dangling or looping link and a name that is not UTF-8 are refused rows with their
+    reason (never left out, never a failed night); a folder whose name holds [ or ? is a folder."""
+    import os
+
+    src = tmp_path / "in [x] why?"
+    src.mkdir()
+    (src / "ok.mp4").write_bytes(b"x")
+    os.mkfifo(src / "pipe.mp4")
+    os.symlink(src / "nowhere.mp4", src / "dangling.mp4")
+    os.symlink(src / "loop.mp4", src / "loop.mp4")
+    (src / "notes.txt").write_text("a transcript of nothing")
+    with open(os.fsencode(src) + b"/bad\xff name.mp4", "wb") as fh:
+        fh.write(b"y")
+    refs = {r.video_id: r for r in discover(str(src))}
+    assert sorted(refs) == ["bad\\xff name", "dangling", "loop", "ok", "pipe"]
+    assert refs["ok"].error == ""
+    assert refs["pipe"].error == "not a regular file (a FIFO, socket or device); nothing was read"
+    assert refs["dangling"].error == refs["loop"].error == (
+        "a symbolic link that leads nowhere (broken, or a loop); nothing was read")
+    bad = refs["bad\\xff name"]
+    assert bad.error == "its name is not valid UTF-8 (bad\\xff name.mp4); rename the file to score it"
+    assert bad.uri.encode("utf-8") and bad.as_row()["video_id"].encode("utf-8")  # travels as UTF-8
