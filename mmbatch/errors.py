@@ -67,6 +67,13 @@ class OutputError(MmbatchError):
     """The output cannot be written (not a folder, denied, full); the message names it."""
 
 
+class OutputMistakeError(OutputError):
+    """The output cannot be used as given (a file where a folder belongs, another format's tables,
+    no permission): a rerun changes nothing until a person does; the message names the output."""
+
+    exit_code = ExitCode.USAGE
+
+
 class DamagedOutputError(OutputError):
     """A file of the output itself is unreadable (garbled, truncated, emptied, or listed but gone):
     a rerun cannot mend it, a person must (restore the file, or remove it and rescore its date)."""

@@ -144,7 +144,7 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, run_date: 
 def _take_night(fs, layout, output_uri: str, config: PipelineConfig, dry_run: bool):
     """The lease on the night (None for a dry run, which only probes): the first write to the
     output, so an unwritable output fails here, before any video work."""
-    from mmbatch.errors import OutputError
+    from mmbatch.errors import OutputError, OutputMistakeError
     from mmbatch.output.lock import LockedError
     from mmbatch.output.night import night_lease
     from mmbatch.trust import redact_uri
@@ -155,8 +155,14 @@ def _take_night(fs, layout, output_uri: str, config: PipelineConfig, dry_run: bo
     except LockedError:
         raise
     except Exception as err:
-        raise OutputError(f"cannot write to the output {redact_uri(output_uri)}: {short_reason(err, 300)}") from None
+        # A file where a folder belongs, or no permission: a person must act (2); a full disk or a
+        # store that does not answer may pass (1).
+        kind = OutputMistakeError if isinstance(err, _OUTPUT_MISTAKES) else OutputError
+        raise kind(f"cannot write to the output {redact_uri(output_uri)}: {short_reason(err, 300)}") from None
     return None if dry_run else lease
+
+
+_OUTPUT_MISTAKES = (NotADirectoryError, FileExistsError, IsADirectoryError, PermissionError)
 
 
 def _plan_work(config: PipelineConfig, input_uri: str, output_uri: str, run_date: dt.date, refs: list,

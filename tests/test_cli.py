@@ -47,8 +47,8 @@ def test_bad_config_fails_fast_naming_the_key(tmp_path):
 
 
 def test_input_and_output_errors_come_before_ray_starts(tmp_path):
-    """Wrong input (exit 2: not worth retrying) and an unwritable output (exit 1): one error line,
-    and no Ray session was ever started."""
+    """Wrong input and a file where the output folder belongs (exit 2 each: not worth retrying): one
+    error line, and no Ray session was ever started."""
     r = run("--config", str(REPO / "pipelines" / "tiny.yaml"), "--input", str(tmp_path / "nope"),
             "--output", str(tmp_path / "o"))
     assert r.returncode == 2 and f"error: input not found: {tmp_path / 'nope'}" in r.stderr
@@ -59,7 +59,7 @@ def test_input_and_output_errors_come_before_ray_starts(tmp_path):
     (tmp_path / "file").write_text("x")
     r = run("--config", str(REPO / "pipelines" / "tiny.yaml"), "--input", str(tmp_path / "in"),
             "--output", str(tmp_path / "file" / "out"))
-    assert r.returncode == 1 and f"error: cannot write to the output {tmp_path / 'file' / 'out'}" in r.stderr
+    assert r.returncode == 2 and f"error: cannot write to the output {tmp_path / 'file' / 'out'}" in r.stderr
     assert "Started a local Ray instance" not in r.stderr + r.stdout and "Traceback" not in r.stderr
 
 

@@ -112,3 +112,44 @@ def test_a_run_date_far_in_the_future_needs_saying_so(tmp_path):
     assert "--allow-future-date" in r.stderr
     r = run(*io, "--dry-run", "--allow-future-date")
     assert r.returncode == 0 and "1 to score" in r.stdout, r.stderr[-2000:]
+
+
+def test_each_mistake_exits_with_its_code(tmp_path, capsys):
+    """The one rule: a mistake, or an input or output that needs a person, exits 2 naming it; what a
+    retry may mend exits 1. Checked without Ray (--dry-run reaches every check before scoring)."""
+    import json
+
+    from mmbatch.synth import write_video
+    from pipelines.cli import score
+
+    write_video(tmp_path / "in" / "v.mp4", seconds=1.0, width=32, height=32)
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "twice.yaml").write_text(Path(TINY).read_text() + "\nrun:\n  lock_ttl_s: 60\nrun:\n  lock_ttl_s: 90\n")
+    (tmp_path / "typo.yaml").write_text(Path(TINY).read_text().replace("clips:\n", "clips:\n  windows_s: 3\n", 1))
+    (tmp_path / "delta.yaml").write_text(Path(TINY).read_text().replace("output:\n", "output:\n  format: delta\n", 1))
+    parquet_out = tmp_path / "parquet-out"
+    (parquet_out / "clips" / "run_date=2026-11-26").mkdir(parents=True)
+    (parquet_out / "clips" / "run_date=2026-11-26" / "part-0.parquet").write_bytes(b"")
+    held = tmp_path / "held"
+    (held / "_locks").mkdir(parents=True)
+    (held / "_locks" / "run_date=2026-11-27.json").write_text(json.dumps(
+        {"holder": "other", "host": "elsewhere", "pid": 1, "expires_at": time.time() + 600}))
+    cases = {  # what went wrong: (argv changes, exit code, what the error line names)
+        "a file where the output folder belongs": ({"--output": str(tmp_path / "afile" / "out")}, 2, "afile"),
+        "an input that does not exist": ({"--input": str(tmp_path / "nope")}, 2, "nope"),
+        "a key given twice": ({"--config": str(tmp_path / "twice.yaml")}, 2, "'run' is given twice"),
+        "a mistyped key": ({"--config": str(tmp_path / "typo.yaml")}, 2, "clips.windows_s: unknown key"),
+        "another format's tables": ({"--config": str(tmp_path / "delta.yaml"), "--output": str(parquet_out)}, 2,
+                                    "holds parquet tables, but output.format is delta"),
+        "the night held by another run": ({"--output": str(held)}, 1, "another run holds"),
+    }
+    before = signal.getsignal(signal.SIGTERM)  # main() takes SIGTERM over; this process gets it back
+    try:
+        for what, (changes, code, named) in cases.items():
+            args = {"--config": TINY, "--input": str(tmp_path / "in"), "--output": str(tmp_path / "out"),
+                    "--run-date": "2026-11-27", **changes}
+            got = score.main([x for kv in args.items() for x in kv] + ["--dry-run"])
+            err = capsys.readouterr().err
+            assert (got, named in err) == (code, True), (what, err)
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import posixpath
 
 from mmbatch import storage
-from mmbatch.errors import OutputError
+from mmbatch.errors import OutputMistakeError
 from mmbatch.output.tables import ParquetTables, Tables
 from mmbatch.schema import PARTITION_COLUMN
 
@@ -34,7 +34,7 @@ def open_tables(output_uri: str, storage_options: dict | None = None, output_con
         tables = ParquetTables(fs, root, output_uri, storage_options)
     found = detect_format(fs, root.rstrip("/"))
     if found is not None and found != fmt:
-        raise OutputError(f"the output {output_uri} holds {found} tables, but output.format is {fmt}: "
+        raise OutputMistakeError(f"the output {output_uri} holds {found} tables, but output.format is {fmt}: "
                           f"set output.format: {found}, or write to a new output")
     tables.check()
     return tables
