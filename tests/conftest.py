@@ -72,3 +72,13 @@ def sample_videos(tmp_path_factory):
 
 def ref_batch(ref) -> dict[str, np.ndarray]:
     return {k: np.array([v]) for k, v in ref.as_row().items()}
+
+
+@pytest.fixture(autouse=True)
+def sigterm_restored():
+    """The job's main() takes SIGTERM over (it raises Terminated); tests that call it get it back."""
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, before)
