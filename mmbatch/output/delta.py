@@ -12,12 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import posixpath
-import re
 from typing import Any
 
 import pyarrow as pa
 
 from mmbatch import storage
+from mmbatch.output import damage
 from mmbatch.output.tables import TABLE_LOG_ADVICE, TABLE_SCHEMAS, TABLES, TableConflictError, Tables, damaged
 from mmbatch.schema import PARTITION_COLUMN
 
@@ -69,27 +69,7 @@ class DeltaTables(Tables):
                 "the table's folder holds data partitions but no Delta log"), TABLE_LOG_ADVICE)
 
     def damaged_metadata(self, table: str) -> list[str]:
-        """Commit files that are empty or not JSON lines, checkpoints whose footer cannot be read, and
-        versions missing after the last checkpoint (the log must be whole from there)."""
-        log_dir = posixpath.join(self.folder(table), "_delta_log")
-        if not self.fs.exists(log_dir):
-            return []
-        bad, versions, checkpoints = [], set(), []
-        for path in sorted(self.fs.ls(log_dir, detail=False)):
-            name = posixpath.basename(path)
-            if re.fullmatch(r"\d{20}\.json", name):
-                versions.add(int(name[:20]))
-                if not _json_lines(self.fs, path):
-                    bad.append(path)
-            elif re.fullmatch(r"\d{20}\.checkpoint(\.\d+\.\d+)?\.parquet", name):
-                checkpoints.append(int(name[:20]))
-                bad += storage.unreadable_parquet(self.fs, [path])
-        if versions:
-            top = max(versions)
-            last_checkpoint = max((c for c in checkpoints if c <= top), default=-1)
-            bad += [posixpath.join(log_dir, f"{v:020d}.json") for v in range(last_checkpoint + 1, top + 1)
-                    if v not in versions]
-        return bad
+        return damage.delta_damaged(self.fs, posixpath.join(self.folder(table), "_delta_log"))
 
     def load(self, table: str, version: int | None = None):
         """The table now (or at `version`); None where it does not exist yet."""
@@ -199,15 +179,6 @@ class DeltaTables(Tables):
     def current(self, table: str) -> int | None:
         d = _fresh(self, table)
         return None if d is None else d.version()
-
-
-def _json_lines(fs, path: str) -> bool:
-    """A commit file: one or more lines, each a JSON object."""
-    try:
-        lines = [line for line in fs.cat_file(path).decode().splitlines() if line.strip()]
-        return bool(lines) and all(isinstance(json.loads(line), dict) for line in lines)
-    except (ValueError, UnicodeDecodeError, OSError):
-        return False
 
 
 def _fresh(tables: DeltaTables, table: str):

@@ -12,19 +12,17 @@ fails, it never merges into the other.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import json
 import logging
 import os
 import posixpath
-import re
 from typing import Any
 
 import pyarrow as pa
 
 from mmbatch import storage
 from mmbatch.errors import ConfigError
+from mmbatch.output import damage
 from mmbatch.output.tables import TABLE_LOG_ADVICE, TABLE_SCHEMAS, TABLES, TableConflictError, Tables, damaged
 from mmbatch.schema import PARTITION_COLUMN
 
@@ -50,7 +48,8 @@ class IcebergTables(Tables):
         super().__init__(fs, root, uri, storage_options)
         self.config = config
         self.properties = {**file_io_properties(storage_options), **config.catalog}
-        if "type" not in config.catalog and "uri" not in config.catalog:
+        self.embedded = "type" not in config.catalog and "uri" not in config.catalog  # the output's own SQLite
+        if self.embedded:
             if not storage.is_local(uri):
                 raise ConfigError("output.format iceberg on an object store needs a catalog: set "
                                   "output.iceberg.catalog (e.g. {type: glue} or {type: rest, uri: ...}); "
@@ -71,63 +70,13 @@ class IcebergTables(Tables):
     def check(self) -> None:
         from mmbatch.trust import redact_text
 
-        where = redact_text(str(self.properties.get("uri", self.properties.get("type"))))
+        where = f"{self.config.catalog_name!r} ({redact_text(str(self.properties.get('uri', self.properties.get('type'))))})"
         for table in TABLES:
-            self.checked(table, lambda t=table: self._read_metadata(t),
-                         f"cannot reach the Iceberg catalog {self.config.catalog_name!r} ({where})")
-
-    @property
-    def embedded(self) -> bool:
-        """The catalog is the output's own SQLite file (not Glue, REST or another shared one)."""
-        return "type" not in self.config.catalog and "uri" not in self.config.catalog
-
-    def _read_metadata(self, table: str) -> None:
-        """The table's metadata, manifest list and manifests, as the commit will read them. A table
-        the catalog does not know although its folder holds metadata lost its catalog entry: the
-        output's own catalog re-registers the newest metadata (said in the log); another catalog is
-        for a person to mend."""
-        if self.exists(table):
-            self._files(table)
-            return
-        newest = self._metadata_files(table)[-1:]
-        if not newest:
-            if self.holds_data(table):
-                raise damaged([posixpath.join(self.folder(table), "metadata")], FileNotFoundError(
-                    "the table's folder holds data partitions but no Iceberg metadata"), TABLE_LOG_ADVICE)
-            return
-        location = newest[0] if "://" in newest[0] else "file://" + newest[0]
-        if not self.embedded:
-            raise damaged([f"{self.config.namespace}.{self.config.table_prefix}{table}"], LookupError(
-                f"catalog {self.config.catalog_name!r} does not know the table, whose newest metadata is {location}"),
-                "register that metadata file in the catalog")
-        log.warning("the catalog %s had lost the %s table; re-registered its newest metadata %s",
-                    self.properties["uri"], table, location)
-        self.catalog.create_namespace_if_not_exists(self.config.namespace)
-        self.catalog.register_table(self.ident(table), location)
-        self._files(table)
-
-    def _metadata_files(self, table: str) -> list[str]:
-        """`<n>-<uuid>.metadata.json` files of the table's folder, oldest first."""
-        folder = posixpath.join(self.folder(table), "metadata")
-        names = self.fs.glob(posixpath.join(folder, "*.metadata.json")) if self.fs.exists(folder) else []
-        return sorted((p for p in names if re.match(r"\d+-", posixpath.basename(p))),
-                      key=lambda p: int(posixpath.basename(p).split("-", 1)[0]))
+            self.checked(table, lambda t=table: read_metadata(self, t), f"cannot reach the Iceberg catalog {where}")
 
     def damaged_metadata(self, table: str) -> list[str]:
-        """The embedded catalog's file when it is not SQLite; metadata files that are not JSON; Avro
-        manifests and manifest lists without their header or whose end is not the header's sync marker."""
-        bad = []
-        if self.embedded:
-            db = self.properties["uri"].removeprefix("sqlite:///")
-            if os.path.exists(db) and os.path.getsize(db) and not _sqlite_whole(db):
-                bad.append(db)
-        folder = posixpath.join(self.folder(table), "metadata")
-        for path in sorted(self.fs.glob(posixpath.join(folder, "*"))) if self.fs.exists(folder) else []:
-            if path.endswith(".metadata.json") and not _is_json(self.fs, path):
-                bad.append(path)
-            elif path.endswith(".avro") and not _is_whole_avro(self.fs, path):
-                bad.append(path)
-        return bad
+        db = self.properties["uri"].removeprefix("sqlite:///") if self.embedded else None
+        return damage.iceberg_damaged(self.fs, posixpath.join(self.folder(table), "metadata"), db)
 
     def ident(self, table: str) -> tuple[str, str]:
         return (self.config.namespace, self.config.table_prefix + table)
@@ -292,63 +241,36 @@ class IcebergTables(Tables):
         return out
 
 
+def read_metadata(tables: IcebergTables, table: str) -> None:
+    """The table's metadata, manifest list and manifests, as the commit will read them. A table
+    the catalog does not know although its folder holds metadata lost its catalog entry: the
+    output's own catalog re-registers the newest metadata (said in the log); another catalog is
+    for a person to mend."""
+    if tables.exists(table):
+        tables._files(table)
+        return
+    newest = damage.iceberg_metadata_files(tables.fs, posixpath.join(tables.folder(table), "metadata"))[-1:]
+    if not newest:
+        if tables.holds_data(table):
+            raise damaged([posixpath.join(tables.folder(table), "metadata")], FileNotFoundError(
+                "the table's folder holds data partitions but no Iceberg metadata"), TABLE_LOG_ADVICE)
+        return
+    location = newest[0] if "://" in newest[0] else "file://" + newest[0]
+    if not tables.embedded:
+        raise damaged([f"{tables.config.namespace}.{tables.config.table_prefix}{table}"], LookupError(
+            f"catalog {tables.config.catalog_name!r} does not know the table, whose newest metadata is {location}"),
+            "register that metadata file in the catalog")
+    log.warning("the catalog %s had lost the %s table; re-registered its newest metadata %s",
+                tables.properties["uri"], table, location)
+    tables.catalog.create_namespace_if_not_exists(tables.config.namespace)
+    tables.catalog.register_table(tables.ident(table), location)
+    tables._files(table)
+
+
 def _modified(info: dict) -> float:
     """A listed file's modification time (local `mtime`, S3 `LastModified`), in seconds."""
     value = info.get("mtime", info.get("LastModified", 0))
     return value.timestamp() if hasattr(value, "timestamp") else float(value)
-
-
-def _sqlite_whole(path: str) -> bool:
-    """SQLite's own quick check of the catalog file, opened read-only."""
-    import sqlite3
-
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            return db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
-    except sqlite3.Error:
-        return False
-
-
-def _is_json(fs, path: str) -> bool:
-    try:
-        return isinstance(json.loads(fs.cat_file(path)), dict)
-    except (ValueError, UnicodeDecodeError, OSError):
-        return False
-
-
-def _is_whole_avro(fs, path: str) -> bool:
-    """An Avro object container file whose last 16 bytes are the sync marker its header declares, so
-    a truncated one fails too. Hand-written (a dozen lines): pyiceberg's reader only fails later, mid-file."""
-    try:
-        data = fs.cat_file(path)
-        if data[:4] != b"Obj\x01":
-            return False
-        pos = 4
-        while True:  # the header's metadata map: blocks of (count, then count x (key, value)), 0 ends it
-            count, pos = _zigzag(data, pos)
-            if count == 0:
-                break
-            if count < 0:
-                _, pos = _zigzag(data, pos)  # a negative count is followed by the block's size
-            for _ in range(abs(count) * 2):
-                size, pos = _zigzag(data, pos)
-                pos += size
-        sync = data[pos: pos + 16]
-        return len(sync) == 16 and len(data) >= pos + 16 and data.endswith(sync)
-    except (OSError, IndexError):
-        return False
-
-
-def _zigzag(data: bytes, pos: int) -> tuple[int, int]:
-    """An Avro long (zigzag varint) at `pos`: (value, position after it)."""
-    shift = value = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80 or shift > 63:
-            return (value >> 1) ^ -(value & 1), pos
 
 
 def _snapshot_id(tbl) -> int | None:

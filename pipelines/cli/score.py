@@ -12,12 +12,15 @@ Cluster: without RAY_ADDRESS a local Ray starts; `ray job submit` (or RAY_ADDRES
 address) attaches to a cluster. Everything that can fail fast is checked before any video is read:
 configuration, inputs and the output's writability before Ray starts, the models while it starts.
 
-Exit codes (a scheduler retries only 1):
-  0  committed
-  1  not committed; worth retrying (infrastructure, output fault, the night held by another run)
-  2  not committed; not worth retrying (bad arguments, configuration, input or models)
-  3  committed, but degraded (more than --max-failed-fraction of videos failed, or a configured
-     modality failed on more than run.max_modality_failed_fraction of its clips)
+Exit codes (a scheduler retries only 1, 130 and 143):
+  0    committed
+  1    not committed; worth retrying (infrastructure, a full disk, the night held by another run)
+  2    not committed; not worth retrying (bad arguments, configuration, input or models, or an
+       output that needs a person: a file in the way, another format, a damaged file it names)
+  3    committed, but degraded (more than --max-failed-fraction of videos failed, a configured
+       modality failed on more than run.max_modality_failed_fraction of its clips, or the state
+       table was not updated)
+  130  interrupted (SIGINT); 143 terminated (SIGTERM): not committed, the lease released
 """
 
 from __future__ import annotations
