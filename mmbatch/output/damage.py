@@ -1,8 +1,10 @@
 """Which of a table format's own files are damaged: the output's files are untrusted input.
 
 Called when a table's library fails to read its log or metadata, to tell a damaged file (a person
-must restore it: exit 2, the file named) from a store that does not answer (a retry may pass). Each
-check reads the file whole and parses only what proves it intact; nothing here repairs.
+must restore it: exit 2, the file named) from a store that does not answer (a retry may pass); and,
+for Iceberg, before pyiceberg reads its Avro files at all (its native decoder can crash the process
+on a garbled one). Each check reads the file whole and parses only what proves it intact; nothing
+here repairs.
 """
 
 from __future__ import annotations
@@ -51,15 +53,19 @@ def iceberg_metadata_files(fs, folder: str) -> list[str]:
 def iceberg_damaged(fs, folder: str, catalog_db: str | None = None) -> list[str]:
     """The embedded SQLite catalog when SQLite's own check fails; metadata files that are not JSON;
     Avro manifests and manifest lists that are not whole."""
+    from concurrent.futures import ThreadPoolExecutor
+
     bad = []
     if catalog_db and os.path.exists(catalog_db) and os.path.getsize(catalog_db) and not _sqlite_whole(catalog_db):
         bad.append(catalog_db)
-    for path in sorted(fs.glob(posixpath.join(folder, "*"))) if fs.exists(folder) else []:
-        if path.endswith(".metadata.json") and not _is_json(fs, path):
-            bad.append(path)
-        elif path.endswith(".avro") and not _is_whole_avro(fs, path):
-            bad.append(path)
-    return bad
+    paths = [p for p in (sorted(fs.glob(posixpath.join(folder, "*"))) if fs.exists(folder) else [])
+             if p.endswith((".metadata.json", ".avro"))]
+
+    def whole(path: str) -> bool:
+        return _is_json(fs, path) if path.endswith(".json") else _is_whole_avro(fs, path)
+
+    with ThreadPoolExecutor(max_workers=min(16, len(paths) or 1)) as pool:
+        return bad + [p for p, ok in zip(paths, pool.map(whole, paths)) if not ok]
 
 
 def _json_lines(fs, path: str) -> bool:

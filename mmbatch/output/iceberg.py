@@ -247,6 +247,9 @@ def read_metadata(tables: IcebergTables, table: str) -> None:
     output's own catalog re-registers the newest metadata (said in the log); another catalog is
     for a person to mend."""
     if tables.exists(table):
+        bad = tables.damaged_metadata(table)  # first: pyiceberg's native Avro decoder may crash on a garbled file
+        if bad:
+            raise damaged(bad, None, TABLE_LOG_ADVICE)
         tables._files(table)
         return
     newest = damage.iceberg_metadata_files(tables.fs, posixpath.join(tables.folder(table), "metadata"))[-1:]
