@@ -23,6 +23,7 @@ import warnings
 from typing import Any
 
 from mmbatch.stage import StageSpec, keep_after
+from pipelines import tally
 
 log = logging.getLogger(__name__)
 MAX_BLOCKS = 10_000
@@ -44,28 +45,29 @@ def _project(batch: dict, keep: frozenset | None) -> dict:
 class StageActor:
     """Ray Data callable class wrapping any stage; subclassed per stage for its name."""
 
-    def __init__(self, spec: StageSpec, keep: frozenset | None):
+    def __init__(self, spec: StageSpec, keep: frozenset | None, tally=None):
         self.stage = spec.build()
         self.stage.setup()
-        self.keep = keep
+        self.keep, self.tally = keep, tally  # tally: the last stage before the write reports progress
         self._fan_out = inspect.isgeneratorfunction(type(self.stage).__call__)
 
     def __call__(self, batch):
-        if self._fan_out:
-            for out in self.stage(batch):
-                yield _project(out, self.keep)
-        else:
-            yield _project(self.stage(batch), self.keep)
+        outs = self.stage(batch) if self._fan_out else [self.stage(batch)]
+        for out in outs:
+            out = _project(out, self.keep)
+            if self.tally is not None:
+                tally.report(self.tally, out)
+            yield out
 
 
 def _task_fn(name: str):
-    def run(batch, spec: StageSpec, keep: frozenset | None, key: str):
+    def run(batch, spec: StageSpec, keep: frozenset | None, key: str, progress=None):
         out = _cached_stage(spec, key)(batch)
-        if inspect.isgenerator(out):
-            for b in out:
-                yield _project(b, keep)
-        else:
-            yield _project(out, keep)
+        for b in out if inspect.isgenerator(out) else [out]:
+            b = _project(b, keep)
+            if progress is not None:
+                tally.report(progress, b)
+            yield b
 
     run.__name__ = run.__qualname__ = name
     return run
@@ -120,15 +122,17 @@ def _datasink_class():
     return StageDatasink
 
 
-def build_dataset(rows: list[dict], specs: list[StageSpec], key: str, retries: tuple[int, int] = (3, -1)):
+def build_dataset(rows: list[dict], specs: list[StageSpec], key: str, retries: tuple[int, int] = (3, -1),
+                  progress=None):
     """The lazy Ray Data graph over the input rows (VideoRef.as_row) up to the sink; nothing runs
-    yet. `key` names this run attempt's stage objects in the workers' caches."""
+    yet. `key` names this run attempt's stage objects in the workers' caches; `progress`: the tally
+    actor (pipelines/tally.py) the last stage before the sink reports to."""
     import ray.data
 
     # One row per block (up to a cap that keeps scheduling overhead sane on huge nights) so
     # decode spreads over the cluster and one slow video does not hold up others.
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), MAX_BLOCKS)))
-    return apply_stages(ds, specs, key, retries)
+    return apply_stages(ds, specs, key, retries, progress)
 
 
 def sink_of(specs: list[StageSpec]) -> StageSpec:
@@ -160,8 +164,10 @@ def remote_args(spec: StageSpec) -> dict[str, Any]:
     return args
 
 
-def apply_stage(ds, spec: StageSpec, keep: frozenset | None, key: str, retries: tuple[int, int] = (3, -1)):
-    """`retries`: (task retries, actor restarts), for workers that die; see run.task_retries."""
+def apply_stage(ds, spec: StageSpec, keep: frozenset | None, key: str, retries: tuple[int, int] = (3, -1),
+                progress=None):
+    """`retries`: (task retries, actor restarts), for workers that die; see run.task_retries.
+    `progress`: a tally actor this stage reports its output to (the last stage before the sink)."""
     res = spec.resources
     common = {"batch_size": spec.pool.batch_size, "batch_format": "numpy", "zero_copy_batch": False,
               **remote_args(spec)}
@@ -169,14 +175,15 @@ def apply_stage(ds, spec: StageSpec, keep: frozenset | None, key: str, retries: 
         from ray.data import ActorPoolStrategy
 
         actor_cls = type(spec.name, (StageActor,), {})
-        return ds.map_batches(actor_cls, fn_constructor_args=(spec, keep),
+        return ds.map_batches(actor_cls, fn_constructor_args=(spec, keep, progress),
                               compute=ActorPoolStrategy(min_size=spec.pool.concurrency[0],
                                                         max_size=spec.pool.concurrency[1]),
                               num_gpus=res.gpus or None, max_restarts=retries[1], max_task_retries=retries[1],
                               **common)
     from ray.data import TaskPoolStrategy
 
-    ds = ds.map_batches(_task_fn(spec.name), fn_kwargs={"spec": spec, "keep": keep, "key": f"{spec.name}-{key}"},
+    ds = ds.map_batches(_task_fn(spec.name), fn_kwargs={"spec": spec, "keep": keep, "key": f"{spec.name}-{key}",
+                                                         "progress": progress},
                         compute=TaskPoolStrategy(size=spec.pool.concurrency[1]), max_retries=retries[0], **common)
     return one_block_a_row(ds) if getattr(spec.stage_cls, "one_block_a_row", False) else ds
 
@@ -197,11 +204,12 @@ def one_block_a_row(ds):
     return Dataset._from_parent(ds, LogicalPlan(op, ds.context))
 
 
-def apply_stages(ds, specs: list[StageSpec], key: str, retries: tuple[int, int] = (3, -1)):
-    """map_batches for every stage but a final sink (see `write_to_sink`)."""
-    for spec, keep in zip(specs, keep_after(specs)):
-        if spec.compute != "sink":
-            ds = apply_stage(ds, spec, keep, key, retries)
+def apply_stages(ds, specs: list[StageSpec], key: str, retries: tuple[int, int] = (3, -1), progress=None):
+    """map_batches for every stage but a final sink (see `write_to_sink`); the last of them reports
+    to the `progress` tally."""
+    staged = [(spec, keep) for spec, keep in zip(specs, keep_after(specs)) if spec.compute != "sink"]
+    for i, (spec, keep) in enumerate(staged):
+        ds = apply_stage(ds, spec, keep, key, retries, progress if i == len(staged) - 1 else None)
     return ds
 
 

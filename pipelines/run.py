@@ -259,15 +259,16 @@ def _score(plan: RunPlan) -> tuple[list[dict[str, Any]] | None, float]:
     """Run the graph over the videos to do; their completion records go to the ledger. Returns
     Ray Data's per-operator stats and the seconds the graph ran."""
     from mmbatch.output.progress import ProgressReporter
-    from pipelines import adapter
+    from pipelines import adapter, tally
 
     config, ledger = plan.config, plan.night.ledger
     ledger.begin()
-    progress = ProgressReporter(ledger, len(plan.todo), config.run.progress_interval_s)
+    scored = tally.start_tally()
+    progress = ProgressReporter(ledger, len(plan.todo), config.run.progress_interval_s, lambda: tally.counts(scored))
     progress.start()
     key = f"{config_key(config)}-{ledger.attempt}"
     ds = adapter.build_dataset([r.as_row() for r in plan.todo], plan.specs, key,
-                               (config.run.task_retries, config.run.actor_restarts))
+                               (config.run.task_retries, config.run.actor_restarts), scored)
     started = time.perf_counter()
     try:  # only small completion records reach the driver; clip rows stay on the workers
         written = adapter.write_to_sink(ds, plan.specs, key, int(config.output.target_file_mb * 2**20),
@@ -279,6 +280,7 @@ def _score(plan: RunPlan) -> tuple[list[dict[str, Any]] | None, float]:
         raise named from None
     finally:
         progress.stop()
+        tally.stop_tally(scored)
     execution_s = time.perf_counter() - started
     for records in written:
         ledger.add_records(records)

@@ -237,3 +237,28 @@ def test_the_graph_refuses_a_stage_that_reads_what_nothing_upstream_writes(tiny_
         stage_specs(placed(tiny_config, "per_modality"), dims)
     with pytest.raises(ConfigError, match=r"stage 'encoders' reads mood_probs"):  # colocated: the members' union
         stage_specs(tiny_config, dims)
+
+
+def test_progress_moves_before_the_nights_one_write(ray_cluster, tiny_config, tmp_path, monkeypatch):
+    """Six one-clip videos: the write stage bundles them all into one file at the end, yet the
+    progress line counts videos as fusion scores them."""
+    from mmbatch.output import progress
+
+    for i in range(6):
+        write_video(tmp_path / "in" / f"v{i}.mp4", seconds=1.5, width=32, height=32, seed=i)
+    reporters = []
+
+    class Recorded(progress.ProgressReporter):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            reporters.append(self)
+
+    monkeypatch.setattr(progress, "ProgressReporter", Recorded)
+    config = tiny_config.model_copy(update={
+        "run": tiny_config.run.model_copy(update={"progress_interval_s": 0.05}),
+        "fusion": tiny_config.fusion.model_copy(update={"pool": tiny_config.fusion.pool.model_copy(
+            update={"batch_size": 1})})})
+    result = run_pipeline(config, str(tmp_path / "in"), str(tmp_path / "out"), DAY1)
+    assert result.scored == 6 and len(result.manifest["outputs"]["clip_files"]) == 1
+    early = [line for line in reporters[0].lines if line.endswith("; 0 written") and not line.startswith("progress: 0/")]
+    assert early, reporters[0].lines[-5:]

@@ -13,7 +13,7 @@ def test_progress_line_from_staged_records(tmp_path):
     assert progress.tick().startswith("progress: 0/3 videos, 0 clips, 0.00 clips/s, ETA unknown")
     returned = night.stage(clip_rows("a", 2), clip_rows("b", 3, n_rows=4))  # b is not complete yet
     line = progress.tick()
-    assert re.fullmatch(r"progress: 1/3 videos, 2 clips, [0-9.]+ clips/s, ETA \dm\d\ds", line), line
+    assert re.fullmatch(r"progress: 1/3 videos, 2 clips, [0-9.]+ clips/s, ETA \dm\d\ds; 1 written", line), line
     returned += night.stage(clip_rows("b", 1, first=3, n_rows=4), clip_rows("c", 1))
     assert progress.tick().startswith("progress: 3/3 videos, 7 clips")
     # The writes' returns reach the ledger at the end: each report counts once.
@@ -22,3 +22,31 @@ def test_progress_line_from_staged_records(tmp_path):
     assert (night.ledger.finished, night.ledger.clips_done, night.ledger.pending) == (3, 7, {})
     assert progress.tick().startswith("progress: 3/3 videos, 7 clips")
     assert sorted(night.commit()["outputs"]["clip_files"]) == sorted({r["file"][0] for r in returned})
+
+
+def test_the_tally_counts_a_video_once_all_its_rows_are_scored():
+    """The scored rows' reports, before any write: two batches of one chunk complete it; a retried
+    batch counts once."""
+    from mmbatch.output.ledger import CompletionTally
+    from mmbatch.output.records import CompletionRecord
+    from mmbatch.output.writer import completion_records
+
+    def records(batch, name):
+        return CompletionRecord.from_columns(completion_records(batch, batch["clip_index"] >= 0, name, 0))
+
+    first, second = clip_rows("a", 2, n_rows=4), clip_rows("a", 2, first=2, n_rows=4)
+    tally = CompletionTally()
+    tally.add(records(first, "batch-1"))
+    tally.add(records(first, "batch-1"))  # retried
+    assert tally.counts() == (0, 0)
+    tally.add(records(second, "batch-2") + records(clip_rows("b", 1), "batch-2"))
+    assert tally.counts() == (2, 5)
+
+
+def test_progress_counts_scored_videos_before_their_write(tmp_path):
+    """A night of small clips writes one bundle at its end: the line still moves (the defect: 0/2000
+    videos, 0 clips, ETA unknown for a whole night)."""
+    night = Night(tmp_path, refs("a", "b", "c"))
+    progress = ProgressReporter(night.ledger, 3, 60, scored=lambda: (2, 5))
+    assert progress.tick().startswith("progress: 2/3 videos, 5 clips, ")
+    assert progress.tick().endswith("; 0 written")

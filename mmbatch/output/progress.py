@@ -2,7 +2,9 @@
 
 The write stage stages a small records file beside each clip file it writes; a background
 thread on the driver feeds the new ones to the run's ledger every `interval_s` (RunLedger.poll)
-and reports what the ledger has completed. Its cost is one listing and a few small reads a tick.
+and reports what the ledger has completed ("written"). Videos are counted as they are scored,
+before their ~128 MB write bundle lands, from the tally the last stage before the write feeds.
+Its cost is one listing, a few small reads and one small actor call a tick.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +23,13 @@ def _eta(seconds: float) -> str:
 
 
 class ProgressReporter:
-    def __init__(self, ledger, total_videos: int, interval_s: float = 30.0):
+    """`scored()`: (videos, clips) scored so far but maybe not written yet (pipelines/tally.py), or
+    None; the line counts the larger of that and what the ledger has written."""
+
+    def __init__(self, ledger, total_videos: int, interval_s: float = 30.0,
+                 scored: Callable[[], tuple[int, int] | None] | None = None):
         self.ledger, self.total, self.interval_s = ledger, total_videos, interval_s  # ledger: output.ledger.RunLedger
+        self.scored = scored or (lambda: None)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._t0 = time.perf_counter()
@@ -29,11 +37,12 @@ class ProgressReporter:
 
     def tick(self) -> str:
         self.ledger.poll()
-        done, clips = self.ledger.finished, self.ledger.clips_done
+        written = self.ledger.finished
+        done, clips = max((written, self.ledger.clips_done), self.scored() or (0, 0))
         elapsed = time.perf_counter() - self._t0
         rate = clips / elapsed if elapsed else 0.0
         eta = _eta(elapsed / done * (self.total - done)) if done else "unknown"
-        line = f"progress: {done}/{self.total} videos, {clips} clips, {rate:.2f} clips/s, ETA {eta}"
+        line = f"progress: {done}/{self.total} videos, {clips} clips, {rate:.2f} clips/s, ETA {eta}; {written} written"
         self.lines.append(line)
         log.info("%s", line)
         return line
