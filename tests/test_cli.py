@@ -283,3 +283,15 @@ def test_a_local_ray_gets_this_code_on_its_path():
     off = parse_config({"models": {"text": {"task": "text_classification", "source": "tiny:roberta-sentiment"}},
                         "run": {"malloc_tuning": False}})
     assert local_ray_environment({}, off) == {"PYTHONPATH": str(CODE_ROOT)}
+
+
+def test_version_and_license(capsys):
+    """`mmbatch --version` names the installed version; the LICENSE file is the license pyproject declares."""
+    from importlib.metadata import version
+
+    from pipelines.cli import main
+
+    assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"mmbatch {version('mmbatch')}"
+    declared = re.search(r'^license = \{ text = "([^"]+)" \}', (REPO / "pyproject.toml").read_text(), re.M).group(1)
+    text = (REPO / "LICENSE").read_text()
+    assert declared == "Apache-2.0" and "Apache License" in text and "Version 2.0, January 2004" in text

@@ -74,7 +74,19 @@ def checkout_root() -> Path | None:
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {about}" for name, (_, about) in COMMANDS.items()]
-    return "usage: mmbatch <command> [options]   (mmbatch <command> --help for its options)\n\n" + "\n".join(lines)
+    return ("usage: mmbatch <command> [options]   (mmbatch <command> --help for its options; mmbatch --version)\n\n"
+            + "\n".join(lines))
+
+
+def version() -> str:
+    """The installed distribution's version (a checkout that is not installed says so)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("mmbatch")
+    except PackageNotFoundError:
+        return "(not installed: a source checkout)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        print(f"mmbatch {version()}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"mmbatch: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
