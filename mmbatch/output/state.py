@@ -131,9 +131,15 @@ def _with_readable_clips(tables: Tables, skipped: dict[str, dict]) -> dict[str, 
     """A video is skipped only while the night that scored it can still be read: a date with an
     unreadable clips file gives its videos back to be scored again, with a warning naming the file
     (the file itself is for a person to restore or remove: docs/operations.md)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     days = sorted({prev["run_date"] for prev in skipped.values()})
-    for day in days:
-        bad = tables.unreadable_files("clips", day) + tables.unreadable_files("videos", day)
+    # A night's listing and footers a thread (many nights cost seconds, not minutes); a table format's
+    # catalog or log reader is not shared across threads.
+    with ThreadPoolExecutor(max_workers=1 if tables.transactional else 8) as pool:
+        unreadable = list(pool.map(lambda d: tables.unreadable_files("clips", d) + tables.unreadable_files("videos", d),
+                                   days))
+    for day, bad in zip(days, unreadable):
         if bad:
             back = [vid for vid, prev in skipped.items() if prev["run_date"] == day]
             log.warning("%s; the %d videos last scored on %s are scored again tonight instead of skipped",
