@@ -136,16 +136,29 @@ def remove_abandoned_temps(fs: fsspec.AbstractFileSystem, folders: list[str],
 
 
 def unreadable_parquet(fs: fsspec.AbstractFileSystem, paths: list[str]) -> list[str]:
-    """Those of `paths` whose Parquet footer cannot be read (garbled, truncated, emptied or gone):
-    a few small reads a file, in parallel."""
+    """Those of `paths` whose Parquet footer does not parse (garbled, truncated, emptied) or that
+    are gone: two small reads a file, in parallel. A store that fails to answer raises as it is (a
+    retry may pass): only what was read and is wrong counts as damage."""
+    import io
+    import struct
     from concurrent.futures import ThreadPoolExecutor
 
     import pyarrow.parquet as pq
 
     def readable(path: str) -> bool:
         try:
-            with fs.open(path, "rb") as fh:
-                pq.read_metadata(fh)
+            size = fs.size(path)
+            tail = fs.cat_file(path, start=max(0, size - 8), end=size) if size >= 12 else b""
+            if len(tail) < 8 or tail[4:] != b"PAR1":
+                return False
+            length = struct.unpack("<I", tail[:4])[0]
+            if length + 12 > size:
+                return False
+            footer = fs.cat_file(path, start=size - 8 - length, end=size)
+        except FileNotFoundError:
+            return False
+        try:  # the footer alone, behind the leading magic: what pyarrow checks when it opens the file
+            pq.read_metadata(io.BytesIO(b"PAR1" + footer))
             return True
         except Exception:
             return False

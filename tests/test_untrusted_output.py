@@ -209,3 +209,27 @@ def test_damaged_staged_work_is_done_again_never_published_unread(tmp_path, capl
         assert scored  # what the damaged or lost file held is scored again
     if unreadable or (damage == "deleted" and target == "staged part"):
         assert any(path.name in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_a_store_that_does_not_answer_is_not_called_damage(tmp_path):
+    """Only what was read and is wrong counts as damage (exit 2); a read that fails is raised as it
+    is, so the night ends worth retrying (exit 1)."""
+    import fsspec
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mmbatch import storage
+
+    fs = fsspec.filesystem("file")
+    good, bad = tmp_path / "good.parquet", tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"x": [1, 2]}), good)
+    bad.write_bytes(b"PAR1" + b"\0" * 20 + b"PAR1")
+    assert storage.unreadable_parquet(fs, [str(good), str(bad), str(tmp_path / "gone.parquet")]) == [
+        str(bad), str(tmp_path / "gone.parquet")]
+
+    class Unreachable(type(fs)):
+        def size(self, path):
+            raise ConnectionResetError("the store closed the connection")
+
+    with pytest.raises(ConnectionResetError):
+        storage.unreadable_parquet(Unreachable(), [str(good)])

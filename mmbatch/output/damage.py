@@ -3,8 +3,8 @@
 Called when a table's library fails to read its log or metadata, to tell a damaged file (a person
 must restore it: exit 2, the file named) from a store that does not answer (a retry may pass); and,
 for Iceberg, before pyiceberg reads its Avro files at all (its native decoder can crash the process
-on a garbled one). Each check reads the file whole and parses only what proves it intact; nothing
-here repairs.
+on a garbled one). Each check reads the file whole and parses only what proves it intact; a read
+that the store fails is raised as it is (not damage: a retry may pass); nothing here repairs.
 """
 
 from __future__ import annotations
@@ -73,14 +73,14 @@ def _json_lines(fs, path: str) -> bool:
     try:
         lines = [line for line in fs.cat_file(path).decode().splitlines() if line.strip()]
         return bool(lines) and all(isinstance(json.loads(line), dict) for line in lines)
-    except (ValueError, UnicodeDecodeError, OSError):
+    except (ValueError, UnicodeDecodeError, FileNotFoundError):  # another OSError: the store, not the file
         return False
 
 
 def _is_json(fs, path: str) -> bool:
     try:
         return isinstance(json.loads(fs.cat_file(path)), dict)
-    except (ValueError, UnicodeDecodeError, OSError):
+    except (ValueError, UnicodeDecodeError, FileNotFoundError):
         return False
 
 
@@ -101,6 +101,9 @@ def _is_whole_avro(fs, path: str) -> bool:
     mid-file, with errors that do not name the file."""
     try:
         data = fs.cat_file(path)
+    except FileNotFoundError:
+        return False
+    try:
         if data[:4] != b"Obj\x01":
             return False
         pos = 4
@@ -115,7 +118,7 @@ def _is_whole_avro(fs, path: str) -> bool:
                 pos += size
         sync = data[pos: pos + 16]
         return len(sync) == 16 and len(data) >= pos + 16 and data.endswith(sync)
-    except (OSError, IndexError):
+    except IndexError:
         return False
 
 

@@ -79,7 +79,10 @@ class Tables:
         except DamagedOutputError:
             raise
         except Exception as err:
-            bad = self.damaged_metadata(table)
+            try:
+                bad = self.damaged_metadata(table)
+            except Exception:  # the store does not answer now: say what failed first
+                bad = []
             if bad:
                 raise damaged(bad, err, TABLE_LOG_ADVICE) from None
             if isinstance(err, FileNotFoundError):  # a file its log names is gone
