@@ -45,18 +45,18 @@ def _project(batch: dict, keep: frozenset | None) -> dict:
 class StageActor:
     """Ray Data callable class wrapping any stage; subclassed per stage for its name."""
 
-    def __init__(self, spec: StageSpec, keep: frozenset | None, tally=None):
+    def __init__(self, spec: StageSpec, keep: frozenset | None, progress=None):
         self.stage = spec.build()
         self.stage.setup()
-        self.keep, self.tally = keep, tally  # tally: the last stage before the write reports progress
+        self.keep, self.progress = keep, progress  # the tally actor the last stage before the write reports to
         self._fan_out = inspect.isgeneratorfunction(type(self.stage).__call__)
 
     def __call__(self, batch):
         outs = self.stage(batch) if self._fan_out else [self.stage(batch)]
         for out in outs:
             out = _project(out, self.keep)
-            if self.tally is not None:
-                tally.report(self.tally, out)
+            if self.progress is not None:
+                tally.report(self.progress, out)
             yield out
 
 

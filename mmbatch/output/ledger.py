@@ -57,26 +57,32 @@ class _Pending:
 
 
 class CompletionTally:
-    """Videos whose every chunk has reported all its rows, and their clip rows: the ledger's rule
-    without files. Fed the scored rows' reports before they are written (the progress line: the
-    write stage bundles ~128 MB, so a night of small clips may write only at its end)."""
+    """Videos whose every chunk has reported all its rows, and their clip rows: the ledger's rule.
+    The ledger tallies the written rows' reports; the progress line also tallies the scored rows'
+    reports before they are written (the write stage bundles ~128 MB, so a night of small clips
+    may write only at its end)."""
 
     def __init__(self):
         self.pending: dict[str, _Pending] = {}
         self.done: set[str] = set()
         self.clips = 0
 
-    def add(self, records: list[CompletionRecord]) -> None:
+    def add(self, records: list[CompletionRecord], skip=()) -> list[tuple[str, _Pending]]:
+        """Take reports; returns the videos they completed. A report counts once however often it
+        arrives (a retried write or batch, or both of the ledger's feeds); videos in `skip` are done."""
+        finished = []
         for r in records:
-            if r.video_id in self.done:
+            if r.video_id in self.done or r.video_id in skip:
                 continue
             p = self.pending.setdefault(r.video_id, _Pending(r.n_chunks))
-            if r.key in p.seen:  # a retried batch reported again
+            if r.key in p.seen:
                 continue
             p.add(r)
             if p.complete():
                 self.done.add(r.video_id)
-                self.clips += self.pending.pop(r.video_id).clip_rows
+                self.clips += p.clip_rows
+                finished.append((r.video_id, self.pending.pop(r.video_id)))
+        return finished
 
     def counts(self) -> tuple[int, int]:
         """(videos complete, their clip rows)."""
@@ -101,12 +107,24 @@ class RunLedger:
         self.fs, self.layout = fs, layout
         self.refs = refs_by_id
         self.attempt = attempt or new_attempt_id()
-        self.pending: dict[str, _Pending] = {}
         self.done: dict[str, VideoOutcome] = {}  # every video this run has an outcome for
-        self.finished = 0  # videos this attempt completed
-        self.clips_done = 0  # their clip rows
+        self._tally = CompletionTally()  # what this attempt completed
         self._polled: set[str] = set()
         self._lock = threading.Lock()
+
+    @property
+    def pending(self) -> dict[str, _Pending]:
+        return self._tally.pending
+
+    @property
+    def finished(self) -> int:
+        """Videos this attempt completed."""
+        return len(self._tally.done)
+
+    @property
+    def clips_done(self) -> int:
+        """Their clip rows."""
+        return self._tally.clips
 
     def begin(self) -> None:
         """Stage this attempt's input identities (before any of its records can exist)."""
@@ -177,18 +195,8 @@ class RunLedger:
         return self.add(CompletionRecord.from_columns(columns))
 
     def add(self, records: list[CompletionRecord]) -> list[VideoOutcome]:
-        finished = []
         with self._lock:
-            for r in records:
-                if r.video_id in self.done:  # finished already: reported by both feeds
-                    continue
-                p = self.pending.setdefault(r.video_id, _Pending(r.n_chunks))
-                if r.key in p.seen:  # a retried write reported the same file again
-                    continue
-                p.add(r)
-                if p.complete():
-                    finished.append(self._finish(r.video_id, self.pending.pop(r.video_id)))
-        return finished
+            return [self._finish(vid, p) for vid, p in self._tally.add(records, skip=self.done)]
 
     def _finish(self, vid: str, p: _Pending) -> VideoOutcome:
         ref = self.refs.get(vid)
@@ -202,8 +210,6 @@ class RunLedger:
             file_rows=[p.parts[f][0] for f in files], file_totals=[p.parts[f][1] for f in files],
             modalities=p.modalities)
         self.done[vid] = outcome
-        self.finished += 1
-        self.clips_done += p.clip_rows
         return outcome
 
 

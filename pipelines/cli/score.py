@@ -12,7 +12,7 @@ Cluster: without RAY_ADDRESS a local Ray starts; `ray job submit` (or RAY_ADDRES
 address) attaches to a cluster. Everything that can fail fast is checked before any video is read:
 configuration, inputs and the output's writability before Ray starts, the models while it starts.
 
-Exit codes (a scheduler retries only 1, 130 and 143):
+Exit codes (a scheduler retries only 1; 130 and 143 say the run was stopped):
   0    committed
   1    not committed; worth retrying (infrastructure, a full disk, the night held by another run)
   2    not committed; not worth retrying (bad arguments, configuration, input or models, or an
