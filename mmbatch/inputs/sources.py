@@ -144,14 +144,12 @@ def _sort_listing(listing: dict[str, dict]) -> tuple[list[tuple[str, dict, str]]
     found: list[tuple[str, dict[str, Any], str]] = []
     for p, info in sorted(listing.items()):
         stem, ext = _split_ext(p)
-        refused = (_not_a_file(info) or unreadable_name(p)) if ext in INPUT_KINDS else ""
-        if refused:
-            found.append((p, info, "refused: " + refused))
-            continue
-        if info.get("type", "file") != "file" or unreadable_name(p):
-            continue
         if ext in INPUT_KINDS:
-            found.append((p, info, INPUT_KINDS[ext]))
+            refused = _not_a_file(info) or unreadable_name(p)
+            if info.get("type", "file") != "directory":
+                found.append((p, info, "refused: " + refused if refused else INPUT_KINDS[ext]))
+        elif info.get("type", "file") != "file" or unreadable_name(p):
+            continue
         elif ext in TRANSCRIPT_EXTENSIONS and (stem not in transcripts or ext != ".txt"):
             transcripts[stem] = p  # .vtt/.srt (timed) win over .txt
         elif ext == ".json":
