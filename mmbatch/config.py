@@ -147,7 +147,26 @@ class DecodeConfig(_Strict):
     split_clips: int | None = operational(360, ge=1)
     # Score files without a video stream (podcasts, calls) on audio and speech alone.
     allow_audio_only: bool = False
+    # No deblocking on the frames decoded (FFmpeg's skip_loop_filter; PyAV backend): 17-20% less
+    # decode CPU on H.264 footage, each frame within 40 dB PSNR of a full decode
+    # (docs/performance.md). With clips.keyframes_only, the fast profile.
+    skip_loop_filter: bool = added_scoring(False)
+    # cuda: frames decoded on the GPU's video decoder (NVDEC, through PyAV's FFmpeg), in a decode
+    # pool that asks for a GPU (pool.num_gpus). A file NVDEC cannot take decodes on the CPU.
+    hwaccel: Literal["none", "cuda"] = operational("none")
     pool: PoolConfig = operational(PoolConfig(num_cpus=1.0, concurrency=(1, 64), batch_size=1))
+
+    @model_validator(mode="after")
+    def _backend_offers(self) -> "DecodeConfig":
+        wanted = [name for name, on in (("skip_loop_filter", self.skip_loop_filter),
+                                        ("hwaccel", self.hwaccel != "none")) if on]
+        if wanted and self.backend not in ("auto", "pyav"):
+            raise ValueError(f"decode.{wanted[0]} is a setting of the pyav backend; decode.backend is "
+                             f"{self.backend!r} (set backend: auto, or remove {wanted[0]})")
+        if self.hwaccel != "none" and not self.pool.num_gpus > 0:
+            raise ValueError(f"decode.hwaccel: {self.hwaccel} decodes on a GPU, so the decode pool must ask for "
+                             "one: set decode.pool.num_gpus (e.g. 0.1, several decode workers sharing a GPU)")
+        return self
 
 
 class EncoderConfig(_Strict):

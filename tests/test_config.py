@@ -71,8 +71,26 @@ def test_knobs_added_later_leave_existing_fingerprints_alone():
     for knob in ({"beam_size": 5}, {"no_repeat_ngram_size": 3}):
         assert parse_config({**raw, "models": {**raw["models"], "speech": {**speech, **knob}}}).fingerprint() \
             != demo.fingerprint()
-    assert raw["clips"]["keyframes_only"] is False
+    assert raw["clips"]["keyframes_only"] is False and raw["decode"]["skip_loop_filter"] is False
     assert parse_config({**raw, "clips": {**raw["clips"], "keyframes_only": True}}).fingerprint() != demo.fingerprint()
+    assert parse_config({**raw, "decode": {**raw["decode"], "skip_loop_filter": True}}).fingerprint() \
+        != demo.fingerprint()
+    on_gpu = {**raw["decode"], "hwaccel": "cuda", "pool": {**raw["decode"]["pool"], "num_gpus": 0.1}}
+    assert parse_config({**raw, "decode": on_gpu}).fingerprint() == demo.fingerprint()  # where, not what
+
+
+def test_decoder_settings_name_what_they_need():
+    with pytest.raises(ConfigError, match=r"decode: decode.hwaccel: cuda decodes on a GPU, so the decode pool must "
+                                          r"ask for one: set decode.pool.num_gpus"):
+        parse_config({**MINIMAL, "decode": {"hwaccel": "cuda"}})
+    for knob in ({"hwaccel": "cuda", "pool": {"num_gpus": 1}}, {"skip_loop_filter": True}):
+        name = next(iter(knob))
+        with pytest.raises(ConfigError, match=rf"decode.{name} is a setting of the pyav backend; decode.backend is "
+                                              rf"'decord' \(set backend: auto, or remove {name}\)"):
+            parse_config({**MINIMAL, "decode": {"backend": "decord", **knob}})
+        assert getattr(parse_config({**MINIMAL, "decode": knob}).decode, name) == knob[name]
+    with pytest.raises(ConfigError, match=r"decode.hwaccel: Input should be 'none' or 'cuda'"):
+        parse_config({**MINIMAL, "decode": {"hwaccel": "nvdec"}})
 
 
 def test_secrets_are_redacted():

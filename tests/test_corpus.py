@@ -210,13 +210,13 @@ def test_pyav_skips_unreferenced_frames_it_was_not_asked_for_with_the_same_pixel
     returned is the one a full decode of the file gives, whether or not it is such a B-frame."""
     import av
 
-    from mmbatch.decode.backend import centre_crop, probe
-    from mmbatch.decode.video import PyAVVideo
+    from mmbatch.decode.backend import probe
+    from mmbatch.decode.video import CentreSquare, PyAVVideo
 
     path = str(write_video(tmp_path / "v.mp4", seconds=4.0, fps=10, width=64, height=48, x264_preset="veryfast"))
     with av.open(path) as c:  # the reference: every frame, decoded in full, converted as the backend does
-        full = {f.pts: centre_crop(f.reformat(width=43, height=32, format="rgb24").to_ndarray()[None], 32)[0]
-                for f in c.decode(c.streams.video[0])}
+        square = CentreSquare(32)
+        full = {f.pts: square(f) for f in c.decode(c.streams.video[0])}
     video = PyAVVideo(path, probe(path), 32)
     assert len(full) == len(video._pts) == 40
     video._container.seek(0, stream=video._stream)
@@ -373,3 +373,39 @@ def test_duration_and_clip_count_limits(tmp_path):
     assert (out["status"][0], out["error"][0]) == ("error", "duration 12 s exceeds max_duration_s 10")
     out = decode(DecodeStage(cfg(max_clips=2), isolated=False), path)
     assert (out["status"][0], out["error"][0]) == ("error", "3 clips exceed max_clips 2")
+
+
+def test_hwaccel_cuda_needs_a_gpu_and_decodes_what_nvdec_cannot_take_on_the_cpu(tmp_path, monkeypatch, caplog):
+    """decode.hwaccel: cuda in a worker with no CUDA device is a configuration error; a file NVDEC
+    cannot take (FFV1 has no NVDEC decoder) is decoded on the CPU, the same frames, one line said."""
+    from mmbatch.decode import video
+    from mmbatch.errors import ConfigError
+
+    on_gpu = cfg(hwaccel="cuda", pool={"num_gpus": 0.1})
+    try:
+        video.check_cuda_decoder()
+    except ConfigError:  # this machine (CI): no device
+        with pytest.raises(ConfigError, match=r"decode.hwaccel: cuda, but this decode worker cannot open a CUDA "
+                                              r"device \(.+\): give the decode pool GPU nodes"):
+            DecodeStage(on_gpu, isolated=False).setup()
+    monkeypatch.setattr(video, "check_cuda_decoder", lambda: None)  # as on a GPU node
+    path = write_video(tmp_path / "v.mkv", seconds=3.0, codec="ffv1", audio=False)
+    with caplog.at_level("WARNING", logger="mmbatch.decode.video"):
+        got = decode(DecodeStage(on_gpu, isolated=False), path)
+    said = [r.getMessage() for r in caplog.records if r.name == "mmbatch.decode.video"]
+    assert len(said) == 1 and said[0].startswith(f"decode: the pyav-cuda backend failed on {path} (")
+    assert said[0].endswith("); decoding it with pyav")
+    expected = decode(DecodeStage(cfg(), isolated=False), path)
+    assert list(got["status"]) == ["ok"] and got["frames"].std() > 10
+    np.testing.assert_array_equal(got["frames"], expected["frames"])
+
+
+def test_skip_loop_filter_decodes_the_frames_within_its_tolerance(tmp_path):
+    """decode.skip_loop_filter changes the pixels of a deblocked codec's frames, by no more than the
+    tolerance its setting promises (40 dB PSNR on footage; 35 here on busy synthetic frames)."""
+    path = write_video(tmp_path / "v.mp4", seconds=5.0, fps=25, width=320, height=240, x264_preset="veryfast")
+    full = decode(DecodeStage(cfg(image_size=128), isolated=False), path)["frames"].astype(np.float64)
+    fast = decode(DecodeStage(cfg(image_size=128, skip_loop_filter=True), isolated=False), path)["frames"]
+    mse = ((fast - full) ** 2).reshape(len(full), -1).mean(axis=1)
+    assert mse.max() > 0  # the filter was skipped: the frames differ
+    assert 10 * np.log10(255**2 / mse.max()) > 35

@@ -51,7 +51,7 @@ def test_no_audio_track_scores_without_audio(stage, tmp_path):
 def test_audio_that_cannot_be_decoded_is_lost_with_its_reason(tiny_config, tmp_path, monkeypatch):
     """A clip keeps its frames when its audio cannot be read, and says why in audio_error (the
     audio encoder keeps it as the modality's failure; a track simply absent says nothing)."""
-    from mmbatch.decode import backend
+    from mmbatch.decode import audio
 
     path = write_video(tmp_path / "v.mp4", seconds=7.0)
     calls = []
@@ -62,7 +62,7 @@ def test_audio_that_cannot_be_decoded_is_lost_with_its_reason(tiny_config, tmp_p
             raise ValueError("Invalid data found when processing input")
         return np.zeros(16000, np.float32)
 
-    monkeypatch.setattr(backend.PyAVAudio, "read", damaged_packet)
+    monkeypatch.setattr(audio.PyAVAudio, "read", damaged_packet)
     ref = VideoRef(video_id="v", uri=str(path), size_bytes=path.stat().st_size, etag="e")
     rows = list(DecodeStage(tiny_config, isolated=False)(ref_batch(ref)))  # waveforms of two lengths
     out = {k: np.concatenate([r[k] for r in rows]) for k in ("status", "has_waveform", "audio_error")}
@@ -72,7 +72,7 @@ def test_audio_that_cannot_be_decoded_is_lost_with_its_reason(tiny_config, tmp_p
     def unreadable_track(*args, **kwargs):
         raise OSError("no decoder for codec")
 
-    monkeypatch.setattr(backend, "PyAVAudio", unreadable_track)
+    monkeypatch.setattr(audio, "PyAVAudio", unreadable_track)
     out = decode(DecodeStage(tiny_config, isolated=False), path)
     assert list(out["status"]) == ["ok", "ok"] and out["has_frames"].all() and not out["has_waveform"].any()
     assert set(out["audio_error"]) == {"audio track unreadable: OSError: no decoder for codec"}
@@ -123,7 +123,7 @@ def test_text_only_config_decodes_no_frames_and_no_audio(tiny_config, tmp_path, 
         raise AssertionError("a text-only config opened a frame decoder")
 
     monkeypatch.setattr(decode_stage, "open_video", no_frames)
-    monkeypatch.setattr(decode_stage.backend, "PyAVAudio", no_frames)
+    monkeypatch.setattr(decode_stage.audio_reader, "PyAVAudio", no_frames)
     s = DecodeStage(cfg)
     out = decode(s, write_video(tmp_path / "talk.mp4", seconds=7.0))
     assert list(out["status"]) == ["ok", "ok"] and list(out["clip_index"]) == [0, 1]
@@ -136,7 +136,7 @@ def test_float_frames_read_straight_give_libswresamples_samples(fmt, layout):
     downmix yields, stereo included (√½·L + √½·R)."""
     import av
 
-    from mmbatch.decode.backend import float_mono
+    from mmbatch.decode.audio import float_mono
 
     rng = np.random.default_rng(0)
     channels = 1 if layout == "mono" else 2
@@ -154,7 +154,7 @@ def test_float_frames_read_straight_give_libswresamples_samples(fmt, layout):
 def test_other_audio_frames_go_through_libswresample(fmt, layout):
     import av
 
-    from mmbatch.decode.backend import float_mono
+    from mmbatch.decode.audio import float_mono
 
     frame = av.AudioFrame(format=fmt, layout=layout, samples=256)
     assert float_mono(frame) is None

@@ -1,14 +1,11 @@
-"""Decoder backends: probe a file, read the frames a clip needs, read a clip's audio.
+"""Probing a file and the frame geometry every backend shares.
 
-Video frames come from a frame backend (`video.py`: PyAV by default, or decord); stream probing
-and per-clip audio come from PyAV, which seeks and decodes only the span asked for, so memory does not
-grow with the length of the video. Heavy imports happen on first use, not at import time.
+Video frames come from a frame backend (`video.py`: PyAV by default, or decord), audio from
+`audio.py`; probing reads the container headers with PyAV. Heavy imports happen on first use.
 """
 
 from __future__ import annotations
 
-import functools
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,87 +118,3 @@ def centre_crop(frames: np.ndarray, size: int) -> np.ndarray:
     h, w = frames.shape[1:3]
     top, left = (h - size) // 2, (w - size) // 2
     return frames[:, top : top + size, left : left + size]
-
-
-_SQRT_HALF = np.float32(math.sqrt(0.5))
-
-
-def float_mono(frame) -> np.ndarray | None:
-    """A float mono or stereo frame as mono float32 samples, read straight from its planes: the
-    same values libswresample gives (stereo → mono is √½·L + √½·R, in float32), without a
-    conversion pass and two array copies a frame (~20 µs each; ~200 frames a 10 s clip). None for
-    any other format or layout."""
-    fmt, layout = frame.format.name, frame.layout.name
-    if fmt not in ("flt", "fltp") or layout not in ("mono", "stereo"):
-        return None
-    n = frame.samples
-    if layout == "mono":
-        return np.frombuffer(frame.planes[0], dtype=np.float32, count=n)
-    if fmt == "fltp":
-        left = np.frombuffer(frame.planes[0], dtype=np.float32, count=n)
-        right = np.frombuffer(frame.planes[1], dtype=np.float32, count=n)
-    else:
-        both = np.frombuffer(frame.planes[0], dtype=np.float32, count=2 * n)
-        left, right = both[0::2], both[1::2]
-    return _SQRT_HALF * left + _SQRT_HALF * right
-
-
-class PyAVAudio:
-    """Per-clip audio: seek, decode only the span, downmix to mono float, resample (torchaudio)."""
-
-    def __init__(self, path: str, target_rate: int, origin_s: float = 0.0):
-        import av
-
-        self._av = av
-        self.origin_s = origin_s  # stream time of clip time 0 (recorded streams rarely start at 0)
-        self._container = av.open(path)
-        self._stream = self._container.streams.audio[0]
-        self.rate = int(self._stream.codec_context.sample_rate)
-        self.target_rate = target_rate
-        self._seconds_per_tick = float(self._stream.time_base)  # a float: Fractions cost ~1 ms a clip
-
-    def close(self) -> None:
-        self._container.close()
-
-    def read(self, start_s: float, end_s: float) -> np.ndarray:
-        import torch
-
-        stream = self._stream
-        start_s, end_s = start_s + self.origin_s, end_s + self.origin_s
-        self._container.seek(max(0, int(math.floor(start_s / stream.time_base))), stream=stream, backward=True)
-        converter = None
-        pieces: list[np.ndarray] = []
-        first = int(round(start_s * self.rate))
-        last = int(round(end_s * self.rate))
-        for frame in self._container.decode(stream):
-            if frame.pts is None:
-                continue
-            t0 = int(round(frame.pts * self._seconds_per_tick * self.rate))
-            if t0 >= last:
-                break
-            if (samples := float_mono(frame)) is not None:
-                outs = (samples,)
-            else:  # other sample formats and layouts: libswresample converts and downmixes
-                converter = converter or self._av.AudioResampler(format="flt", layout="mono", rate=self.rate)
-                outs = (out.to_ndarray().reshape(-1) for out in converter.resample(frame))
-            for samples in outs:
-                lo, hi = max(first - t0, 0), min(last - t0, len(samples))
-                if hi > lo:
-                    pieces.append(samples[lo:hi])
-                t0 += len(samples)
-        if not pieces:
-            return np.zeros(0, dtype=np.float32)
-        mono = torch.from_numpy(np.concatenate(pieces).astype(np.float32, copy=False))
-        if self.rate != self.target_rate:
-            with torch.inference_mode():
-                mono = resampler(self.rate, self.target_rate)(mono)
-        return mono.numpy()
-
-
-@functools.lru_cache(maxsize=16)
-def resampler(rate: int, target_rate: int):
-    """torchaudio's Resample from `rate` to `target_rate`, kept for the process: building its sinc
-    kernel took 3% of the decode child's time when done once a video."""
-    import torchaudio.transforms as AT
-
-    return AT.Resample(rate, target_rate)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from mmbatch.config import PipelineConfig
+from mmbatch.decode import audio as audio_reader
 from mmbatch.decode import backend
 from mmbatch.decode.planner import (
     PAUSE_SPAN_S,
@@ -65,6 +66,10 @@ class DecodeStage:
         self._watchdog = None
 
     def setup(self) -> None:
+        if self.decode.hwaccel == "cuda":  # no GPU a decoder can open: the night's configuration is wrong
+            from mmbatch.decode.video import check_cuda_decoder
+
+            check_cuda_decoder()
         if self.isolated:
             # The watchdog's child decodes (and runs the full set-up below); this process only relays
             # rows, so it loads no decoder libraries: each decode worker starts faster and smaller.
@@ -93,8 +98,15 @@ class DecodeStage:
     def _resolve_backend(self) -> str:
         """auto: PyAV on one thread, which decodes the same frames as decord for about two thirds
         of its CPU (decord converts every frame it passes and hands them between threads;
-        docs/performance.md), and has wheels everywhere."""
+        docs/performance.md), and has wheels everywhere. On NVDEC with decode.hwaccel: cuda."""
+        if self.decode.hwaccel == "cuda":
+            return "pyav-cuda"
         return "pyav" if self.decode.backend == "auto" else self.decode.backend
+
+    def _open_video(self, path: str, info: backend.StreamInfo):
+        fallback = "pyav" if self.decode.hwaccel == "cuda" else self.decode.fallback_backend
+        return open_video(self.backend, path, info, self.decode.image_size, fallback,
+                          {"skip_loop_filter": self.decode.skip_loop_filter})
 
     def __call__(self, batch: Batch) -> Iterator[Batch]:
         if not hasattr(self, "backend"):
@@ -176,7 +188,7 @@ class DecodeStage:
         check_limits(info, self.decode)
         video = None
         if info.has_video and self.rows.want_frames:
-            video = open_video(self.backend, path, info, self.decode.image_size, self.decode.fallback_backend)
+            video = self._open_video(path, info)
         duration = video.duration_s if video is not None else info.duration_s
         if chunk is None:
             spans = plan_clips(duration, self.clips, clip_segments(ref, self.clips, self.storage_options))
@@ -197,7 +209,7 @@ class DecodeStage:
         if not (info.has_audio and self.rows.want_audio):
             return None, ""
         try:
-            return backend.PyAVAudio(path, self.decode.sample_rate, origin_s=info.start_s), ""
+            return audio_reader.PyAVAudio(path, self.decode.sample_rate, origin_s=info.start_s), ""
         except Exception as err:  # the clips are scored without audio, each saying why
             return None, f"audio track unreadable: {short_reason(err)}"
 

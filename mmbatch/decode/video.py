@@ -5,20 +5,24 @@
     backend.duration_s
     backend.frames(idx)  # (k, size, size, 3) uint8: resized in the decoder, rotated, centre-cropped
 
-`pyav` (the default: FFmpeg on one thread) and `decord` are built in; `decode.backend` may also name any class by import
-path (`package.module:Class`) with the same constructor, e.g. a fault-injection backend.
-With `decode.fallback_backend`, a file the primary backend cannot open is retried with it.
+`pyav` (the default: FFmpeg on one thread), `pyav-cuda` (the same on NVDEC: decode.hwaccel) and `decord`
+are built in; `decode.backend` may also name any class by import path (`package.module:Class`) with the
+same constructor, e.g. a fault-injection backend. With `decode.fallback_backend`, a file the primary
+backend cannot open is retried with it.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import logging
 
 import numpy as np
 
 from mmbatch.decode.backend import StreamInfo, _short_reason, centre_crop, resize_dims, rotate
 from mmbatch.errors import DecodeError
+
+log = logging.getLogger(__name__)
 
 # Decoders whose "non-reference" frames no later frame can use (FFmpeg's skip_frame=NONREF is then
 # exact): H.264 (nal_ref_idc 0), VP8/VP9 (a frame that updates no reference slot, where the decoder
@@ -69,6 +73,42 @@ class DecordVideo:
         self._reader = None
 
 
+class CentreSquare:
+    """A frame's centre square scaled to size x size RGB by FFmpeg's crop and scale filters, one
+    filter graph a file (rebuilt if the frame size or format changes). Cropping before scaling
+    scales only the pixels kept: 0.5 against 1.4 ms a frame at 640x272 (the whole frame scaled,
+    then cropped), the same picture within half a pixel of where the crop falls."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._graph, self._shape = None, None
+
+    def _build(self, frame):
+        from fractions import Fraction
+
+        import av.filter
+
+        graph = av.filter.Graph()
+        side = min(frame.width, frame.height)
+        nodes = [graph.add_buffer(width=frame.width, height=frame.height, format=frame.format,
+                                  time_base=frame.time_base or Fraction(1, 1000)),
+                 graph.add("crop", f"{side}:{side}"),  # centred by default
+                 graph.add("scale", f"{self.size}:{self.size}:flags=bilinear"),
+                 graph.add("format", "rgb24"),
+                 graph.add("buffersink")]
+        for a, b in zip(nodes, nodes[1:]):
+            a.link_to(b)
+        graph.configure()
+        return graph
+
+    def __call__(self, frame) -> np.ndarray:
+        shape = (frame.width, frame.height, frame.format.name)
+        if shape != self._shape:
+            self._graph, self._shape = self._build(frame), shape
+        self._graph.push(frame)
+        return self._graph.pull().to_ndarray()
+
+
 class PyAVVideo:
     """FFmpeg through PyAV, one decoding thread: packet timestamps without decoding, then for each
     request a seek to the keyframe before its first frame and decoding forward, seeking again only
@@ -81,22 +121,21 @@ class PyAVVideo:
 
     name = "pyav"
 
-    def __init__(self, path: str, info: StreamInfo, size: int, hwaccel=None):
-        """`hwaccel`: PyAV's HWAccel to decode on a device, frames downloaded (benchmarks/gpu_decode.py)."""
+    def __init__(self, path: str, info: StreamInfo, size: int, hwaccel=None, skip_loop_filter: bool = False):
+        """`hwaccel`: PyAV's HWAccel to decode on a device, frames downloaded (PyAVCudaVideo).
+        `skip_loop_filter`: no deblocking (decode.skip_loop_filter)."""
         import av
-        from av.video.reformatter import VideoReformatter
 
         self.size, self.rotation = size, info.rotation
-        self._w, self._h = resize_dims(info.width, info.height, size)
-        # One scaler for the file: `frame.reformat` builds and frees FFmpeg's scaling context for
-        # every frame, which cost more than the scaling (0.5 against 1.1 ms a frame; same pixels).
-        self._reformatter = VideoReformatter()
+        self._square = CentreSquare(size)
         try:
             self._container = av.open(path, hwaccel=hwaccel)
             self._stream = self._container.streams.video[0]
             # One thread: a decode worker per core is the parallelism; FFmpeg's frame threads cost
             # CPU in hand-offs (measured: 22 ms of CPU a clip against 28-32 with "AUTO").
             self._stream.thread_type = "NONE"
+            if skip_loop_filter:  # read when the decoder opens, at the first packet
+                self._stream.codec_context.options = {"skip_loop_filter": "all"}
             tb = self._stream.time_base
             packets = [(p.pts, p.is_keyframe, p.duration or 0) for p in self._container.demux(self._stream)
                        if p.pts is not None]
@@ -161,19 +200,48 @@ class PyAVVideo:
                 if frame is None:
                     raise DecodeError("frame decode failed: no frame at the requested time")
                 last = int(frame.pts)
-                out.append(self._reformatter.reformat(frame, width=self._w, height=self._h, format="rgb24").to_ndarray())
+                out.append(self._square(frame))
         except DecodeError:
             raise
         except Exception as err:
             raise DecodeError(f"frame decode failed: {_short_reason(err)}") from None
-        # Rotated and cropped as views, so stacking them is the one copy.
-        return np.stack([centre_crop(rotate(f[None], self.rotation), self.size)[0] for f in out])
+        # Rotated as views (a centre square turns with the picture), so stacking them is the one copy.
+        return np.stack([rotate(f[None], self.rotation)[0] for f in out])
 
     def close(self) -> None:
         self._container.close()
 
 
-BUILTIN = {"decord": DecordVideo, "pyav": PyAVVideo}
+class PyAVCudaVideo(PyAVVideo):
+    """PyAVVideo on the GPU's video decoder (NVDEC), frames downloaded to the CPU's scaler. FFmpeg's
+    own software fallback is off, so a file NVDEC cannot take fails here and `FallbackVideo`
+    decodes it on the CPU, saying so."""
+
+    name = "pyav-cuda"
+
+    def __init__(self, path: str, info: StreamInfo, size: int, skip_loop_filter: bool = False):
+        from av.codec.hwaccel import HWAccel
+
+        super().__init__(path, info, size, HWAccel(device_type="cuda", allow_software_fallback=False),
+                         skip_loop_filter)
+
+
+def check_cuda_decoder() -> None:
+    """ConfigError unless this process can open a CUDA device for FFmpeg's decoders."""
+    import av
+    from av.codec.hwaccel import HWAccel
+
+    from mmbatch.errors import ConfigError
+
+    try:
+        HWAccel(device_type="cuda", allow_software_fallback=False).create(av.codec.Codec("h264", "r"))
+    except Exception as err:
+        raise ConfigError(f"decode.hwaccel: cuda, but this decode worker cannot open a CUDA device "
+                          f"({_short_reason(err)}): give the decode pool GPU nodes (decode.pool.num_gpus and "
+                          "resources), or set decode.hwaccel: none") from None
+
+
+BUILTIN = {"decord": DecordVideo, "pyav": PyAVVideo, "pyav-cuda": PyAVCudaVideo}
 
 
 def backend_class(name: str):
@@ -187,20 +255,33 @@ def backend_class(name: str):
 
 
 class FallbackVideo:
-    """The primary backend, switched to the fallback on the first file or frame it fails on.
+    """The primary backend, switched to the fallback on the first file or frame it fails on (one
+    log line a file).
 
     decord opens some files and then fails on their frames (VP9 with in-decoder resizing:
-    "DECORDArrayCopyFromTo: The size must exactly match"); the switch keeps those videos.
+    "DECORDArrayCopyFromTo: The size must exactly match"), and NVDEC refuses codecs and profiles
+    it lacks; the switch keeps those videos. `pyav_options` go to the PyAV backends.
     """
 
-    def __init__(self, primary: str, fallback: str | None, path: str, info: StreamInfo, size: int):
+    def __init__(self, primary: str, fallback: str | None, path: str, info: StreamInfo, size: int,
+                 pyav_options: dict | None = None):
         self._fallback, self._args = fallback if fallback != primary else None, (path, info, size)
+        self._pyav_options = {k: v for k, v in (pyav_options or {}).items() if v}  # a plugin subclass takes none
         try:
-            self._video = backend_class(primary)(*self._args)
-        except DecodeError:
+            self._video = self._open(primary)
+        except DecodeError as err:
             if not self._fallback:
                 raise
-            self._video, self._fallback = backend_class(self._fallback)(*self._args), None
+            self._switch(primary, err)
+
+    def _open(self, name: str):
+        cls = backend_class(name)
+        return cls(*self._args, **(self._pyav_options if issubclass(cls, PyAVVideo) else {}))
+
+    def _switch(self, failed: str, err: DecodeError) -> None:
+        log.warning("decode: the %s backend failed on %s (%s); decoding it with %s", failed, self._args[0],
+                    err, self._fallback)
+        self._video, self._fallback = self._open(self._fallback), None
 
     @property
     def name(self) -> str:
@@ -224,17 +305,18 @@ class FallbackVideo:
 
         try:
             return self._video.frames(frame_indices(self._video.timestamps[:, 0], times))
-        except DecodeError:
+        except DecodeError as err:
             if not self._fallback:
                 raise
             self._video.close()
-            self._video, self._fallback = backend_class(self._fallback)(*self._args), None
+            self._switch(self.name, err)
             return self._video.frames(frame_indices(self._video.timestamps[:, 0], times))
 
     def close(self) -> None:
         self._video.close()
 
 
-def open_video(name: str, path: str, info: StreamInfo, size: int, fallback: str | None = None) -> FallbackVideo:
+def open_video(name: str, path: str, info: StreamInfo, size: int, fallback: str | None = None,
+               pyav_options: dict | None = None) -> FallbackVideo:
     """Open with the configured backend, falling back (once) to `fallback` on failure."""
-    return FallbackVideo(name, fallback, path, info, size)
+    return FallbackVideo(name, fallback, path, info, size, pyav_options)
