@@ -57,6 +57,10 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from cpu_account import STAGE_IN_TITLE, CpuAccount, budget, machine_busy_s, machine_info, tree_cpu_s  # noqa: E402
 from footage import describe, make_footage_corpus  # noqa: E402
 
+# The job a `pipeline` run starts, and extra environment for it (driver_ceiling.py swaps in its own).
+JOB = [sys.executable, str(REPO / "jobs" / "score_videos.py")]
+JOB_ENV: dict[str, str] = {}
+
 # Clip files small enough that the pipeline writes one every few clips, so completions are
 # visible while it runs (production writes ~128 MB files: fewer, larger, same work per clip).
 BENCH_TARGET_FILE_MB = 0.004
@@ -330,11 +334,11 @@ def pipeline(raw: dict, input_dir: Path, work: Path, num_cpus: int | None, video
     cfg, out = work / "config.yaml", work / "out"
     # Through JSON first: a dict shared by two pools would be written as a YAML alias, which the job refuses.
     cfg.write_text(yaml.safe_dump(json.loads(json.dumps(raw))))
-    cmd = [sys.executable, str(REPO / "jobs" / "score_videos.py"), "--config", str(cfg), "--input", str(input_dir),
+    cmd = [*JOB, "--config", str(cfg), "--input", str(input_dir),
            "--output", str(out), "--run-date", "2026-01-01", "--log-level", "WARNING"]
     if num_cpus:
         cmd += ["--num-cpus", str(num_cpus)]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **JOB_ENV}
     load_before, busy_before = os.getloadavg()[0], machine_busy_s()
     started = time.time()
     t0 = time.perf_counter()
@@ -502,6 +506,8 @@ def main() -> int:
     ap.add_argument("--corpus", default="gradient", choices=["gradient", "footage"],
                     help="generated gradient videos at --resolutions, or real camera footage (640x272, B-frames: "
                          "footage.py, fetched from the package index) looped to --seconds")
+    ap.add_argument("--fast-profile", action="store_true",
+                    help="clips.keyframes_only and decode.skip_loop_filter: the fast profile's decode cost")
     ap.add_argument("--videos-dir", default=None,
                     help="your own videos (a local folder) instead of generated ones: decode's cost follows the "
                          "footage (its bitrate, keyframe spacing), which the generated gradient flatters")
@@ -523,6 +529,9 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> int:
     base = (real_size_config(root / "models", args.device, args.placement, args.replicas) if args.device == "cuda"
             else args.config)
     raw = bench_config(base, engine=args.speech_engine, placement=args.placement)
+    if args.fast_profile:  # docs/performance.md: the fast profile
+        raw["clips"] = {**raw["clips"], "keyframes_only": True}
+        raw["decode"] = {**raw["decode"], "skip_loop_filter": True}
     malloc_tuning = load(raw).run.malloc_tuning
     if malloc_tuning:  # the in-process references (decode-only, naive) use the job's allocator settings
         from mmbatch import allocator
@@ -535,6 +544,7 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> int:
                     "device": args.device, "speech_engine": raw["models"].get("speech", {}).get("engine", "transformers"),
                     "placement": raw.get("encoders", {}).get("placement", "per_modality"), "clips": raw["clips"],
                     "image_size": raw["decode"]["image_size"], "malloc_tuning": malloc_tuning,
+                    "fast_profile": args.fast_profile,
                     "repeats": args.repeats, "results": {}}
     from mmbatch.inputs.sources import discover
 

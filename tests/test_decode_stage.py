@@ -219,3 +219,41 @@ def test_keyframes_only_takes_each_clip_s_keyframes_nearest_its_frame_times(tiny
     np.testing.assert_array_equal(out["frames"][0], exact.frames_at(np.array([1.0, 2.0, 3.0, 4.0])))
     np.testing.assert_array_equal(out["frames"][2, :2], exact.frames_at(np.array([10.0, 11.0])))
     assert not out["frames"][2, 2:].any()
+
+
+def test_audio_is_read_forward_once_and_placed_by_its_timestamps(tmp_path):
+    """Clips in order decode the track once (no seek after the first); a read before what is
+    kept seeks back; every read gives the samples a whole-file decode gives at those times."""
+    import av
+
+    from mmbatch.decode.audio import PyAVAudio, float_mono, resampler
+
+    path = str(write_video(tmp_path / "v.mp4", seconds=6.0, sample_rate=16000, tone_hz=330.0))
+    with av.open(path) as c:  # the reference: the whole track, decoded in one pass
+        stream = c.streams.audio[0]
+        first = next(c.decode(stream))
+        t0 = int(round(first.pts * stream.time_base * 16000))
+        whole = np.concatenate([float_mono(first)] + [float_mono(f) for f in c.decode(stream)])
+    audio = PyAVAudio(path, 16000)
+    assert audio.rate == 16000 and t0 == 0
+    seeks = []
+    real_seek = audio._seek
+    audio._seek = lambda start_s, first: (seeks.append(start_s), real_seek(start_s, first))[1]
+    for start, end in [(0.0, 2.0), (2.0, 4.0), (3.5, 5.0), (5.0, 9.0)]:  # overlapping, then past the end
+        got = audio.read(start, end)
+        np.testing.assert_array_equal(got, whole[int(start * 16000): int(end * 16000)])
+    assert len(seeks) == 1
+    np.testing.assert_array_equal(audio.read(1.0, 2.0), whole[16000:32000])  # behind what is kept: a seek
+    assert len(seeks) == 2
+    audio.close()
+
+    gapped = PyAVAudio(path, 8000)  # frames placed by time: a hole in the timestamps is silence
+    gapped._start = gapped._end = 0
+    gapped._place(0, (np.ones(100, np.float32),))
+    gapped._place(150, (np.full(50, 2.0, np.float32), np.full(50, 2.0, np.float32)))
+    np.testing.assert_allclose(gapped._buf[:200], np.r_[np.ones(100), np.zeros(50), np.full(50, 4 * np.sqrt(0.5))],
+                               rtol=1e-6)
+    gapped._place(10 + int(PyAVAudio.MAX_GAP_S * 16000) + 200, (np.ones(10, np.float32),))  # a jump: restarts
+    assert gapped._end - gapped._start == 10
+    assert resampler(16000, 8000) is resampler(16000, 8000)
+    gapped.close()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections import deque
 
 import numpy as np
 
@@ -36,12 +35,17 @@ def channel_planes(frame) -> tuple[np.ndarray, ...] | None:
     return both[0::2], both[1::2]
 
 
-def downmix(channels: tuple[np.ndarray, ...]) -> np.ndarray:
-    """Mono float32 from one or two channels: the values libswresample gives (stereo → mono is
-    √½·L + √½·R, in float32), without its conversion pass and copies (~20 µs a frame)."""
+def downmix(channels: tuple[np.ndarray, ...], out: np.ndarray | None = None) -> np.ndarray:
+    """Mono float32 from one or two channels (into `out` when given): the values libswresample
+    gives (stereo → mono is √½·L + √½·R, in float32), without its conversion pass and copies."""
     if len(channels) == 1:
-        return channels[0]
-    return _SQRT_HALF * channels[0] + _SQRT_HALF * channels[1]
+        if out is None:
+            return channels[0]
+        out[:] = channels[0]
+        return out
+    right = _SQRT_HALF * channels[1]
+    out = np.multiply(channels[0], _SQRT_HALF, out=out)
+    return np.add(out, right, out=out)
 
 
 def float_mono(frame) -> np.ndarray | None:
@@ -51,7 +55,15 @@ def float_mono(frame) -> np.ndarray | None:
 
 
 class PyAVAudio:
-    """A file's audio track read forward (see the module's docstring); resampled by torchaudio."""
+    """A file's audio track read forward (see the module's docstring); resampled by torchaudio.
+
+    Each frame is mixed to mono as it is decoded, into one buffer placed by the frames' own
+    timestamps (a gap is silence), and let go: keeping frames to mix at the read cost 40% more."""
+
+    # A gap in the timestamps longer than this restarts the buffer at the later frame instead of
+    # filling it with silence (damaged timestamps could ask for hours).
+    MAX_GAP_S = 30.0
+    PREROLL_S = 0.2  # a few frames of any codec (AAC: 21 ms a frame at 48 kHz; Opus asks 80 ms)
 
     def __init__(self, path: str, target_rate: int, origin_s: float = 0.0):
         import av
@@ -63,16 +75,16 @@ class PyAVAudio:
         self.rate = int(self._stream.codec_context.sample_rate)
         self.target_rate = target_rate
         self._seconds_per_tick = float(self._stream.time_base)  # a float: Fractions cost ~1 ms a clip
-        self._pieces: deque[tuple[int, tuple[np.ndarray, ...]]] = deque()  # (first sample, channels)
         self._frames = None  # the decoder, from the last seek
+        self._buf = np.zeros(0, dtype=np.float32)  # mono at the file's rate: samples _start.._end
+        self._start = self._end = 0
         self._floor = 0  # the earliest sample a read can get without seeking
-        self._reached = 0  # the sample after the last decoded
 
     def close(self) -> None:
         self._container.close()
 
     def _decoded(self):
-        """(first sample at the file's rate, channels) per decoded frame, from the last seek."""
+        """(first sample at the file's rate, sample count, frame) per decoded frame, from the last seek."""
         converter = None
         for frame in self._container.decode(self._stream):
             if frame.pts is None:
@@ -89,10 +101,33 @@ class PyAVAudio:
                 t0 += len(samples)
 
     def _seek(self, start_s: float, first: int) -> None:
+        """Decode from a little before `start_s`: the first frame after a seek comes out of a flushed
+        decoder (AAC's is silence), so it must fall before the read. A file not yet read is decoded
+        from its start without a seek when the read is that close to it."""
         stream = self._stream
-        self._container.seek(max(0, int(math.floor(start_s / stream.time_base))), stream=stream, backward=True)
-        self._frames, self._floor, self._reached = self._decoded(), first, first
-        self._pieces.clear()
+        at = start_s - self.PREROLL_S
+        if self._frames is not None or at > float((stream.start_time or 0) * stream.time_base):
+            self._container.seek(max(0, int(math.floor(at / stream.time_base))), stream=stream, backward=True)
+        self._frames, self._floor = self._decoded(), first
+        self._start = self._end = first
+
+    def _place(self, t0: int, channels: tuple[np.ndarray, ...]) -> None:
+        """Mix a frame into the buffer at its own time; samples before the buffer's start are dropped."""
+        n = len(channels[0])
+        if t0 > self._end + self.MAX_GAP_S * self.rate:
+            self._start = self._end = t0
+        skip = max(0, self._start - t0)
+        if skip >= n:
+            return
+        lo, hi = t0 + skip - self._start, t0 + n - self._start
+        if hi > len(self._buf):
+            grown = np.zeros(max(hi, 2 * len(self._buf)), dtype=np.float32)
+            grown[: self._end - self._start] = self._buf[: self._end - self._start]
+            self._buf = grown
+        if lo > self._end - self._start:  # a gap: silence
+            self._buf[self._end - self._start: lo] = 0.0
+        downmix(tuple(c[skip:] for c in channels), out=self._buf[lo:hi])
+        self._end = t0 + n
 
     def read(self, start_s: float, end_s: float) -> np.ndarray:
         import torch
@@ -101,23 +136,17 @@ class PyAVAudio:
         first, last = int(round(start_s * self.rate)), int(round(end_s * self.rate))
         if self._frames is None or first < self._floor:
             self._seek(start_s, first)
-        while self._reached < last and (piece := next(self._frames, None)) is not None:
-            self._pieces.append(piece)
-            self._reached = piece[0] + len(piece[1][0])
-        while self._pieces and self._pieces[0][0] + len(self._pieces[0][1][0]) <= first:
-            self._pieces.popleft()  # wholly before this read, so before every later one
-        self._floor = max(self._floor, first)
-        spans = [(channels, max(first - t0, 0), min(last - t0, len(channels[0])))
-                 for t0, channels in self._pieces if t0 < last]
-        spans = [(channels, lo, hi) for channels, lo, hi in spans if hi > lo]
-        if not spans:
+        if first > self._start:  # what lies before this read lies before every later one
+            keep = max(0, self._end - first)
+            self._buf[:keep] = self._buf[self._end - keep - self._start: self._end - self._start]
+            self._start, self._end = first, max(self._end, first)
+        self._floor = self._start
+        while self._end < last and (piece := next(self._frames, None)) is not None:
+            self._place(*piece)
+        hi = min(last, self._end) - self._start
+        if hi <= 0:
             return np.zeros(0, dtype=np.float32)
-        if len({len(channels) for channels, _, _ in spans}) == 1:  # mixed in one pass
-            mono = downmix(tuple(np.concatenate([channels[c][lo:hi] for channels, lo, hi in spans])
-                                 for c in range(len(spans[0][0]))))
-        else:  # the layout changed inside the span
-            mono = np.concatenate([downmix(channels)[lo:hi] for channels, lo, hi in spans])
-        mono = torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
+        mono = torch.from_numpy(self._buf[:hi].copy())
         if self.rate != self.target_rate:
             with torch.inference_mode():
                 mono = resampler(self.rate, self.target_rate)(mono)

@@ -246,7 +246,9 @@ class DecodeStage:
         waveform, audio_len = None, 0
         if audio is not None:
             try:
-                samples = audio.read(span.start_s, span.end_s)[: self.audio_len]
+                # no more than a clip keeps: a `whole` clip of hours must not decode hours of audio at once
+                keep_s = self.audio_len / self.decode.sample_rate
+                samples = audio.read(span.start_s, min(span.end_s, span.start_s + keep_s))[: self.audio_len]
             except Exception as err:  # a damaged audio packet loses this clip's audio (said), not the clip
                 samples = np.zeros(0, dtype=np.float32)
                 audio_error = f"audio decode failed: {short_reason(err)}"
