@@ -101,14 +101,17 @@ def blank_corpus(folder: Path, videos: int, seconds: float) -> list[Path]:
 
 
 def ceiling_config() -> dict:
-    """The tiny preset's models, a pool per model (production's placement), production's clips and
-    frame size, and the blank decoder."""
+    """The tiny preset's models, a pool per model with production's batch sizes (and placement),
+    production's clips and frame size, and the blank decoder; each pool small enough for 2 cores."""
     raw = yaml.safe_load((REPO / "pipelines" / "tiny.yaml").read_text())
+    production = yaml.safe_load((REPO / "pipelines" / "video_sentiment.yaml").read_text())
     raw["encoders"]["placement"] = "per_modality"
     raw["decode"] = {**raw["decode"], "backend": "driver_ceiling:BlankVideo", "fallback_backend": None,
-                     "pool": {"num_cpus": 0.25, "concurrency": [2, 2], "batch_size": 1}}
-    for section in [*raw["models"].values(), raw["fusion"]]:
-        section["pool"] = {**section["pool"], "num_cpus": 0.05}
+                     "pool": {"num_cpus": 0.25, "concurrency": [2, 2],
+                              "batch_size": production["decode"]["pool"]["batch_size"]}}
+    for name, section in [*raw["models"].items(), ("fusion", raw["fusion"])]:
+        batch = (production["models"].get(name) or production["fusion"])["pool"]["batch_size"]
+        section["pool"] = {**section["pool"], "num_cpus": 0.05, "batch_size": batch}
     raw.setdefault("output", {})["write_cpus"] = 0.15
     return raw
 

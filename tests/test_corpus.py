@@ -409,3 +409,28 @@ def test_skip_loop_filter_decodes_the_frames_within_its_tolerance(tmp_path):
     mse = ((fast - full) ** 2).reshape(len(full), -1).mean(axis=1)
     assert mse.max() > 0  # the filter was skipped: the frames differ
     assert 10 * np.log10(255**2 / mse.max()) > 35
+
+
+def test_rows_relayed_through_shared_memory_are_the_rows_decoded_in_process(tmp_path):
+    """The watchdog child hands frames and audio over in a ring of shared-memory slots (4; 7 clips
+    go round it): the rows are those an in-process decode gives. The segment's name is gone once
+    both processes hold it, so a killed worker leaves nothing in /dev/shm."""
+    path = write_video(tmp_path / "v.mp4", seconds=32.0)
+    ref = ref_batch(VideoRef(video_id="v", uri=str(path), size_bytes=path.stat().st_size, etag="e"))
+    relay = DecodeStage(cfg(timeout_s=30))
+    relay.setup()
+    try:
+        relayed = list(relay(ref))
+        ring = relay._watchdog._ring
+        assert ring.slot_bytes == 4 * 32 * 32 * 3 + 4 * 5 * 16000  # frames of a clip + its 5 s of audio
+        assert not (Path("/dev/shm") / ring.shm.name.lstrip("/")).exists()
+        more = list(relay(ref))  # the same child, the same ring
+        assert relay._watchdog._ring is ring and len(more) == 7
+    finally:
+        relay.close()
+    direct = list(DecodeStage(cfg(), isolated=False)(ref))
+    assert len(relayed) == len(direct) == 7
+    for got, want in zip(relayed, direct, strict=True):
+        assert set(got) == set(want)
+        for k in set(want) - {"decode_seconds"}:
+            np.testing.assert_array_equal(got[k], want[k])

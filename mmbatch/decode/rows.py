@@ -19,6 +19,11 @@ class ClipRows:
     def __init__(self, want_frames: bool, want_audio: bool, image_size: int):
         self.want_frames, self.want_audio, self.image_size = want_frames, want_audio, image_size
 
+    def large_bytes(self, clips, audio_len: int) -> int:
+        """The bytes of one row's frames and waveform at most (clips: mmbatch.config.ClipConfig)."""
+        frames = clips.frames_per_clip * self.image_size ** 2 * 3 if self.want_frames else 0
+        return frames + (4 * audio_len if self.want_audio else 0)
+
     def ok(self, ref: dict[str, Any], span: ClipSpan, n_rows: int, duration: float, *, frames, n_frames: int,
            waveform, audio_len: int, audio_error: str = "") -> Batch:
         """An ok clip; `audio_error`: why its audio track could not be read (the clip is kept)."""

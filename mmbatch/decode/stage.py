@@ -80,7 +80,8 @@ class DecodeStage:
                 from mmbatch.decode.watchdog import IsolatedDecoder
 
                 child_stage = partial(DecodeStage, isolated=False)
-                self._watchdog = IsolatedDecoder(child_stage, (self.config, self.trust), self.decode.timeout_s)
+                self._watchdog = IsolatedDecoder(child_stage, (self.config, self.trust), self.decode.timeout_s,
+                                                 slot_bytes=self.rows.large_bytes(self.clips, self.audio_len))
             return
         # torch before decord: importing decord first can hang forked workers (dmlc/decord#251).
         # PyAV before decord: each bundles FFmpeg; decord's loaded first breaks PyAV's libvpx.

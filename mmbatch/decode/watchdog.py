@@ -9,18 +9,98 @@ reason, and a fresh child serves the next video.
 Protocol: the parent sends a task's video refs, all at once; the child takes them in order and
 sends, per video: ("plan", n_rows) once the clips are planned (or never, for a video that fails
 before), then one ("row", batch) per row, then ("done", None).
+
+A row's large arrays (frames, audio) travel through a ring of shared-memory slots, the pipe
+carrying only where they lie: through the pipe they were pickled, written, read and unpickled,
+1-2 ms of each side's CPU a clip (docs/performance.md). A slot is reused once the parent has
+copied it out (a semaphore counts the free ones); a row too large for a slot is pickled whole.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 STARTUP_TIMEOUT_S = 300  # a fresh child imports torch, torchaudio, av and decord
+RING_SLOTS = 4  # rows in flight between the child and the parent
+SHARED_MIN_BYTES = 64 * 1024  # smaller arrays ride the pipe: a slot is not worth it
 
 
-def _child_main(conn, stage_factory: Callable, factory_args: tuple) -> None:
+@dataclass(frozen=True)
+class InSlot:
+    """Where an array of a row lies in the ring: its slot, offset, dtype and shape."""
+
+    slot: int
+    offset: int
+    dtype: str
+    shape: tuple[int, ...]
+
+
+class Ring:
+    """`slots` shared-memory slots of `slot_bytes` and a semaphore of the free ones. Made by the
+    parent (which unlinks it), attached by the child."""
+
+    def __init__(self, ctx, slot_bytes: int, slots: int = RING_SLOTS):
+        from multiprocessing import shared_memory
+
+        self.slot_bytes, self.slots = slot_bytes, slots
+        self.shm = shared_memory.SharedMemory(create=True, size=slot_bytes * slots)
+        self.free = ctx.Semaphore(slots)
+        self._next, self._unlinked = 0, False
+
+    def __getstate__(self):  # what the child gets: the segment by name
+        return {"name": self.shm.name, "slot_bytes": self.slot_bytes, "slots": self.slots, "free": self.free}
+
+    def __setstate__(self, state):
+        from multiprocessing import shared_memory
+
+        # A spawned child shares its parent's resource tracker, which removes the segment if both
+        # die without unlinking it (a killed worker); attaching registers the same name again.
+        self.slot_bytes, self.slots, self.free, self._next = state["slot_bytes"], state["slots"], state["free"], 0
+        self.shm = shared_memory.SharedMemory(name=state["name"])
+
+    def put(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        """The child's side: the row's large arrays into the next free slot (waiting for one)."""
+        large = {k: v for k, v in batch.items() if isinstance(v, np.ndarray) and v.nbytes >= SHARED_MIN_BYTES}
+        if not large or sum(v.nbytes for v in large.values()) > self.slot_bytes:
+            return batch
+        self.free.acquire()
+        slot, self._next = self._next, (self._next + 1) % self.slots
+        out, offset = dict(batch), slot * self.slot_bytes
+        for k, v in large.items():
+            np.ndarray(v.shape, v.dtype, self.shm.buf, offset)[...] = v
+            out[k] = InSlot(slot, offset, v.dtype.str, v.shape)
+            offset += v.nbytes
+        return out
+
+    def take(self, batch: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The parent's side: the row with its arrays copied out, and their slot freed."""
+        placed = {k: v for k, v in batch.items() if isinstance(v, InSlot)}
+        if not placed:
+            return batch
+        out = dict(batch)
+        for k, v in placed.items():
+            out[k] = np.ndarray(v.shape, np.dtype(v.dtype), self.shm.buf, v.offset).copy()
+        self.free.release()
+        return out
+
+    def unlink(self) -> None:
+        """Remove the segment's name, once both processes have it mapped: the memory lives while
+        they do, and nothing is left behind however they end (Ray kills workers at shutdown)."""
+        if not self._unlinked:
+            self.shm.unlink()
+            self._unlinked = True
+
+    def close(self) -> None:
+        self.unlink()
+        self.shm.close()
+
+
+def _child_main(conn, stage_factory: Callable, factory_args: tuple, ring: Ring | None = None) -> None:
     stage = stage_factory(*factory_args)
     stage.setup()
     conn.send(("ready", None))  # imports done: from here on, silence means a stuck decoder
@@ -32,22 +112,27 @@ def _child_main(conn, stage_factory: Callable, factory_args: tuple) -> None:
         if ref is None:
             return
         for kind, payload in stage.decode_events(ref):
-            conn.send((kind, payload))
+            conn.send((kind, ring.put(payload) if ring is not None and kind == "row" else payload))
         conn.send(("done", None))
 
 
 class IsolatedDecoder:
-    def __init__(self, stage_factory: Callable, factory_args: tuple, timeout_s: float):
+    def __init__(self, stage_factory: Callable, factory_args: tuple, timeout_s: float, slot_bytes: int = 0):
+        """`slot_bytes`: the large arrays of one row, at most (0: every row through the pipe)."""
         self.stage_factory, self.factory_args, self.timeout_s = stage_factory, factory_args, timeout_s
+        self.slot_bytes = slot_bytes
         self._proc = None
         self._conn = None
+        self._ring = None
 
     def _ensure_child(self) -> None:
         if self._proc is not None and self._proc.is_alive():
             return
         ctx = mp.get_context("spawn")  # fork would copy a process that may hold torch/Ray threads
         parent, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_child_main, args=(child, self.stage_factory, self.factory_args), daemon=True)
+        self._ring = Ring(ctx, self.slot_bytes) if self.slot_bytes else None  # a fresh ring a child
+        self._proc = ctx.Process(target=_child_main, args=(child, self.stage_factory, self.factory_args, self._ring),
+                                 daemon=True)
         try:
             self._proc.start()
         except RuntimeError as err:  # spawn re-imports __main__: a script without a main guard
@@ -69,12 +154,16 @@ class IsolatedDecoder:
         if not started:
             self.kill()
             raise RuntimeError(f"decode worker process did not start within {STARTUP_TIMEOUT_S} s")
+        if self._ring is not None:  # the child has it mapped: its name can go
+            self._ring.unlink()
 
     def kill(self) -> None:
         if self._proc is not None and self._proc.pid is not None:  # pid: it was started
             self._proc.kill()
             self._proc.join(timeout=10)
-        self._proc = self._conn = None
+        if self._ring is not None:
+            self._ring.close()
+        self._proc = self._conn = self._ring = None
 
     def close(self) -> None:
         if self._proc is not None and self._proc.is_alive():
@@ -126,4 +215,4 @@ class IsolatedDecoder:
                 return
             if kind == "done":
                 return
-            yield kind, payload
+            yield kind, self._ring.take(payload) if self._ring is not None and kind == "row" else payload
