@@ -12,9 +12,13 @@
 #
 #   decode        the frame reader on NVDEC against the CPU, same clips of that footage (gpu_decode.py;
 #                 not run by default: ~1 min; the same source clip)
+#   footage_nvdec footage with decode.hwaccel: cuda (not run by default: ~3 min; the same source clip)
+#   ceiling       the driver's ceiling: the production graph with pass-through work (driver_ceiling.py;
+#                 not run by default: ~3 min)
 #
 #   benchmarks/gpu_checks.sh                 # smoke, per_modality, colocated
 #   benchmarks/gpu_checks.sh per_modality footage   # some of them
+#   benchmarks/gpu_checks.sh all             # every part (~23 min: in two calls where a call is capped at 10)
 #
 # Reports (the last line of each log is its JSON) go to $OUT or benchmarks/results/gpu-checks/.
 # The corpus is generated once under $WORK (default: a folder beside the reports).
@@ -25,6 +29,7 @@ work=${WORK:-$out/work}
 mkdir -p "$out" "$work"
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=(smoke per_modality colocated)
+[ "${parts[*]}" != all ] || parts=(smoke per_modality colocated footage decode footage_nvdec ceiling)
 scale=(--device cuda --quick --repeats 1 --scale --scale-factors 1,16,64 --work-dir "$work"
        --skip decode_only,naive,pipeline,speech_engines)
 
@@ -46,6 +51,9 @@ for part in "${parts[@]}"; do
         colocated) run colocated 300 python benchmarks/throughput.py "${scale[@]}" --placement colocated --replicas 4 ;;
         footage) run footage 300 python benchmarks/throughput.py "${scale[@]}" --corpus footage ;;
         decode) run decode 180 python benchmarks/gpu_decode.py --work-dir "$work" ;;
-        *) echo "unknown part '$part' (smoke, per_modality, colocated, footage, decode)" >&2; exit 2 ;;
+        footage_nvdec) run footage_nvdec 300 python benchmarks/throughput.py "${scale[@]}" --corpus footage --decode-hwaccel ;;
+        ceiling) run ceiling 300 python benchmarks/driver_ceiling.py --videos 24 --scale-factors 1,16 --work-dir "$work" ;;
+        *) echo "unknown part '$part' (smoke, per_modality, colocated, footage, decode, footage_nvdec, ceiling, all)" >&2
+           exit 2 ;;
     esac
 done

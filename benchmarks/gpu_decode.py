@@ -51,18 +51,16 @@ def decode_all(paths: list[Path], way: str) -> tuple[dict, list[np.ndarray]]:
     """Every clip of `paths` decoded one way: timings, and the frames for comparison."""
     from mmbatch.decode.backend import probe
     from mmbatch.decode.planner import frame_indices
-    from mmbatch.decode.video import PyAVVideo
+    from mmbatch.decode.video import PyAVCudaVideo, PyAVVideo, check_cuda_decoder
 
-    hwaccel = None
     if way == "cuda":
-        from av.codec.hwaccel import HWAccel
-
-        hwaccel = HWAccel(device_type="cuda", allow_software_fallback=False)
+        check_cuda_decoder()  # as the decode stage does with decode.hwaccel: cuda
+    reader = PyAVCudaVideo if way == "cuda" else PyAVVideo  # the job's own readers
     frames, clips = [], 0
     cpu0, wall0 = time.process_time(), time.perf_counter()
     for path in paths:
         info = probe(str(path))
-        video = PyAVVideo(str(path), info, SIZE, hwaccel=hwaccel)
+        video = reader(str(path), info, SIZE)
         try:
             for times in clip_times(video.duration_s):
                 frames.append(video.frames(frame_indices(video.timestamps[:, 0], times)))

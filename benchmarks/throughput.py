@@ -508,6 +508,7 @@ def main() -> int:
                          "footage.py, fetched from the package index) looped to --seconds")
     ap.add_argument("--fast-profile", action="store_true",
                     help="clips.keyframes_only and decode.skip_loop_filter: the fast profile's decode cost")
+    ap.add_argument("--decode-hwaccel", action="store_true", help="decode.hwaccel: cuda (frames decoded on NVDEC)")
     ap.add_argument("--videos-dir", default=None,
                     help="your own videos (a local folder) instead of generated ones: decode's cost follows the "
                          "footage (its bitrate, keyframe spacing), which the generated gradient flatters")
@@ -529,6 +530,9 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> int:
     base = (real_size_config(root / "models", args.device, args.placement, args.replicas) if args.device == "cuda"
             else args.config)
     raw = bench_config(base, engine=args.speech_engine, placement=args.placement)
+    if args.decode_hwaccel:  # NVDEC: each decode actor takes a sliver of the GPU the models share
+        pool = raw["decode"].get("pool", {})
+        raw["decode"] = {**raw["decode"], "hwaccel": "cuda", "pool": {**pool, "num_gpus": 0.01}}
     if args.fast_profile:  # docs/performance.md: the fast profile
         raw["clips"] = {**raw["clips"], "keyframes_only": True}
         raw["decode"] = {**raw["decode"], "skip_loop_filter": True}
@@ -544,7 +548,7 @@ def run_benchmark(args: argparse.Namespace, root: Path) -> int:
                     "device": args.device, "speech_engine": raw["models"].get("speech", {}).get("engine", "transformers"),
                     "placement": raw.get("encoders", {}).get("placement", "per_modality"), "clips": raw["clips"],
                     "image_size": raw["decode"]["image_size"], "malloc_tuning": malloc_tuning,
-                    "fast_profile": args.fast_profile,
+                    "fast_profile": args.fast_profile, "decode_hwaccel": args.decode_hwaccel,
                     "repeats": args.repeats, "results": {}}
     from mmbatch.inputs.sources import discover
 

@@ -7,7 +7,9 @@ What a stage is, is declared on its class (NeMo Curator style), so nothing has t
 to learn it: `name` (the operator's name in progress, stats and the dashboard), `reads` (columns
 `__call__` needs), `may_read` (columns it uses when present) and `writes` (columns it adds or
 replaces); a fan-out task stage whose rows must reach different workers of the next stage
-declares `one_block_a_row` (fused into its tasks; actor stages cannot fuse it). What it runs on,
+declares `one_block_a_row` (fused into its tasks; actor stages cannot fuse it), and an actor
+stage that should start with as many workers as the cluster holds, not grow from its minimum,
+declares `starts_full` (decode, which feeds everything after it). What it runs on,
 `resources`, is declared on its `StageSpec`, from the config's pool.
 `check_columns` checks at assembly that every column a stage reads is written upstream.
 """
@@ -63,6 +65,7 @@ class StageSpec:
     reads: tuple[str, ...] = ()
     may_read: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
+    initial_size: int | None = None  # actors a pool starts with (None: its minimum); see starts_full
 
     def __post_init__(self):
         for attr in ("name", "reads", "may_read", "writes"):

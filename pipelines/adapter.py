@@ -177,7 +177,8 @@ def apply_stage(ds, spec: StageSpec, keep: frozenset | None, key: str, retries: 
         actor_cls = type(spec.name, (StageActor,), {})
         return ds.map_batches(actor_cls, fn_constructor_args=(spec, keep, progress),
                               compute=ActorPoolStrategy(min_size=spec.pool.concurrency[0],
-                                                        max_size=spec.pool.concurrency[1]),
+                                                        max_size=spec.pool.concurrency[1],
+                                                        initial_size=spec.initial_size),
                               num_gpus=res.gpus or None, max_restarts=retries[1], max_task_retries=retries[1],
                               **common)
     from ray.data import TaskPoolStrategy
@@ -232,6 +233,26 @@ def pool_demand(specs: list[StageSpec]) -> dict[str, float]:
     return demand
 
 
+def starting_sizes(specs: list[StageSpec], available: dict[str, float], inputs: int) -> list[StageSpec]:
+    """The specs, each actor pool whose stage `starts_full` starting with as many actors as the
+    cluster holds beside every other pool's minimum: at most its maximum and one an input (a pool
+    that grows from one adds actors one scheduling round at a time while the GPU pools wait)."""
+    from dataclasses import replace
+
+    out = []
+    for spec in specs:
+        lo, hi = spec.pool.concurrency if spec.pool is not None else (1, 1)
+        if spec.compute != "actor" or not getattr(spec.stage_cls, "starts_full", False):
+            out.append(spec)
+            continue
+        others = pool_demand([s for s in specs if s is not spec])
+        need = {"CPU": spec.resources.cpus, "GPU": spec.resources.gpus, **spec.custom_resources}
+        fits = [int((available.get(k, 0.0) - others.get(k, 0.0)) / v + 1e-9) for k, v in need.items() if v > 0]
+        size = max(lo, min([hi, max(inputs, 1), *fits]))
+        out.append(replace(spec, initial_size=size))
+    return out
+
+
 def check_cluster_fits(specs: list[StageSpec], available: dict[str, float], *, strict: bool) -> list[str]:
     """Problems if the pools' minimum cannot be placed: Ray Data would then wait forever.
 
@@ -267,12 +288,19 @@ def configure_execution(run, *, attached: bool) -> None:
     ctx.wait_for_min_actors_s = math.ceil(run.placement_timeout_s) if attached else -1
 
 
+# How a worker's set-up error reaches the driver: only as the last line of a traceback's text.
+_WORKER_CONFIG_ERROR = re.compile(r"^mmbatch\.errors\.ConfigError: (.+)$", re.MULTILINE)
+
+
 def cluster_failure(err: BaseException, run, demand: dict[str, float]):
     """The MmbatchError a Ray failure of the night means (None: not one we can name)."""
-    from mmbatch.errors import ClusterError, causes
+    from mmbatch.errors import ClusterError, ConfigError, causes
 
     for cause in causes(err):
         name = type(cause).__name__
+        if name == "ActorDiedError" and (said := _WORKER_CONFIG_ERROR.findall(str(cause))):
+            # a worker refused its settings (decode.hwaccel on a node without a CUDA device): exit 2
+            return ConfigError(f"a worker refused the configuration: {said[-1]}")
         if name == "GetTimeoutError" and "starting actors" in str(cause):
             need = ", ".join(f"{v:g} {k}" for k, v in demand.items() if v)
             return ClusterError(

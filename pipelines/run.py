@@ -267,7 +267,8 @@ def _score(plan: RunPlan) -> tuple[list[dict[str, Any]] | None, float]:
     progress = ProgressReporter(ledger, len(plan.todo), config.run.progress_interval_s, lambda: tally.counts(scored))
     progress.start()
     key = f"{config_key(config)}-{ledger.attempt}"
-    ds = adapter.build_dataset([r.as_row() for r in plan.todo], plan.specs, key,
+    specs = adapter.starting_sizes(plan.specs, adapter.cluster_resources(), len(plan.todo))
+    ds = adapter.build_dataset([r.as_row() for r in plan.todo], specs, key,
                                (config.run.task_retries, config.run.actor_restarts), scored)
     started = time.perf_counter()
     try:  # only small completion records reach the driver; clip rows stay on the workers

@@ -12,7 +12,7 @@ from mmbatch import cluster
 from mmbatch.allocator import MALLOC_ENV
 from mmbatch.config import parse_config
 from mmbatch.errors import ClusterError, ConfigError, ExitCode
-from pipelines.adapter import check_cluster_fits, cluster_failure, pool_demand
+from pipelines.adapter import check_cluster_fits, cluster_failure, pool_demand, starting_sizes
 from pipelines.cli.score import attached_runtime_env, local_resources
 
 TEXT = {"task": "text_classification", "source": "tiny:roberta-sentiment"}
@@ -114,6 +114,18 @@ def test_pool_resources_name_node_types():
     # A local Ray declares every node type the config names, so the same YAML runs on one machine.
     assert local_resources(cfg) == {"cpu_node": 1000.0, "gpu_node": 1000.0}
 
+    # Decode starts with what the cluster holds beside the other pools' minimum (the encoder actor,
+    # the largest task): 6 of 7.75 CPUs here, never past its maximum, nor an actor an input.
+    def initial(available, inputs=100):
+        return {s.name: s.initial_size for s in starting_sizes(specs, available, inputs)}
+
+    assert initial({"CPU": 7.75, "GPU": 1, "cpu_node": 1000, "gpu_node": 1000}) == {
+        "split": None, "decode": 6, "encoders": None, "write": None}
+    assert initial({"CPU": 64, "GPU": 1, "cpu_node": 1000, "gpu_node": 1000})["decode"] == 8
+    assert initial({"CPU": 64, "GPU": 1, "cpu_node": 1000, "gpu_node": 1000}, inputs=3)["decode"] == 3
+    assert initial({"CPU": 64, "GPU": 1, "cpu_node": 0.004, "gpu_node": 1})["decode"] == 3  # decode nodes
+    assert initial({"CPU": 2, "GPU": 1, "cpu_node": 1000, "gpu_node": 1000})["decode"] == 2  # at least its minimum
+
 
 def test_pool_resources_are_custom_and_positive():
     with pytest.raises(ConfigError, match=r"resources\['GPU'\]: use num_cpus/num_gpus"):
@@ -145,6 +157,17 @@ def test_ray_failures_are_named_with_their_knobs():
     err = cluster_failure(ExecutionTimeoutError("no progress"), run, {})
     assert "no progress for run.no_progress_timeout_s = 900 s" in str(err)
     assert cluster_failure(RuntimeError("a bug"), run, {}) is None
+
+    class ActorDiedError(Exception):  # Ray's, as it reaches the driver: the worker's traceback as text
+        pass
+
+    died = ActorDiedError("The actor died because of an error raised in its creation task ...\nTraceback ...\n"
+                          "mmbatch.errors.ConfigError: decode.hwaccel: cuda, but this decode worker cannot open a "
+                          "CUDA device (Operation not permitted): give the decode pool GPU nodes")
+    err = cluster_failure(died, run, {})
+    assert isinstance(err, ConfigError) and err.exit_code == ExitCode.USAGE
+    assert str(err) == ("a worker refused the configuration: decode.hwaccel: cuda, but this decode worker cannot "
+                        "open a CUDA device (Operation not permitted): give the decode pool GPU nodes")
 
 
 def test_restarts_wait_by_default():

@@ -50,6 +50,7 @@ class DecodeStage:
     reads = REF_COLUMNS
     may_read = CHUNK_COLUMNS  # a row of the split stage: one chunk of a long video
     writes = (*CLIP_COLUMNS, *FRAME_COLUMNS, *AUDIO_COLUMNS)  # frames/audio only for configured models
+    starts_full = True  # every stage after decode waits for it: its pool starts at its working size
 
     def __init__(self, config: PipelineConfig, trust=None, *, isolated: bool | None = None):
         self.config = config

@@ -89,6 +89,7 @@ class CentreSquare:
         import av.filter
 
         graph = av.filter.Graph()
+        graph.threads = 1  # as the decoder: a worker per core is the parallelism, not slice threads
         side = min(frame.width, frame.height)
         nodes = [graph.add_buffer(width=frame.width, height=frame.height, format=frame.format,
                                   time_base=frame.time_base or Fraction(1, 1000)),
