@@ -67,14 +67,10 @@ class DecodeStage:
         self._watchdog = None
 
     def setup(self) -> None:
-        if self.decode.hwaccel == "cuda":  # no GPU a decoder can open: the night's configuration is wrong
-            from mmbatch.decode.video import check_cuda_decoder
-
-            check_cuda_decoder()
         if self.isolated:
             # The watchdog's child decodes (and runs the full set-up below); this process only relays
             # rows, so it loads no decoder libraries: each decode worker starts faster and smaller.
-            self.backend = self._resolve_backend()
+            self.backend = frame_backend(self.decode)
             if self._watchdog is None:
                 from functools import partial
 
@@ -93,22 +89,10 @@ class DecodeStage:
         # One video per call: parallelism comes from the pool; torch's intra-op threads (resampling)
         # only fight it for the cores (decode ran 1.5x slower with 2 threads on 2 cores).
         torch.set_num_threads(1)
-        self.backend = self._resolve_backend()
+        self.backend = frame_backend(self.decode)
         if self.backend == "decord":
             import decord  # noqa: F401
 
-    def _resolve_backend(self) -> str:
-        """auto: PyAV on one thread, which decodes the same frames as decord for about two thirds
-        of its CPU (decord converts every frame it passes and hands them between threads;
-        docs/performance.md), and has wheels everywhere. On NVDEC with decode.hwaccel: cuda."""
-        if self.decode.hwaccel == "cuda":
-            return "pyav-cuda"
-        return "pyav" if self.decode.backend == "auto" else self.decode.backend
-
-    def _open_video(self, path: str, info: backend.StreamInfo):
-        fallback = "pyav" if self.decode.hwaccel == "cuda" else self.decode.fallback_backend
-        return open_video(self.backend, path, info, self.decode.image_size, fallback,
-                          {"skip_loop_filter": self.decode.skip_loop_filter})
 
     def __call__(self, batch: Batch) -> Iterator[Batch]:
         if not hasattr(self, "backend"):
@@ -190,7 +174,9 @@ class DecodeStage:
         check_limits(info, self.decode)
         video = None
         if info.has_video and self.rows.want_frames:
-            video = self._open_video(path, info)
+            fallback = "pyav" if self.decode.hwaccel == "cuda" else self.decode.fallback_backend
+            video = open_video(self.backend, path, info, self.decode.image_size, fallback,
+                               {"skip_loop_filter": self.decode.skip_loop_filter})
         duration = video.duration_s if video is not None else info.duration_s
         if chunk is None:
             spans = plan_clips(duration, self.clips, clip_segments(ref, self.clips, self.storage_options))
@@ -248,9 +234,8 @@ class DecodeStage:
         waveform, audio_len = None, 0
         if audio is not None:
             try:
-                # no more than a clip keeps: a `whole` clip of hours must not decode hours of audio at once
-                keep_s = self.audio_len / self.decode.sample_rate
-                samples = audio.read(span.start_s, min(span.end_s, span.start_s + keep_s))[: self.audio_len]
+                end_s = min(span.end_s, span.start_s + self.audio_len / self.decode.sample_rate)  # what a row keeps
+                samples = audio.read(span.start_s, end_s)[: self.audio_len]
             except Exception as err:  # a damaged audio packet loses this clip's audio (said), not the clip
                 samples = np.zeros(0, dtype=np.float32)
                 audio_error = f"audio decode failed: {short_reason(err)}"
@@ -260,6 +245,19 @@ class DecodeStage:
                 audio_len = len(samples)
         return self.rows.ok(ref, span, n_rows, duration, frames=frames, n_frames=n_frames, waveform=waveform,
                             audio_len=audio_len, audio_error=audio_error)
+
+
+def frame_backend(decode) -> str:
+    """The frame reader for a DecodeConfig. auto: PyAV on one thread, which decodes the same frames
+    as decord for about two thirds of its CPU (decord converts every frame it passes and hands them
+    between threads; docs/performance.md), and has wheels everywhere; on NVDEC with hwaccel: cuda,
+    once this process is seen to open a CUDA device (else the night's configuration is wrong)."""
+    if decode.hwaccel == "cuda":
+        from mmbatch.decode.video import check_cuda_decoder
+
+        check_cuda_decoder()
+        return "pyav-cuda"
+    return "pyav" if decode.backend == "auto" else decode.backend
 
 
 def snapped_to_pauses(spans: list[ClipSpan], audio, clips, rate: int) -> list[ClipSpan]:
