@@ -431,11 +431,32 @@ def redact(value: Any, key: str = "") -> Any:
     return value
 
 
+def _keys_beside(loc: tuple) -> list[str]:
+    """The keys the config allows where `loc` (a key path) ends: its parent section's fields."""
+    import typing
+
+    model: Any = PipelineConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        kinds = [field.annotation, *typing.get_args(field.annotation)]  # X, or X | None
+        model = next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
 def _format_validation_error(err: ValidationError, origin: str) -> str:
+    import difflib
+
     lines = [f"invalid config {origin}:"]
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            near = difflib.get_close_matches(str(e["loc"][-1]), _keys_beside(e["loc"]), n=1)
+            msg = "unknown key" + (f" (did you mean {near[0]!r}?)" if near else "")
         lines.append(f"  {where}: {msg}")
     return "\n".join(lines)
 

@@ -16,9 +16,17 @@ def test_defaults_fill_every_knob():
     assert cfg.run.max_failed_fraction == 0.2
 
 
-def test_unknown_key_is_named():
-    with pytest.raises(ConfigError, match=r"clips\.windw_s: unknown key"):
+def test_unknown_key_is_named_with_the_key_it_is_near():
+    with pytest.raises(ConfigError, match=r"clips\.windw_s: unknown key \(did you mean 'window_s'\?\)$"):
         parse_config({**MINIMAL, "clips": {"windw_s": 3}})
+    with pytest.raises(ConfigError, match=r"models\.text\.sorce: unknown key \(did you mean 'source'\?\)"):
+        parse_config({"models": {"text": {**MINIMAL["models"]["text"], "sorce": "x"}}})
+    with pytest.raises(ConfigError, match=r"  clip: unknown key \(did you mean 'clips'\?\)"):
+        parse_config({**MINIMAL, "clip": {}})
+    with pytest.raises(ConfigError, match=r"decode\.pool\.gpus: unknown key \(did you mean 'num_gpus'\?\)"):
+        parse_config({**MINIMAL, "decode": {"pool": {"gpus": 1}}})
+    with pytest.raises(ConfigError, match=r"clips\.zzz: unknown key$"):  # nothing near: nothing guessed
+        parse_config({**MINIMAL, "clips": {"zzz": 3}})
 
 
 def test_task_must_fit_modality():
