@@ -257,3 +257,47 @@ def test_audio_is_read_forward_once_and_placed_by_its_timestamps(tmp_path):
     assert gapped._end - gapped._start == 10
     assert resampler(16000, 8000) is resampler(16000, 8000)
     gapped.close()
+
+
+def test_a_slot_of_the_ring_holds_a_row_until_taken_and_a_waiting_child_outlives_no_parent(monkeypatch):
+    """The child's side puts a row's large arrays in a free slot and sends where they lie; the
+    parent's side copies them out and frees the slot. A child waiting for a slot whose parent was
+    killed exits instead of waiting forever."""
+    import multiprocessing as mp
+
+    from mmbatch.decode import watchdog
+
+    ring = watchdog.Ring(mp.get_context("spawn"), slot_bytes=1 << 18, slots=1)
+    child = watchdog.Ring.__new__(watchdog.Ring)
+    child.__setstate__(ring.__getstate__())  # as the spawned child attaches it
+    try:
+        row = {"frames": np.arange(200_000, dtype=np.uint8).reshape(1, -1), "clip_index": np.array([3])}
+        sent = child.put(row)
+        assert isinstance(sent["frames"], watchdog.InSlot) and sent["clip_index"] is row["clip_index"]
+        assert child.put({"clip_index": np.array([4])})["clip_index"][0] == 4  # small: rides the pipe
+        monkeypatch.setattr(watchdog.os, "getppid", lambda: -1)  # the only slot is taken; the parent is gone
+        with pytest.raises(SystemExit):
+            child.put(row)
+        got = ring.take(sent)
+        np.testing.assert_array_equal(got["frames"], row["frames"])
+        assert ring.free.acquire(timeout=0.1)  # freed
+    finally:
+        child.shm.close()
+        ring.close()
+
+
+def test_no_ring_where_dev_shm_has_no_room_for_it(monkeypatch):
+    """A container's small /dev/shm (64 MB is common) gets no ring: a write past it would be a SIGBUS."""
+    from types import SimpleNamespace
+
+    from mmbatch.decode import watchdog
+
+    monkeypatch.setattr(watchdog.os, "statvfs", lambda path: SimpleNamespace(f_bavail=64 * 256, f_frsize=4096))
+    assert watchdog.ring_fits(8 * 2**20) and not watchdog.ring_fits(20 * 2**20)
+    assert not watchdog.ring_fits(watchdog.RING_MAX_BYTES + 1)
+
+    def no_shm(path):
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(watchdog.os, "statvfs", no_shm)
+    assert not watchdog.ring_fits(1024)

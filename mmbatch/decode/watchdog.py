@@ -13,12 +13,14 @@ before), then one ("row", batch) per row, then ("done", None).
 A row's large arrays (frames, audio) travel through a ring of shared-memory slots, the pipe
 carrying only where they lie: through the pipe they were pickled, written, read and unpickled,
 1-2 ms of each side's CPU a clip (docs/performance.md). A slot is reused once the parent has
-copied it out (a semaphore counts the free ones); a row too large for a slot is pickled whole.
+copied it out (a semaphore counts the free ones); a row too large for a slot is pickled whole, and
+without room in /dev/shm every row is.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +30,19 @@ import numpy as np
 STARTUP_TIMEOUT_S = 300  # a fresh child imports torch, torchaudio, av and decord
 RING_SLOTS = 4  # rows in flight between the child and the parent
 SHARED_MIN_BYTES = 64 * 1024  # smaller arrays ride the pipe: a slot is not worth it
+RING_MAX_BYTES = 64 * 2**20  # a larger ring (huge frames) is not made: its rows ride the pipe
+
+
+def ring_fits(size: int) -> bool:
+    """Whether /dev/shm has room for a ring of `size` bytes, four times over: containers often mount
+    64 MB there, and a write past what it holds is a SIGBUS, not an error. Else rows ride the pipe."""
+    if size > RING_MAX_BYTES:
+        return False
+    try:
+        room = os.statvfs("/dev/shm")
+    except OSError:  # no /dev/shm (macOS)
+        return False
+    return room.f_bavail * room.f_frsize >= 4 * size
 
 
 @dataclass(frozen=True)
@@ -62,13 +77,16 @@ class Ring:
         # die without unlinking it (a killed worker); attaching registers the same name again.
         self.slot_bytes, self.slots, self.free, self._next = state["slot_bytes"], state["slots"], state["free"], 0
         self.shm = shared_memory.SharedMemory(name=state["name"])
+        self._parent = os.getppid()
 
     def put(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         """The child's side: the row's large arrays into the next free slot (waiting for one)."""
         large = {k: v for k, v in batch.items() if isinstance(v, np.ndarray) and v.nbytes >= SHARED_MIN_BYTES}
         if not large or sum(v.nbytes for v in large.values()) > self.slot_bytes:
             return batch
-        self.free.acquire()
+        while not self.free.acquire(timeout=1.0):
+            if os.getppid() != self._parent:  # the parent was killed: do not wait for it forever
+                raise SystemExit("decode worker gone")
         slot, self._next = self._next, (self._next + 1) % self.slots
         out, offset = dict(batch), slot * self.slot_bytes
         for k, v in large.items():
@@ -130,7 +148,8 @@ class IsolatedDecoder:
             return
         ctx = mp.get_context("spawn")  # fork would copy a process that may hold torch/Ray threads
         parent, child = ctx.Pipe()
-        self._ring = Ring(ctx, self.slot_bytes) if self.slot_bytes else None  # a fresh ring a child
+        fits = self.slot_bytes and ring_fits(self.slot_bytes * RING_SLOTS)
+        self._ring = Ring(ctx, self.slot_bytes) if fits else None  # a fresh ring a child
         self._proc = ctx.Process(target=_child_main, args=(child, self.stage_factory, self.factory_args, self._ring),
                                  daemon=True)
         try:
