@@ -59,3 +59,35 @@ def test_identity_follows_content_not_names(roberta):
     a, b = text_config(roberta), text_config(roberta)
     assert a.fingerprint({"text": before}) != b.fingerprint({"text": after})
     assert model_identities(text_config("tiny:roberta-sentiment"))["text"] == "tiny:roberta-sentiment@v3"
+
+
+def test_hub_models_that_cannot_be_fetched_are_refused_at_once(monkeypatch, roberta, tmp_path):
+    """A hub id that is not in the cache, with the hub out of reach (here: nothing listens on the
+    endpoint's port) or HF_HUB_OFFLINE set, is one ModelLoadError naming it, in seconds, not half
+    a minute of retries. Folders and presets never ask the hub; a cached model does not either."""
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))  # nothing cached
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # discard: nothing answers
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the tests' environment sets it
+    cfg = parse_config({"models": {"text": {"task": "text_classification", "source": "cardiffnlp/no-such-model"},
+                                   "vision": {"task": "image_zero_shot", "source": "tiny:clip"}}})
+    t0 = time.monotonic()
+    with pytest.raises(ModelLoadError, match=r"^models.text.source 'cardiffnlp/no-such-model': a Hugging Face hub "
+                                             r"model not in this machine's cache, and the hub \(http://127.0.0.1:9\) "
+                                             r"cannot be reached: .+; give a local or s3:// folder"):
+        model_identities(cfg)
+    assert time.monotonic() - t0 < 10
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelLoadError, match=r"not in this machine's cache, and HF_HUB_OFFLINE is set; "):
+        model_identities(cfg)
+    assert model_identities(text_config(roberta))["text"].startswith("content:")  # a folder: no hub
+    assert not models.is_hub_id(str(roberta)) and not models.is_hub_id("s3://b/m") and models.is_hub_id("org/m")
+    snapshot = tmp_path / "hub-cache" / "models--cardiffnlp--no-such-model" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
+    models.check_hub_reachable({"models.text.source": ("cardiffnlp/no-such-model", None)})  # cached: no error

@@ -41,9 +41,13 @@ def _dim(enc: EncoderConfig, cfg) -> int:
 
 
 def model_identities(config: PipelineConfig) -> dict[str, str]:
-    """Each configured model's identity for the fingerprint (see mmbatch.models.model_identity)."""
-    from mmbatch.models.loading import model_identity
+    """Each configured model's identity for the fingerprint (see mmbatch.models.model_identity);
+    hub models that cannot be fetched are refused first, at once."""
+    from mmbatch.models.loading import check_hub_reachable, is_hub_id, model_identity
 
+    encoders = {f"models.{name}.source": getattr(config.models, name) for name in ("vision", "audio", "speech", "text")}
+    check_hub_reachable({what: (enc.source, enc.revision) for what, enc in encoders.items()
+                         if enc is not None and is_hub_id(enc.source)})
     out = {}
     for name in ("vision", "audio", "speech", "text"):
         enc = getattr(config.models, name)

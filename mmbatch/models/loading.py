@@ -227,6 +227,38 @@ def _hub_commit(repo: str, revision: str | None) -> str:
     return f"unresolved:{revision or 'main'}"
 
 
+def is_hub_id(source: str) -> bool:
+    """A source that names a Hugging Face hub model (not a preset, a package, a store or a folder here)."""
+    return (not source.startswith(("tiny:", "bundle:", "package:")) and is_local(source)
+            and not os.path.exists(source))
+
+
+def check_hub_reachable(sources: dict[str, tuple[str, str | None]]) -> None:
+    """ModelLoadError at once, naming each, for hub models (setting -> (repo, revision)) that are not
+    in this machine's cache while the hub cannot be reached or HF_HUB_OFFLINE is set: huggingface_hub
+    would retry for half a minute, a log line each time, before the same end."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    missing = {what: repo for what, (repo, revision) in sources.items()
+               if not isinstance(try_to_load_from_cache(repo, "config.json", revision=revision), str)}
+    if not missing:
+        return
+    if constants.HF_HUB_OFFLINE:
+        why = "HF_HUB_OFFLINE is set"
+    else:
+        from huggingface_hub.utils import get_session
+
+        try:  # any answer will do: the hub is there (a proxy from the environment is used)
+            get_session().head(constants.ENDPOINT, timeout=5)
+            return
+        except Exception as err:
+            why = f"the hub ({constants.ENDPOINT}) cannot be reached: {first_line(err, 120)}"
+    named = ", ".join(f"{what} {repo!r}" for what, repo in missing.items())
+    raise ModelLoadError(f"{named}: a Hugging Face hub model not in this machine's cache, and {why}; give a "
+                         "local or s3:// folder, fill the cache where the hub is reachable, or run the offline "
+                         "presets (--config pipelines/demo.yaml)")
+
+
 def model_identity(source: str, revision: str | None, storage_options: dict | None = None) -> str:
     """What a model *is*, for the fingerprint: the resolved hub commit, a local folder's
     content hash, a remote folder's object ETags, or the tiny preset's version."""
