@@ -259,10 +259,10 @@ def test_audio_is_read_forward_once_and_placed_by_its_timestamps(tmp_path):
     gapped.close()
 
 
-def test_a_slot_of_the_ring_holds_a_row_until_taken_and_a_waiting_child_outlives_no_parent(monkeypatch):
+def test_a_slot_of_the_ring_holds_a_row_until_taken_and_a_waiting_child_outlives_no_parent():
     """The child's side puts a row's large arrays in a free slot and sends where they lie; the
-    parent's side copies them out and frees the slot. A child waiting for a slot whose parent was
-    killed exits instead of waiting forever."""
+    parent's side copies them out and says the slot is empty. A child waiting for a slot whose
+    parent is gone (its end of the pipe closed, as a killed process's is) exits, not waits forever."""
     import multiprocessing as mp
 
     from mmbatch.decode import watchdog
@@ -275,12 +275,14 @@ def test_a_slot_of_the_ring_holds_a_row_until_taken_and_a_waiting_child_outlives
         sent = child.put(row)
         assert isinstance(sent["frames"], watchdog.InSlot) and sent["clip_index"] is row["clip_index"]
         assert child.put({"clip_index": np.array([4])})["clip_index"][0] == 4  # small: rides the pipe
-        monkeypatch.setattr(watchdog.os, "getppid", lambda: -1)  # the only slot is taken; the parent is gone
+        np.testing.assert_array_equal(ring.take(sent)["frames"], row["frames"])
+        again = child.put({**row, "frames": row["frames"][:, ::-1].copy()})  # the slot was emptied: reused
+        assert again["frames"].slot == 0
+        np.testing.assert_array_equal(ring.take(again)["frames"], row["frames"][:, ::-1])
+        child.put(row)  # the only slot taken again
+        ring._say_emptied.close()  # the parent is gone
         with pytest.raises(SystemExit):
             child.put(row)
-        got = ring.take(sent)
-        np.testing.assert_array_equal(got["frames"], row["frames"])
-        assert ring.free.acquire(timeout=0.1)  # freed
     finally:
         child.shm.close()
         ring.close()

@@ -13,7 +13,7 @@ before), then one ("row", batch) per row, then ("done", None).
 A row's large arrays (frames, audio) travel through a ring of shared-memory slots, the pipe
 carrying only where they lie: through the pipe they were pickled, written, read and unpickled,
 1-2 ms of each side's CPU a clip (docs/performance.md). A slot is reused once the parent has
-copied it out (a semaphore counts the free ones); a row too large for a slot is pickled whole, and
+copied it out (it says so on a pipe of its own); a row too large for a slot is pickled whole, and
 without room in /dev/shm every row is.
 """
 
@@ -56,37 +56,45 @@ class InSlot:
 
 
 class Ring:
-    """`slots` shared-memory slots of `slot_bytes` and a semaphore of the free ones. Made by the
-    parent (which unlinks it), attached by the child."""
+    """`slots` shared-memory slots of `slot_bytes`, made by the parent (which unlinks the segment's
+    name) and attached by the child. The parent says each slot it has emptied with a message on a
+    pipe of its own: no named semaphore, which a killed worker would leave behind in /dev/shm, and
+    a parent that dies closes the pipe, so a child waiting for a slot exits."""
 
     def __init__(self, ctx, slot_bytes: int, slots: int = RING_SLOTS):
         from multiprocessing import shared_memory
 
         self.slot_bytes, self.slots = slot_bytes, slots
         self.shm = shared_memory.SharedMemory(create=True, size=slot_bytes * slots)
-        self.free = ctx.Semaphore(slots)
-        self._next, self._unlinked = 0, False
+        self._emptied, self._say_emptied = ctx.Pipe(duplex=False)  # the child reads, the parent writes
+        self._next, self._free, self._unlinked = 0, slots, False
 
-    def __getstate__(self):  # what the child gets: the segment by name
-        return {"name": self.shm.name, "slot_bytes": self.slot_bytes, "slots": self.slots, "free": self.free}
+    def __getstate__(self):  # what the child gets: the segment by name, and the pipe's reading end
+        return {"name": self.shm.name, "slot_bytes": self.slot_bytes, "slots": self.slots, "emptied": self._emptied}
 
     def __setstate__(self, state):
         from multiprocessing import shared_memory
 
-        # A spawned child shares its parent's resource tracker, which removes the segment if both
-        # die without unlinking it (a killed worker); attaching registers the same name again.
-        self.slot_bytes, self.slots, self.free, self._next = state["slot_bytes"], state["slots"], state["free"], 0
+        # A spawned child shares its parent's resource tracker; attaching registers the same name again.
+        self.slot_bytes, self.slots, self._emptied = state["slot_bytes"], state["slots"], state["emptied"]
         self.shm = shared_memory.SharedMemory(name=state["name"])
-        self._parent = os.getppid()
+        self._next, self._free = 0, self.slots
+
+    def _wait_for_slot(self) -> None:
+        while self._emptied.poll(0 if self._free else None):
+            try:
+                self._emptied.recv_bytes()
+            except (EOFError, OSError):  # the parent is gone: nobody will empty a slot
+                raise SystemExit("decode worker gone") from None
+            self._free += 1
 
     def put(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         """The child's side: the row's large arrays into the next free slot (waiting for one)."""
         large = {k: v for k, v in batch.items() if isinstance(v, np.ndarray) and v.nbytes >= SHARED_MIN_BYTES}
         if not large or sum(v.nbytes for v in large.values()) > self.slot_bytes:
             return batch
-        while not self.free.acquire(timeout=1.0):
-            if os.getppid() != self._parent:  # the parent was killed: do not wait for it forever
-                raise SystemExit("decode worker gone")
+        self._wait_for_slot()
+        self._free -= 1
         slot, self._next = self._next, (self._next + 1) % self.slots
         out, offset = dict(batch), slot * self.slot_bytes
         for k, v in large.items():
@@ -96,14 +104,14 @@ class Ring:
         return out
 
     def take(self, batch: dict[str, Any]) -> dict[str, np.ndarray]:
-        """The parent's side: the row with its arrays copied out, and their slot freed."""
+        """The parent's side: the row with its arrays copied out, and their slot said to be empty."""
         placed = {k: v for k, v in batch.items() if isinstance(v, InSlot)}
         if not placed:
             return batch
         out = dict(batch)
         for k, v in placed.items():
             out[k] = np.ndarray(v.shape, np.dtype(v.dtype), self.shm.buf, v.offset).copy()
-        self.free.release()
+        self._say_emptied.send_bytes(b"")
         return out
 
     def unlink(self) -> None:
@@ -116,6 +124,8 @@ class Ring:
     def close(self) -> None:
         self.unlink()
         self.shm.close()
+        self._emptied.close()
+        self._say_emptied.close()
 
 
 def _child_main(conn, stage_factory: Callable, factory_args: tuple, ring: Ring | None = None) -> None:
