@@ -136,7 +136,7 @@ def test_float_frames_read_straight_give_libswresamples_samples(fmt, layout):
     downmix yields, stereo included (√½·L + √½·R)."""
     import av
 
-    from mmbatch.decode.audio import float_mono
+    from mmbatch.decode.audio import channel_planes, downmix
 
     rng = np.random.default_rng(0)
     channels = 1 if layout == "mono" else 2
@@ -146,18 +146,20 @@ def test_float_frames_read_straight_give_libswresamples_samples(fmt, layout):
     frame.sample_rate = 22050
     resampled = av.AudioResampler(format="flt", layout="mono", rate=22050).resample(frame)
     expected = np.concatenate([o.to_ndarray().reshape(-1) for o in resampled])
-    got = float_mono(frame)
+    got = downmix(channel_planes(frame))
     assert got.dtype == np.float32 and np.array_equal(got, expected)
+    into = np.full(1024, np.nan, dtype=np.float32)  # as the reader mixes: into its buffer
+    assert downmix(channel_planes(frame), out=into) is into and np.array_equal(into, expected)
 
 
 @pytest.mark.parametrize("fmt,layout", [("s16", "mono"), ("s16p", "stereo"), ("fltp", "5.1")])
 def test_other_audio_frames_go_through_libswresample(fmt, layout):
     import av
 
-    from mmbatch.decode.audio import float_mono
+    from mmbatch.decode.audio import channel_planes
 
     frame = av.AudioFrame(format=fmt, layout=layout, samples=256)
-    assert float_mono(frame) is None
+    assert channel_planes(frame) is None
 
 
 def test_a_decode_child_that_dies_starting_is_named_not_an_eoferror():
@@ -226,14 +228,14 @@ def test_audio_is_read_forward_once_and_placed_by_its_timestamps(tmp_path):
     kept seeks back; every read gives the samples a whole-file decode gives at those times."""
     import av
 
-    from mmbatch.decode.audio import PyAVAudio, float_mono, resampler
+    from mmbatch.decode.audio import PyAVAudio, channel_planes, downmix, resampler
 
     path = str(write_video(tmp_path / "v.mp4", seconds=6.0, sample_rate=16000, tone_hz=330.0))
     with av.open(path) as c:  # the reference: the whole track, decoded in one pass
         stream = c.streams.audio[0]
         first = next(c.decode(stream))
         t0 = int(round(first.pts * stream.time_base * 16000))
-        whole = np.concatenate([float_mono(first)] + [float_mono(f) for f in c.decode(stream)])
+        whole = np.concatenate([downmix(channel_planes(f)) for f in (first, *c.decode(stream))])
     audio = PyAVAudio(path, 16000)
     assert audio.rate == 16000 and t0 == 0
     seeks = []

@@ -85,6 +85,7 @@ def test_hub_models_that_cannot_be_fetched_are_refused_at_once(monkeypatch, robe
         model_identities(cfg)
     assert model_identities(text_config(roberta))["text"].startswith("content:")  # a folder: no hub
     assert not models.is_hub_id(str(roberta)) and not models.is_hub_id("s3://b/m") and models.is_hub_id("org/m")
+    assert not models.is_hub_id(str(tmp_path / "no-such-folder"))  # a path: a folder not found, not the hub
     snapshot = tmp_path / "hub-cache" / "models--cardiffnlp--no-such-model" / "snapshots" / ("0" * 40)
     snapshot.mkdir(parents=True)
     (snapshot / "config.json").write_text("{}")

@@ -21,8 +21,8 @@ _SQRT_HALF = np.float32(math.sqrt(0.5))
 
 
 def channel_planes(frame) -> tuple[np.ndarray, ...] | None:
-    """A float mono or stereo frame's channels as arrays over its own buffers (no copy), to be
-    mixed many frames at once by `downmix`. None for any other format or layout."""
+    """A float mono or stereo frame's channels as arrays over its own buffers (no copy), for
+    `downmix`. None for any other format or layout (libswresample converts those)."""
     fmt, layout = frame.format.name, frame.layout.name
     if fmt not in ("flt", "fltp") or layout not in ("mono", "stereo"):
         return None
@@ -49,12 +49,6 @@ def downmix(channels: tuple[np.ndarray, ...], out: np.ndarray | None = None) -> 
     return np.add(out, right, out=out)
 
 
-def float_mono(frame) -> np.ndarray | None:
-    """One frame as mono float32 (`channel_planes` then `downmix`), or None (other formats)."""
-    planes = channel_planes(frame)
-    return None if planes is None else downmix(planes)
-
-
 class PyAVAudio:
     """A file's audio track read forward (see the module's docstring); resampled by torchaudio.
 
@@ -79,14 +73,13 @@ class PyAVAudio:
         self._seconds_per_tick = float(self._stream.time_base)  # a float: Fractions cost ~1 ms a clip
         self._frames = None  # the decoder, from the last seek
         self._buf = np.zeros(0, dtype=np.float32)  # mono at the file's rate: samples _start.._end
-        self._start = self._end = 0
-        self._floor = 0  # the earliest sample a read can get without seeking
+        self._start = self._end = 0  # also the earliest sample a read can get without seeking
 
     def close(self) -> None:
         self._container.close()
 
     def _decoded(self):
-        """(first sample at the file's rate, sample count, frame) per decoded frame, from the last seek."""
+        """(first sample at the file's rate, channels) per decoded frame, from the last seek."""
         converter = None
         for frame in self._container.decode(self._stream):
             if frame.pts is None:
@@ -110,7 +103,7 @@ class PyAVAudio:
         at = start_s - self.PREROLL_S
         if self._frames is not None or at > float((stream.start_time or 0) * stream.time_base):
             self._container.seek(max(0, int(math.floor(at / stream.time_base))), stream=stream, backward=True)
-        self._frames, self._floor = self._decoded(), first
+        self._frames = self._decoded()
         self._start = self._end = first
 
     def _place(self, t0: int, channels: tuple[np.ndarray, ...]) -> None:
@@ -136,13 +129,12 @@ class PyAVAudio:
 
         start_s, end_s = start_s + self.origin_s, end_s + self.origin_s
         first, last = int(round(start_s * self.rate)), int(round(end_s * self.rate))
-        if self._frames is None or first < self._floor:
+        if self._frames is None or first < self._start:
             self._seek(start_s, first)
         if first > self._start:  # what lies before this read lies before every later one
             keep = max(0, self._end - first)
             self._buf[:keep] = self._buf[self._end - keep - self._start: self._end - self._start]
             self._start, self._end = first, max(self._end, first)
-        self._floor = self._start
         while self._end < last and (piece := next(self._frames, None)) is not None:
             self._place(*piece)
         hi = min(last, self._end) - self._start
@@ -159,7 +151,7 @@ class PyAVAudio:
 def resampler(rate: int, target_rate: int):
     """torchaudio's Resample from `rate` to `target_rate`, kept for the process: building its sinc
     kernel took 3% of the decode child's time when done once a video. FFmpeg's own resampler
-    (libswresample, 48 kHz stereo to 16 kHz mono) cost 13 ms of CPU per 10 s here, this 3.4."""
+    (libswresample, 48 kHz stereo to 16 kHz mono) cost 14 ms of CPU per 10 s here, this 2.5-4.7."""
     import torchaudio.transforms as AT
 
     return AT.Resample(rate, target_rate)

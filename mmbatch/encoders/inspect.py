@@ -45,14 +45,11 @@ def model_identities(config: PipelineConfig) -> dict[str, str]:
     hub models that cannot be fetched are refused first, at once."""
     from mmbatch.models.loading import check_hub_reachable, is_hub_id, model_identity
 
-    encoders = {f"models.{name}.source": getattr(config.models, name) for name in ("vision", "audio", "speech", "text")}
-    check_hub_reachable({what: (enc.source, enc.revision) for what, enc in encoders.items()
-                         if enc is not None and is_hub_id(enc.source)})
-    out = {}
-    for name in ("vision", "audio", "speech", "text"):
-        enc = getattr(config.models, name)
-        if enc is not None:
-            out[name] = model_identity(enc.source, enc.revision, config.storage_options)
+    encoders = {name: enc for name in ("vision", "audio", "speech", "text")
+                if (enc := getattr(config.models, name)) is not None}
+    check_hub_reachable({f"models.{name}.source": (enc.source, enc.revision) for name, enc in encoders.items()
+                         if is_hub_id(enc.source)})
+    out = {name: model_identity(enc.source, enc.revision, config.storage_options) for name, enc in encoders.items()}
     if config.fusion.mode == "trained":
         out["fusion"] = model_identity(config.fusion.checkpoint, config.fusion.revision, config.storage_options)
     return out

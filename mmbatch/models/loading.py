@@ -70,9 +70,9 @@ def resolve_source(source: str, storage_options: dict | None = None) -> str:
     local = source.removeprefix("file://")
     if os.path.isdir(local):
         return local
-    if local.startswith((".", "/", "~")):
+    if not is_hub_id(source):
         raise ModelLoadError(f"model folder not found: {source}")
-    return source  # a hub id
+    return source
 
 
 def _remote_listing(uri: str, storage_options: dict | None) -> list[tuple[str, int, str]]:
@@ -228,9 +228,12 @@ def _hub_commit(repo: str, revision: str | None) -> str:
 
 
 def is_hub_id(source: str) -> bool:
-    """A source that names a Hugging Face hub model (not a preset, a package, a store or a folder here)."""
-    return (not source.startswith(("tiny:", "bundle:", "package:")) and is_local(source)
-            and not os.path.exists(source))
+    """A source that names a Hugging Face hub model: not a named source, a store's URI, a folder here
+    or a path (a path that is not a folder is a folder not found)."""
+    if source.startswith(NAMED_SOURCES) or not is_local(source):
+        return False
+    local = source.removeprefix("file://")
+    return not os.path.isdir(local) and not local.startswith((".", "/", "~"))
 
 
 def check_hub_reachable(sources: dict[str, tuple[str, str | None]]) -> None:
