@@ -77,9 +77,9 @@ def run_job(argv: list[str]) -> int:
     """The job (`jobs/score_videos.py`) with every model stage templated."""
     import dataclasses
 
-    from pipelines import graph
-    from pipelines.cli import exit_now
-    from pipelines.cli.score import main
+    from mmbatch.cli import exit_now
+    from mmbatch.cli.score import main
+    from mmbatch.pipeline import graph
 
     real = graph.model_specs
 

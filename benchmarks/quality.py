@@ -178,8 +178,8 @@ def score_videos(config, src: Path, out: Path, columns: tuple[str, ...] = SCORED
     import pyarrow.parquet as pq
     import ray
 
+    from mmbatch.pipeline.run import run_pipeline
     from mmbatch.schema import partitioning
-    from pipelines.run import run_pipeline
 
     t0 = time.perf_counter()
     ray.init(include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})

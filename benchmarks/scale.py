@@ -81,12 +81,12 @@ def run_write(n_clips: int, workdir: str, target_mb: float, fmt: str = "parquet"
 
     from mmbatch.config import OutputConfig, PoolConfig
     from mmbatch.inputs.sources import VideoRef
-    from mmbatch.output.formats import open_tables
-    from mmbatch.output.night import night_layout, open_night
+    from mmbatch.night.night import night_layout, open_night
     from mmbatch.output.writer import ClipWriterStage
+    from mmbatch.pipeline.adapter import write_to_sink
     from mmbatch.schema import EmbeddingDims
     from mmbatch.stage import StageSpec
-    from pipelines.adapter import write_to_sink
+    from mmbatch.tables.formats import open_tables
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
@@ -136,10 +136,10 @@ def run_skip(n_videos: int, n_nights: int, workdir: str) -> dict:
 
     from mmbatch import storage
     from mmbatch.inputs.sources import VideoRef
+    from mmbatch.night.state import skipped_videos, write_state
     from mmbatch.output.layout import OutputLayout, run_id_for
-    from mmbatch.output.state import skipped_videos, write_state
-    from mmbatch.output.tables import ParquetTables
     from mmbatch.schema import STATE_SCHEMA
+    from mmbatch.tables.tables import ParquetTables
 
     out = Path(workdir) / "archive"
     fs, root = storage.filesystem(str(out))

@@ -4,7 +4,7 @@ against exact search, beside DuckDB's brute-force query over the same clips.
 
 Synthetic clips at the real fused size (1664 dims), drawn around 2,000 cluster centres (real
 embeddings cluster by speaker, scene and topic; uniform noise would be the worst case for any
-ANN index and says little about real data). The index is the project's own (`mmbatch.output.similar`:
+ANN index and says little about real data). The index is the project's own (`mmbatch.readers.similar`:
 the same dataset layout, index parameters and query as `mmbatch similar`).
 
     python benchmarks/similar.py                    # 200,000 clips
@@ -63,8 +63,8 @@ def main() -> None:
     import numpy as np
     import pyarrow as pa
 
-    from mmbatch.output.formats import open_tables
-    from mmbatch.output.similar import ClipIndex, _refresh_ann, similar_clips
+    from mmbatch.readers.similar import ClipIndex, _refresh_ann, similar_clips
+    from mmbatch.tables.formats import open_tables
 
     t0 = time.perf_counter()
     table, vectors = synthetic(args.clips, args.noise)

@@ -270,8 +270,8 @@ def naive(raw: dict, rows: list[dict], video_seconds: float) -> dict:
     import inspect
 
     from mmbatch.encoders.inspect import inspect_models
+    from mmbatch.pipeline.graph import stage_specs
     from mmbatch.stage import concat_batches
-    from pipelines.graph import stage_specs
 
     config = load(raw)
     t_setup = time.perf_counter()
@@ -374,9 +374,9 @@ def pipeline(raw: dict, input_dir: Path, work: Path, num_cpus: int | None, video
 
 def pool_busy_share(stages: list[dict], config, wall_s: float, actors: dict[str, int] | None = None) -> dict[str, float]:
     """Per actor pool, the share of its actors' time over the whole run spent inside calls
-    (`pipelines.adapter.pool_busy_share`, which the job records each night over its execution).
+    (`mmbatch.pipeline.run_stats.pool_busy_share`, which the job records each night over its execution).
     Its actors: `actors[stage]` (the most seen alive at once), else the pool's maximum."""
-    from pipelines.adapter import pool_busy_share as share
+    from mmbatch.pipeline.run_stats import pool_busy_share as share
 
     pools = {"decode": config.decode.pool, "encoders": config.encoders.pool, "fusion": config.fusion.pool}
     pools.update({name: getattr(config.models, name).pool for name in ("vision", "speech", "audio", "text")

@@ -1,7 +1,7 @@
 """What a night needs from every node of a cluster: the environment that travels to the
 workers, and the local folders that every node must see the same way.
 
-No Ray here: `pipelines/adapter.py` runs the checks on each node and builds the runtime_env
+No Ray here: `mmbatch/pipeline/ray_runtime.py` runs the checks on each node and builds the runtime_env
 from what these functions decide. A local Ray started by the job is one machine, so none of
 this applies to it.
 """

@@ -1,6 +1,6 @@
 """The stage contract: settings in __init__, models in setup(), batches in __call__.
 
-Stages know nothing of Ray; `pipelines/adapter.py` maps a `StageSpec` onto Ray Data's
+Stages know nothing of Ray; `mmbatch/pipeline/adapter.py` maps a `StageSpec` onto Ray Data's
 map_batches. A stage is unit-tested by calling it with a plain dict.
 
 What a stage is, is declared on its class (NeMo Curator style), so nothing has to build a stage

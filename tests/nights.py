@@ -9,10 +9,10 @@ import numpy as np
 
 from mmbatch.config import OutputConfig
 from mmbatch.inputs.sources import VideoRef
-from mmbatch.output.formats import open_tables
-from mmbatch.output.night import night_layout, open_night
+from mmbatch.night.night import night_layout, open_night
 from mmbatch.output.writer import ClipWriterStage
 from mmbatch.schema import EmbeddingDims
+from mmbatch.tables.formats import open_tables
 
 DIMS = EmbeddingDims(4, 3, 2)
 DAY = dt.date(2026, 11, 27)

@@ -1,6 +1,6 @@
-"""The house, read from the imports of the tree: layers point down only (jobs → pipelines →
-mmbatch), no import cycles, no Ray outside pipelines/adapter.py (but the progress tally actor
-and the Ray Jobs client of `mmbatch nightly`), few modules directly in mmbatch/, and small classes and functions."""
+"""The house, read from the imports of the tree: layers point down only (jobs → mmbatch.cli →
+mmbatch.pipeline → the components), no import cycles, no Ray outside the pipeline's Ray modules
+(and the Ray Jobs client of `mmbatch nightly`), few modules directly in mmbatch/, and small classes and functions."""
 
 from __future__ import annotations
 
@@ -10,16 +10,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = {"jobs": 2, "pipelines": 1, "mmbatch": 0}  # a layer imports only layers below it
-RAY_ALLOWED = {"pipelines/adapter.py": "every Ray call of a run", "pipelines/tally.py": "the progress tally actor",
-               "pipelines/cli/nightly.py": "the Ray Jobs client"}
+# A layer imports only layers below it; a module's layer is that of the longest prefix naming it.
+LAYERS = {"jobs": 3, "mmbatch.cli": 2, "mmbatch.pipeline": 1, "mmbatch": 0}
+TOPS = ("mmbatch", "jobs")
+RAY_ALLOWED = {"mmbatch/pipeline/adapter.py": "the graph onto Ray Data", "mmbatch/pipeline/ray_runtime.py": "Ray's life cycle",
+               "mmbatch/pipeline/tally.py": "the progress tally actor",
+               "mmbatch/cli/nightly.py": "the Ray Jobs client"}
 MAX_CLASS_LINES, MAX_FUNCTION_LINES, MAX_CORE_MODULES = 200, 60, 10
 
 
 def sources() -> dict[str, Path]:
     """Module name → file, for the three layers."""
     out = {}
-    for top in LAYERS:
+    for top in TOPS:
         for path in sorted((ROOT / top).rglob("*.py")):
             parts = list(path.relative_to(ROOT).with_suffix("").parts)
             if parts[-1] == "__init__":
@@ -48,19 +51,30 @@ def resolve(name: str, modules: dict[str, Path]) -> str | None:
     return name or None
 
 
+def layer_of(name: str) -> int | None:
+    """The layer of a module name (None outside the project)."""
+    prefixes = [p for p in LAYERS if name == p or name.startswith(p + ".")]
+    return LAYERS[max(prefixes, key=len)] if prefixes else None
+
+
 def test_layers_point_down_and_mmbatch_never_imports_ray():
     modules = sources()
     wrong = []
     for name, path in modules.items():
-        layer = LAYERS[name.split(".")[0]]
+        layer = layer_of(name)
         rel = path.relative_to(ROOT).as_posix()
         for imported in imports(path):
-            top = imported.split(".")[0]
-            if top in LAYERS and LAYERS[top] > layer:
+            if (other := layer_of(imported)) is not None and other > layer:
                 wrong.append(f"{rel} imports {imported} (a higher layer)")
-            if top == "ray" and rel not in RAY_ALLOWED:
-                wrong.append(f"{rel} imports {imported} (Ray belongs in pipelines/adapter.py)")
+            if imported.split(".")[0] == "ray" and rel not in RAY_ALLOWED:
+                wrong.append(f"{rel} imports {imported} (Ray belongs in the pipeline's Ray modules)")
     assert wrong == []
+
+
+def test_no_top_level_pipelines_package():
+    """The shipped YAMLs live in pipelines/; the Python code lives under mmbatch/ (no `import pipelines`)."""
+    assert not list((ROOT / "pipelines").glob("*.py"))
+    assert {"demo.yaml", "tiny.yaml", "video_sentiment.yaml"} <= {p.name for p in (ROOT / "pipelines").glob("*.yaml")}
 
 
 def import_graph() -> dict[str, list[str]]:
@@ -90,7 +104,7 @@ def find_cycles(graph: dict[str, list[str]]) -> list[str]:
 
 def test_no_import_cycles():
     graph = import_graph()
-    assert "mmbatch.output.commit" in graph["pipelines.run"] or "mmbatch.output.night" in graph["pipelines.run"]
+    assert "mmbatch.night.commit" in graph["mmbatch.pipeline.run"] or "mmbatch.night.night" in graph["mmbatch.pipeline.run"]
     assert find_cycles(graph) == []
 
 
@@ -99,7 +113,7 @@ def test_few_modules_stand_directly_in_mmbatch():
     assert len(core) <= MAX_CORE_MODULES, core
 
 
-@pytest.mark.parametrize("top", ["mmbatch", "pipelines", "jobs"])
+@pytest.mark.parametrize("top", ["mmbatch", "jobs"])
 def test_classes_and_functions_stay_small(top):
     big = []
     for path in sorted((ROOT / top).rglob("*.py")):
@@ -115,9 +129,10 @@ def test_classes_and_functions_stay_small(top):
 def test_the_checks_see_what_they_look_for(tmp_path):
     """The scans are not vacuous: a cycle, a Ray import and a long function in sample code are found."""
     a = tmp_path / "a.py"
-    a.write_text("import ray\nfrom mmbatch.output import commit\n\ndef f():\n" + "    x = 1\n" * 70)
-    assert {"ray", "mmbatch.output", "mmbatch.output.commit"} <= set(imports(a))
-    assert resolve("mmbatch.output.commit.Committer", sources()) == "mmbatch.output.commit"
+    a.write_text("import ray\nfrom mmbatch.night import commit\n\ndef f():\n" + "    x = 1\n" * 70)
+    assert {"ray", "mmbatch.night", "mmbatch.night.commit"} <= set(imports(a))
+    assert (layer_of("mmbatch.cli.score"), layer_of("mmbatch.pipeline"), layer_of("mmbatch.schema")) == (2, 1, 0)
+    assert resolve("mmbatch.night.commit.Committer", sources()) == "mmbatch.night.commit"
     func = next(n for n in ast.walk(ast.parse(a.read_text())) if isinstance(n, ast.FunctionDef))
     assert func.end_lineno - func.lineno + 1 > MAX_FUNCTION_LINES
     assert find_cycles({"x": ["y"], "y": ["z"], "z": ["x"], "w": []}) == ["x → y → z → x"]

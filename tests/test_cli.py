@@ -126,8 +126,8 @@ def test_an_iceberg_night_is_rolled_back_and_maintained(tmp_path):
     back to before its only night: empty) and `mmbatch maintain` on it."""
     import json
 
-    from mmbatch.output.formats import open_tables
     from mmbatch.synth import write_video
+    from mmbatch.tables.formats import open_tables
 
     src = tmp_path / "in"
     write_video(src / "v.mp4", seconds=2.0, width=64, height=48)
@@ -138,7 +138,7 @@ def test_an_iceberg_night_is_rolled_back_and_maintained(tmp_path):
     tables = open_tables(out)
     [night] = tables.commits_of_date("clips", dt.date(2026, 11, 27))
     assert tables.format == "iceberg" and tables.read("clips", ["video_id"]).column("video_id").to_pylist() == ["v"]
-    cli = [sys.executable, "-m", "pipelines.cli"]
+    cli = [sys.executable, "-m", "mmbatch.cli"]
     r = subprocess.run([*cli, "rollback", "--output", out, "--run-date", "2026-11-27"], capture_output=True,
                        text=True, timeout=120, cwd=REPO)
     assert r.returncode == 0 and json.loads(r.stdout)["rolled_back_run"] == night["run_id"], r.stderr
@@ -171,7 +171,7 @@ def test_a_modality_that_failed_everywhere_is_not_a_plain_success(tmp_path):
 
 def test_mmbatch_command_dispatches_to_the_same_jobs(tmp_path):
     """`mmbatch <command>` (the console script) and `python jobs/<job>.py` run the same code."""
-    cmd = [sys.executable, "-m", "pipelines.cli"]
+    cmd = [sys.executable, "-m", "mmbatch.cli"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert r.returncode == 2 and all(f"  {c} " in r.stdout for c in ("score", "nightly", "report", "train"))
     r = subprocess.run([*cmd, "score", "--input", "x"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
@@ -203,11 +203,16 @@ def test_wheel_ships_the_command_and_its_yaml(tmp_path):
                    check=True, capture_output=True, timeout=300)
     (wheel,) = (tmp_path / "dist").glob("mmbatch-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for needed in ("pipelines/cli/score.py", "pipelines/cli/nightly.py", "pipelines/cli/report.py",
-                   "pipelines/cli/train.py", "pipelines/demo.yaml", "pipelines/video_sentiment.yaml"):
+    shipped = {n.rsplit("/", 1)[-1] for n in names if "/data/share/mmbatch/pipelines/" in n}
+    for needed in ("mmbatch/cli/score.py", "mmbatch/cli/nightly.py", "mmbatch/cli/report.py",
+                   "mmbatch/cli/train.py", "mmbatch/pipeline/run.py"):
         assert needed in names
+    assert {"demo.yaml", "video_sentiment.yaml", "tiny.yaml"} <= shipped
+    assert not [n for n in names if n.startswith("pipelines/")]  # no top-level `pipelines` import name
+    r = subprocess.run([sys.executable, "-c", "import pipelines"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 1 and "No module named 'pipelines'" in r.stderr  # nor in the installed checkout
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "mmbatch = pipelines.cli:run" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "mmbatch = mmbatch.cli:run" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
 class _Plan:
@@ -225,8 +230,8 @@ def test_ray_starts_only_once_inputs_and_output_are_checked():
     Ray that fails to start frees the night the plan took."""
     import pytest
 
+    from mmbatch.cli.score import plan_while_ray_starts
     from mmbatch.errors import InputError, ModelLoadError
-    from pipelines.cli.score import plan_while_ray_starts
 
     started = []
 
@@ -261,7 +266,7 @@ def test_commands_exit_after_the_exit_handlers_without_teardown(tmp_path):
     """exit_now: atexit handlers (Ray's shutdown, logging) run, buffered output is flushed, the code is kept."""
     marker = tmp_path / "handler-ran"
     code = ("import atexit, pathlib, sys\n"
-            "from pipelines.cli import exit_now\n"
+            "from mmbatch.cli import exit_now\n"
             f"atexit.register(lambda: pathlib.Path({str(marker)!r}).write_text('yes'))\n"
             "sys.stdout.write('buffered')\n"
             "exit_now(3)\n"
@@ -272,9 +277,9 @@ def test_commands_exit_after_the_exit_handlers_without_teardown(tmp_path):
 
 def test_a_local_ray_gets_this_code_on_its_path():
     from mmbatch.allocator import MALLOC_ENV
+    from mmbatch.cli import CODE_ROOT
+    from mmbatch.cli.score import local_ray_environment
     from mmbatch.config import parse_config
-    from pipelines.cli import CODE_ROOT
-    from pipelines.cli.score import local_ray_environment
 
     env = local_ray_environment({"PYTHONPATH": f"/extra{os.pathsep}{CODE_ROOT}"})
     assert env == {"PYTHONPATH": f"{CODE_ROOT}{os.pathsep}/extra", **MALLOC_ENV}  # first, once; the user's entries kept
@@ -289,7 +294,7 @@ def test_version_and_license(capsys):
     """`mmbatch --version` names the installed version; the LICENSE file is the license pyproject declares."""
     from importlib.metadata import version
 
-    from pipelines.cli import main
+    from mmbatch.cli import main
 
     assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"mmbatch {version('mmbatch')}"
     declared = re.search(r'^license = \{ text = "([^"]+)" \}', (REPO / "pyproject.toml").read_text(), re.M).group(1)

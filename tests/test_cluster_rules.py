@@ -10,10 +10,10 @@ import pytest
 
 from mmbatch import cluster
 from mmbatch.allocator import MALLOC_ENV
+from mmbatch.cli.score import attached_runtime_env, local_resources
 from mmbatch.config import parse_config
 from mmbatch.errors import ClusterError, ConfigError, ExitCode
-from pipelines.adapter import check_cluster_fits, cluster_failure, pool_demand, starting_sizes
-from pipelines.cli.score import attached_runtime_env, local_resources
+from mmbatch.pipeline.ray_runtime import check_cluster_fits, cluster_failure, pool_demand, starting_sizes
 
 TEXT = {"task": "text_classification", "source": "tiny:roberta-sentiment"}
 
@@ -48,7 +48,7 @@ def test_attached_runtime_env_ships_code_unless_the_job_brings_it():
     cfg = config(run={"worker_env": ["AWS_ACCESS_KEY_ID"]})
     env = attached_runtime_env(cfg, {"AWS_ACCESS_KEY_ID": "AKIA", "MMBATCH_CACHE": "/c"})
     assert env["env_vars"] == {"MMBATCH_CACHE": "/c", "AWS_ACCESS_KEY_ID": "AKIA", **MALLOC_ENV}
-    assert [p.rsplit("/", 1)[-1] for p in env["py_modules"]] == ["mmbatch", "pipelines"]
+    assert [p.rsplit("/", 1)[-1] for p in env["py_modules"]] == ["mmbatch"]
     # Under `ray job submit --working-dir .`: the job's runtime_env already carries the code and a variable.
     job = {"runtime_env": {"working_dir": "gcs://_ray_pkg_1.zip", "env_vars": {"MMBATCH_CACHE": "/c"}}}
     env = attached_runtime_env(cfg, {"AWS_ACCESS_KEY_ID": "AKIA", "MMBATCH_CACHE": "/c",
@@ -98,8 +98,8 @@ def test_pool_resources_name_node_types():
                                                               "resources": {"gpu_node": 0.001}}},
                  output={"write_resources": {"cpu_node": 0.001}})
     from mmbatch.output.writer import WriterArgs
+    from mmbatch.pipeline.graph import stage_specs
     from mmbatch.schema import EmbeddingDims
-    from pipelines.graph import stage_specs
 
     specs = stage_specs(cfg, EmbeddingDims(0, 0, 8), WriterArgs("/o", {}, "/o/s", "r", "f", EmbeddingDims(0, 0, 8), "{}", "a"))
     assert [(s.name, s.compute) for s in specs] == [("split", "task"), ("decode", "actor"), ("encoders", "actor"),
@@ -179,7 +179,7 @@ def test_restarts_wait_by_default():
 def test_execution_settings_follow_the_run_config():
     from ray.data import DataContext
 
-    from pipelines.adapter import configure_execution
+    from mmbatch.pipeline.ray_runtime import configure_execution
 
     ctx = DataContext.get_current()
     saved = (ctx.wait_for_min_actors_s, ctx.max_consecutive_actor_init_deaths, ctx.execution_no_progress_timeout_s,
@@ -201,7 +201,7 @@ def test_a_local_ray_keeps_idle_workers_and_an_attached_one_is_left_alone(monkey
     split and write task; on a cluster its own nodes' settings decide."""
     import ray
 
-    from pipelines.adapter import start_ray
+    from mmbatch.pipeline.ray_runtime import start_ray
 
     calls = []
     monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
@@ -220,7 +220,7 @@ def test_a_local_ray_that_fails_to_start_is_started_afresh_once(caplog):
     import subprocess
     import sys
 
-    from pipelines.adapter import start_local_ray
+    from mmbatch.pipeline.ray_runtime import start_local_ray
 
     leftovers, calls = [], []
 

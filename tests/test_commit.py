@@ -16,9 +16,9 @@ import pytest
 from nights import DAY, Night, clip_rows, concat, refs
 
 from mmbatch import storage
-from mmbatch.output import runs
-from mmbatch.output.commit import CommitError
-from mmbatch.output.lock import Lease, LockedError
+from mmbatch.night import runs
+from mmbatch.night.commit import CommitError
+from mmbatch.night.lock import Lease, LockedError
 from mmbatch.output.writer import part_file_name
 from mmbatch.schema import CLIPS_SCHEMA, SCHEMA_VERSION, EmbeddingDims, partitioning
 
@@ -186,7 +186,7 @@ def test_damaged_run_manifest_is_skipped(tmp_path):
     (tmp_path / "_runs" / "2026-11-27_deadbeef.json").write_text('{"run_id": "2026-11-2')
     Night(tmp_path, refs("a")).write(clip_rows("a", 1)).commit()
     second = Night(tmp_path, refs("a"), day=DAY + dt.timedelta(days=1))
-    from mmbatch.output.state import skipped_videos
+    from mmbatch.night.state import skipped_videos
 
     assert set(skipped_videos(second.fs, second.layout, second.committer.tables, refs("a"), {}, "fp1")) == {"a"}
 
@@ -243,8 +243,8 @@ def test_a_second_run_of_the_same_night_is_refused(tmp_path):
 
 def test_an_output_that_cannot_be_written_fails_before_any_video_work(tiny_config, tmp_path, monkeypatch):
     """An output path under a regular file: one clear error, and Ray was never asked for work."""
-    import pipelines.adapter as adapter
-    import pipelines.run as vs
+    import mmbatch.pipeline.adapter as adapter
+    import mmbatch.pipeline.run as vs
     from mmbatch.errors import OutputError
     from mmbatch.synth import write_video
 
@@ -262,8 +262,8 @@ def test_rows_carried_from_a_v1_partition_take_todays_schema(tmp_path):
     its videos are carried over into v2 files."""
     import pyarrow as pa
 
-    from mmbatch.output.tables import conform as _conform
     from mmbatch.schema import file_schema
+    from mmbatch.tables.tables import conform as _conform
 
     v1 = pa.table({"video_id": ["old"], "clip_id": ["old-0"], "clip_index": pa.array([0], pa.int32()),
                    "vision_embedding": pa.array([[1.0, 2.0]], pa.list_(pa.float32(), 2))})
@@ -275,7 +275,7 @@ def test_rows_carried_from_a_v1_partition_take_todays_schema(tmp_path):
 def test_a_lapsed_or_taken_over_lease_never_commits(tmp_path, monkeypatch):
     """Renewals that fail for longer than the TTL (a store that stalls), or another run taking the
     lease, stop this run before its commit record; a renewal never takes the lease back."""
-    from mmbatch.output.lock import LeaseLostError
+    from mmbatch.night.lock import LeaseLostError
 
     fs, root = storage.filesystem(str(tmp_path))
     path = f"{root}/_locks/run_date=2026-11-27.json"
@@ -313,8 +313,8 @@ def test_a_committed_night_whose_state_update_fails_is_committed_and_never_resco
     import argparse
     import types
 
-    from mmbatch.output.state import skipped_videos
-    from pipelines.cli.score import finish
+    from mmbatch.cli.score import finish
+    from mmbatch.night.state import skipped_videos
 
     night = Night(tmp_path, refs("a", "b")).write(clip_rows("a", 1), clip_rows("b", 1))
     real = storage.write_bytes_atomic
@@ -357,7 +357,7 @@ def test_a_night_dated_after_this_one_is_named_not_silently_rescored(tmp_path, c
     (their state is dated later) and says so, naming the date."""
     import logging
 
-    from mmbatch.output.state import skipped_videos
+    from mmbatch.night.state import skipped_videos
 
     Night(tmp_path, refs("a"), day=dt.date(2100, 1, 1)).write(clip_rows("a", 1)).commit()
     nxt = Night(tmp_path, refs("a"), day=DAY)
@@ -373,7 +373,7 @@ def test_a_full_disk_while_writing_clips_names_its_cause_without_colour_codes():
 
     from ray.exceptions import RayTaskError
 
-    from pipelines.run import _storage_failure
+    from mmbatch.pipeline.run import _storage_failure
 
     cause = OSError(28, "No space left on device")
     wrapped = RayTaskError("ray::Write", "\x1b[36mray::Write()\x1b[39m (pid=1)\n  File ...", cause).as_instanceof_cause()

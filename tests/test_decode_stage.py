@@ -115,7 +115,7 @@ def test_pixel_limit(tiny_config, tmp_path):
 
 def test_text_only_config_decodes_no_frames_and_no_audio(tiny_config, tmp_path, monkeypatch):
     from mmbatch.config import ModelsConfig
-    from mmbatch.decode import stage as decode_stage
+    from mmbatch.decode import decoder as decode_stage
 
     cfg = tiny_config.model_copy(update={"models": ModelsConfig(text=tiny_config.models.text)})
 

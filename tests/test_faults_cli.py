@@ -119,8 +119,8 @@ def test_each_mistake_exits_with_its_code(tmp_path, capsys):
     retry may mend exits 1. Checked without Ray (--dry-run reaches every check before scoring)."""
     import json
 
+    from mmbatch.cli import score
     from mmbatch.synth import write_video
-    from pipelines.cli import score
 
     write_video(tmp_path / "in" / "v.mp4", seconds=1.0, width=32, height=32)
     (tmp_path / "afile").write_text("x")

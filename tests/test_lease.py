@@ -11,8 +11,8 @@ import time
 import pytest
 
 from mmbatch import storage
-from mmbatch.output.cas import Changed, ObjectSlot
-from mmbatch.output.lock import Lease, LeaseLostError, LockedError
+from mmbatch.night.cas import Changed, ObjectSlot
+from mmbatch.night.lock import Lease, LeaseLostError, LockedError
 
 ROUNDS = 50
 

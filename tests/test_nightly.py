@@ -16,9 +16,9 @@ import pytest
 import yaml
 from s3server import free_port, moto_server, storage_options
 
+from mmbatch.pipeline.run import run_pipeline
 from mmbatch.schema import partitioning
 from mmbatch.synth import write_video
-from pipelines.run import run_pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 DAY = dt.date(2026, 11, 27)
@@ -88,7 +88,7 @@ def test_killed_driver_resumes_exactly_once(ray_cluster, tiny_config, many_video
             time.sleep(0.05)
         # While it runs, a second run of the same output and date is refused, naming the first.
         from mmbatch.config import load_config
-        from mmbatch.output.lock import LockedError
+        from mmbatch.night.lock import LockedError
 
         with pytest.raises(LockedError, match=rf"another run holds run date {DAY} .* \(pid {proc.pid}\)"):
             run_pipeline(load_config(cfg_path), str(many_videos), str(out), DAY)

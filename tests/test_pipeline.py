@@ -10,9 +10,9 @@ import pytest
 from mmbatch.decode.backend import probe
 from mmbatch.decode.planner import plan_fixed_windows
 from mmbatch.encoders.inspect import inspect_models
+from mmbatch.pipeline.run import run_pipeline
 from mmbatch.schema import CLIPS_SCHEMA, VIDEOS_SCHEMA, partitioning
 from mmbatch.synth import write_video
-from pipelines.run import run_pipeline
 
 DAY1, DAY2 = dt.date(2026, 11, 27), dt.date(2026, 11, 28)
 
@@ -194,9 +194,9 @@ def test_hung_decoder_fails_its_video_and_the_run_goes_on(ray_cluster, tiny_conf
 def test_columns_travel_only_to_the_stages_that_read_them(tiny_config):
     from mmbatch.config import ModelsConfig
     from mmbatch.output.writer import WriterArgs
+    from mmbatch.pipeline.graph import stage_specs
     from mmbatch.schema import EmbeddingDims
     from mmbatch.stage import keep_after
-    from pipelines.graph import stage_specs
 
     dims = EmbeddingDims(32, 32, 32)
     writer = WriterArgs("/tmp/x", None, "/tmp/x/s", "r", "f", dims, "{}")
@@ -225,9 +225,9 @@ def test_the_graph_refuses_a_stage_that_reads_what_nothing_upstream_writes(tiny_
     the column, before any Ray work (and no stage is built to learn them)."""
     from mmbatch.errors import ConfigError
     from mmbatch.fusion.stage import FusionStage
+    from mmbatch.pipeline.graph import stage_specs
     from mmbatch.schema import EmbeddingDims
     from mmbatch.stage import StageSpec
-    from pipelines.graph import stage_specs
 
     dims = EmbeddingDims(32, 32, 32)
     monkeypatch.setattr(StageSpec, "build", lambda self: pytest.fail("a stage was built to read its declarations"))
@@ -242,7 +242,7 @@ def test_the_graph_refuses_a_stage_that_reads_what_nothing_upstream_writes(tiny_
 def test_progress_moves_before_the_nights_one_write(ray_cluster, tiny_config, tmp_path, monkeypatch):
     """Six one-clip videos: the write stage bundles them all into one file at the end, yet the
     progress line counts videos as fusion scores them."""
-    from mmbatch.output import progress
+    from mmbatch.night import progress
 
     for i in range(6):
         write_video(tmp_path / "in" / f"v{i}.mp4", seconds=1.5, width=32, height=32, seed=i)

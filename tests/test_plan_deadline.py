@@ -26,8 +26,8 @@ def with_timeout(config, seconds: float):
 def test_a_stalled_shard_scan_fails_the_dry_run_naming_the_shard(tmp_path, tiny_config, monkeypatch, capsys):
     import yaml
 
+    from mmbatch.cli import score
     from mmbatch.inputs import containers
-    from pipelines.cli import score
 
     shard = tmp_path / "in" / "shard-007.tar"
     shard.parent.mkdir()
@@ -46,9 +46,9 @@ def test_a_stalled_shard_scan_fails_the_dry_run_naming_the_shard(tmp_path, tiny_
 
 
 def test_a_plan_stalled_after_taking_the_lease_releases_it(tmp_path, tiny_config, monkeypatch, sample_videos):
+    from mmbatch.cli.score import plan_while_ray_starts
     from mmbatch.encoders import inspect
-    from pipelines.cli.score import plan_while_ray_starts
-    from pipelines.run import PlanWatch, plan_run
+    from mmbatch.pipeline.run import PlanWatch, plan_run
 
     monkeypatch.setattr(inspect, "inspect_models", stall)  # e.g. a model folder on a store that stalls
     watch, started = PlanWatch(), []
@@ -66,7 +66,7 @@ def test_without_a_deadline_the_plan_is_waited_for():
     not float('inf'), which threading refuses)."""
     import time
 
-    from pipelines.cli.score import plan_while_ray_starts
+    from mmbatch.cli.score import plan_while_ray_starts
 
     def slow_plan(checked):
         checked()
@@ -86,8 +86,8 @@ def test_sigterm_while_planning_releases_the_lease_and_exits_143(tmp_path, tiny_
 
     import yaml
 
+    from mmbatch.cli import score
     from mmbatch.encoders import inspect
-    from pipelines.cli import score
 
     config = tmp_path / "night.yaml"
     config.write_text(yaml.safe_dump(tiny_config.model_dump(mode="json")))

@@ -4,7 +4,7 @@ import re
 
 from nights import Night, clip_rows, refs
 
-from mmbatch.output.progress import ProgressReporter
+from mmbatch.night.progress import ProgressReporter
 
 
 def test_progress_line_from_staged_records(tmp_path):
@@ -27,7 +27,7 @@ def test_progress_line_from_staged_records(tmp_path):
 def test_the_tally_counts_a_video_once_all_its_rows_are_scored():
     """The scored rows' reports, before any write: two batches of one chunk complete it; a retried
     batch counts once."""
-    from mmbatch.output.ledger import CompletionTally
+    from mmbatch.night.ledger import CompletionTally
     from mmbatch.output.records import CompletionRecord
     from mmbatch.output.writer import completion_records
 

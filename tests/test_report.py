@@ -49,7 +49,7 @@ def test_records_that_are_not_run_records_are_named_and_skipped(tmp_path, caplog
     import json
     import logging
 
-    from mmbatch.output.report import night_data
+    from mmbatch.readers.report import night_data
 
     Night(tmp_path, refs("a")).write(clip_rows("a", 1)).commit()
     runs = tmp_path / "_runs"

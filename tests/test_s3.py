@@ -14,9 +14,9 @@ from s3server import moto_server, storage_options
 from mmbatch.config import parse_config
 from mmbatch.errors import InputError
 from mmbatch.inputs.sources import discover
+from mmbatch.pipeline.run import run_pipeline
 from mmbatch.schema import partitioning
 from mmbatch.synth import write_video, write_vtt
-from pipelines.run import run_pipeline
 
 DAY = dt.date(2026, 11, 27)
 CUE = "A sentence from the sidecar transcript."

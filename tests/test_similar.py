@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from nights import DAY, Night, clip_rows, refs
 
-from mmbatch.output.similar import ClipNotFoundError, build_index, similar_clips, sub_vectors
+from mmbatch.readers.similar import ClipNotFoundError, build_index, similar_clips, sub_vectors
 from mmbatch.schema import EmbeddingDims
 
 DIMS = EmbeddingDims(8, 8, 16)  # fused: 32
@@ -62,7 +62,7 @@ def test_the_index_follows_reruns_and_new_nights_and_keeps_models_apart(tmp_path
     assert sorted(r["clip_id"] for r in earlier) == ["a-1", "a-2"]
     with pytest.raises(ClipNotFoundError, match="not in the index"):
         similar_clips(str(tmp_path), "nope-0")
-    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "similar", "--output", str(tmp_path), "--clip-id",
+    r = subprocess.run([sys.executable, "-m", "mmbatch.cli", "similar", "--output", str(tmp_path), "--clip-id",
                         "b-0", "-k", "2"], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 2 and '"distance"' in r.stdout, r.stderr
 

@@ -29,7 +29,7 @@ def ct2_config(source: str = TINY_EN, **speech):
 
 def test_speech_to_sentiment_end_to_end_with_ctranslate2(ray_cluster, tmp_path):
     """No sidecar: the words come from Whisper tiny.en on CTranslate2, the sentiment from the text model."""
-    from pipelines.run import run_pipeline
+    from mmbatch.pipeline.run import run_pipeline
 
     said = ["I love this wonderful movie.", "This is terrible and I hate it."]
     write_video(tmp_path / "in" / "talk.mp4", seconds=8.0, speech=[(0.3, said[0]), (4.3, said[1])])

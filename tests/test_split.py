@@ -10,9 +10,9 @@ from mmbatch.config import parse_config
 from mmbatch.decode.split import SplitStage, header_duration
 from mmbatch.decode.stage import DecodeStage
 from mmbatch.inputs.sources import VideoRef
+from mmbatch.pipeline.run import run_pipeline
 from mmbatch.schema import partitioning
 from mmbatch.synth import write_video
-from pipelines.run import run_pipeline
 
 
 def cfg(split):
@@ -77,8 +77,8 @@ def test_a_long_video_s_chunks_reach_different_decode_actors(ray_cluster, tmp_pa
     import ray
 
     from mmbatch.config import PoolConfig
+    from mmbatch.pipeline.adapter import apply_stage
     from mmbatch.stage import StageSpec
-    from pipelines.adapter import apply_stage
 
     class Recorder:  # stands in for decode: which process took which chunk
         name, reads, may_read, writes = "decode", ("chunk_index",), (), ("pid",)

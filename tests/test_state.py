@@ -6,7 +6,7 @@ import datetime as dt
 import pandas as pd
 from nights import DAY, Night, clip_rows, refs
 
-from mmbatch.output.state import read_state
+from mmbatch.night.state import read_state
 
 
 def full_history_answer(out) -> dict[str, tuple]:

@@ -13,9 +13,9 @@ from faultproxy import FaultPlan, fault_proxy
 from s3server import moto_server, storage_options
 
 from mmbatch.errors import ExitCode
+from mmbatch.pipeline.run import run_pipeline
 from mmbatch.schema import partitioning
 from mmbatch.synth import write_video, write_vtt
-from pipelines.run import run_pipeline
 
 DAY = dt.date(2026, 11, 27)
 VIDEOS = ("a", "b", "c")
@@ -48,7 +48,7 @@ def test_a_night_through_a_faulty_store_commits_exactly_once(ray_cluster, tiny_c
     """The whole job through the proxy, each fault on 10% of requests. Every store path of a night
     is on the way: discovery, sidecars, spooling each video, staging clip files, the commit, the
     state table, the report."""
-    from pipelines.cli.score import finish
+    from mmbatch.cli.score import finish
 
     endpoint, fs = store
     plan = FaultPlan(**FAULTS[fault], slow_s=0.3, seed=7)

@@ -14,12 +14,12 @@ from nights import DAY, Night, clip_rows, concat, refs
 
 from mmbatch.config import IcebergConfig, OutputConfig
 from mmbatch.errors import ExitCode, OutputError
-from mmbatch.output import runs
-from mmbatch.output.commit import CommitError
-from mmbatch.output.formats import open_tables
-from mmbatch.output.tables import TableConflictError
-from mmbatch.output.upkeep import RollbackError, maintain, rollback
+from mmbatch.night import runs
+from mmbatch.night.commit import CommitError
 from mmbatch.schema import EmbeddingDims
+from mmbatch.tables.formats import open_tables
+from mmbatch.tables.tables import TableConflictError
+from mmbatch.tables.upkeep import RollbackError, maintain, rollback
 
 DAY2 = DAY + dt.timedelta(days=1)
 

@@ -97,8 +97,8 @@ def test_train_save_score_and_refuse_a_mismatched_head(ray_cluster, tiny_config,
 
     from mmbatch.encoders.inspect import inspect_models
     from mmbatch.errors import ModelLoadError
+    from mmbatch.pipeline.run import run_pipeline
     from mmbatch.schema import partitioning
-    from pipelines.run import run_pipeline
 
     out = tmp_path / "scores"
     run_pipeline(tiny_config, str(sample_videos), str(out), DAY)

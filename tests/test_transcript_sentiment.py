@@ -6,9 +6,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from mmbatch.config import load_config
+from mmbatch.pipeline.run import run_pipeline
 from mmbatch.schema import partitioning
 from mmbatch.synth import write_video, write_vtt
-from pipelines.run import run_pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 

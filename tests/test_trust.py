@@ -233,8 +233,8 @@ def test_refused_rows_fail_per_video_and_no_secret_lands_anywhere(ray_cluster, t
 
     import pyarrow.parquet as pq
 
+    from mmbatch.pipeline.run import run_pipeline
     from mmbatch.schema import partitioning
-    from pipelines.run import run_pipeline
 
     url, hits = listener
     write_video(tmp_path / "in" / "ok.mp4", seconds=2.0, width=64, height=48)
@@ -267,8 +267,8 @@ def test_a_shard_with_corrupt_members_scores_the_rest(ray_cluster, tiny_config, 
 
     import pyarrow.parquet as pq
 
+    from mmbatch.pipeline.run import run_pipeline
     from mmbatch.schema import partitioning
-    from pipelines.run import run_pipeline
 
     shard = tmp_path / "in" / "shard-000.tar"
     shard.parent.mkdir()

@@ -19,8 +19,8 @@ from nights import DAY, Night, clip_rows, refs
 
 from mmbatch.config import OutputConfig
 from mmbatch.errors import ExitCode, MmbatchError
-from mmbatch.output.night import night_lease
-from mmbatch.output.state import skipped_videos
+from mmbatch.night.night import night_lease
+from mmbatch.night.state import skipped_videos
 
 NEXT = DAY + dt.timedelta(days=1)
 

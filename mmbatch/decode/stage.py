@@ -6,10 +6,9 @@ carries `n_rows` (rows of its video, or of its chunk of a split video, with `chu
 `n_chunks`), so the driver knows when a video is complete. A video that cannot be opened
 at all yields a single row with clip_index = -1 and the reason.
 
-Only what a configured model reads is decoded: frames (`frames`, `n_frames`, `has_frames`)
-only with a vision model, audio (`waveform`, `audio_len`, `has_waveform`) only with an audio
-or speech model. Rows are built by `rows.ClipRows`, clips planned by `planner` (a split video's
-`Chunk`), remote inputs spooled by `spool`; the watchdog child decodes, this stage relays.
+This stage relays: a watchdog child runs the decoder (`decoder.VideoDecoder`) and is replaced when
+it hangs or crashes, whose clips then get error rows here. With decode.timeout_s off, the decoder
+runs in this process.
 """
 
 from __future__ import annotations
@@ -20,27 +19,9 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
-import numpy as np
-
 from mmbatch.config import PipelineConfig
-from mmbatch.decode import audio as audio_reader
-from mmbatch.decode import backend
-from mmbatch.decode.planner import (
-    PAUSE_SPAN_S,
-    Chunk,
-    ClipSpan,
-    frames_for,
-    keyframe_times,
-    parse_segments,
-    plan_clips,
-    quietest_time,
-    sample_times,
-    snap_to_pauses,
-)
-from mmbatch.decode.rows import ClipRows
-from mmbatch.decode.spool import local_path, remove_spool
-from mmbatch.decode.video import open_video
-from mmbatch.errors import DecodeError, short_reason
+from mmbatch.decode.decoder import VideoDecoder, clip_audio_len, clip_rows, frame_backend
+from mmbatch.decode.planner import Chunk
 from mmbatch.schema import AUDIO_COLUMNS, CHUNK_COLUMNS, CLIP_COLUMNS, FRAME_COLUMNS, REF_COLUMNS
 from mmbatch.stage import Batch
 
@@ -53,54 +34,33 @@ class DecodeStage:
     starts_full = True  # every stage after decode waits for it: its pool starts at its working size
 
     def __init__(self, config: PipelineConfig, trust=None, *, isolated: bool | None = None):
-        self.config = config
-        self.clips = config.clips
-        self.decode = config.decode
-        self.storage_options = config.storage_options
-        # A clip's audio, at most: its window, and what snapping to pauses may add at either end.
-        self.audio_len = int(round((self.clips.window_s + 2 * self.clips.snap_to_pause_s) * self.decode.sample_rate))
+        self.config, self.trust, self.clips = config, trust, config.clips
         self.isolated = (config.decode.timeout_s is not None) if isolated is None else isolated
-        self.trust = trust  # AllowedRoots: playlist segments are checked against it before any read
-        self.rows = ClipRows(want_frames=config.models.vision is not None,
-                             want_audio=config.models.audio is not None or config.models.speech is not None,
-                             image_size=config.decode.image_size)
+        self.rows = clip_rows(config)
+        self._decoder: VideoDecoder | None = None
         self._watchdog = None
 
     def setup(self) -> None:
-        if self.isolated:
-            # The watchdog's child decodes (and runs the full set-up below); this process only relays
-            # rows, so it loads no decoder libraries: each decode worker starts faster and smaller.
-            self.backend = frame_backend(self.decode)
-            if self._watchdog is None:
-                from functools import partial
+        if not self.isolated:
+            self._decoder = self._decoder or VideoDecoder(self.config, self.trust)
+            self._decoder.setup()
+        elif self._watchdog is None:
+            # The child decodes (and loads the decoder libraries); this process only relays rows, so
+            # each decode worker starts faster and smaller. A device check here fails the actor fast.
+            from mmbatch.decode.watchdog import IsolatedDecoder
 
-                from mmbatch.decode.watchdog import IsolatedDecoder
-
-                child_stage = partial(DecodeStage, isolated=False)
-                self._watchdog = IsolatedDecoder(child_stage, (self.config, self.trust), self.decode.timeout_s,
-                                                 slot_bytes=self.rows.large_bytes(self.clips, self.audio_len))
-            return
-        # torch before decord: importing decord first can hang forked workers (dmlc/decord#251).
-        # PyAV before decord: each bundles FFmpeg; decord's loaded first breaks PyAV's libvpx.
-        import av  # noqa: F401
-        import torch
-        import torchaudio  # noqa: F401
-
-        # One video per call: parallelism comes from the pool; torch's intra-op threads (resampling)
-        # only fight it for the cores (decode ran 1.5x slower with 2 threads on 2 cores).
-        torch.set_num_threads(1)
-        self.backend = frame_backend(self.decode)
-        if self.backend == "decord":
-            import decord  # noqa: F401
-
+            frame_backend(self.config.decode)
+            slot_bytes = self.rows.large_bytes(self.clips, clip_audio_len(self.config))
+            self._watchdog = IsolatedDecoder(VideoDecoder, (self.config, self.trust), self.config.decode.timeout_s,
+                                             slot_bytes=slot_bytes)
 
     def __call__(self, batch: Batch) -> Iterator[Batch]:
-        if not hasattr(self, "backend"):
+        if self._decoder is None and self._watchdog is None:
             self.setup()
         refs = [{k: batch[k][i] for k in batch} for i in range(len(batch["video_id"]))]
         if self._watchdog is None:
             for ref in refs:
-                yield from (payload for kind, payload in self.decode_events(ref) if kind == "row")
+                yield from (payload for kind, payload in self._decoder.events(ref) if kind == "row")
             return
         for i, events in groupby(self._watchdog.events_each(refs), key=itemgetter(0)):
             yield from self._relay(refs[i], ((kind, payload) for _, kind, payload in events if kind != "begin"))
@@ -109,7 +69,6 @@ class DecodeStage:
         if self._watchdog is not None:
             self._watchdog.close()
 
-    # -- one video, in a watchdog child: relay its rows ---------------------------------------
     def _relay(self, ref: dict[str, Any], events: Iterator[tuple[str, Any]]) -> Iterator[Batch]:
         t0 = time.perf_counter()
         n_rows, sent = None, set()
@@ -132,170 +91,3 @@ class DecodeStage:
                         if span.index not in sent:
                             yield self.rows.error_clip(ref, span, n_rows, reason)
                 return
-
-    # -- one video, in this process ----------------------------------------------------------
-    def decode_events(self, ref: dict[str, Any]) -> Iterator[tuple[str, Any]]:
-        """("plan", (n_rows, spans)) once planned, then ("row", batch) per clip."""
-        if not hasattr(self, "backend"):
-            self.setup()
-        t0 = time.perf_counter()
-        chunk = Chunk.of(ref, self.clips)
-        spool_dir = video = audio = None
-        try:
-            try:
-                path, spool_dir = local_path(str(ref["uri"]), str(ref.get("kind", "file")), self.storage_options,
-                                             self.trust)
-                info, video, duration, spans = self._open(path, ref, chunk)
-            except Exception as err:  # DecodeError: a known reason; anything else: still one video's problem
-                if not isinstance(err, DecodeError):
-                    err = DecodeError(f"unexpected decoder error: {type(err).__name__}: {str(err)[:200]}")
-                if chunk is None:
-                    yield "row", self.rows.failed_video(ref, str(err), time.perf_counter() - t0)
-                else:  # other chunks carry the video's other clips: fail this chunk's clips
-                    for span in chunk.spans:
-                        yield "row", self.rows.error_clip(ref, span, len(chunk.spans), str(err))
-                return
-            audio, audio_error = self._open_audio(path, info)
-            if self.clips.snap_to_pause_s and audio is not None:
-                spans = snapped_to_pauses(spans, audio, self.clips, self.decode.sample_rate)
-            yield "plan", (len(spans), spans)
-            yield from self._clip_rows(ref, spans, info, video, audio, duration, time.perf_counter() - t0,
-                                       audio_error)
-        finally:
-            for handle in (audio, video):
-                if handle is not None:
-                    handle.close()
-            remove_spool(spool_dir)
-
-    def _open(self, path: str, ref: dict[str, Any], chunk: Chunk | None):
-        """(stream info, frame reader or None, the decoder's duration, the clips to decode)."""
-        # Header-only limits first: no frame is decoded for a video over them.
-        info = backend.probe(path, max_pixels=self.decode.max_pixels, max_duration_s=self.decode.max_duration_s)
-        check_limits(info, self.decode)
-        video = None
-        if info.has_video and self.rows.want_frames:
-            fallback = "pyav" if self.decode.hwaccel == "cuda" else self.decode.fallback_backend
-            video = open_video(self.backend, path, info, self.decode.image_size, fallback,
-                               {"skip_loop_filter": self.decode.skip_loop_filter})
-        duration = video.duration_s if video is not None else info.duration_s
-        if chunk is None:
-            spans = plan_clips(duration, self.clips, clip_segments(ref, self.clips, self.storage_options))
-            total = len(spans)
-        else:
-            # The last chunk plans its tail from the decoder's duration, as an unsplit decode
-            # would; earlier chunks hold full windows that the duration cannot move.
-            spans = (plan_clips(duration, self.clips)[chunk.first:] if chunk.is_last else chunk.spans) or chunk.spans
-            total = chunk.total
-        if not spans:
-            raise DecodeError("empty video: duration is 0 s")
-        if total > self.decode.max_clips:
-            raise DecodeError(f"{total} clips exceed max_clips {self.decode.max_clips}")
-        return info, video, duration, spans
-
-    def _open_audio(self, path: str, info: backend.StreamInfo):
-        """(audio reader or None, why the video's audio track cannot be read, or "")."""
-        if not (info.has_audio and self.rows.want_audio):
-            return None, ""
-        try:
-            return audio_reader.PyAVAudio(path, self.decode.sample_rate, origin_s=info.start_s), ""
-        except Exception as err:  # the clips are scored without audio, each saying why
-            return None, f"audio track unreadable: {short_reason(err)}"
-
-    def _clip_rows(self, ref, spans: list[ClipSpan], info, video, audio, duration: float,
-                   setup_seconds: float, audio_error: str = "") -> Iterator[tuple[str, Batch]]:
-        n_rows = len(spans)
-        for span in spans:
-            c0 = time.perf_counter()
-            if video is not None and span.start_s >= duration:  # planned from a forged header duration
-                yield "row", self.rows.error_clip(ref, span, n_rows, (
-                    f"clip at {span.start_s:.1f} s lies beyond the decoded end of the video ({duration:.1f} s; "
-                    f"the container claims {info.duration_s:.1f} s)"), duration)
-                continue
-            row = self._decode_clip(ref, span, n_rows, duration, video, audio, audio_error)
-            row["decode_seconds"] = np.array([time.perf_counter() - c0 + setup_seconds])
-            setup_seconds = 0.0
-            yield "row", row
-
-    def _decode_clip(self, ref, span: ClipSpan, n_rows: int, duration: float, video, audio,
-                     audio_error: str = "") -> Batch:
-        size, f = self.decode.image_size, self.clips.frames_per_clip
-        frames, n_frames = None, 0
-        if video is not None:
-            frames = np.zeros((1, f, size, size, 3), dtype=np.uint8)
-            n_frames = frames_for(span, self.clips)
-            times = sample_times(span, n_frames)
-            if self.clips.keyframes_only and (keys := video.key_starts) is not None:
-                times = keyframe_times(times, keys, span.start_s, span.end_s)
-                n_frames = len(times)
-            try:
-                frames[0, :n_frames] = video.frames_at(times)
-            except DecodeError as err:
-                return self.rows.error_clip(ref, span, n_rows, str(err), duration)
-        waveform, audio_len = None, 0
-        if audio is not None:
-            try:
-                end_s = min(span.end_s, span.start_s + self.audio_len / self.decode.sample_rate)  # what a row keeps
-                samples = audio.read(span.start_s, end_s)[: self.audio_len]
-            except Exception as err:  # a damaged audio packet loses this clip's audio (said), not the clip
-                samples = np.zeros(0, dtype=np.float32)
-                audio_error = f"audio decode failed: {short_reason(err)}"
-            if len(samples):
-                waveform = np.zeros((1, self.audio_len), dtype=np.float32)
-                waveform[0, : len(samples)] = samples
-                audio_len = len(samples)
-        return self.rows.ok(ref, span, n_rows, duration, frames=frames, n_frames=n_frames, waveform=waveform,
-                            audio_len=audio_len, audio_error=audio_error)
-
-
-def frame_backend(decode) -> str:
-    """The frame reader for a DecodeConfig. auto: PyAV on one thread, which decodes the same frames
-    as decord for about two thirds of its CPU (decord converts every frame it passes and hands them
-    between threads; docs/performance.md), and has wheels everywhere; on NVDEC with hwaccel: cuda,
-    once this process is seen to open a CUDA device (else the night's configuration is wrong)."""
-    if decode.hwaccel == "cuda":
-        from mmbatch.decode.video import check_cuda_decoder
-
-        check_cuda_decoder()
-        return "pyav-cuda"
-    return "pyav" if decode.backend == "auto" else decode.backend
-
-
-def snapped_to_pauses(spans: list[ClipSpan], audio, clips, rate: int) -> list[ClipSpan]:
-    """Fixed windows with their inner boundaries moved to pauses in `audio` (clips.snap_to_pause_s)."""
-
-    def quiet_point(t: float, lo: float, hi: float) -> float:
-        try:
-            samples = audio.read(lo - PAUSE_SPAN_S / 2, hi + PAUSE_SPAN_S / 2)
-        except Exception:  # damaged audio here: the boundary stays where the grid put it
-            return t
-        return quietest_time(samples, rate, lo - PAUSE_SPAN_S / 2, t, lo, hi)
-
-    return snap_to_pauses(spans, quiet_point, clips.snap_to_pause_s, clips.min_clip_s)
-
-
-def clip_segments(ref, clips, storage_options: dict | None) -> list[tuple[float, float]] | None:
-    """Segments for the `segments` policy: inline (manifest) or from a .json sidecar."""
-    if clips.policy != "segments":
-        return None
-    try:
-        if str(ref.get("segments", "")):
-            return parse_segments(str(ref["segments"]))
-        if str(ref.get("segments_uri", "")):
-            from mmbatch import storage
-
-            fs, path = storage.filesystem(str(ref["segments_uri"]), storage_options)
-            with fs.open(path, "rb") as fh:
-                return parse_segments(fh.read().decode("utf-8"))
-    except (ValueError, KeyError, TypeError, IndexError) as err:
-        raise DecodeError(f"unreadable segments sidecar: {err}") from None
-    return None
-
-
-def check_limits(info: backend.StreamInfo, decode) -> None:
-    """The header-only limits (decode: mmbatch.config.DecodeConfig): no frame is read past them."""
-    if not info.has_video and not (decode.allow_audio_only and info.has_audio):
-        raise DecodeError("no video stream")
-    if info.has_video and info.width * info.height > decode.max_pixels:
-        raise DecodeError(f"{info.width}x{info.height} exceeds max_pixels {decode.max_pixels}")
-    if info.duration_s > decode.max_duration_s:
-        raise DecodeError(f"duration {info.duration_s:.0f} s exceeds max_duration_s {decode.max_duration_s:.0f}")

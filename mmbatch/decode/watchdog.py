@@ -128,9 +128,9 @@ class Ring:
         self._say_emptied.close()
 
 
-def _child_main(conn, stage_factory: Callable, factory_args: tuple, ring: Ring | None = None) -> None:
-    stage = stage_factory(*factory_args)
-    stage.setup()
+def _child_main(conn, decoder_factory: Callable, factory_args: tuple, ring: Ring | None = None) -> None:
+    decoder = decoder_factory(*factory_args)  # decoder.VideoDecoder
+    decoder.setup()
     conn.send(("ready", None))  # imports done: from here on, silence means a stuck decoder
     while True:
         try:
@@ -139,15 +139,15 @@ def _child_main(conn, stage_factory: Callable, factory_args: tuple, ring: Ring |
             return
         if ref is None:
             return
-        for kind, payload in stage.decode_events(ref):
+        for kind, payload in decoder.events(ref):
             conn.send((kind, ring.put(payload) if ring is not None and kind == "row" else payload))
         conn.send(("done", None))
 
 
 class IsolatedDecoder:
-    def __init__(self, stage_factory: Callable, factory_args: tuple, timeout_s: float, slot_bytes: int = 0):
+    def __init__(self, decoder_factory: Callable, factory_args: tuple, timeout_s: float, slot_bytes: int = 0):
         """`slot_bytes`: the large arrays of one row, at most (0: every row through the pipe)."""
-        self.stage_factory, self.factory_args, self.timeout_s = stage_factory, factory_args, timeout_s
+        self.decoder_factory, self.factory_args, self.timeout_s = decoder_factory, factory_args, timeout_s
         self.slot_bytes = slot_bytes
         self._proc = None
         self._conn = None
@@ -160,7 +160,7 @@ class IsolatedDecoder:
         parent, child = ctx.Pipe()
         fits = self.slot_bytes and ring_fits(self.slot_bytes * RING_SLOTS)
         self._ring = Ring(ctx, self.slot_bytes) if fits else None  # a fresh ring a child
-        self._proc = ctx.Process(target=_child_main, args=(child, self.stage_factory, self.factory_args, self._ring),
+        self._proc = ctx.Process(target=_child_main, args=(child, self.decoder_factory, self.factory_args, self._ring),
                                  daemon=True)
         try:
             self._proc.start()

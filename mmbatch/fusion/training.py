@@ -38,7 +38,7 @@ def load_clips(output: str, storage_options: dict | None = None, output_config=N
     scored on several nights keeps its latest."""
     import pyarrow.compute as pc
 
-    from mmbatch.output.formats import open_tables
+    from mmbatch.tables.formats import open_tables
 
     columns = ["video_id", "clip_id", "start_s", "end_s", "status", "valence", "p_negative", "p_neutral",
                "p_positive", "model_fingerprint", "run_date", *(COLUMNS[m].embedding for m in MODALITIES)]
@@ -301,7 +301,7 @@ def encoder_identities(output: str, fingerprints: set[str], storage_options: dic
     """The embedding encoders (vision, audio, text) the clips came from, from their runs' manifests;
     clips from runs with other encoders cannot train one head."""
     from mmbatch import storage
-    from mmbatch.output.runs import list_run_records, read_run_record
+    from mmbatch.night.runs import list_run_records, read_run_record
 
     fs, root = storage.filesystem(output, storage_options)
     found: dict[str, dict[str, str]] = {}

@@ -1,0 +1,126 @@
+"""The `mmbatch` command: `mmbatch score | nightly | report | train | maintain | rollback | index | similar | models`.
+
+Each subcommand is one module here with a `main(argv) -> exit code`; `jobs/*.py` are thin wrappers
+over the same functions, so `ray job submit -- python jobs/score_videos.py ...` works from a checkout
+that is not pip-installed. Modules import nothing heavy at the top, so `--help` answers at once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import importlib
+import os
+import sys
+from pathlib import Path
+
+# The folder that holds the `mmbatch` package: a checkout, or site-packages.
+CODE_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def shipped_pipelines() -> Path:
+    """The folder of the shipped pipeline YAMLs: `pipelines/` of a checkout, or where a wheel
+    install put them (pyproject's data-files: `<prefix>/share/mmbatch/pipelines`)."""
+    checkout = CODE_ROOT / "pipelines"
+    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "mmbatch" / "pipelines"
+
+COMMANDS = {
+    "score": ("mmbatch.cli.score", "score videos for sentiment per clip and commit a night (jobs/score_videos.py)"),
+    "nightly": ("mmbatch.cli.nightly", "submit the scoring job to a Ray cluster, wait, retry what is worth it"),
+    "report": ("mmbatch.cli.report", "write the HTML report of a committed night"),
+    "train": ("mmbatch.cli.train", "train the fusion head on labelled clips from the output"),
+    "maintain": ("mmbatch.cli.maintain", "Delta/Iceberg upkeep: expire old history, remove unused files"),
+    "rollback": ("mmbatch.cli.rollback", "restore a date of a Delta/Iceberg output to its previous night"),
+    "index": ("mmbatch.cli.index", "build or extend the vector index of clips (Lance, IVF_PQ)"),
+    "similar": ("mmbatch.cli.similar", "the clips nearest to one clip by fused embedding"),
+    "models": ("mmbatch.cli.models", "fetch a verified model bundle into the model cache ahead of a night"),
+}
+
+
+def errors_as_exit_codes(main):
+    """A command's `main` whose typed errors (mmbatch.errors.MmbatchError) print as one `error:`
+    line and return their exit code, instead of a traceback."""
+
+    @functools.wraps(main)
+    def wrapped(argv: list[str] | None = None) -> int:
+        from mmbatch.errors import MmbatchError
+
+        try:
+            return main(argv)
+        except MmbatchError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return err.exit_code
+
+    return wrapped
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM raises `Terminated` in the main thread, as SIGINT raises KeyboardInterrupt, so the
+    night's lease is released and one `error:` line printed; a second SIGTERM during that clean-up
+    is ignored (SIGKILL still ends the process). `ray.init` installs its own handler (a bare
+    `sys.exit`), so this is called again once Ray is up."""
+    import signal
+    import threading
+
+    from mmbatch.errors import Terminated
+
+    def terminated(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminated)
+
+
+def checkout_root() -> Path | None:
+    """The repository checkout this code runs from, when it is one (it has jobs/score_videos.py)."""
+    return CODE_ROOT if (CODE_ROOT / "jobs" / "score_videos.py").is_file() else None
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {about}" for name, (_, about) in COMMANDS.items()]
+    return ("usage: mmbatch <command> [options]   (mmbatch <command> --help for its options; mmbatch --version)\n\n"
+            + "\n".join(lines))
+
+
+def version() -> str:
+    """The installed distribution's version (a checkout that is not installed says so)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("mmbatch")
+    except PackageNotFoundError:
+        return "(not installed: a source checkout)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        print(f"mmbatch {version()}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"mmbatch: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    sys.argv[0] = f"mmbatch {name}"  # argparse names the command in usage and errors
+    return int(importlib.import_module(COMMANDS[name][0]).main(rest))
+
+
+def exit_now(code: int | None) -> None:
+    """Exit with `code` after the exit handlers (Ray's shutdown, logging's flush) but without the
+    interpreter's teardown of every module: with torch, transformers and Ray loaded that takes
+    about a second and does nothing a finished command needs (mypy exits the same way)."""
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code or 0)
+
+
+def run() -> None:
+    """The `mmbatch` console script."""
+    exit_now(main())

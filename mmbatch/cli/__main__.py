@@ -1,0 +1,5 @@
+"""`python -m mmbatch.cli` is the `mmbatch` command."""
+
+from mmbatch.cli import run
+
+run()

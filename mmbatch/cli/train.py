@@ -1,0 +1,76 @@
+"""Train the fusion head on your labels, from the pipeline's own output (no video is decoded again).
+
+    mmbatch train --clips s3://bucket/scores/ --labels labels.csv --out fusion-head/
+    mmbatch train --clips scores/ --labels mosi.parquet --label-range -3 3 --out head/
+
+Labels (CSV or Parquet): `video_id`, then `clip_id` or `start_s`/`end_s` (matched to the clip it
+overlaps most), and `label`: negative|neutral|positive, or a number in --label-range. An optional
+`split` column (train|val|test) replaces the seeded split by video. The checkpoint folder gets the
+model (save_pretrained), metrics.json and metrics.md; score with it by setting
+`fusion: {mode: trained, checkpoint: <folder>}`. Exit codes: 0 trained, 2 bad labels or clips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mmbatch.cli import errors_as_exit_codes
+
+
+@errors_as_exit_codes
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--clips", required=True, help="the pipeline's output root (its clips/ holds the embeddings)")
+    p.add_argument("--labels", required=True, help="CSV or Parquet of labels")
+    p.add_argument("--label-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="range of numeric labels, mapped to valence -1..1 (e.g. -3 3)")
+    p.add_argument("--out", required=True, help="checkpoint folder to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: TrainConfig's)")
+    p.add_argument("--config", default=None, help="pipeline YAML, for storage_options and the output's format/catalog")
+    args = p.parse_args(argv)
+
+    from mmbatch.config import reader_settings
+    from mmbatch.errors import ExitCode
+    from mmbatch.fusion.training import (
+        TrainConfig,
+        embedding_dims,
+        encoder_identities,
+        evaluate,
+        join_labels,
+        load_clips,
+        read_labels,
+        save_checkpoint,
+        split_by_video,
+        train_fusion,
+    )
+
+    options, output_config = reader_settings(args.config)
+    try:
+        clips = load_clips(args.clips, options, output_config)
+        labels = read_labels(args.labels, tuple(args.label_range) if args.label_range else None)
+        joined, report = join_labels(clips, labels)
+        if report["matched"] == 0:
+            raise ValueError(f"none of the {report['labels']} labels matched a scored clip under {args.clips}")
+        encoders = encoder_identities(args.clips, set(joined["model_fingerprint"]), options)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return ExitCode.USAGE
+    print(f"labels: {report['matched']} of {report['labels']} matched clips of {report['videos']} videos")
+    joined["split"] = split_by_video(joined, args.seed)
+    dims = embedding_dims(joined)
+    settings = TrainConfig(seed=args.seed, epochs=args.epochs)
+    if args.lr is not None:
+        settings.lr = args.lr
+    model, history = train_fusion(joined, dims, settings)
+    result = evaluate(model, joined, dims)
+    result["epochs"] = len(history)
+    save_checkpoint(model, args.out, dims, encoders, result, report)
+    print(Path(args.out, "metrics.md").read_text())
+    print(json.dumps({"checkpoint": args.out, "trained": result["trained"], "zero_shot": result["zero_shot"]}))
+    return ExitCode.OK
+

@@ -1,0 +1,222 @@
+"""Ray's life cycle on the driver: start a local Ray or attach to a cluster, Ray Data's execution
+settings, whether the pools fit the cluster (and at what size the decode pool starts), whether every
+node sees the night's folders, and the Ray failures of a night named as mmbatch errors."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+
+from mmbatch.stage import StageSpec
+
+log = logging.getLogger(__name__)
+# How often the job tries to start its local Ray (an attached cluster is started by its operator).
+LOCAL_START_ATTEMPTS = 2
+
+
+def pool_demand(specs: list[StageSpec]) -> dict[str, float]:
+    """Resources the graph holds at its minimum: every actor pool at min size + one task (the
+    largest), custom resources included."""
+    demand: dict[str, float] = {"CPU": 0.0, "GPU": 0.0}
+    task: dict[str, float] = {}
+    for spec in specs:
+        res = spec.resources
+        need = {"CPU": res.cpus, "GPU": res.gpus, **spec.custom_resources}
+        if spec.compute == "actor":
+            for k, v in need.items():
+                demand[k] = demand.get(k, 0.0) + spec.pool.concurrency[0] * v
+        else:
+            for k, v in need.items():
+                task[k] = max(task.get(k, 0.0), v)
+    for k, v in task.items():
+        demand[k] = demand.get(k, 0.0) + v
+    return demand
+
+
+def starting_sizes(specs: list[StageSpec], available: dict[str, float], inputs: int) -> list[StageSpec]:
+    """The specs, each actor pool whose stage `starts_full` starting with as many actors as the
+    cluster holds beside every other pool's minimum: at most its maximum and one an input (a pool
+    that grows from one adds actors one scheduling round at a time while the GPU pools wait)."""
+    from dataclasses import replace
+
+    out = []
+    for spec in specs:
+        lo, hi = spec.pool.concurrency if spec.pool is not None else (1, 1)
+        if spec.compute != "actor" or not getattr(spec.stage_cls, "starts_full", False):
+            out.append(spec)
+            continue
+        others = pool_demand([s for s in specs if s is not spec])
+        need = {"CPU": spec.resources.cpus, "GPU": spec.resources.gpus, **spec.custom_resources}
+        fits = [int((available.get(k, 0.0) - others.get(k, 0.0)) / v + 1e-9) for k, v in need.items() if v > 0]
+        size = max(lo, min([hi, max(inputs, 1), *fits]))
+        out.append(replace(spec, initial_size=size))
+    return out
+
+
+def check_cluster_fits(specs: list[StageSpec], available: dict[str, float], *, strict: bool) -> list[str]:
+    """Problems if the pools' minimum cannot be placed: Ray Data would then wait forever.
+
+    On a fixed cluster (strict) that is an error; on an attached, possibly autoscaling
+    cluster it is only reported, and the wait is bounded by run.placement_timeout_s.
+    """
+    from mmbatch.errors import ConfigError
+
+    demand = pool_demand(specs)
+    problems = [
+        f"the pools need at least {need:g} {k} at their minimum sizes but the cluster has {available.get(k, 0):g} "
+        + (f"(lower pool.num_{k.lower()}s or pool.concurrency minimums)" if k in ("CPU", "GPU")
+           else "(no node declares that resource: see pool.resources)")
+        for k, need in demand.items() if need > available.get(k, 0) + 1e-9
+    ]
+    if problems and strict:
+        raise ConfigError("; ".join(problems))
+    return problems
+
+
+def configure_execution(run, *, attached: bool) -> None:
+    """Ray Data's execution settings for this night (run: mmbatch.config.RunConfig)."""
+    import math
+
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.op_resource_reservation_enabled = run.ray_data_reservation  # see run.ray_data_reservation
+    ctx.execution_no_progress_timeout_s = run.no_progress_timeout_s
+    ctx.max_consecutive_actor_init_deaths = run.actor_init_deaths
+    # Attached: wait (bounded) for the pools' minimum, e.g. while the cluster scales up. A local Ray
+    # was checked up front (check_cluster_fits, strict) and starts its actors without waiting.
+    ctx.wait_for_min_actors_s = math.ceil(run.placement_timeout_s) if attached else -1
+
+
+# How a worker's set-up error reaches the driver: only as the last line of a traceback's text.
+_WORKER_CONFIG_ERROR = re.compile(r"^mmbatch\.errors\.ConfigError: (.+)$", re.MULTILINE)
+
+
+def cluster_failure(err: BaseException, run, demand: dict[str, float]):
+    """The MmbatchError a Ray failure of the night means (None: not one we can name)."""
+    from mmbatch.errors import ClusterError, ConfigError, causes
+
+    for cause in causes(err):
+        name = type(cause).__name__
+        if name == "ActorDiedError" and (said := _WORKER_CONFIG_ERROR.findall(str(cause))):
+            # a worker refused its settings (decode.hwaccel on a node without a CUDA device): exit 2
+            return ConfigError(f"a worker refused the configuration: {said[-1]}")
+        if name == "GetTimeoutError" and "starting actors" in str(cause):
+            need = ", ".join(f"{v:g} {k}" for k, v in demand.items() if v)
+            return ClusterError(
+                f"the pools' minimum ({need}) could not be placed within run.placement_timeout_s = "
+                f"{run.placement_timeout_s:g} s: add nodes of the needed kind, or lower the pools' num_gpus, num_cpus, "
+                "resources or concurrency minimums; the night is not committed and a rerun resumes it")
+        if name == "ExecutionTimeoutError":
+            return ClusterError(
+                f"the night made no progress for run.no_progress_timeout_s = {run.no_progress_timeout_s:g} s "
+                "(a pool waiting for a node that never came, or a stage stuck); the work staged so far is kept "
+                "and a rerun of this date resumes it")
+    return None
+
+
+def check_shared_storage(paths: list, modules: list[tuple[str, str]], timeout_s: float = 120.0) -> None:
+    """Refuse the night unless every alive node sees `paths` (mmbatch.cluster.SharedPath) as the
+    driver does and can import `modules`: a task pinned to each node looks. One node: nothing to do."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from mmbatch.cluster import node_view, shared_problems
+    from mmbatch.errors import SharedStorageError
+
+    nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) <= 1 or not (paths or modules):
+        return
+    look = ray.remote(num_cpus=0, max_retries=1)(node_view)
+    refs = {node: look.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(paths, modules)
+            for node in nodes}
+    views = dict(zip(refs, ray.get(list(refs.values()), timeout=timeout_s)))
+    problems = shared_problems(paths, modules, views)
+    if problems:
+        raise SharedStorageError(
+            f"this cluster has {len(nodes)} nodes and not all of them see the night's local folders: "
+            + "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+            + ". Use object storage (s3://...) for inputs, output and models, or a folder shared by every node "
+              "(NFS, EFS, a mounted bucket); install package: models on every node")
+
+
+def cluster_resources() -> dict[str, float]:
+    import ray
+
+    return ray.cluster_resources()
+
+
+def ray_is_up() -> bool:
+    import ray
+
+    return ray.is_initialized()
+
+
+def show_progress_bars(show: bool) -> None:
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = show
+
+
+def start_ray(log_level: str, *, num_cpus: int | None = None, runtime_env: dict | None = None,
+              resources: dict[str, float] | None = None) -> None:
+    """`ray.init`: attached when RAY_ADDRESS is set (then `runtime_env` travels to the workers),
+    else a local Ray of `num_cpus` declaring `resources`. Workers log at the job's level too
+    (Ray's LoggingConfig reaches them under `ray job submit`)."""
+    import os
+
+    import ray
+
+    logging_config = ray.LoggingConfig(log_level=log_level)
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True, logging_config=logging_config, runtime_env=runtime_env)
+    else:
+        start_local_ray(lambda: ray.init(
+            num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_config=logging_config,
+            resources=resources, _system_config=local_system_config(num_cpus or os.cpu_count() or 1)))
+
+
+def start_local_ray(init, attempts: int = LOCAL_START_ATTEMPTS) -> None:
+    """`init()` (a local `ray.init`), tried again when the local Ray fails to come up. On a busy
+    machine its raylet can die waiting for its own agents (`Timed out waiting for file
+    .../metrics_agent_port_...`, then `The current node timed out during startup`); a fresh
+    session then usually starts. What a failed attempt started (GCS, agents, reaper: children of
+    this process) is stopped by PID first. The last failure is a ClusterError, exit 1."""
+    import psutil
+    import ray
+
+    from mmbatch.errors import ClusterError, short_reason
+
+    me = psutil.Process()
+    for attempt in range(1, attempts + 1):
+        before = {c.pid for c in me.children(recursive=True)}
+        try:
+            init()
+            return
+        except Exception as err:
+            reason = short_reason(err)
+        if not ray.is_initialized():  # a half-started node, never a working connection
+            ray.shutdown()
+        leftovers = [c for c in me.children(recursive=True) if c.pid not in before]
+        for c in leftovers:
+            with contextlib.suppress(psutil.Error):
+                c.terminate()
+        for c in psutil.wait_procs(leftovers, timeout=10)[1]:
+            with contextlib.suppress(psutil.Error):
+                c.kill()
+        if attempt < attempts:
+            log.warning("the local Ray did not start (%s); starting a fresh one (attempt %d of %d)",
+                        reason, attempt + 1, attempts)
+    raise ClusterError(f"the local Ray did not start in {attempts} attempts: {reason} (a machine too busy "
+                       "to start Ray's processes in time; its logs are under /tmp/ray/session_latest/logs)")
+
+
+# Idle workers a local Ray keeps. Ray's default is one a CPU, and when the actor pools claim every
+# core, each split and write task then starts a fresh worker that imports Ray and pyarrow again
+# (~3 CPU-seconds a start on 2 cores; docs/performance.md). A cluster sets this on its nodes.
+MIN_IDLE_WORKERS = 8
+
+
+def local_system_config(cpus: int) -> dict[str, int]:
+    return {"num_workers_soft_limit": max(MIN_IDLE_WORKERS, cpus)}

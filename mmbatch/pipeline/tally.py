@@ -1,0 +1,72 @@
+"""Progress before the write: the last stage before the write reports each batch's completion
+records (a few numbers a video, computed column-wise) to one small actor, so the driver's progress
+line counts scored videos while the write stage still gathers its ~128 MB bundles. A report that
+fails to arrive only makes the line lag; the night never depends on it."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def start_tally():
+    """The tally actor of one attempt (no CPU of its own, on the driver's node)."""
+    import ray
+
+    from mmbatch.night.ledger import CompletionTally
+
+    @ray.remote(num_cpus=0, max_restarts=0)
+    class Tally:
+        def __init__(self):
+            self.tally = CompletionTally()
+
+        def add(self, columns: dict) -> None:
+            from mmbatch.output.records import CompletionRecord
+
+            self.tally.add(CompletionRecord.from_columns(columns))
+
+        def counts(self) -> tuple[int, int]:
+            return self.tally.counts()
+
+    return Tally.options(scheduling_strategy=_this_node()).remote()
+
+
+def _this_node():
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+
+
+def report(tally, batch: dict) -> None:
+    """Send one output batch's completion records (fire and forget)."""
+    from mmbatch.output.writer import completion_records
+
+    try:
+        clip_rows = np.asarray(batch["clip_index"]) >= 0
+        # The batch's rows name it, so a retried batch counts once and two batches of a chunk twice.
+        name = hashlib.sha1("\n".join(map(str, batch["clip_id"])).encode()).hexdigest()[:16]
+        tally.add.remote(completion_records(batch, clip_rows, name, 0))
+    except Exception as err:  # progress is a report, never a reason to fail a batch
+        log.debug("progress report not sent: %s", err)
+
+
+def counts(tally, timeout_s: float = 5.0) -> tuple[int, int] | None:
+    """(videos, clips) scored so far, or None when the tally does not answer in time."""
+    import ray
+
+    try:
+        return tuple(ray.get(tally.counts.remote(), timeout=timeout_s))
+    except Exception as err:
+        log.debug("progress tally not read: %s", err)
+        return None
+
+
+def stop_tally(tally) -> None:
+    import ray
+
+    ray.kill(tally)
