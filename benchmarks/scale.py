@@ -81,12 +81,11 @@ def run_write(n_clips: int, workdir: str, target_mb: float, fmt: str = "parquet"
 
     from mmbatch.config import OutputConfig, PoolConfig
     from mmbatch.inputs.sources import VideoRef
-    from mmbatch.night.night import night_layout, open_night
+    from mmbatch.night.night import Night
     from mmbatch.output.writer import ClipWriterStage
     from mmbatch.pipeline.adapter import write_to_sink
     from mmbatch.schema import EmbeddingDims
     from mmbatch.stage import StageSpec
-    from mmbatch.tables.formats import open_tables
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
@@ -96,11 +95,9 @@ def run_write(n_clips: int, workdir: str, target_mb: float, fmt: str = "parquet"
     n_videos = n_clips // CLIPS_PER_VIDEO
     dims = EmbeddingDims(**DIMS)
     out = Path(workdir) / "out"
-    fs, layout = night_layout(str(out), None, DAY, "bench000")
     refs = [VideoRef(f"video-{i}", f"/in/video-{i}.mp4", 1000, "e") for i in range(n_videos)]
-    tables = open_tables(str(out), None, OutputConfig(format=fmt))
-    night = open_night(fs, layout, refs, output_uri=str(out), fingerprint="bench000", dims=dims, tables=tables)
-    ledger = night.ledger
+    night = Night(str(out), DAY, "bench000", output=OutputConfig(format=fmt)).open(refs, dims)
+    ledger, tables = night.ledger, night.tables
     writer = StageSpec(ClipWriterStage, (night.writer,), pool=PoolConfig(num_cpus=0.25, concurrency=(1, 4)),
                        compute="sink")
     ds = ray.data.range(n_videos, override_num_blocks=max(1, n_videos // 50)).map_batches(
@@ -111,10 +108,10 @@ def run_write(n_clips: int, workdir: str, target_mb: float, fmt: str = "parquet"
     for records in write_to_sink(ds, [writer], "bench", int(target_mb * 2**20)):
         ledger.add_records(records)
     t_write, cpu_write = time.perf_counter(), _cpu_s()
-    manifest = night.committer.commit(refs, ledger.done, {}, {})
+    manifest = night.commit()
     t_end, cpu_end = time.perf_counter(), _cpu_s()
     ray.shutdown()
-    if tables.transactional:
+    if tables.commit_point == "table log":  # mmbatch.tables.tables.TABLE_LOG
         sizes = [size for _, size, _ in tables.files_of_date("clips", DAY)]
     else:
         sizes = [(out / "clips" / f"run_date={DAY}" / f).stat().st_size for f in manifest["outputs"]["clip_files"]]

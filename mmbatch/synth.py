@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 
 
-def _write_frames(out, vstream, seconds: float, fps: int, width: int, height: int, base) -> None:
+def _write_frames(out, vstream, seconds: float, fps: int, base) -> None:
     """A moving colour gradient: frames differ, so decoders and encoders see real content."""
     import av
 
+    width, height = vstream.width, vstream.height
     yy, xx = np.mgrid[0:height, 0:width]
     for i in range(int(round(seconds * fps))):
         shift = (i * 7) % 255
@@ -96,7 +97,7 @@ def write_video(path: str | Path, *, seconds: float = 6.0, fps: int = 10, width:
             astream = out.add_stream(audio_codec, rate=sample_rate)
             astream.layout = "mono" if audio_codec != "libopus" else "stereo"
         if vstream is not None:
-            _write_frames(out, vstream, seconds, fps, width, height, base)
+            _write_frames(out, vstream, seconds, fps, base)
         if astream is not None:
             _write_audio(out, astream, seconds, sample_rate, tone_hz, speech)
     return path

@@ -9,10 +9,9 @@ import numpy as np
 
 from mmbatch.config import OutputConfig
 from mmbatch.inputs.sources import VideoRef
-from mmbatch.night.night import night_layout, open_night
+from mmbatch.night import night as production
 from mmbatch.output.writer import ClipWriterStage
 from mmbatch.schema import EmbeddingDims
-from mmbatch.tables.formats import open_tables
 
 DIMS = EmbeddingDims(4, 3, 2)
 DAY = dt.date(2026, 11, 27)
@@ -57,18 +56,18 @@ def refs(*ids: str, etag: str = "e") -> list[VideoRef]:
 
 
 class Night:
-    """One attempt of a run: write batches, then commit (or stop, as a crash would)."""
+    """One attempt of a run on the job's own `Night` (no lease, no skip check unless a test takes
+    them): write batches, then commit (or stop, as a crash would)."""
 
     def __init__(self, out, inputs: list[VideoRef], day: dt.date = DAY, fp: str = "fp1",
                  dims: EmbeddingDims = DIMS, storage_options: dict | None = None, output: OutputConfig | None = None):
-        self.fs, self.layout = night_layout(str(out), storage_options, day, fp)
+        self.night = production.Night(str(out), day, fp, storage_options=storage_options, output=output)
+        self.night.open(inputs, dims)
+        self.fs, self.layout, self.tables = self.night.fs, self.night.layout, self.night.tables
         self.inputs, self.fp, self.dims = inputs, fp, dims
-        self.tables = open_tables(str(out), storage_options, output)
-        night = open_night(self.fs, self.layout, inputs, output_uri=str(out), fingerprint=fp, dims=dims,
-                           storage_options=storage_options, tables=self.tables)
-        self.ledger, self.committer = night.ledger, night.committer
-        self.writer = ClipWriterStage(night.writer)
-        self.rolled = self.committer.roll_forward()
+        self.ledger, self.committer = self.night.ledger, self.night.committer
+        self.writer = ClipWriterStage(self.night.writer)
+        self.rolled = self.night.roll_forward()
         self.resumed = self.ledger.load()
         self.ledger.begin()
 

@@ -136,7 +136,7 @@ def test_an_iceberg_night_is_rolled_back_and_maintained(tmp_path):
             "--run-date", "2026-11-27")
     assert r.returncode == 0, r.stderr[-2000:]
     tables = open_tables(out)
-    [night] = tables.commits_of_date("clips", dt.date(2026, 11, 27))
+    [night] = tables.versions_of_date("clips", dt.date(2026, 11, 27))
     assert tables.format == "iceberg" and tables.read("clips", ["video_id"]).column("video_id").to_pylist() == ["v"]
     cli = [sys.executable, "-m", "mmbatch.cli"]
     r = subprocess.run([*cli, "rollback", "--output", out, "--run-date", "2026-11-27"], capture_output=True,

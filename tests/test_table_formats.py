@@ -93,7 +93,7 @@ def test_each_night_is_one_commit_a_table_and_a_rerun_replaces_exactly_its_date(
     v = place.videos()
     assert v["a"]["status"] == "ok" and "is kept: boom" in v["a"]["error"] and v["b"]["run_id"] == rerun.layout.run_id
     assert manifest["kept_after_failure"] == ["a"]
-    history = place.tables().commits_of_date("clips", DAY)
+    history = place.tables().versions_of_date("clips", DAY)
     assert [c["run_id"] for c in history] == [first["run_id"], rerun.layout.run_id]
     assert history[-1]["commit_id"] == manifest["commit_id"] and history[-1]["clips"] == "2"  # scored tonight (a is kept)
 
@@ -106,7 +106,7 @@ def test_a_killed_run_leaves_the_previous_version_and_resumes_exactly_once(place
     # Killed at the table commit (after the intent was written and the files placed).
     night = place.night("a", "b", fp="fp2").write(clip_rows("b", 1))
     tables_type = type(night.committer.tables)
-    monkeypatch.setattr(tables_type, "commit", lambda *a, **k: (_ for _ in ()).throw(OSError("killed")))
+    monkeypatch.setattr(tables_type, "write_version", lambda *a, **k: (_ for _ in ()).throw(OSError("killed")))
     with pytest.raises(CommitError, match="before anything was published"):
         night.commit()
     monkeypatch.undo()

@@ -19,8 +19,6 @@ from nights import DAY, Night, clip_rows, refs
 
 from mmbatch.config import OutputConfig
 from mmbatch.errors import ExitCode, MmbatchError
-from mmbatch.night.night import night_lease
-from mmbatch.night.state import skipped_videos
 
 NEXT = DAY + dt.timedelta(days=1)
 
@@ -114,15 +112,14 @@ def night(out: Path, day: dt.date, ids: tuple[str, ...], fmt: str = "parquet") -
     """One night as the job runs it: lease, roll-forward, resume, skip check, score the rest, commit.
     Returns (skipped, scored)."""
     n = Night(out, refs(*ids), day=day, output=OutputConfig(format=fmt))
-    lease = night_lease(n.fs, n.layout, str(out), 60)
-    lease.acquire()
+    n.night.take()
     try:
-        skipped = skipped_videos(n.fs, n.layout, n.tables, n.inputs, n.resumed, n.fp)
-        todo = [v for v in ids if v not in skipped and v not in n.resumed]
+        work = n.night.sort()
+        skipped, todo = work.skipped, [r.video_id for r in work.todo]
         n.write(*[clip_rows(v, 2) for v in todo])
-        n.committer.commit(n.inputs, n.ledger.done, skipped, {}, guard=lease.check)
+        n.night.commit()
     finally:
-        lease.release()
+        n.night.release()
     return sorted(skipped), sorted(todo)
 
 

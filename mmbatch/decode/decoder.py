@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,11 +31,24 @@ from mmbatch.decode.planner import (
     sample_times,
     snap_to_pauses,
 )
-from mmbatch.decode.rows import ClipRows
+from mmbatch.decode.rows import ClipMedia, ClipRows
 from mmbatch.decode.spool import local_path, remove_spool
 from mmbatch.decode.video import open_video
 from mmbatch.errors import DecodeError, short_reason
 from mmbatch.stage import Batch
+
+
+@dataclass
+class OpenedVideo:
+    """One video as its clips are decoded: its row, stream info, readers (None: not decoded) and
+    the decoder's duration; `audio_error`: why its audio track could not be opened."""
+
+    ref: dict[str, Any]
+    info: backend.StreamInfo
+    video: Any
+    audio: Any
+    duration: float
+    audio_error: str = ""
 
 
 class VideoDecoder:
@@ -86,8 +100,8 @@ class VideoDecoder:
             if self.clips.snap_to_pause_s and audio is not None:
                 spans = snapped_to_pauses(spans, audio, self.clips, self.decode.sample_rate)
             yield "plan", (len(spans), spans)
-            yield from self._clip_rows(ref, spans, info, video, audio, duration, time.perf_counter() - t0,
-                                       audio_error)
+            opened = OpenedVideo(ref, info, video, audio, duration, audio_error)
+            yield from self._clip_rows(opened, spans, time.perf_counter() - t0)
         finally:
             for handle in (audio, video):
                 if handle is not None:
@@ -128,23 +142,23 @@ class VideoDecoder:
         except Exception as err:  # the clips are scored without audio, each saying why
             return None, f"audio track unreadable: {short_reason(err)}"
 
-    def _clip_rows(self, ref, spans: list[ClipSpan], info, video, audio, duration: float,
-                   setup_seconds: float, audio_error: str = "") -> Iterator[tuple[str, Batch]]:
-        n_rows = len(spans)
+    def _clip_rows(self, opened: OpenedVideo, spans: list[ClipSpan], setup_seconds: float) -> Iterator[tuple[str, Batch]]:
+        n_rows, duration = len(spans), opened.duration
         for span in spans:
             c0 = time.perf_counter()
-            if video is not None and span.start_s >= duration:  # planned from a forged header duration
-                yield "row", self.rows.error_clip(ref, span, n_rows, (
+            if opened.video is not None and span.start_s >= duration:  # planned from a forged header duration
+                yield "row", self.rows.error_clip(opened.ref, span, n_rows, (
                     f"clip at {span.start_s:.1f} s lies beyond the decoded end of the video ({duration:.1f} s; "
-                    f"the container claims {info.duration_s:.1f} s)"), duration)
+                    f"the container claims {opened.info.duration_s:.1f} s)"), duration)
                 continue
-            row = self._decode_clip(ref, span, n_rows, duration, video, audio, audio_error)
+            row = self._decode_clip(opened, span, n_rows)
             row["decode_seconds"] = np.array([time.perf_counter() - c0 + setup_seconds])
             setup_seconds = 0.0
             yield "row", row
 
-    def _decode_clip(self, ref, span: ClipSpan, n_rows: int, duration: float, video, audio,
-                     audio_error: str = "") -> Batch:
+    def _decode_clip(self, opened: OpenedVideo, span: ClipSpan, n_rows: int) -> Batch:
+        ref, duration, video, audio, audio_error = (opened.ref, opened.duration, opened.video, opened.audio,
+                                                    opened.audio_error)
         size, f = self.decode.image_size, self.clips.frames_per_clip
         frames, n_frames = None, 0
         if video is not None:
@@ -170,8 +184,7 @@ class VideoDecoder:
                 waveform = np.zeros((1, self.audio_len), dtype=np.float32)
                 waveform[0, : len(samples)] = samples
                 audio_len = len(samples)
-        return self.rows.ok(ref, span, n_rows, duration, frames=frames, n_frames=n_frames, waveform=waveform,
-                            audio_len=audio_len, audio_error=audio_error)
+        return self.rows.ok(ref, span, n_rows, duration, ClipMedia(frames, n_frames, waveform, audio_len, audio_error))
 
 
 

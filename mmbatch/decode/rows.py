@@ -7,6 +7,7 @@ driver knows when a video is complete.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,28 +25,23 @@ class ClipRows:
         frames = clips.frames_per_clip * self.image_size ** 2 * 3 if self.want_frames else 0
         return frames + (4 * audio_len if self.want_audio else 0)
 
-    def ok(self, ref: dict[str, Any], span: ClipSpan, n_rows: int, duration: float, *, frames, n_frames: int,
-           waveform, audio_len: int, audio_error: str = "") -> Batch:
-        """An ok clip; `audio_error`: why its audio track could not be read (the clip is kept)."""
-        return self.row(ref, span.index, span.start_s, span.end_s, n_rows, duration, "ok", "",
-                        frames=frames, n_frames=n_frames, waveform=waveform, audio_len=audio_len,
-                        audio_error=audio_error)
+    def ok(self, ref: dict[str, Any], span: ClipSpan, n_rows: int, duration: float, media: ClipMedia) -> Batch:
+        """An ok clip; `media.audio_error`: why its audio track could not be read (the clip is kept)."""
+        return self.row(ref, span, n_rows, duration, media)
 
     def error_clip(self, ref: dict[str, Any], span: ClipSpan, n_rows: int, reason: str, duration: float = 0.0) -> Batch:
-        return self.error(ref, span.index, span.start_s, span.end_s, n_rows, reason, duration=duration)
+        return self.row(ref, span, n_rows, duration, error=reason)
 
     def failed_video(self, ref: dict[str, Any], reason: str, seconds: float) -> Batch:
-        return self.error(ref, -1, 0.0, 0.0, 1, reason, seconds=seconds)
-
-    def error(self, ref, index, start, end, n_rows, reason, *, duration=0.0, seconds=0.0) -> Batch:
-        row = self.row(ref, index, start, end, n_rows, duration, "error", reason,
-                       frames=None, n_frames=0, waveform=None, audio_len=0)
+        row = self.row(ref, VIDEO_SPAN, 1, 0.0, error=reason)
         row["decode_seconds"] = np.array([seconds])
         return row
 
-    def row(self, ref, index, start, end, n_rows, duration, status, error, *, frames, n_frames, waveform,
-            audio_len, audio_error: str = "") -> Batch:
-        vid = str(ref["video_id"])
+    def row(self, ref, span: ClipSpan, n_rows: int, duration: float, media: ClipMedia | None = None, *,
+            error: str = "") -> Batch:
+        """A clip's row: ok with its `media`, or an error row (no media) saying `error`."""
+        vid, status, media = str(ref["video_id"]), "error" if error else "ok", media or NO_MEDIA
+        index, start, end = span.index, span.start_s, span.end_s
         row = {
             "video_id": np.array([vid]),
             "transcript_uri": np.array([str(ref.get("transcript_uri", ""))]),
@@ -61,14 +57,33 @@ class ClipRows:
             "error_stage": np.array(["decode" if status == "error" else ""]),
             "error": np.array([error]),
         }
+        if status == "error":
+            row["decode_seconds"] = np.array([0.0])
+        frames = media.frames
         if self.want_frames:
             size = self.image_size
             row["frames"] = frames if frames is not None else np.zeros((1, 0, size, size, 3), dtype=np.uint8)
-            row["n_frames"] = np.array([n_frames], dtype=np.int32)
+            row["n_frames"] = np.array([media.n_frames], dtype=np.int32)
             row["has_frames"] = np.array([frames is not None])
         if self.want_audio:
-            row["waveform"] = waveform if waveform is not None else np.zeros((1, 0), dtype=np.float32)
-            row["audio_len"] = np.array([audio_len], dtype=np.int32)
-            row["has_waveform"] = np.array([audio_len > 0])
-            row["audio_error"] = np.array([audio_error])
+            row["waveform"] = media.waveform if media.waveform is not None else np.zeros((1, 0), dtype=np.float32)
+            row["audio_len"] = np.array([media.audio_len], dtype=np.int32)
+            row["has_waveform"] = np.array([media.audio_len > 0])
+            row["audio_error"] = np.array([media.audio_error])
         return row
+
+
+@dataclass(frozen=True)
+class ClipMedia:
+    """What was decoded for one clip: frames (1, F, S, S, 3) with `n_frames` real, a waveform
+    (1, N) with `audio_len` real samples, and why its audio could not be read ("" if it could)."""
+
+    frames: np.ndarray | None = None
+    n_frames: int = 0
+    waveform: np.ndarray | None = None
+    audio_len: int = 0
+    audio_error: str = ""
+
+
+NO_MEDIA = ClipMedia()
+VIDEO_SPAN = ClipSpan(-1, 0.0, 0.0)  # the one row of a video that could not be opened

@@ -173,7 +173,8 @@ def discover(uri: str, storage_options: dict[str, Any] | None = None, *, trust: 
     fs, path = storage.filesystem(uri, storage_options)
     if is_manifest(path):
         watch(f"reading the manifest {redact_uri(uri)}")
-        return _from_manifest(fs, path, uri, storage_options, trust, max_manifest_rows, max_manifest_bytes, watch)
+        rows = read_manifest(fs, path, uri, max_rows=max_manifest_rows, max_bytes=max_manifest_bytes)
+        return _from_manifest(fs, path, uri, rows, _Reach(storage_options, trust, watch))
     watch(f"listing {redact_uri(uri)}")
     has_glob = _is_glob(fs, path)
     listing = _list(fs, path, uri, has_glob)
@@ -240,10 +241,20 @@ def _tar_refs(fs, shard: str, shard_id: str, info: dict[str, Any]) -> list[Video
     return refs
 
 
-def _from_manifest(fs, path: str, uri: str, storage_options, trust: AllowedRoots,
-                   max_rows: int, max_bytes: int, watch: Callable[[str], None]) -> list[VideoRef]:
+@dataclass(frozen=True)
+class _Reach:
+    """How discovery reaches a manifest's rows: the stores' options, the roots it may read, and
+    who is told what is being read."""
+
+    storage_options: dict | None
+    trust: AllowedRoots
+    watch: Callable[[str], None]
+
+
+def _from_manifest(fs, path: str, uri: str, rows, reach: _Reach) -> list[VideoRef]:
     refs = []
-    for number, row in enumerate(read_manifest(fs, path, uri, max_rows=max_rows, max_bytes=max_bytes), 1):
+    storage_options, trust, watch = reach.storage_options, reach.trust, reach.watch
+    for number, row in enumerate(rows, 1):
         target = row["uri"] if "://" in row["uri"] else full_uri(fs, row["uri"])  # relative rows: the manifest's store
         watch(f"checking {redact_uri(target)} (video {number} of the manifest {redact_uri(uri)})")
         stem, ext = _split_ext(target.split("?", 1)[0])

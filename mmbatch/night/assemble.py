@@ -24,6 +24,19 @@ from mmbatch.tables.tables import Tables, conform
 
 
 @dataclass(frozen=True)
+class PublishTarget:
+    """Where a night's files are assembled and how: the output's filesystem, the run's layout, the
+    publisher that links files in, the tables that carried rows are read from, the files' schemas."""
+
+    fs: object
+    layout: OutputLayout
+    publisher: Publisher
+    tables: Tables
+    clips_schema: pa.Schema
+    videos_schema: pa.Schema
+
+
+@dataclass(frozen=True)
 class Assembled:
     commit_id: str
     clip_files: list[str]  # names of the clip files of the night
@@ -35,18 +48,18 @@ def published_videos(tables: Tables, layout: OutputLayout) -> dict[str, VideoRow
     return {} if t is None else {row["video_id"]: VideoRow.from_dict(row) for row in t.to_pylist()}
 
 
-def assemble(fs, layout: OutputLayout, publisher: Publisher, night: Reconciled, outcomes: dict[str, VideoOutcome],
-             previous: dict[str, VideoRow], tables: Tables, clips_schema: pa.Schema,
-             videos_schema: pa.Schema) -> Assembled:
+def assemble(target: PublishTarget, night: Reconciled, outcomes: dict[str, VideoOutcome],
+             previous: dict[str, VideoRow]) -> Assembled:
+    fs, layout, videos_schema = target.fs, target.layout, target.videos_schema
     if fs.exists(layout.publish):
         fs.rm(layout.publish, recursive=True)  # a commit attempt that never wrote its record
     clips_dir, videos_dir = posixpath.join(layout.publish, "clips"), posixpath.join(layout.publish, "videos")
     fs.makedirs(clips_dir, exist_ok=True)
     fs.makedirs(videos_dir, exist_ok=True)
-    files = _stage_parts(fs, layout, publisher, outcomes, set(night.kept), clips_dir)
+    files = _stage_parts(target, outcomes, set(night.kept), clips_dir)
     carried = carry_ids(night, previous)
     if carried:
-        files.append(_carry(fs, layout, tables, carried, clips_dir, clips_schema))
+        files.append(_carry(target, carried, clips_dir))
     rows = [r.to_dict() for r in night.rows]
     rows = [{k: row.get(k) for k in videos_schema.names} for row in rows]
     storage.write_parquet(fs, posixpath.join(videos_dir, "videos.parquet"), pa.Table.from_pylist(rows, schema=videos_schema))
@@ -72,9 +85,10 @@ def is_uncommitted(fs, layout: OutputLayout, commit_id: str | None) -> bool:
     return False
 
 
-def _stage_parts(fs, layout: OutputLayout, publisher: Publisher, outcomes: dict[str, VideoOutcome],
-                 excluded: set[str], clips_dir: str) -> list[str]:
+def _stage_parts(target: PublishTarget, outcomes: dict[str, VideoOutcome], excluded: set[str],
+                 clips_dir: str) -> list[str]:
     """Link each needed staged part into the publish folder; rewrite those with extra rows."""
+    fs, layout, publisher = target.fs, target.layout, target.publisher
     wanted: dict[str, set[str]] = {}
     rows_wanted: dict[str, int] = {}
     totals: dict[str, int] = {}
@@ -96,9 +110,9 @@ def _stage_parts(fs, layout: OutputLayout, publisher: Publisher, outcomes: dict[
     return sorted(wanted)
 
 
-def _carry(fs, layout: OutputLayout, tables: Tables, video_ids: list[str], clips_dir: str,
-           clips_schema: pa.Schema) -> str:
+def _carry(target: PublishTarget, video_ids: list[str], clips_dir: str) -> str:
     """Rows committed earlier tonight that stay: read from the current partition, one file."""
+    fs, layout, tables, clips_schema = target.fs, target.layout, target.tables, target.clips_schema
     t = tables.read_date("clips", layout.run_date)
     if t is not None:
         t = t.filter(pc.is_in(t["video_id"], value_set=pa.array(video_ids)))

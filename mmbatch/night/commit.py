@@ -37,13 +37,13 @@ from typing import Any, Callable
 from mmbatch import schema, storage
 from mmbatch.errors import DamagedOutputError, MmbatchError, short_reason
 from mmbatch.night import runs
-from mmbatch.night.assemble import assemble, is_uncommitted, published_videos
+from mmbatch.night.assemble import PublishTarget, assemble, is_uncommitted, published_videos
 from mmbatch.night.lock import LeaseLostError
 from mmbatch.night.publish import publisher_for
-from mmbatch.night.reconcile import reconcile
+from mmbatch.night.reconcile import Tonight, reconcile
 from mmbatch.output.layout import OutputLayout
 from mmbatch.output.records import VideoOutcome
-from mmbatch.tables.tables import ParquetTables, TableConflictError, Tables
+from mmbatch.tables.tables import RUN_RECORD, TABLE_LOG, ParquetTables, TableConflictError, Tables
 
 log = logging.getLogger(__name__)
 COMMIT_STEPS = ("assemble", "manifest", "publish", "state", "cleanup")
@@ -68,23 +68,23 @@ class Committer:
         self.clips_schema = schema.with_metadata(schema.file_schema(schema.CLIPS_SCHEMA), config_json, dims)
         self.tables = tables or ParquetTables(fs, layout.root, layout.root)
         self.publisher = publisher_for(fs, self.tables)  # chosen once: the format, local folders or an object store
+        self.target = PublishTarget(fs, layout, self.publisher, self.tables, self.clips_schema, self.videos_schema)
 
     def commit(self, refs: list, outcomes: dict[str, VideoOutcome], skipped: dict[str, dict],
                manifest_extra: dict[str, Any], guard: Callable[[], None] | None = None) -> dict[str, Any]:
         """Steps 1-7; returns the run record as written (clean-up warnings included). `guard()` is
         called just before the commit record is written (the run's lease check): if it raises,
         nothing is committed and its error goes up as it is."""
-        fs, lay, tables = self.fs, self.layout, self.tables
+        lay, tables = self.layout, self.tables
         step, committed = "assemble", False
         try:
             base = tables.pin()  # what this commit reads and builds on
             previous = published_videos(tables, lay)
-            night = reconcile(refs, outcomes, skipped, previous, self.fingerprint, lay.run_id, self.dims)
-            done = assemble(fs, lay, self.publisher, night, outcomes, previous, tables, self.clips_schema,
-                            self.videos_schema)
+            night = reconcile(Tonight(refs, outcomes, skipped), previous, self.fingerprint, lay.run_id, self.dims)
+            done = assemble(self.target, night, outcomes, previous)
             manifest = runs.build_run_record(lay, self.fingerprint, done.commit_id, night, done.clip_files,
                                              {"format": tables.format, **manifest_extra})
-            if tables.transactional:
+            if tables.commit_point == TABLE_LOG:
                 manifest["table_base"] = base
             step = "manifest"
             if guard is not None:
@@ -102,15 +102,15 @@ class Committer:
             raise CommitError(step, committed, err) from err
         finally:
             tables.unpin()
-        warnings = self.finish(lay, manifest)
-        if warnings:
-            self.amend(manifest, cleanup_warnings=warnings)
+        self.finish(lay, manifest)
         return manifest
 
-    def finish(self, layout: OutputLayout, manifest: dict[str, Any], keep_parts: bool = False) -> list[str]:
-        """Steps 6-7, after the commit: the state table, then clean-up. Neither is fatal, since the
-        night is committed: a state table left behind is caught up by the next run that reads it
-        (its record names a run the state has not merged), and the record says `state_updated: false`."""
+    def finish(self, layout: OutputLayout, manifest: dict[str, Any], keep_parts: bool = False) -> None:
+        """Steps 6-7, after the commit point, for this run and for a run whose commit was interrupted
+        (roll_forward): the state table, then clean-up, and what failed noted in the run's record.
+        Nothing here is fatal, since the night is committed: a state table left behind is caught up
+        by the next run that reads it (its record names a run the state has not merged), and the
+        record says `state_updated: false`."""
         warnings = []
         try:
             self.update_state(layout)
@@ -119,11 +119,13 @@ class Committer:
             warnings.append(f"{STATE_NOT_UPDATED}: {short_reason(err, 300)}")
             log.warning("%s: %s (the run is committed; the next run catches the state table up)",
                         STATE_NOT_UPDATED, short_reason(err, 300))
-        return warnings + self.cleanup(layout, manifest, keep_parts)
+        warnings += self.cleanup(layout, manifest, keep_parts)
+        if warnings:
+            self.amend(manifest, layout, cleanup_warnings=warnings)
 
     def _record(self, manifest: dict[str, Any]) -> bool:
         """Write the commit record (plain Parquet: the commit point, True) or the intent (tables)."""
-        if self.publisher.record_is_commit:
+        if self.tables.commit_point == RUN_RECORD:
             runs.write_run_record(self.fs, self.layout, manifest)
             return True
         runs.write_intent(self.fs, self.layout, manifest)
@@ -137,19 +139,20 @@ class Committer:
         except TableConflictError:
             runs.drop_intent(self.fs, layout)
             raise
-        if self.publisher.record_is_commit:
+        if self.tables.commit_point == RUN_RECORD:
             return True
         manifest["table_versions"] = versions
         runs.write_run_record(self.fs, layout, manifest)
         runs.drop_intent(self.fs, layout)
         return True
 
-    def amend(self, manifest: dict[str, Any], **notes) -> None:
-        """Add notes made after the commit (clean-up warnings, the report) to the run record, so
-        the record on disk is the one the run returns. Never fatal: the night is committed."""
+    def amend(self, manifest: dict[str, Any], layout: OutputLayout | None = None, **notes) -> None:
+        """Add notes made after the commit (clean-up warnings, the report) to the run record (of
+        `layout`'s run: this run's by default), so the record on disk is the one the run returns.
+        Never fatal: the night is committed."""
         manifest.update(notes)
         try:
-            runs.write_run_record(self.fs, self.layout, manifest)
+            runs.write_run_record(self.fs, layout or self.layout, manifest)
         except Exception as err:
             log.warning("could not add %s to the run record: %s (the run is committed)", ", ".join(notes), err)
 
@@ -165,7 +168,7 @@ class Committer:
             other = self.layout.of_run(posixpath.basename(path.rstrip("/")))
             if not other.run_id.startswith(self.layout.run_date.isoformat() + "_") or not self.fs.exists(other.publish):
                 continue
-            record = runs.pending_record(self.fs, other, self.publisher.record_is_commit)
+            record = runs.pending_record(self.fs, other, intent_first=self.tables.commit_point == TABLE_LOG)
             if record is None or is_uncommitted(self.fs, other, record.get("commit_id")):
                 self.fs.rm(other.publish, recursive=True)
                 continue
@@ -183,15 +186,9 @@ class Committer:
         return done
 
     def update_state(self, layout: OutputLayout) -> None:
-        from mmbatch.night.lock import Lease
-        from mmbatch.night.state import update_state
+        from mmbatch.night.state import update_state_held
 
-        lease = Lease(self.fs, layout.state_lock, layout.run_id, ttl_s=120, what="the state table")
-        lease.acquire_waiting(timeout_s=300)
-        try:
-            update_state(self.fs, layout, self.tables)
-        finally:
-            lease.release()
+        update_state_held(self.fs, layout, self.tables)
 
     def cleanup(self, layout: OutputLayout, manifest: dict[str, Any], keep_parts: bool = False) -> list[str]:
         """Step 7: superseded records marked, staging removed (`keep_parts`: all but the staged parts,

@@ -23,13 +23,12 @@ from typing import Any
 
 from mmbatch import storage
 from mmbatch.output.layout import SUCCESS_MARKER, OutputLayout
-from mmbatch.tables.tables import TABLES, Tables
+from mmbatch.tables.tables import TABLE_LOG, TABLES, Tables
 
 
 class Publisher:
     """How staged files become the night's partitions on one kind of storage."""
 
-    record_is_commit = True  # the run record is the commit point (False: the table commit is)
 
     def __init__(self, fs):
         self.fs = fs
@@ -94,7 +93,6 @@ class ObjectStorePublisher(Publisher):
 class TablePublisher(Publisher):
     """Delta and Iceberg: the night's files go under the table's folder, one commit a table."""
 
-    record_is_commit = False
 
     def __init__(self, fs, tables: Tables):
         super().__init__(fs)
@@ -107,10 +105,10 @@ class TablePublisher(Publisher):
         commit_id, base = record["commit_id"], record.get("table_base") or {}
         versions = {}
         for table in TABLES:
-            done = self.tables.committed_version(table, commit_id, base.get(table))
+            done = self.tables.version_of_commit(table, commit_id, base.get(table))
             if done is None:
                 files = self._place(layout, table, commit_id)
-                done = self.tables.commit(table, layout.run_date, files, base.get(table),
+                done = self.tables.write_version(table, layout.run_date, files, base.get(table),
                                           commit_properties(record, table))
             versions[table] = done
         return versions
@@ -145,7 +143,7 @@ def commit_properties(record: dict[str, Any], table: str) -> dict[str, str]:
 
 
 def publisher_for(fs, tables: Tables | None = None) -> Publisher:
-    if tables is not None and tables.transactional:
+    if tables is not None and tables.commit_point == TABLE_LOG:
         return TablePublisher(fs, tables)
     return LocalFolderPublisher(fs) if storage.is_local_fs(fs) else ObjectStorePublisher(fs)
 

@@ -53,11 +53,22 @@ def videos_rows(refs: list, outcomes: dict[str, VideoOutcome], skipped: dict[str
     return rows
 
 
-def reconcile(refs: list, outcomes: dict[str, VideoOutcome], skipped: dict[str, dict],
-              previous: dict[str, VideoRow], fingerprint: str, run_id: str, dims: EmbeddingDims) -> Reconciled:
+@dataclass(frozen=True)
+class Tonight:
+    """What a night knows of its inputs at its commit: every input (VideoRef), the outcomes of
+    those it finished (video id → VideoOutcome) and the state rows of those it skipped."""
+
+    refs: list
+    outcomes: dict[str, VideoOutcome]
+    skipped: dict[str, dict]
+
+
+def reconcile(tonight: Tonight, previous: dict[str, VideoRow], fingerprint: str, run_id: str,
+              dims: EmbeddingDims) -> Reconciled:
     """The night's rows against what the date holds now (`previous`: its committed `videos` rows).
     Raises RuntimeError if the rows do not account for every input exactly once."""
-    rows = videos_rows(refs, outcomes, skipped, fingerprint, run_id)
+    refs, outcomes = tonight.refs, tonight.outcomes
+    rows = videos_rows(refs, outcomes, tonight.skipped, fingerprint, run_id)
     if len(rows) != len(refs) or len({r.video_id for r in rows}) != len(refs):
         raise RuntimeError(f"reconciliation failed: {len(refs)} inputs, {len(rows)} rows")
     input_ids = {r.video_id for r in refs}

@@ -89,10 +89,10 @@ def drop_intent(fs, layout: OutputLayout) -> None:
         fs.rm(layout.intent)
 
 
-def pending_record(fs, layout: OutputLayout, record_is_commit: bool) -> dict | None:
+def pending_record(fs, layout: OutputLayout, intent_first: bool) -> dict | None:
     """The record of a run whose publish may be unfinished: its commit record (plain Parquet),
     or its intent, else its commit record (tables: committed, clean-up left)."""
-    if not record_is_commit:
+    if intent_first:
         intent = read_run_record(fs, layout.intent)
         if intent is not None:
             return intent

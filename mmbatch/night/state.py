@@ -24,7 +24,7 @@ from mmbatch.errors import DamagedOutputError
 from mmbatch.night.runs import list_run_records
 from mmbatch.output.layout import OutputLayout
 from mmbatch.schema import STATE_SCHEMA
-from mmbatch.tables.tables import Tables, damaged
+from mmbatch.tables.tables import TABLE_LOG, Tables, damaged
 
 log = logging.getLogger(__name__)
 METADATA_RUNS = b"mmbatch.state_runs"
@@ -97,6 +97,23 @@ def update_state(fs, layout: OutputLayout, tables: Tables) -> int:
     return table.num_rows
 
 
+# The state table's own lease: one night merges at a time; a merge takes seconds, so a lease this
+# long outlives one, and a night that waits this long for another's merge gives up (not fatal).
+STATE_LEASE_TTL_S, STATE_LEASE_WAIT_S = 120.0, 300.0
+
+
+def update_state_held(fs, layout: OutputLayout, tables: Tables) -> int:
+    """`update_state` under the state table's lease (other nights of the output merge too)."""
+    from mmbatch.night.lock import Lease
+
+    lease = Lease(fs, layout.state_lock, layout.run_id, ttl_s=STATE_LEASE_TTL_S, what="the state table")
+    lease.acquire_waiting(timeout_s=STATE_LEASE_WAIT_S)
+    try:
+        return update_state(fs, layout, tables)
+    finally:
+        lease.release()
+
+
 def skip_candidates(fs, layout: OutputLayout, tables: Tables, video_ids: list[str]) -> dict[str, dict]:
     """State rows of the given videos (the only part of the state the driver turns into dicts)."""
     table, _ = read_state(fs, layout, tables)
@@ -136,7 +153,7 @@ def _with_readable_clips(tables: Tables, skipped: dict[str, dict]) -> dict[str, 
     days = sorted({prev["run_date"] for prev in skipped.values()})
     # A night's listing and footers a thread (many nights cost seconds, not minutes); a table format's
     # catalog or log reader is not shared across threads.
-    with ThreadPoolExecutor(max_workers=1 if tables.transactional else 8) as pool:
+    with ThreadPoolExecutor(max_workers=1 if tables.commit_point == TABLE_LOG else 8) as pool:
         unreadable = list(pool.map(lambda d: tables.unreadable_files("clips", d) + tables.unreadable_files("videos", d),
                                    days))
     for day, bad in zip(days, unreadable):

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from mmbatch.config import PipelineConfig
 from mmbatch.errors import short_reason
-from mmbatch.night.night import NightOutput
+from mmbatch.night.night import Night, record_json
 from mmbatch.schema import EmbeddingDims
 from mmbatch.stage import StageSpec
 
@@ -53,29 +53,28 @@ class RunResult:
 @dataclass
 class RunPlan:
     """Everything decided before any video is read: models inspected, inputs discovered and checked,
-    what is resumed, skipped or refused, and (unless a dry run) the lease on the night."""
+    the night opened (its lease taken unless a dry run) and its inputs sorted."""
 
     config: PipelineConfig
     input_uri: str
-    output_uri: str
-    run_date: dt.date
-    refs: list  # VideoRef: every input of the night
+    night: Night  # layout, lease, tables, ledger, committer, the sorted work
     dims: EmbeddingDims
-    fingerprint: str
     identities: dict[str, str]  # each model's identity: what the fingerprint hashes
-    night: NightOutput  # layout, ledger, committer, writer arguments, lease (None for a dry run)
     specs: list[StageSpec]
-    resumed: dict  # video id → outcome finished by an earlier attempt of this run
-    skipped: dict  # video id → state row: scored on an earlier night from the same content and models
-    todo: list  # VideoRef to score now
-    refused: list  # VideoRef refused or unreadable: failed with the reason, never read
     rolled: list = field(default_factory=list)  # runs of the date whose interrupted commit this plan finished
     started: float = field(default_factory=time.perf_counter)
 
+    output_uri = property(lambda self: self.night.output_uri)
+    run_date = property(lambda self: self.night.layout.run_date)
+    refs = property(lambda self: self.night.refs)  # VideoRef: every input of the night
+    resumed = property(lambda self: self.night.work.resumed)
+    skipped = property(lambda self: self.night.work.skipped)
+    refused = property(lambda self: self.night.work.refused)
+    todo = property(lambda self: self.night.work.todo)
+
     def release(self) -> None:
         """Free the night (a plan that will not be executed)."""
-        if self.night.lease is not None:
-            self.night.lease.release()
+        self.night.release()
 
     def summary(self) -> str:
         return (f"{len(self.refs)} inputs: {len(self.todo)} to score, {len(self.resumed)} resumed, "
@@ -84,11 +83,11 @@ class RunPlan:
 
 @dataclass
 class PlanWatch:
-    """What the plan is reading now, and the lease once taken: the plan runs in a thread and
-    another keeps its deadline (run.plan_timeout_s), naming what it was stuck on."""
+    """What the plan is reading now, and the night once its lease is taken: the plan runs in a
+    thread and another keeps its deadline (run.plan_timeout_s), naming what it was stuck on."""
 
     doing: str = "starting"
-    lease: Any = None
+    lease: Any = None  # the night (its release() frees the lease)
 
     def __call__(self, doing: str) -> None:
         self.doing = doing
@@ -108,96 +107,56 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, run_date: 
 
     `checked` is called once the inputs are listed and the output is known to be writable, before
     the models' configs are read (seconds: it imports torch): the CLI starts Ray at that point,
-    so the two overlap. `watch` is told what is being read, and gets the lease once taken.
+    so the two overlap. `watch` is told what is being read, and gets the night once its lease is taken.
     """
     from mmbatch.encoders.inspect import model_identities
     from mmbatch.inputs import sources
-    from mmbatch.night.night import night_layout
     from mmbatch.trust import AllowedRoots, redact_uri
 
     t0 = time.perf_counter()
     watch = watch or PlanWatch()
     watch("identifying the configured models")
     identities = model_identities(config)  # hashed once: the trained-head check reuses them
-    fingerprint = config.fingerprint(identities)
-    fs, layout = night_layout(output_uri, config.storage_options, run_date, fingerprint)
+    night = Night(output_uri, run_date, config.fingerprint(identities), storage_options=config.storage_options,
+                  output=config.output, lease_ttl_s=config.run.lock_ttl_s)
     trust = AllowedRoots.for_input(input_uri, config.inputs.allowed_roots)
     refs = sources.discover(input_uri, config.storage_options, trust=trust, watch=watch,
                             max_manifest_rows=config.inputs.max_manifest_rows,
                             max_manifest_bytes=config.inputs.max_manifest_bytes)
     watch(f"taking the lease on the output {redact_uri(output_uri)}")
-    lease = watch.lease = _take_night(fs, layout, output_uri, config, dry_run)
+    if dry_run:
+        night.probe()
+    else:
+        watch.lease = night.take()
     try:
         if checked is not None:
             checked()
-        plan = _plan_work(config, input_uri, output_uri, run_date, refs, identities, fingerprint, fs, layout, trust,
-                          lease=lease, force=force, dry_run=dry_run, watch=watch)
+        plan = _plan_work(RunPlan(config, input_uri, night, None, identities, []), refs, trust, force=force,
+                          watch=watch)
     except BaseException:
-        if lease is not None:
-            lease.release()
+        night.release()
         raise
     plan.started = t0
     log.info("%s", plan.summary())
     return plan
 
 
-def _take_night(fs, layout, output_uri: str, config: PipelineConfig, dry_run: bool):
-    """The lease on the night (None for a dry run, which only probes): the first write to the
-    output, so an unwritable output fails here, before any video work."""
-    from mmbatch.errors import OutputError, OutputMistakeError
-    from mmbatch.night.lock import LockedError
-    from mmbatch.night.night import night_lease
-    from mmbatch.trust import redact_uri
-
-    lease = night_lease(fs, layout, output_uri, config.run.lock_ttl_s)
-    try:
-        lease.probe() if dry_run else lease.acquire()
-    except LockedError:
-        raise
-    except Exception as err:
-        # A file where a folder belongs, or no permission: a person must act (2); a full disk or a
-        # store that does not answer may pass (1).
-        kind = OutputMistakeError if isinstance(err, _OUTPUT_MISTAKES) else OutputError
-        raise kind(f"cannot write to the output {redact_uri(output_uri)}: {short_reason(err, 300)}") from None
-    return None if dry_run else lease
-
-
-_OUTPUT_MISTAKES = (NotADirectoryError, FileExistsError, IsADirectoryError, PermissionError)
-
-
-def _plan_work(config: PipelineConfig, input_uri: str, output_uri: str, run_date: dt.date, refs: list,
-               identities: dict, fingerprint: str, fs, layout, trust, *, lease, force: bool, dry_run: bool,
-               watch: PlanWatch) -> RunPlan:
-    """Models inspected, the night's objects wired, and what is resumed, skipped, refused or to do."""
+def _plan_work(plan: RunPlan, refs: list, trust, *, force: bool, watch: PlanWatch) -> RunPlan:
+    """Models inspected, the night opened, and its inputs sorted into resumed, skipped, refused, to do."""
     from mmbatch.encoders.inspect import inspect_models
-    from mmbatch.night.night import open_night
-    from mmbatch.night.state import skipped_videos
-    from mmbatch.output.records import VideoOutcome
     from mmbatch.pipeline.graph import row_group_rows, stage_specs
-    from mmbatch.tables.formats import open_tables
 
+    config, night = plan.config, plan.night
     watch("reading the configured models' configs")
-    dims = inspect_models(config, identities)
+    plan.dims = inspect_models(config, plan.identities)
     watch("opening the output's tables")
-    tables = open_tables(output_uri, config.storage_options, config.output)
-    night = open_night(fs, layout, refs, output_uri=output_uri, fingerprint=fingerprint, dims=dims,
-                       config_json=json.dumps(config.redacted(), sort_keys=True), storage_options=config.storage_options,
-                       row_group_rows=row_group_rows(config, dims), lease=lease, tables=tables)
-    specs = stage_specs(config, dims, night.writer, trust)
+    night.open(refs, plan.dims, config_json=record_json(config), row_group_rows=row_group_rows(config, plan.dims))
+    plan.specs = stage_specs(config, plan.dims, night.writer, trust)
     watch("finishing an interrupted commit of the date, if any")
-    rolled = [] if dry_run else night.committer.roll_forward()
-    watch("reading the work staged by earlier attempts of the night")
-    resumed = night.ledger.load() if not force else {}
-    refused = [r for r in refs if r.error]
-    for ref in refused:  # refused or unreadable inputs: failed with the reason, never read
-        night.ledger.done[ref.video_id] = VideoOutcome(ref.video_id, "error", n_clips=0, duration_s=None,
-                                                       decode_seconds=0.0, error_stage="input", error=ref.error,
-                                                       etag=ref.etag, size_bytes=ref.size_bytes)
-    watch("reading the state table (videos scored on earlier nights)")
-    skipped = skipped_videos(fs, layout, night.committer.tables, refs, resumed, fingerprint) if not force else {}
-    todo = [r for r in refs if r.video_id not in night.ledger.done and r.video_id not in skipped]
-    return RunPlan(config, input_uri, output_uri, run_date, refs, dims, fingerprint, identities, night, specs,
-                   resumed, skipped, todo, refused, rolled)
+    plan.rolled = night.roll_forward() if night.held else []
+    watch("reading the work staged by earlier attempts of the night and the state table")
+    night.sort(force=force)
+    return plan
 
 
 def execute(plan: RunPlan, *, strict_resources: bool = True) -> RunResult:
@@ -222,16 +181,15 @@ def execute(plan: RunPlan, *, strict_resources: bool = True) -> RunResult:
         wall = time.perf_counter() - plan.started
         extra = _manifest_extra(plan, wall, stage_stats, execution_s)
         with _interrupts_deferred() as received:  # committed entirely, or not at all
-            manifest = night.committer.commit(plan.refs, night.ledger.done, plan.skipped, extra,
-                                              guard=night.lease.check)  # a lapsed or lost lease never commits
+            manifest = night.commit(extra)
         if received:
             log.warning("%s arrived during the commit; the night is committed, its report left out", received[0])
         else:
-            _write_report(plan, manifest)
+            night.report(manifest)
     finally:
-        night.lease.release()
+        night.release()
     c = manifest["counts"]
-    return RunResult(night.layout.run_id, plan.output_uri, c["inputs"], c["scored"], c["failed"], c["skipped"],
+    return RunResult(night.run_id, plan.output_uri, c["inputs"], c["scored"], c["failed"], c["skipped"],
                      c["clips"], wall, manifest)
 
 
@@ -258,13 +216,12 @@ def _interrupts_deferred():
 def _score(plan: RunPlan) -> tuple[list[dict[str, Any]] | None, float]:
     """Run the graph over the videos to do; their completion records go to the ledger. Returns
     Ray Data's per-operator stats and the seconds the graph ran."""
-    from mmbatch.night.progress import ProgressReporter
     from mmbatch.pipeline import adapter, ray_runtime, run_stats, tally
 
     config, ledger = plan.config, plan.night.ledger
     ledger.begin()
     scored = tally.start_tally()
-    progress = ProgressReporter(ledger, len(plan.todo), config.run.progress_interval_s, lambda: tally.counts(scored))
+    progress = plan.night.progress(config.run.progress_interval_s, lambda: tally.counts(scored))
     progress.start()
     key = f"{config_key(config)}-{ledger.attempt}"
     specs = ray_runtime.starting_sizes(plan.specs, ray_runtime.cluster_resources(), len(plan.todo))
@@ -314,22 +271,6 @@ def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_da
                  *, force: bool = False, strict_resources: bool = True) -> RunResult:
     """Discover, skip what is done, score the rest, commit: `plan_run` then `execute`."""
     return execute(plan_run(config, input_uri, output_uri, run_date, force=force), strict_resources=strict_resources)
-
-
-def _write_report(plan: RunPlan, manifest: dict[str, Any]) -> None:
-    """The night's HTML report next to its run record, which then names it; a report is never a
-    reason to fail the night."""
-    from mmbatch.readers.report import write_report
-
-    committer = plan.night.committer
-    try:
-        report = write_report(plan.output_uri, plan.run_date, plan.config.storage_options,
-                              output_config=plan.config.output)
-    except Exception as err:
-        log.warning("run report not written: %s", short_reason(err, 300))
-        committer.amend(manifest, cleanup_warnings=[*manifest["cleanup_warnings"], f"run report: {short_reason(err, 300)}"])
-        return
-    committer.amend(manifest, report=report)
 
 
 # A store that will not take the workers' requests as they are: botocore's exception types, and the

@@ -19,7 +19,7 @@ import pyarrow as pa
 from mmbatch import storage
 from mmbatch.schema import PARTITION_COLUMN
 from mmbatch.tables import damage
-from mmbatch.tables.tables import TABLE_LOG_ADVICE, TABLE_SCHEMAS, TABLES, TableConflictError, Tables, damaged
+from mmbatch.tables.tables import TABLE_LOG, TABLE_LOG_ADVICE, TABLE_SCHEMAS, TABLES, TableConflictError, Tables, damaged
 
 COMMIT_ID_KEY = "mmbatch.commit_id"
 RUN_DATE_KEY = "mmbatch.run_date"
@@ -45,7 +45,7 @@ def object_store_options(storage_options: dict | None) -> dict[str, str]:
 
 class DeltaTables(Tables):
     format = "delta"
-    transactional = True
+    commit_point = TABLE_LOG
 
     def __init__(self, fs, root: str, uri: str, storage_options: dict | None = None):
         super().__init__(fs, root, uri, storage_options)
@@ -113,7 +113,7 @@ class DeltaTables(Tables):
         return sorted((a["path"], a["size_bytes"], a["num_records"]) for a in self._actions(table, version)
                       if a[f"partition.{PARTITION_COLUMN}"] == day)
 
-    def commits_of_date(self, table: str, day: dt.date) -> list[dict[str, Any]]:
+    def versions_of_date(self, table: str, day: dt.date) -> list[dict[str, Any]]:
         out = []
         for entry in reversed(self.history(table)):
             if entry.get(RUN_DATE_KEY) == day.isoformat():
@@ -128,7 +128,7 @@ class DeltaTables(Tables):
             return []
         return d.history(limit=None if after is None else max(d.version() - after, 0))
 
-    def commit(self, table: str, day: dt.date, files: list[tuple[str, int, int]], base: int | None,
+    def write_version(self, table: str, day: dt.date, files: list[tuple[str, int, int]], base: int | None,
                properties: dict[str, str]) -> int:
         """One commit on top of version `base` (None: the table is created): the date's files become
         exactly `files` (path relative to the table, bytes, rows). Returns the new version."""
@@ -154,9 +154,9 @@ class DeltaTables(Tables):
             if "already exists" in str(err) or type(err).__name__ == "CommitFailedError":
                 raise TableConflictError.of(f"the Delta table {self.uri_of(table)}", base, str(err)) from None
             raise
-        return self.committed_version(table, properties[COMMIT_ID_KEY], base)
+        return self.version_of_commit(table, properties[COMMIT_ID_KEY], base)
 
-    def committed_version(self, table: str, commit_id: str, after: int | None = None) -> int | None:
+    def version_of_commit(self, table: str, commit_id: str, after: int | None = None) -> int | None:
         """The version after `after` whose commit carries `commit_id`, or None."""
         for entry in self.history(table, after):
             if entry.get(COMMIT_ID_KEY) == commit_id:

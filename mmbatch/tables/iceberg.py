@@ -24,7 +24,7 @@ from mmbatch import storage
 from mmbatch.errors import ConfigError
 from mmbatch.schema import PARTITION_COLUMN
 from mmbatch.tables import damage
-from mmbatch.tables.tables import TABLE_LOG_ADVICE, TABLE_SCHEMAS, TABLES, TableConflictError, Tables, damaged
+from mmbatch.tables.tables import TABLE_LOG, TABLE_LOG_ADVICE, TABLE_SCHEMAS, TABLES, TableConflictError, Tables, damaged
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def file_io_properties(storage_options: dict | None) -> dict[str, str]:
 
 class IcebergTables(Tables):
     format = "iceberg"
-    transactional = True
+    commit_point = TABLE_LOG
 
     def __init__(self, fs, root: str, uri: str, storage_options: dict | None, config):
         super().__init__(fs, root, uri, storage_options)
@@ -136,7 +136,7 @@ class IcebergTables(Tables):
         return sorted((f.file_path.removeprefix(prefix), f.file_size_in_bytes, f.record_count)
                       for f in self._files(table, version, day))
 
-    def commits_of_date(self, table: str, day: dt.date) -> list[dict[str, Any]]:
+    def versions_of_date(self, table: str, day: dt.date) -> list[dict[str, Any]]:
         tbl = self.load(table, fresh=True)
         out = []
         for snap in tbl.snapshots() if tbl is not None else []:
@@ -168,14 +168,14 @@ class IcebergTables(Tables):
                 removed += 1
         return {"expired_snapshots": before - len(tbl.snapshots()), "removed_files": removed}
 
-    def committed_version(self, table: str, commit_id: str, after: Any = None) -> int | None:
+    def version_of_commit(self, table: str, commit_id: str, after: Any = None) -> int | None:
         tbl = self.load(table, fresh=True)
         for snap in tbl.snapshots() if tbl is not None else []:
             if snap.summary and snap.summary.additional_properties.get("mmbatch.commit_id") == commit_id:
                 return snap.snapshot_id
         return None
 
-    def commit(self, table: str, day: dt.date, files: list[tuple[str, int, int]], base: int | None,
+    def write_version(self, table: str, day: dt.date, files: list[tuple[str, int, int]], base: int | None,
                properties: dict[str, str]) -> int:
         from pyiceberg.exceptions import CommitFailedException, ValidationException
 
@@ -193,7 +193,7 @@ class IcebergTables(Tables):
                         change.append_data_file(f)
         except (CommitFailedException, ValidationException) as err:
             raise self._conflict(table, base, str(err)) from None
-        return self.committed_version(table, properties["mmbatch.commit_id"])
+        return self.version_of_commit(table, properties["mmbatch.commit_id"])
 
     def _conflict(self, table: str, base: Any, why: str) -> TableConflictError:
         return TableConflictError.of(f"the Iceberg table {'.'.join(self.ident(table))}", base, why)

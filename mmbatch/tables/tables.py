@@ -40,11 +40,15 @@ class TableConflictError(OutputError):
                    f"it on top. ({why[:200]})")
 
 
+# Where a night's commit point lies, one property of each output format (Tables.commit_point).
+RUN_RECORD, TABLE_LOG = "run record", "table log"
+
+
 class Tables:
     """The committed content of the output's tables, read through their format."""
 
     format = "parquet"
-    transactional = False  # True: a table log decides what is committed (delta, iceberg)
+    commit_point = RUN_RECORD  # what commits a night: its run record, or (Delta, Iceberg) the tables' logs
 
     def __init__(self, fs, root: str, uri: str, storage_options: dict | None = None):
         self.fs, self.root, self.uri, self.storage_options = fs, root.rstrip("/"), uri, storage_options or {}
@@ -158,27 +162,27 @@ class Tables:
                 parts.append(t.append_column(PARTITION_COLUMN, pa.array([day] * t.num_rows, pa.date32())))
         return pa.concat_tables(parts) if parts else None
 
-    # -- table formats only: commits on a pinned version --------------------------------------
+    # -- table formats only: versions written on a pinned version --------------------------------------
     def current(self, table: str) -> Any:
         """The table's version now (Delta: a number; Iceberg: a snapshot id); None: no table yet."""
         raise NotImplementedError
 
-    def commit(self, table: str, day: dt.date, files: list[tuple[str, int, int]], base: Any,
+    def write_version(self, table: str, day: dt.date, files: list[tuple[str, int, int]], base: Any,
                properties: dict[str, str]) -> Any:
-        """One commit on top of version `base` (None: create the table) that makes the date's files
+        """One table transaction on top of version `base` (None: create the table) that makes the date's files
         exactly `files` (path relative to the table folder, bytes, rows); returns the new version.
         Raises TableConflictError when the table is no longer at `base`."""
         raise NotImplementedError
 
-    def committed_version(self, table: str, commit_id: str, after: Any = None) -> Any:
-        """The version (newer than `after`) committed with `commit_id`, or None."""
+    def version_of_commit(self, table: str, commit_id: str, after: Any = None) -> Any:
+        """The version (newer than `after`) written for the night's `commit_id`, or None."""
         raise NotImplementedError
 
     def files_of_date(self, table: str, day: dt.date, version: Any = None) -> list[tuple[str, int, int]]:
-        """The date's data files at `version` (now: None), as `commit` takes them."""
+        """The date's data files at `version` (now: None), as `write_version` takes them."""
         raise NotImplementedError
 
-    def commits_of_date(self, table: str, day: dt.date) -> list[dict[str, Any]]:
+    def versions_of_date(self, table: str, day: dt.date) -> list[dict[str, Any]]:
         """mmbatch's commits of the date, oldest first: `version`, `before` (the version it was made
         on) and mmbatch's commit properties without their prefix (run_id, commit_id, operation, …)."""
         raise NotImplementedError

@@ -25,7 +25,7 @@ from mmbatch.night.publish import commit_properties
 from mmbatch.night.runs import read_run_record
 from mmbatch.output.layout import OutputLayout
 from mmbatch.tables.formats import open_tables
-from mmbatch.tables.tables import TABLES, Tables
+from mmbatch.tables.tables import TABLE_LOG, TABLES, Tables
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def maintain(output: str, retention_hours: float, storage_options: dict | None =
              output_config=None) -> dict[str, Any]:
     """Upkeep of both tables; returns what was done per table."""
     tables = open_tables(output, storage_options, output_config)
-    if not tables.transactional:
+    if tables.commit_point != TABLE_LOG:
         return {"format": tables.format, "note": "plain Parquet deletes superseded files when it publishes"}
     done: dict[str, Any] = {"format": tables.format, "retention_hours": retention_hours}
     for table in TABLES:
@@ -53,7 +53,7 @@ def rollback(output: str, run_date: dt.date, storage_options: dict | None = None
              lease_ttl_s: float = 600) -> dict[str, Any]:
     """Restore the date to its content before its latest night that is not rolled back yet."""
     tables = open_tables(output, storage_options, output_config)
-    if not tables.transactional:
+    if tables.commit_point != TABLE_LOG:
         raise RollbackError(f"the output {output} is plain Parquet, which deletes superseded files when it "
                             "publishes: there is no earlier version of a date to restore (use output.format "
                             "delta or iceberg for table history)")
@@ -69,7 +69,7 @@ def rollback(output: str, run_date: dt.date, storage_options: dict | None = None
                       "run_date": run_date.isoformat(), "model_fingerprint": undone.get("model_fingerprint", ""),
                       "operation": "rollback", "commit_notes": {"rolled_back": undone["commit_id"]}}
             lease.check()
-            versions[table] = tables.commit(table, run_date, files, base, commit_properties(record, table))
+            versions[table] = tables.write_version(table, run_date, files, base, commit_properties(record, table))
         undone_run = plan["videos"][0].get("run_id")
         _mark_rolled_back(tables, layout, undone_run)
     finally:
@@ -80,7 +80,7 @@ def rollback(output: str, run_date: dt.date, storage_options: dict | None = None
 def _target(tables: Tables, table: str, day: dt.date) -> tuple[dict[str, Any], list[tuple[str, int, int]]]:
     """(the night commit to undo, the date's files before it); refuses when the files are gone."""
     nights: list[dict[str, Any]] = []
-    for c in tables.commits_of_date(table, day):
+    for c in tables.versions_of_date(table, day):
         if c.get("operation") == "rollback":
             nights = [n for n in nights if n["commit_id"] != c.get("rolled_back")]
         else:
