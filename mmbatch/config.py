@@ -14,9 +14,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from mmbatch.errors import ConfigError
+from mmbatch.modalities import REGISTRY, TASKS, needs
 
 SENTIMENT_CLASSES = ("negative", "neutral", "positive")
 
@@ -172,15 +173,7 @@ class DecodeConfig(_Strict):
 class EncoderConfig(_Strict):
     """One modality encoder: which model, how its labels map to sentiment, how it is pooled."""
 
-    task: Literal[
-        "image_zero_shot",
-        "image_classification",
-        "audio_classification",
-        "audio_zero_shot",
-        "speech_recognition",
-        "text_classification",
-        "text_zero_shot",
-    ]
+    task: Literal[tuple(TASKS)]  # each modality's tasks (mmbatch.modalities)
     source: str  # hub id, local folder, s3:// folder, tiny:<name>, package:<module> or bundle:<name>
     revision: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -232,33 +225,34 @@ class EncoderConfig(_Strict):
         return v
 
 
-_MODALITY_TASKS = {
-    "vision": {"image_zero_shot", "image_classification"},
-    "audio": {"audio_classification", "audio_zero_shot"},
-    "speech": {"speech_recognition"},
-    "text": {"text_classification", "text_zero_shot"},
-}
+# The model sections every fingerprint has hashed since schema v2; a section added later is hashed
+# only when configured, so adding a modality leaves every existing fingerprint unchanged.
+_FIRST_SECTIONS = ("vision", "audio", "speech", "text")
 
 
-class ModelsConfig(_Strict):
-    vision: EncoderConfig | None = None
-    audio: EncoderConfig | None = None
-    speech: EncoderConfig | None = None
-    text: EncoderConfig | None = None
+class _Models(_Strict):
+    """`models:` has one optional section a modality (mmbatch.modalities), built from the registry."""
 
     @model_validator(mode="after")
     def _tasks_fit_modalities(self) -> "ModelsConfig":
-        for name, allowed in _MODALITY_TASKS.items():
-            enc = getattr(self, name)
-            if enc is not None and enc.task not in allowed:
-                raise ValueError(f"models.{name}.task must be one of {sorted(allowed)}, got {enc.task!r}")
-        if self.vision is None and self.audio is None and self.text is None:
-            raise ValueError("models: at least one of vision, audio, text must be configured")
+        for modality in REGISTRY:
+            enc = getattr(self, modality.name)
+            if enc is not None and enc.task not in modality.tasks:
+                raise ValueError(f"models.{modality.name}.task must be one of {sorted(modality.tasks)}, "
+                                 f"got {enc.task!r}")
+        if not any(getattr(self, m.name) is not None for m in REGISTRY if m.scored):
+            raise ValueError(f"models: at least one of {', '.join(m.name for m in REGISTRY if m.scored)} "
+                             "must be configured")
         return self
 
     def configured(self) -> dict[str, EncoderConfig]:
-        """The configured model sections by name (vision, audio, speech, text order)."""
-        return {name: getattr(self, name) for name in _MODALITY_TASKS if getattr(self, name) is not None}
+        """The configured model sections by name, in the registry's (graph) order."""
+        return {m.name: getattr(self, m.name) for m in REGISTRY if getattr(self, m.name) is not None}
+
+
+ModelsConfig = create_model(
+    "ModelsConfig", __base__=_Models,
+    **{m.name: (EncoderConfig | None, None if m.name in _FIRST_SECTIONS else added_scoring(None)) for m in REGISTRY})
 
 
 class FusionConfig(_Strict):
@@ -392,7 +386,7 @@ class PipelineConfig(_Strict):
 
     @model_validator(mode="after")
     def _pauses_need_audio(self) -> "PipelineConfig":
-        if self.clips.snap_to_pause_s and self.models.audio is None and self.models.speech is None:
+        if self.clips.snap_to_pause_s and not needs(self.models.configured(), "audio"):
             raise ValueError("clips.snap_to_pause_s finds pauses in the audio, which only an audio or speech model "
                              "decodes: add one, or set snap_to_pause_s: 0")
         return self

@@ -14,30 +14,63 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from mmbatch.modalities import REGISTRY, SCORED
+
 SCHEMA_VERSION = 2
 METADATA_SCHEMA_VERSION = b"mmbatch.schema_version"
 METADATA_CONFIG = b"mmbatch.config"
 METADATA_DIMS = b"mmbatch.embedding_dims"
-MODALITIES = ("vision", "audio", "text")
+MODALITIES = SCORED  # the scored modalities (mmbatch.modalities), in column order
 
 
-@dataclass(frozen=True)
 class EmbeddingDims:
-    """Length of each embedding column; 0 for a modality that is not configured."""
+    """Length of each scored modality's embedding column (0: not configured), by position in
+    MODALITIES or by name (`EmbeddingDims(512, 768, 768)`, `EmbeddingDims(vision=512)`), and a
+    trained fusion model's `joint` size (0 for zero-shot fusion). Read-only."""
 
-    vision: int
-    audio: int
-    text: int
-    joint: int = 0  # a trained fusion model's joint_dim; 0 for zero-shot fusion
+    __slots__ = ("sizes", "joint")
+
+    def __init__(self, *sizes: int, joint: int = 0, **named: int):
+        unknown = set(named) - set(MODALITIES)
+        if len(sizes) > len(MODALITIES) or unknown:
+            raise TypeError(f"EmbeddingDims takes the sizes of {', '.join(MODALITIES)} (got {sorted(unknown) or sizes})")
+        given = {**dict(zip(MODALITIES, sizes)), **named}
+        object.__setattr__(self, "sizes", {m: int(given.get(m, 0)) for m in MODALITIES})
+        object.__setattr__(self, "joint", int(joint))
+
+    def __getattr__(self, name: str) -> int:
+        try:
+            return object.__getattribute__(self, "sizes")[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError("EmbeddingDims is read-only")
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, EmbeddingDims) and (self.sizes, self.joint) == (other.sizes, other.joint)
+
+    def __hash__(self) -> int:
+        return hash((tuple(self.sizes.items()), self.joint))
+
+    def __reduce__(self):  # pickled to the workers: rebuilt by name
+        return _embedding_dims, (dict(self.sizes), self.joint)
+
+    def __repr__(self) -> str:
+        return f"EmbeddingDims({', '.join(f'{m}={d}' for m, d in self.sizes.items())}, joint={self.joint})"
 
     @property
     def fused(self) -> int:
         # Zero-shot fusion's joint embedding is the concatenation of the L2-normalised
         # modality embeddings (zeros where a modality is missing).
-        return self.joint or (self.vision + self.audio + self.text)
+        return self.joint or sum(self.sizes.values())
 
     def as_dict(self) -> dict[str, int]:
-        return {"vision": self.vision, "audio": self.audio, "text": self.text, "fused": self.fused}
+        return {**self.sizes, "fused": self.fused}
+
+
+def _embedding_dims(sizes: dict[str, int], joint: int) -> EmbeddingDims:
+    return EmbeddingDims(joint=joint, **sizes)
 
 
 # -- Columns of the batches between stages (numpy dicts on the workers; not the output) --------
@@ -99,7 +132,7 @@ COLUMNS = {m: ModalityColumns.of(m) for m in MODALITIES}
 
 EMBEDDING_TYPE = pa.list_(pa.float32())
 # Output flag per modality: "has_video" says the clip's frames were scored by the vision model.
-HAS_COLUMN = {"vision": "has_video", "audio": "has_audio", "text": "has_text"}
+HAS_COLUMN = {m.name: m.has_column for m in REGISTRY if m.scored}
 
 
 _F32 = pa.float32()
@@ -113,27 +146,17 @@ CLIPS_SCHEMA = pa.schema(
         ("status", pa.string()),
         ("error_stage", pa.string()),
         ("error", pa.string()),
-        ("vision_error", pa.string()),
-        ("audio_error", pa.string()),
-        ("text_error", pa.string()),
-        ("has_video", pa.bool_()),
-        ("has_audio", pa.bool_()),
-        ("has_text", pa.bool_()),
+        *((f"{m}_error", pa.string()) for m in MODALITIES),
+        *((HAS_COLUMN[m], pa.bool_()) for m in MODALITIES),
         ("transcript", pa.string()),
         ("p_negative", _F32),
         ("p_neutral", _F32),
         ("p_positive", _F32),
         ("sentiment", pa.string()),
         ("valence", _F32),
-        ("vision_valence", _F32),
-        ("audio_valence", _F32),
-        ("text_valence", _F32),
-        ("fusion_weight_vision", _F32),
-        ("fusion_weight_audio", _F32),
-        ("fusion_weight_text", _F32),
-        ("vision_embedding", EMBEDDING_TYPE),
-        ("audio_embedding", EMBEDDING_TYPE),
-        ("text_embedding", EMBEDDING_TYPE),
+        *((f"{m}_valence", _F32) for m in MODALITIES),
+        *((f"fusion_weight_{m}", _F32) for m in MODALITIES),
+        *((f"{m}_embedding", EMBEDDING_TYPE) for m in MODALITIES),
         ("fused_embedding", EMBEDDING_TYPE),
         ("model_fingerprint", pa.string()),
         ("run_id", pa.string()),

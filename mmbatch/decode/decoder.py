@@ -35,6 +35,7 @@ from mmbatch.decode.rows import ClipMedia, ClipRows
 from mmbatch.decode.spool import local_path, remove_spool
 from mmbatch.decode.video import open_video
 from mmbatch.errors import DecodeError, short_reason
+from mmbatch.modalities import needs
 from mmbatch.stage import Batch
 
 
@@ -190,9 +191,8 @@ class VideoDecoder:
 
 def clip_rows(config: PipelineConfig) -> ClipRows:
     """The row builder for a config: frames only with a vision model, audio only with an audio or speech model."""
-    models = config.models
-    return ClipRows(want_frames=models.vision is not None,
-                    want_audio=models.audio is not None or models.speech is not None,
+    configured = config.models.configured()
+    return ClipRows(want_frames=needs(configured, "frames"), want_audio=needs(configured, "audio"),
                     image_size=config.decode.image_size)
 
 

@@ -74,6 +74,10 @@ class AudioZeroShotEncoder(EncoderStage):
     modality = "audio"
     input_columns = AUDIO_COLUMNS
 
+    @classmethod
+    def embedding_size(cls, model_config) -> int:
+        return int(model_config.projection_dim)  # the joint audio-text space
+
     def load(self) -> None:
         from transformers import AutoFeatureExtractor, AutoTokenizer, ClapModel
 

@@ -74,6 +74,11 @@ class EncoderStage:
         return batch
 
     # -- for subclasses ---------------------------------------------------------------------
+    @classmethod
+    def embedding_size(cls, model_config) -> int:
+        """The length of this encoder's embeddings, from its model's config (read at start-up)."""
+        return int(model_config.hidden_size)
+
     def load(self) -> None:
         raise NotImplementedError
 

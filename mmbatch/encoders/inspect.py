@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from mmbatch.config import EncoderConfig, PipelineConfig
 from mmbatch.errors import ModelLoadError
-from mmbatch.schema import EmbeddingDims
+from mmbatch.modalities import BY_NAME, encoder_class
+from mmbatch.schema import MODALITIES, EmbeddingDims
 
 
 def _model_config(enc: EncoderConfig, storage_options: dict, what: str):
@@ -30,23 +31,12 @@ def _model_config(enc: EncoderConfig, storage_options: dict, what: str):
     return cfg
 
 
-def _dim(enc: EncoderConfig, cfg) -> int:
-    if enc.task in ("image_zero_shot", "image_classification"):
-        from mmbatch.encoders.vision import image_embedding_dim
-
-        return image_embedding_dim(cfg)
-    if enc.task == "audio_zero_shot":
-        return int(cfg.projection_dim)
-    return int(cfg.hidden_size)
-
-
 def model_identities(config: PipelineConfig) -> dict[str, str]:
     """Each configured model's identity for the fingerprint (see mmbatch.models.model_identity);
     hub models that cannot be fetched are refused first, at once."""
     from mmbatch.models.loading import check_hub_reachable, is_hub_id, model_identity
 
-    encoders = {name: enc for name in ("vision", "audio", "speech", "text")
-                if (enc := getattr(config.models, name)) is not None}
+    encoders = config.models.configured()
     check_hub_reachable({f"models.{name}.source": (enc.source, enc.revision) for name, enc in encoders.items()
                          if is_hub_id(enc.source)})
     out = {name: model_identity(enc.source, enc.revision, config.storage_options) for name, enc in encoders.items()}
@@ -63,16 +53,15 @@ def inspect_models(config: PipelineConfig, identities: dict[str, str] | None = N
     """
     from mmbatch.encoders.labels import label_matrix
 
-    dims = {"vision": 0, "audio": 0, "text": 0}
+    dims = {}
     models = config.models
-    for modality in ("vision", "audio", "text"):
-        enc = getattr(models, modality)
-        if enc is None:
+    for name, enc in models.configured().items():
+        if not BY_NAME[name].scored:
             continue
-        cfg = _model_config(enc, config.storage_options, f"models.{modality}")
-        if enc.task in ("audio_classification", "text_classification", "image_classification"):
+        cfg = _model_config(enc, config.storage_options, f"models.{name}")
+        if enc.task in BY_NAME[name].label_tasks:
             label_matrix(cfg.id2label, enc.label_map, enc.source)
-        dims[modality] = _dim(enc, cfg)
+        dims[name] = encoder_class(enc.task).embedding_size(cfg)
     if models.speech is not None and not _is_checked_ct2_folder(models.speech, config):
         # A transformers model (for the ctranslate2 engine: converted by the actor on first use).
         cfg = _model_config(models.speech, config.storage_options, "models.speech")
@@ -80,7 +69,7 @@ def inspect_models(config: PipelineConfig, identities: dict[str, str] | None = N
             raise ModelLoadError(f"models.speech: {models.speech.source!r} is not a speech-to-text (encoder-decoder) model")
     if config.fusion.mode == "trained":
         dims["joint"] = _check_fusion_checkpoint(config, dims, identities)
-    return EmbeddingDims(**dims)
+    return EmbeddingDims(**dims)  # "joint": a trained fusion head's size
 
 
 def _is_checked_ct2_folder(enc: EncoderConfig, config: PipelineConfig) -> bool:
@@ -104,8 +93,8 @@ def _check_fusion_checkpoint(config: PipelineConfig, dims: dict[str, int], ident
 
     f = config.fusion
     cfg = load_pretrained(MultimodalFusionConfig, resolve_source(f.checkpoint, config.storage_options), f.revision)
-    for m, dim in dims.items():
-        want = getattr(cfg, f"{m}_dim")
+    for m in MODALITIES:
+        want, dim = getattr(cfg, f"{m}_dim", 0), dims.get(m, 0)
         if want and want != dim:
             raise ModelLoadError(
                 f"fusion checkpoint {f.checkpoint!r} expects {m} embeddings of size {want}, "

@@ -58,6 +58,10 @@ class _FrameEncoder(EncoderStage):
     modality = "vision"
     input_columns = FRAME_COLUMNS
 
+    @classmethod
+    def embedding_size(cls, model_config) -> int:
+        return image_embedding_dim(model_config)
+
     def load_preprocessing(self, folder: str, default_size: int) -> None:
         mean, std, size = preprocessing_from(folder, self.config.revision)
         self.size = int(size or default_size)

@@ -19,19 +19,23 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
-MODALITIES = ("vision", "audio", "text")
+from mmbatch.modalities import SCORED as MODALITIES
 
 
 class MultimodalFusionConfig(PretrainedConfig):
+    """`<modality>_dim` for each scored modality (mmbatch.modalities; 0: not an input), saved as such
+    in config.json, and the joint space's size, heads, pooling and dropout."""
+
     model_type = "mmbatch_fusion"
 
-    def __init__(self, vision_dim: int = 0, audio_dim: int = 0, text_dim: int = 0, joint_dim: int = 256,
-                 num_heads: int = 4, pooling: str = "mean", dropout: float = 0.1, **kwargs):
+    def __init__(self, joint_dim: int = 256, num_heads: int = 4, pooling: str = "mean", dropout: float = 0.1,
+                 **kwargs):
         if pooling not in ("mean", "max"):
             raise ValueError(f"pooling must be 'mean' or 'max', got {pooling!r}")
         if joint_dim % num_heads:
             raise ValueError(f"joint_dim {joint_dim} must be divisible by num_heads {num_heads}")
-        self.vision_dim, self.audio_dim, self.text_dim = vision_dim, audio_dim, text_dim
+        for m in MODALITIES:
+            setattr(self, f"{m}_dim", int(kwargs.pop(f"{m}_dim", 0)))
         self.joint_dim, self.num_heads, self.pooling, self.dropout = joint_dim, num_heads, pooling, dropout
         super().__init__(**kwargs)
 
@@ -42,7 +46,7 @@ class FusionOutput(ModelOutput):
     probs: torch.Tensor | None = None
     valence: torch.Tensor | None = None
     fused_embedding: torch.Tensor | None = None
-    modality_weights: torch.Tensor | None = None  # (n, 3) attention over vision, audio, text
+    modality_weights: torch.Tensor | None = None  # (n, len(MODALITIES)) attention over the modalities
 
 
 def pool(x: torch.Tensor, mask: torch.Tensor | None, how: str) -> torch.Tensor:
@@ -83,14 +87,17 @@ class MultimodalFusionModel(PreTrainedModel):
             nn.init.normal_(module.query, std=0.02)
             nn.init.normal_(module.modality_embedding, std=0.02)
 
-    def forward(self, vision=None, audio=None, text=None, vision_mask=None, audio_mask=None, text_mask=None,
-                present: torch.Tensor | None = None) -> FusionOutput:
-        """Each modality: (n, d) or (n, t, d) with an optional (n, t) step mask.
+    def forward(self, present: torch.Tensor | None = None, **embeddings) -> FusionOutput:
+        """Each modality by name (`vision=`, `text=`, ...): (n, d) or (n, t, d), with an optional
+        (n, t) step mask as `<name>_mask`.
 
-        `present` (n, 3) bool marks which modalities a row has; a modality passed as None is
-        absent for every row. Masked and omitted modalities give identical outputs.
+        `present` (n, len(MODALITIES)) bool marks which modalities a row has; a modality passed as
+        None or left out is absent for every row. Masked and omitted modalities give identical outputs.
         """
-        inputs = {"vision": (vision, vision_mask), "audio": (audio, audio_mask), "text": (text, text_mask)}
+        unknown = set(embeddings) - {*MODALITIES, *(f"{m}_mask" for m in MODALITIES)}
+        if unknown:
+            raise TypeError(f"unknown fusion inputs {sorted(unknown)}; the modalities are {', '.join(MODALITIES)}")
+        inputs = {m: (embeddings.get(m), embeddings.get(f"{m}_mask")) for m in MODALITIES}
         n = next(x.shape[0] for x, _ in inputs.values() if x is not None)
         ref = next(x for x, _ in inputs.values() if x is not None)
         d = self.config.joint_dim
@@ -103,7 +110,7 @@ class MultimodalFusionModel(PreTrainedModel):
                 continue
             tokens.append(self.proj[m](pool(x, mask, self.config.pooling)) + self.modality_embedding[i])
             have.append(torch.ones(n, dtype=torch.bool, device=ref.device) if present is None else present[:, i].bool())
-        keys = torch.stack(tokens, 1)  # (n, 3, d)
+        keys = torch.stack(tokens, 1)  # (n, len(MODALITIES), d)
         have = torch.stack(have, 1)
         # A row with nothing present would attend to nothing (NaN): let it see all keys and
         # leave it to the caller to mark it failed.

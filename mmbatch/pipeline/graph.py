@@ -28,7 +28,7 @@ SPLIT_CPUS = 0.25
 
 
 def row_group_rows(config: PipelineConfig, dims: EmbeddingDims) -> int:
-    row_bytes = 4 * (dims.vision + dims.audio + dims.text + dims.fused) + ROW_OVERHEAD_BYTES
+    row_bytes = 4 * (sum(dims.sizes.values()) + dims.fused) + ROW_OVERHEAD_BYTES
     return max(1, int(config.output.row_group_mb * 2**20 / row_bytes))
 
 
@@ -64,9 +64,8 @@ def stage_specs(config: PipelineConfig, dims: EmbeddingDims, writer: WriterArgs 
 def model_specs(config: PipelineConfig, dims: EmbeddingDims) -> list[StageSpec]:
     """The encoders and fusion: a pool each (per_modality), or one pool whose actors run them all
     in turn (colocated; each model then runs on that pool's resources)."""
-    from mmbatch.encoders import encoder_class
-    from mmbatch.encoders.speech import SidecarTranscriptStage, SpeechRecognitionStage
     from mmbatch.fusion.stage import FusionStage
+    from mmbatch.modalities import REGISTRY, encoder_class, load_class
 
     colocated = config.encoders.placement == "colocated"
     shared = config.encoders.pool
@@ -76,21 +75,16 @@ def model_specs(config: PipelineConfig, dims: EmbeddingDims) -> list[StageSpec]:
 
     models, so = config.models, config.storage_options
     specs = []
-    if models.vision is not None:
-        specs.append(StageSpec(encoder_class(models.vision.task), (pool_of(models.vision),),
-                               {"dim": dims.vision, "storage_options": so}, pool_of(models.vision).pool))
-    if models.speech is not None:
-        specs.append(StageSpec(SpeechRecognitionStage, (pool_of(models.speech),),
-                               {"storage_options": so, "limits": config.inputs}, pool_of(models.speech).pool))
-    elif models.text is not None:
-        specs.append(StageSpec(SidecarTranscriptStage, (), {"storage_options": so, "limits": config.inputs},
-                               PoolConfig(num_cpus=0.1, batch_size=64), compute="task"))
-    if models.audio is not None:
-        specs.append(StageSpec(encoder_class(models.audio.task), (pool_of(models.audio),),
-                               {"dim": dims.audio, "storage_options": so}, pool_of(models.audio).pool))
-    if models.text is not None:
-        specs.append(StageSpec(encoder_class(models.text.task), (pool_of(models.text),),
-                               {"dim": dims.text, "storage_options": so}, pool_of(models.text).pool))
+    for modality in REGISTRY:  # in graph order
+        section = getattr(models, modality.name)
+        # a scored modality's encoder makes embeddings of its size; one that feeds another reads files
+        kwargs = {"dim": getattr(dims, modality.name), "storage_options": so} if modality.scored else \
+            {"storage_options": so, "limits": config.inputs}
+        if section is not None:
+            specs.append(StageSpec(encoder_class(section.task), (pool_of(section),), kwargs, pool_of(section).pool))
+        elif modality.stand_in and getattr(models, modality.feeds) is not None:  # e.g. sidecar transcripts
+            specs.append(StageSpec(load_class(modality.stand_in), (), kwargs, PoolConfig(num_cpus=0.1, batch_size=64),
+                                   compute="task"))
     specs.append(StageSpec(FusionStage, (pool_of(config.fusion), dims), {"storage_options": so},
                            pool_of(config.fusion).pool))
     return [colocated_spec(specs, shared)] if colocated else specs

@@ -22,7 +22,7 @@ from mmbatch.tables.formats import open_tables
 from mmbatch.tables.tables import Tables
 
 CLIP_COLUMNS = ["video_id", "clip_index", "start_s", "status", "sentiment", "valence",
-                "vision_valence", "audio_valence", "text_valence"]
+                *(COLUMNS[m].valence for m in MODALITIES)]
 COLORS = {"negative": "#c0392b", "neutral": "#7f8c8d", "positive": "#27ae60", "bar": "#2c7fb8"}
 
 
