@@ -159,3 +159,33 @@ def test_the_checks_see_what_they_look_for(tmp_path):
     assert find_cycles({"x": ["y"], "y": ["z"], "z": ["x"], "w": []}) == ["x → y → z → x"]
     (many,) = ast.parse("def g(self, a, b, c, d, e, f, g, h=1, *, i, j=2): pass").body
     assert required_arguments(many) == 8
+    sample = "## Layers\n```\njobs/  x\n  a.py b.py  what\nm/\n  c.py  what\n  d/  more\n    e.py\n  f.py\n```\n"
+    assert page_modules(sample) == {"jobs/a.py", "jobs/b.py", "m/c.py", "m/d/e.py", "m/f.py"}
+
+
+def page_modules(text: str) -> set[str]:
+    """The module files the architecture page's tree lists (`mmbatch/decode/stage.py`, ...): a
+    line's names run until two spaces; a name ending in / is a folder holding what is indented under it."""
+    tree = text.split("## Layers", 1)[1].split("```", 2)[1]
+    folders: list[tuple[int, str]] = []  # (indent, path) of the open folders
+    found = set()
+    for line in tree.splitlines():
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        names = line.strip().split("  ", 1)[0].split()
+        while folders and folders[-1][0] >= indent:
+            folders.pop()
+        parent = folders[-1][1] if folders else ""
+        if names[0].endswith("/"):
+            folders.append((indent, parent + names[0]))
+        elif all(n.endswith(".py") for n in names):
+            found |= {parent + n for n in names}
+    return found
+
+
+def test_the_architecture_page_lists_every_module_and_only_those():
+    listed = page_modules((ROOT / "docs" / "architecture.md").read_text())
+    modules = {p.relative_to(ROOT).as_posix() for top in TOPS for p in (ROOT / top).rglob("*.py")
+               if p.name != "__init__.py"}
+    assert sorted(modules - listed) == [] and sorted(listed - modules) == []

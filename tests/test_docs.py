@@ -24,6 +24,15 @@ def test_schema_page_matches_the_code(table, schema):
     assert documented(table) == [(f.name, TYPES[str(f.type)]) for f in schema]
 
 
+def test_schema_page_lists_the_modalities_as_declared():
+    from mmbatch.modalities import REGISTRY
+
+    section = DOC.read_text().split("## Modalities\n", 1)[1].split("\n## ", 1)[0]
+    rows = [[c.strip() for c in line.split("|")[1:5]] for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith("| modality ")]
+    assert rows == [[m.name, m.doc, m.has_column or "—", ", ".join(m.tasks)] for m in REGISTRY]
+
+
 QUERIES = DOC.parent / "queries.md"
 
 

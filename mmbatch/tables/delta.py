@@ -46,6 +46,7 @@ def object_store_options(storage_options: dict | None) -> dict[str, str]:
 class DeltaTables(Tables):
     format = "delta"
     commit_point = TABLE_LOG
+    requires, log_folder = ("deltalake", "delta"), "_delta_log"
 
     def __init__(self, fs, root: str, uri: str, storage_options: dict | None = None):
         super().__init__(fs, root, uri, storage_options)

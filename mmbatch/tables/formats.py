@@ -1,5 +1,6 @@
-"""The output's tables in the format its configuration names (`output.format`), and a check that
-an output is not read or written in a format other than the one it holds."""
+"""The output formats' registry: the output's tables in the format its configuration names
+(`output.format`), and a check that an output is not read or written in a format other than the
+one it holds. Each format's class says what it needs installed and which folder marks it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import posixpath
 from mmbatch import storage
 from mmbatch.errors import OutputMistakeError
 from mmbatch.schema import PARTITION_COLUMN
-from mmbatch.tables.tables import ParquetTables, Tables
+from mmbatch.tables.tables import Tables
 
 
 def open_tables(output_uri: str, storage_options: dict | None = None, output_config=None) -> Tables:
@@ -21,17 +22,9 @@ def open_tables(output_uri: str, storage_options: dict | None = None, output_con
 
         output_config = OutputConfig(format=detect_format(fs, root.rstrip("/")) or "parquet")
     fmt = output_config.format
-    _check_installed(fmt)
-    if fmt == "delta":
-        from mmbatch.tables.delta import DeltaTables
-
-        tables: Tables = DeltaTables(fs, root, output_uri, storage_options)
-    elif fmt == "iceberg":
-        from mmbatch.tables.iceberg import IcebergTables
-
-        tables = IcebergTables(fs, root, output_uri, storage_options, output_config.iceberg)
-    else:
-        tables = ParquetTables(fs, root, output_uri, storage_options)
+    cls = format_class(fmt)
+    _check_installed(cls)
+    tables = cls.open(fs, root, output_uri, storage_options, output_config)
     found = detect_format(fs, root.rstrip("/"))
     if found is not None and found != fmt:
         raise OutputMistakeError(f"the output {output_uri} holds {found} tables, but output.format is {fmt}: "
@@ -40,28 +33,36 @@ def open_tables(output_uri: str, storage_options: dict | None = None, output_con
     return tables
 
 
+# output.format → its Tables class ("module:Class"; imported when used).
+FORMATS = {"parquet": "mmbatch.tables.tables:ParquetTables", "delta": "mmbatch.tables.delta:DeltaTables",
+           "iceberg": "mmbatch.tables.iceberg:IcebergTables"}
+
+
+def format_class(name: str) -> type[Tables]:
+    from mmbatch.modalities import load_class
+
+    return load_class(FORMATS[name])
+
+
 def detect_format(fs, root: str) -> str | None:
     """The format the output's `clips` table was written in (None: nothing written yet)."""
     clips = posixpath.join(root, "clips")
-    if fs.exists(posixpath.join(clips, "_delta_log")):
-        return "delta"
-    if fs.exists(posixpath.join(clips, "metadata")):
-        return "iceberg"
+    for name in FORMATS:
+        marker = format_class(name).log_folder
+        if marker and fs.exists(posixpath.join(clips, marker)):
+            return name
     if fs.exists(clips) and any(posixpath.basename(p.rstrip("/")).startswith(PARTITION_COLUMN + "=")
                                 for p in fs.ls(clips, detail=False)):
         return "parquet"
     return None
 
 
-LIBRARIES = {"delta": ("deltalake", "delta"), "iceberg": ("pyiceberg", "iceberg")}
-
-
-def _check_installed(fmt: str) -> None:
+def _check_installed(cls: type[Tables]) -> None:
     """A table format's library, or an error that names the install."""
     import importlib.util
 
     from mmbatch.errors import ConfigError
 
-    if fmt in LIBRARIES and importlib.util.find_spec(LIBRARIES[fmt][0]) is None:
-        module, extra = LIBRARIES[fmt]
-        raise ConfigError(f"output.format {fmt} needs the {module} package: pip install 'mmbatch[{extra}]'")
+    if cls.requires and importlib.util.find_spec(cls.requires[0]) is None:
+        module, extra = cls.requires
+        raise ConfigError(f"output.format {cls.format} needs the {module} package: pip install 'mmbatch[{extra}]'")

@@ -43,6 +43,11 @@ def file_io_properties(storage_options: dict | None) -> dict[str, str]:
 class IcebergTables(Tables):
     format = "iceberg"
     commit_point = TABLE_LOG
+    requires, log_folder = ("pyiceberg", "iceberg"), "metadata"
+
+    @classmethod
+    def open(cls, fs, root: str, uri: str, storage_options: dict | None, output_config) -> IcebergTables:
+        return cls(fs, root, uri, storage_options, output_config.iceberg)
 
     def __init__(self, fs, root: str, uri: str, storage_options: dict | None, config):
         super().__init__(fs, root, uri, storage_options)
@@ -183,7 +188,7 @@ class IcebergTables(Tables):
         if _snapshot_id(tbl) != base:
             raise self._conflict(table, base, f"its current snapshot is {_snapshot_id(tbl)}")
         old = self._files(table, base, day) if base is not None else []
-        new = self._data_files(tbl, table, files, day)
+        new = data_files(tbl, self.location(table), files, day)
         try:
             with tbl.transaction() as tx:
                 with tx.update_snapshot(snapshot_properties=properties).overwrite() as change:
@@ -213,32 +218,33 @@ class IcebergTables(Tables):
                 update.add_identity(PARTITION_COLUMN)
         return self.load(table, fresh=True)
 
-    def _data_files(self, tbl, table: str, files: list[tuple[str, int, int]], day: dt.date) -> list:
-        """The Iceberg entries of the night's files: stats from their footers, partition the date."""
-        import pyarrow.parquet as pq
-        from pyiceberg.io.pyarrow import (
-            compute_statistics_plan,
-            data_file_statistics_from_parquet_metadata,
-            parquet_path_to_id_mapping,
-        )
-        from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
-        from pyiceberg.typedef import Record
 
-        schema = tbl.metadata.schema()
-        plan, mapping = compute_statistics_plan(schema, tbl.metadata.properties), parquet_path_to_id_mapping(schema)
-        out = []
-        for rel, size, _rows in files:
-            path = self.location(table).rstrip("/") + "/" + rel
-            with tbl.io.new_input(path).open() as f:
-                meta = pq.read_metadata(f)
-            stats = data_file_statistics_from_parquet_metadata(parquet_metadata=meta, stats_columns=plan,
-                                                               parquet_column_mapping=mapping)
-            out.append(DataFile.from_args(
-                content=DataFileContent.DATA, file_path=path, file_format=FileFormat.PARQUET,
-                partition=Record((day - EPOCH).days), file_size_in_bytes=size, sort_order_id=None,
-                spec_id=tbl.metadata.default_spec_id, equality_ids=None, key_metadata=None,
-                **stats.to_serialized_dict()))
-        return out
+def data_files(tbl, location: str, files: list[tuple[str, int, int]], day: dt.date) -> list:
+    """The Iceberg entries of the night's files: stats from their footers, partition the date."""
+    import pyarrow.parquet as pq
+    from pyiceberg.io.pyarrow import (
+        compute_statistics_plan,
+        data_file_statistics_from_parquet_metadata,
+        parquet_path_to_id_mapping,
+    )
+    from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+    from pyiceberg.typedef import Record
+
+    schema = tbl.metadata.schema()
+    plan, mapping = compute_statistics_plan(schema, tbl.metadata.properties), parquet_path_to_id_mapping(schema)
+    out = []
+    for rel, size, _rows in files:
+        path = location.rstrip("/") + "/" + rel
+        with tbl.io.new_input(path).open() as f:
+            meta = pq.read_metadata(f)
+        stats = data_file_statistics_from_parquet_metadata(parquet_metadata=meta, stats_columns=plan,
+                                                           parquet_column_mapping=mapping)
+        out.append(DataFile.from_args(
+            content=DataFileContent.DATA, file_path=path, file_format=FileFormat.PARQUET,
+            partition=Record((day - EPOCH).days), file_size_in_bytes=size, sort_order_id=None,
+            spec_id=tbl.metadata.default_spec_id, equality_ids=None, key_metadata=None,
+            **stats.to_serialized_dict()))
+    return out
 
 
 def read_metadata(tables: IcebergTables, table: str) -> None:

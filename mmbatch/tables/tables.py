@@ -49,11 +49,18 @@ class Tables:
 
     format = "parquet"
     commit_point = RUN_RECORD  # what commits a night: its run record, or (Delta, Iceberg) the tables' logs
+    requires: tuple[str, str] | None = None  # (the module it needs, the pip extra that installs it)
+    log_folder: str | None = None  # the folder in a table that marks this format (None: partitions alone)
 
     def __init__(self, fs, root: str, uri: str, storage_options: dict | None = None):
         self.fs, self.root, self.uri, self.storage_options = fs, root.rstrip("/"), uri, storage_options or {}
         self.pinned: dict[str, Any] = {}  # table formats: table -> the table at the version a commit builds on
         self._records: dict[str, dt.date] | None = None  # the run records' names, once read
+
+    @classmethod
+    def open(cls, fs, root: str, uri: str, storage_options: dict | None, output_config) -> Tables:
+        """The output's tables in this format (output_config: an OutputConfig)."""
+        return cls(fs, root, uri, storage_options)
 
     def folder(self, table: str) -> str:
         return posixpath.join(self.root, table)
