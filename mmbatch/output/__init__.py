@@ -1,1 +1,1 @@
-"""Output: layout, the write stage, the driver's ledger, progress, lease, state table, the commit, the report."""
+"""The worker's side of the output: where every file lives (layout), the write stage, the typed records."""

@@ -1,0 +1,1 @@
+"""The driver's protocol of a night, behind one `Night` (night.py): lease, ledger, progress, commit, state."""

@@ -1,0 +1,1 @@
+"""Readers of committed nights: the HTML report, the Lance index of clips."""
