@@ -13,7 +13,9 @@ A record says:
 - `scored`: False for a modality that feeds another instead of being scored (speech → text);
   `feeds`: the modality it feeds, and `stand_in`: the stage that feeds it when this section is
   left out (transcripts from sidecar files);
-- `has_column`: the output's flag that says the clip was scored on it.
+- `has_column`: the output's flag that says the clip was scored on it;
+- `columns`: output columns of its own, (name, "string" | "int32" | "float32"), that its encoder
+  writes ("", -1 or NaN where it has nothing to say: null in the output).
 
 Nothing here imports a heavy library, or another mmbatch module: the schema is built from it.
 """
@@ -34,6 +36,7 @@ class Modality:
     label_tasks: frozenset[str] = field(default_factory=frozenset)  # tasks whose labels map onto the 3 classes
     feeds: str = ""
     stand_in: str = ""
+    columns: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         if self.scored and not self.has_column:
@@ -57,6 +60,11 @@ REGISTRY: tuple[Modality, ...] = (
                       "text_zero_shot": "mmbatch.encoders.text:TextZeroShotEncoder"},
              label_tasks=frozenset({"text_classification"}),
              doc="the clip's transcript (speech recognition, or sidecar .vtt/.srt/.txt files)"),
+    Modality("face", {"face_expression": "mmbatch.encoders.face:FaceExpressionEncoder",
+                      "face_classification": "mmbatch.encoders.face:FaceClassificationEncoder"},
+             media="frames", label_tasks=frozenset({"face_classification"}),
+             columns=(("face_count", "int32"), ("face_expression", "string")),
+             doc="the largest face in each sampled frame: its expression"),
 )
 BY_NAME = {m.name: m for m in REGISTRY}
 # The modalities with scores, embeddings and a fusion input of their own, in output column order.

@@ -131,6 +131,9 @@ COLUMNS = {m: ModalityColumns.of(m) for m in MODALITIES}
 
 
 EMBEDDING_TYPE = pa.list_(pa.float32())
+ARROW_TYPES = {"string": pa.string(), "int32": pa.int32(), "float32": pa.float32()}
+# Output columns a modality declares of its own (mmbatch.modalities: the face count, its expression).
+MODALITY_COLUMNS = tuple(c for m in REGISTRY for c in m.columns)
 # Output flag per modality: "has_video" says the clip's frames were scored by the vision model.
 HAS_COLUMN = {m.name: m.has_column for m in REGISTRY if m.scored}
 
@@ -148,6 +151,7 @@ CLIPS_SCHEMA = pa.schema(
         ("error", pa.string()),
         *((f"{m}_error", pa.string()) for m in MODALITIES),
         *((HAS_COLUMN[m], pa.bool_()) for m in MODALITIES),
+        *((name, ARROW_TYPES[kind]) for name, kind in MODALITY_COLUMNS),
         ("transcript", pa.string()),
         ("p_negative", _F32),
         ("p_neutral", _F32),

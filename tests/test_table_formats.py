@@ -208,3 +208,30 @@ def test_an_output_is_read_and_written_only_in_its_own_format(tmp_path):
 
     with pytest.raises(ConfigError, match="needs a catalog"):
         open_tables("s3://bucket/out", {"anon": True}, OutputConfig(format="iceberg"))
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "delta", "iceberg"])
+def test_an_output_written_before_a_modality_was_added_takes_its_columns(tmp_path, monkeypatch, fmt):
+    """Night 1 in the schema of before the face modality (its columns absent from every file and
+    table), night 2 in today's: both read back in today's schema, the old rows' face columns null."""
+    import pyarrow as pa
+
+    from mmbatch import schema
+    from mmbatch.output import writer
+    from mmbatch.tables import tables as tables_module
+
+    face = {c for c in schema.CLIPS_SCHEMA.names if "face" in c}
+    old = pa.schema([f for f in schema.CLIPS_SCHEMA if f.name not in face])
+    today = schema.CLIPS_SCHEMA
+    place = Place(fmt, str(tmp_path / "out"), None, {})
+    with monkeypatch.context() as m:
+        m.setattr(schema, "CLIPS_SCHEMA", old)
+        m.setattr(writer, "CLIPS_SCHEMA", old)
+        m.setitem(tables_module.TABLE_SCHEMAS, "clips", old)
+        place.night("a").write(clip_rows("a", 2)).commit()
+    assert schema.CLIPS_SCHEMA is today and face
+    place.night("b", day=DAY2).write(clip_rows("b", 1)).commit()
+    before, after = place.tables().read_date("clips", DAY), place.tables().read_date("clips", DAY2)
+    assert before.schema.names == after.schema.names == schema.file_schema(today).names
+    assert before.column("has_face").to_pylist() == [None, None] and after.column("has_face").to_pylist() == [False]
+    assert before.column("clip_id").to_pylist() == ["a-0", "a-1"]

@@ -16,6 +16,7 @@ import numpy as np
 
 from mmbatch.config import EncoderConfig
 from mmbatch.errors import short_reason
+from mmbatch.modalities import BY_NAME
 from mmbatch.schema import COLUMNS, ModalityColumns
 from mmbatch.stage import Batch
 
@@ -31,6 +32,8 @@ class EncoderStage:
     may_read: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
     cols: ModalityColumns
+    own_columns: tuple[tuple[str, str], ...] = ()  # the modality's own output columns (mmbatch.modalities)
+    requires: tuple[tuple[str, str], ...] = ()  # (module, the pip extra that installs it), checked at start-up
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -39,7 +42,8 @@ class EncoderStage:
             cls.name = cls.modality
             cls.reads = ("video_id", "clip_index", "status", *cls.input_columns)
             cls.may_read = (cls.cols.error,)  # an earlier stage may have said why it is missing (transcripts)
-            cls.writes = cls.cols.encoder_writes
+            cls.own_columns = BY_NAME[cls.modality].columns if cls.modality in BY_NAME else ()
+            cls.writes = (*cls.cols.encoder_writes, *(name for name, _ in cls.own_columns))
 
     def __init__(self, config: EncoderConfig, *, dim: int, storage_options: dict | None = None):
         self.config = config
@@ -109,6 +113,9 @@ class EncoderStage:
         batch[c.probs] = np.full((n, 3), np.nan, dtype=np.float32)
         batch[c.embedding] = np.zeros((n, self.dim), dtype=np.float32)
         batch[c.has] = np.zeros(n, dtype=bool)  # set by store() for each row scored
+        for name, kind in self.own_columns:  # nothing to say yet: null in the output
+            batch[name] = np.full(n, *{"string": ("", object), "int32": (-1, np.int32),
+                                       "float32": (np.nan, np.float32)}[kind])
         # Why the modality is missing or degraded on a row; an earlier stage may have said
         # already (the transcript stage for text).
         if c.error not in batch:

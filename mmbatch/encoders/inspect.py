@@ -58,10 +58,18 @@ def inspect_models(config: PipelineConfig, identities: dict[str, str] | None = N
     for name, enc in models.configured().items():
         if not BY_NAME[name].scored:
             continue
+        cls = encoder_class(enc.task)
+        _check_installed(cls, name)
+        if hasattr(cls, "check_source"):  # not a transformers model: the class checks its folder itself
+            from mmbatch.models.loading import resolve_source
+
+            cls.check_source(resolve_source(enc.source, config.storage_options))
+            dims[name] = cls.embedding_size(None)
+            continue
         cfg = _model_config(enc, config.storage_options, f"models.{name}")
         if enc.task in BY_NAME[name].label_tasks:
             label_matrix(cfg.id2label, enc.label_map, enc.source)
-        dims[name] = encoder_class(enc.task).embedding_size(cfg)
+        dims[name] = cls.embedding_size(cfg)
     if models.speech is not None and not _is_checked_ct2_folder(models.speech, config):
         # A transformers model (for the ctranslate2 engine: converted by the actor on first use).
         cfg = _model_config(models.speech, config.storage_options, "models.speech")
@@ -70,6 +78,16 @@ def inspect_models(config: PipelineConfig, identities: dict[str, str] | None = N
     if config.fusion.mode == "trained":
         dims["joint"] = _check_fusion_checkpoint(config, dims, identities)
     return EmbeddingDims(**dims)  # "joint": a trained fusion head's size
+
+
+def _check_installed(cls, name: str) -> None:
+    """What the encoder needs installed, or an error naming the install (not an actor crash later)."""
+    import importlib.util
+
+    for module, extra in getattr(cls, "requires", ()):
+        if importlib.util.find_spec(module) is None:
+            raise ModelLoadError(f"models.{name} ({cls.__name__}) needs the {module} package: "
+                                 f"pip install 'mmbatch[{extra}]'")
 
 
 def _is_checked_ct2_folder(enc: EncoderConfig, config: PipelineConfig) -> bool:

