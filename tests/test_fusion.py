@@ -146,3 +146,25 @@ def test_trained_mode_needs_a_checkpoint():
 
     with pytest.raises(ConfigError, match="fusion.checkpoint is required"):
         parse_config({"models": {"text": {"task": "text_classification", "source": "x"}}, "fusion": {"mode": "trained"}})
+
+
+def test_a_head_trained_before_the_face_modality_still_loads_and_leaves_faces_out(tmp_path):
+    """A config.json of before (no `modalities`, no face_dim) keeps its three tokens; faces present
+    in the clips get no weight from it."""
+    import json
+
+    from mmbatch.fusion.model import MultimodalFusionModel
+
+    fusion_model().save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in saved.items()
+                                                      if k not in ("modalities", "face_dim")}))
+    assert MultimodalFusionModel.from_pretrained(tmp_path).modality_embedding.shape == (3, 8)
+    b = batch()
+    b["face_probs"], b["face_embedding"] = np.full((3, 3), 1 / 3, np.float32), np.ones((3, 5), np.float32)
+    b["has_face"] = np.ones(3, bool)
+    out = FusionStage(FusionConfig(mode="trained", checkpoint=str(tmp_path)), EmbeddingDims(4, 3, 2, 5, joint=8))(b)
+    assert np.isnan(out["fusion_weight_face"]).all() and list(out["status"]) == ["ok"] * 3
+    np.testing.assert_allclose(out["fusion_weight_vision"] + out["fusion_weight_audio"] + out["fusion_weight_text"], 1.0,
+                               rtol=1e-5)
+    assert out["face_valence"] == pytest.approx([0.0] * 3, abs=1e-6)  # its own valence is still reported

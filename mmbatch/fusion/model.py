@@ -21,19 +21,27 @@ from transformers.utils import ModelOutput
 
 from mmbatch.modalities import SCORED as MODALITIES
 
+# The modality tokens of a checkpoint saved before its config named them (the three of schema v2).
+FIRST_MODALITIES = ("vision", "audio", "text")
+
 
 class MultimodalFusionConfig(PretrainedConfig):
-    """`<modality>_dim` for each scored modality (mmbatch.modalities; 0: not an input), saved as such
-    in config.json, and the joint space's size, heads, pooling and dropout."""
+    """`modalities`: the model's modality tokens, in order (saved in config.json, so a head trained
+    before a modality was added keeps its shape); `<modality>_dim` for each scored modality
+    (mmbatch.modalities; 0: not an input); the joint space's size, heads, pooling and dropout."""
 
     model_type = "mmbatch_fusion"
 
     def __init__(self, joint_dim: int = 256, num_heads: int = 4, pooling: str = "mean", dropout: float = 0.1,
-                 **kwargs):
+                 modalities: list[str] | None = None, **kwargs):
         if pooling not in ("mean", "max"):
             raise ValueError(f"pooling must be 'mean' or 'max', got {pooling!r}")
         if joint_dim % num_heads:
             raise ValueError(f"joint_dim {joint_dim} must be divisible by num_heads {num_heads}")
+        self.modalities = list(modalities or FIRST_MODALITIES)
+        unknown = set(self.modalities) - set(MODALITIES)
+        if unknown:
+            raise ValueError(f"fusion checkpoint modalities {sorted(unknown)} are not among {', '.join(MODALITIES)}")
         for m in MODALITIES:
             setattr(self, f"{m}_dim", int(kwargs.pop(f"{m}_dim", 0)))
         self.joint_dim, self.num_heads, self.pooling, self.dropout = joint_dim, num_heads, pooling, dropout
@@ -46,7 +54,7 @@ class FusionOutput(ModelOutput):
     probs: torch.Tensor | None = None
     valence: torch.Tensor | None = None
     fused_embedding: torch.Tensor | None = None
-    modality_weights: torch.Tensor | None = None  # (n, len(MODALITIES)) attention over the modalities
+    modality_weights: torch.Tensor | None = None  # (n, len(config.modalities)) attention over the modalities
 
 
 def pool(x: torch.Tensor, mask: torch.Tensor | None, how: str) -> torch.Tensor:
@@ -70,8 +78,8 @@ class MultimodalFusionModel(PreTrainedModel):
         super().__init__(config)
         d = config.joint_dim
         self.proj = nn.ModuleDict({m: nn.Linear(getattr(config, f"{m}_dim"), d)
-                                   for m in MODALITIES if getattr(config, f"{m}_dim") > 0})
-        self.modality_embedding = nn.Parameter(torch.zeros(len(MODALITIES), d))
+                                   for m in config.modalities if getattr(config, f"{m}_dim") > 0})
+        self.modality_embedding = nn.Parameter(torch.zeros(len(config.modalities), d))
         self.query = nn.Parameter(torch.zeros(1, 1, d))
         self.attention = nn.MultiheadAttention(d, config.num_heads, dropout=config.dropout, batch_first=True)
         self.norm = nn.LayerNorm(d)
@@ -91,18 +99,19 @@ class MultimodalFusionModel(PreTrainedModel):
         """Each modality by name (`vision=`, `text=`, ...): (n, d) or (n, t, d), with an optional
         (n, t) step mask as `<name>_mask`.
 
-        `present` (n, len(MODALITIES)) bool marks which modalities a row has; a modality passed as
-        None or left out is absent for every row. Masked and omitted modalities give identical outputs.
+        `present` (n, len(config.modalities)) bool marks which modalities a row has; a modality passed
+        as None or left out is absent for every row. Masked and omitted modalities give identical outputs.
         """
-        unknown = set(embeddings) - {*MODALITIES, *(f"{m}_mask" for m in MODALITIES)}
+        names = self.config.modalities
+        unknown = set(embeddings) - {*names, *(f"{m}_mask" for m in names)}
         if unknown:
-            raise TypeError(f"unknown fusion inputs {sorted(unknown)}; the modalities are {', '.join(MODALITIES)}")
-        inputs = {m: (embeddings.get(m), embeddings.get(f"{m}_mask")) for m in MODALITIES}
+            raise TypeError(f"unknown fusion inputs {sorted(unknown)}; this model's modalities are {', '.join(names)}")
+        inputs = {m: (embeddings.get(m), embeddings.get(f"{m}_mask")) for m in names}
         n = next(x.shape[0] for x, _ in inputs.values() if x is not None)
         ref = next(x for x, _ in inputs.values() if x is not None)
         d = self.config.joint_dim
         tokens, have = [], []
-        for i, m in enumerate(MODALITIES):
+        for i, m in enumerate(names):
             x, mask = inputs[m]
             if x is None or m not in self.proj:
                 tokens.append(ref.new_zeros(n, d))
@@ -110,7 +119,7 @@ class MultimodalFusionModel(PreTrainedModel):
                 continue
             tokens.append(self.proj[m](pool(x, mask, self.config.pooling)) + self.modality_embedding[i])
             have.append(torch.ones(n, dtype=torch.bool, device=ref.device) if present is None else present[:, i].bool())
-        keys = torch.stack(tokens, 1)  # (n, len(MODALITIES), d)
+        keys = torch.stack(tokens, 1)  # (n, len(names), d)
         have = torch.stack(have, 1)
         # A row with nothing present would attend to nothing (NaN): let it see all keys and
         # leave it to the caller to mark it failed.

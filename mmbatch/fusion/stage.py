@@ -74,18 +74,22 @@ class FusionStage:
                                          allow_pickle=self.config.allow_pickle).to(self.device).eval()
 
     def _trained(self, batch: Batch, present: dict[str, np.ndarray]):
-        torch = self.torch
+        """The trained head over the modalities it knows (a modality added after it was trained has
+        no weight in it)."""
+        torch, known = self.torch, self.model.config.modalities
         inputs = {}
-        for m in MODALITIES:
+        for m in known:
             if getattr(self.dims, m):
                 inputs[m] = torch.from_numpy(np.asarray(batch[COLUMNS[m].embedding], dtype=np.float32)).to(self.device)
-        mask = torch.from_numpy(np.stack([present[m] for m in MODALITIES], 1)).to(self.device)
+        mask = torch.from_numpy(np.stack([present[m] for m in known], 1)).to(self.device)
         with torch.inference_mode():
             out = self.model(**inputs, present=mask)
         weights = out.modality_weights.float().cpu().numpy()
+        n = len(batch["video_id"])
         return (out.probs.float().cpu().numpy().astype(np.float64), out.valence.float().cpu().numpy(),
                 out.fused_embedding.float().cpu().numpy(),
-                {m: np.where(present[m], weights[:, i], np.nan) for i, m in enumerate(MODALITIES)})
+                {m: np.where(present[m], weights[:, known.index(m)], np.nan) if m in known else np.full(n, np.nan)
+                 for m in MODALITIES})
 
     def __call__(self, batch: Batch) -> Batch:
         n = len(batch["video_id"])

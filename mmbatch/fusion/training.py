@@ -217,7 +217,8 @@ def train_fusion(df: pd.DataFrame, dims: dict[str, int], cfg: TrainConfig | None
     rng = np.random.default_rng(cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = MultimodalFusionModel(MultimodalFusionConfig(
-        joint_dim=cfg.joint_dim, num_heads=cfg.num_heads, **{f"{m}_dim": dims.get(m, 0) for m in MODALITIES})).to(device)
+        joint_dim=cfg.joint_dim, num_heads=cfg.num_heads, modalities=list(MODALITIES),
+        **{f"{m}_dim": dims.get(m, 0) for m in MODALITIES})).to(device)
     train, val = df[df["split"] == "train"], df[df["split"] == "val"]
     if val.empty:
         val = train
