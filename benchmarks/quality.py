@@ -82,7 +82,11 @@ def spoken_config(config, snap_to_pause_s: float = 0.0, **decoding):
 
     raw = config.model_dump(mode="json")
     raw["clips"].update(window_s=SPOKEN_WINDOW_S, stride_s=SPOKEN_WINDOW_S, snap_to_pause_s=snap_to_pause_s)
-    raw["models"]["speech"] = {**raw["models"]["speech"], **SPOKEN_SPEECH, **decoding}
+    speech = raw["models"]["speech"]
+    # a config whose speech model is real (the CTranslate2 engine: the quality preset's Whisper base)
+    # keeps it; otherwise (the demo's random tiny Whisper) tiny.en stands in
+    own = {"source": speech["source"]} if speech["engine"] == "ctranslate2" else {}
+    raw["models"]["speech"] = {**speech, **SPOKEN_SPEECH, **own, **decoding}
     return parse_config(raw, "spoken variant")
 
 
@@ -310,8 +314,8 @@ def main() -> int:
     ap.add_argument("--spoken", action="store_true",
                     help="the sentences spoken into the videos' audio (espeak-ng), transcribed by Whisper tiny.en "
                          "(CTranslate2), scored; beside the same videos with sidecars")
-    ap.add_argument("--speech-source", help=f"--spoken: the CTranslate2 Whisper (default {SPOKEN_SPEECH['source']}, "
-                    "tiny.en; bundle:whisper-base: the multilingual base model)")
+    ap.add_argument("--speech-source", help="--spoken: the CTranslate2 Whisper (default: the config's when it runs "
+                    f"on CTranslate2, else {SPOKEN_SPEECH['source']}, tiny.en)")
     ap.add_argument("--beam-size", type=int, help=f"--spoken: Whisper's beams (default {SPOKEN_SPEECH['beam_size']}; 1 = greedy)")
     ap.add_argument("--no-repeat-ngram-size", type=int, help="--spoken: forbid repeating an n-gram of this size (default 0: off)")
     ap.add_argument("--snap-to-pause", type=float, default=0.0, metavar="S",
