@@ -88,6 +88,7 @@ print(json.dumps({"unchanged": unchanged, "stages": [s.name for s in specs], "di
 
 def test_a_toy_modality_needs_only_its_record_encoder_and_tiny_model(tmp_path, model_cache):
     from mmbatch.config import load_config
+    from mmbatch.modalities import SCORED
     from mmbatch.synth import write_video
 
     src = tmp_path / "src"
@@ -112,7 +113,8 @@ def test_a_toy_modality_needs_only_its_record_encoder_and_tiny_model(tmp_path, m
 
     assert got["unchanged"] == load_config(REPO / "pipelines" / "tiny.yaml").fingerprint({})  # nothing rescored
     assert got["stages"] == ["decode", "vision", "scene", "fusion"]
-    assert got["dims"] == {"vision": 32, "audio": 0, "text": 0, "scene": 24, "fused": 56}
+    others = {m: 0 for m in SCORED}  # the product's other modalities, not configured here
+    assert got["dims"] == {**others, "vision": 32, "scene": 24, "fused": 56}
     for column in ("scene_error", "has_scene", "scene_valence", "fusion_weight_scene", "scene_embedding"):
         assert column in got["columns"]
     assert got["counts"]["scored"] == 1 and got["counts"]["clips"] == len(got["clips"]) == 2
@@ -121,4 +123,4 @@ def test_a_toy_modality_needs_only_its_record_encoder_and_tiny_model(tmp_path, m
         assert len(clip["scene_embedding"]) == 24 and len(clip["fused_embedding"]) == 56
         assert -1 <= clip["scene_valence"] <= 1
         assert abs(clip["fusion_weight_scene"] + clip["fusion_weight_vision"] - 1) < 1e-5
-        assert clip["fusion_weight_audio"] is None and clip["fusion_weight_text"] is None
+        assert all(clip[f"fusion_weight_{m}"] is None for m in SCORED if m != "vision")
