@@ -105,13 +105,15 @@ def cost(port, cascade) -> dict:
     import skimage.data
     import torch
 
+    from mmbatch.encoders.face import MIN_FACE_PX, SCALE_STEP
+
     torch.set_num_threads(1)
     out = {}
     for size in (224, 448):
         grey = cv2.resize(cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2GRAY), (size, size))
         t0 = time.process_time()
         for _ in range(20):
-            cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
+            cascade.detectMultiScale(grey, scaleFactor=SCALE_STEP, minNeighbors=5, minSize=(MIN_FACE_PX, MIN_FACE_PX))
         out[f"detect_ms_per_frame_{size}"] = round((time.process_time() - t0) / 20 * 1000, 2)
     x = torch.zeros(32, 1, 64, 64)
     with torch.no_grad():

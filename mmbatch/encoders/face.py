@@ -1,8 +1,8 @@
 """The face modality: the faces in a clip's sampled frames, and their expressions.
 
 Faces are found in each frame by OpenCV's frontal-face Haar cascade, on the CPU of the actor (a
-frame at decode.image_size takes about a millisecond); the largest face of each frame is cropped
-and classified. A clip's expression probabilities are the mean over its frames with a face,
+224 px frame takes ~20 ms of one core here: the face path's main cost, docs/quality.md); the largest
+face of each frame is cropped and classified. A clip's expression probabilities are the mean over its frames with a face,
 mapped onto negative / neutral / positive by the label map (happy and surprise positive; angry,
 disgust, fear and sad negative; neutral between), its embedding the mean of the crops' features.
 A clip without a face has no face score (`has_face` false: masked in fusion), not a neutral one;
@@ -24,6 +24,9 @@ from mmbatch.encoders.base import EncoderStage, is_ok
 from mmbatch.schema import FRAME_COLUMNS
 
 MIN_FACE_PX = 24  # smaller detections at model frame size are mostly false positives
+# The detector's scale step: 1.2 took 20 ms a 224 px frame against 37 at OpenCV's usual 1.1, and found
+# the same faces in the test photos (benchmarks/face_port.py measures it).
+SCALE_STEP = 1.2
 FER_EXPRESSIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # the mini-Xception's order
 FER_FEATURES, FER_FEATURE_SIZE = "add_4", 128  # the last block's output, pooled: the face embedding
 # A face's surprise reads positive (the shared default map leaves "surprise" out); the config's label_map wins.
@@ -62,7 +65,7 @@ class _FaceEncoder(EncoderStage):
             most = 0
             for frame in frames[:n]:
                 grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
-                found = self.detector.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5,
+                found = self.detector.detectMultiScale(grey, scaleFactor=SCALE_STEP, minNeighbors=5,
                                                        minSize=(MIN_FACE_PX, MIN_FACE_PX))
                 most = max(most, len(found))
                 if len(found):
