@@ -51,6 +51,7 @@ REGISTRY: tuple[Modality, ...] = (
              doc="sampled frames of the clip"),
     Modality("speech", {"speech_recognition": "mmbatch.encoders.speech:SpeechRecognitionStage"},
              media="audio", scored=False, feeds="text", stand_in="mmbatch.encoders.speech:SidecarTranscriptStage",
+             columns=(("transcript_language", "string"),),
              doc="speech to text: the clip's transcript, scored by the text model"),
     Modality("audio", {"audio_classification": "mmbatch.encoders.audio:AudioClassificationEncoder",
                        "audio_zero_shot": "mmbatch.encoders.audio:AudioZeroShotEncoder"},

@@ -133,3 +133,38 @@ def test_beam_search_and_the_repeat_guard_reach_the_decoder(engine, model_cache)
     assert len(set(greedy)) < len(greedy), greedy  # the loop the guard is for
     assert len(set(guarded)) == len(guarded), guarded
     assert beams != greedy
+
+
+def test_each_recognised_clip_says_its_language_and_sidecar_text_says_none(tmp_path):
+    """transcript_language: the engine's language for a clip it heard words in; nothing for a silent
+    clip or a clip whose text came from its sidecar."""
+    from mmbatch.encoders.speech import SpeechRecognitionStage
+    from mmbatch.inputs.transcripts import TranscriptCache
+    from mmbatch.synth import write_vtt
+
+    class Engine:  # what the CTranslate2 engine answers: each clip's text and language
+        def transcribe_with_language(self, waves):
+            assert len(waves) == 2
+            return ["hola amigos", ""], ["es", "en"]
+
+    sidecar = write_vtt(tmp_path / "c.vtt", [(0.0, 4.0, "from the sidecar")])
+    stage = SpeechRecognitionStage(ct2_config().models.speech)
+    stage.ct2, stage.sidecars, stage._ready = Engine(), TranscriptCache(), True
+    n = 3
+    batch = {"video_id": np.array(["a", "b", "c"]), "clip_index": np.zeros(n, np.int32), "status": np.array(["ok"] * n),
+             "transcript_uri": np.array(["", "", str(sidecar)]), "start_s": np.zeros(n), "end_s": np.full(n, 4.0),
+             "waveform": np.ones((n, 16000), np.float32) * 0.1, "audio_len": np.full(n, 16000, np.int32),
+             "has_waveform": np.ones(n, bool), "audio_error": np.array([""] * n)}
+    out = stage(batch)
+    assert list(out["transcript"]) == ["hola amigos", "", "from the sidecar"]
+    assert list(out["transcript_language"]) == ["es", "", ""]
+
+
+def test_an_english_only_whisper_says_english():
+    """tiny.en is English-only: every clip it hears is "en", with no language configured."""
+    from mmbatch.encoders.ct2_whisper import CT2Whisper
+    from mmbatch.models.loading import resolve_source
+
+    model = CT2Whisper(resolve_source(TINY_EN), device="cpu", compute_type="auto", language=None, max_new_tokens=16)
+    texts, languages = model.transcribe_with_language([spoken("Good morning everyone.", 16000)])
+    assert languages == ["en"] and word_error_rate("Good morning everyone.", texts[0]) <= 0.34

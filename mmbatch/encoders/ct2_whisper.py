@@ -111,25 +111,46 @@ class CT2Whisper:
         # CPU threads: what the worker was given (Ray sets OMP_NUM_THREADS from the actor's CPUs).
         threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
         self.model = WhisperModel(folder, device=device, compute_type=compute_type, cpu_threads=threads)
-        multilingual = self.model.model.is_multilingual
-        self.tokenizer = Tokenizer(self.model.hf_tokenizer, multilingual, task="transcribe",
-                                   language=(language or "en") if multilingual else None)
-        self.prompt = self.model.get_prompt(self.tokenizer, [], without_timestamps=True)
-        self.max_length = len(self.prompt) + max_new_tokens
+        self.multilingual = self.model.model.is_multilingual
+        # A multilingual model without a configured language detects each clip's; English-only: "en".
+        self.language = language if self.multilingual else "en"
+        self._tokenizers = {lang: Tokenizer(self.model.hf_tokenizer, self.multilingual, task="transcribe",
+                                            language=lang if self.multilingual else None)
+                            for lang in {self.language or "en"}}
+        self.tokenizer = next(iter(self._tokenizers.values()))
+        self.max_new_tokens = max_new_tokens
         self.compute_type = compute_type
         self.decoding = {"beam_size": beam_size, "no_repeat_ngram_size": no_repeat_ngram_size}
 
     def transcribe(self, waves: list[np.ndarray]) -> list[str]:
-        eot = self.tokenizer.eot
-        return [self.tokenizer.decode([t for t in ids if t < eot]).strip() for ids in self.token_ids(waves)]
+        return self.transcribe_with_language(waves)[0]
 
-    def token_ids(self, waves: list[np.ndarray]) -> list[list[int]]:
-        """The tokens decoded for each clip, after the prompt."""
+    def transcribe_with_language(self, waves: list[np.ndarray]) -> tuple[list[str], list[str]]:
+        """Each clip's text and the language it was decoded as (configured, or detected)."""
+        eot = self.tokenizer.eot
+        ids, languages = self.token_ids(waves)
+        return [self.tokenizer.decode([t for t in one if t < eot]).strip() for one in ids], languages
+
+    def token_ids(self, waves: list[np.ndarray]) -> tuple[list[list[int]], list[str]]:
+        """The tokens decoded for each clip after its prompt, and the clip's language."""
         from faster_whisper.audio import pad_or_trim
 
         fe = self.model.feature_extractor
         feats = np.stack([pad_or_trim(fe(w)[:, : fe.nb_max_frames]) for w in waves]).astype(np.float32)
         encoded = self.model.encode(feats)
-        results = self.model.model.generate(encoded, [self.prompt] * len(waves), **self.decoding,
-                                            max_length=self.max_length, suppress_blank=True, suppress_tokens=[-1])
-        return [r.sequences_ids[0] for r in results]
+        if self.language:
+            languages = [self.language] * len(waves)
+        else:  # the most likely language token of each clip ("<|de|>" → "de")
+            languages = [found[0][0][2:-2] for found in self.model.model.detect_language(encoded)]
+        prompts = [self.prompt_for(lang) for lang in languages]
+        results = self.model.model.generate(encoded, prompts, **self.decoding,
+                                            max_length=max(len(p) for p in prompts) + self.max_new_tokens,
+                                            suppress_blank=True, suppress_tokens=[-1])
+        return [r.sequences_ids[0] for r in results], languages
+
+    def prompt_for(self, language: str) -> list[int]:
+        from faster_whisper.tokenizer import Tokenizer
+
+        if language not in self._tokenizers:
+            self._tokenizers[language] = Tokenizer(self.model.hf_tokenizer, True, task="transcribe", language=language)
+        return self.model.get_prompt(self._tokenizers[language], [], without_timestamps=True)

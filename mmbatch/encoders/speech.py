@@ -16,10 +16,12 @@ from mmbatch.config import InputsConfig
 from mmbatch.encoders.base import is_ok, run_isolated, text_column, usable_audio
 from mmbatch.errors import short_reason
 from mmbatch.inputs.transcripts import SidecarError, TranscriptCache
+from mmbatch.modalities import BY_NAME
 from mmbatch.schema import AUDIO_COLUMNS, TRANSCRIPT_COLUMNS
 from mmbatch.stage import Batch
 
 log = logging.getLogger(__name__)
+(LANGUAGE_COLUMN, _), = BY_NAME["speech"].columns  # the speech modality's own column: transcript_language
 
 
 class _PerBatchGenerateWarning(logging.Filter):
@@ -130,10 +132,14 @@ class SidecarTranscriptStage:
 
 
 class SpeechRecognitionStage:
+    """Whisper on the clips without a sidecar transcript; `transcript_language` says the language
+    each was decoded as: models.speech.language when set, else (a multilingual model) detected per
+    clip, "en" for an English-only Whisper; empty (null) for sidecar text and clips without speech."""
+
     name = "speech"
     reads = (*SIDECAR_INPUTS, *AUDIO_COLUMNS)
     may_read = ()
-    writes = TRANSCRIPT_COLUMNS
+    writes = (*TRANSCRIPT_COLUMNS, LANGUAGE_COLUMN)
 
     def __init__(self, config, *, storage_options: dict | None = None, limits: InputsConfig | None = None):
         self.config = config
@@ -200,24 +206,40 @@ class SpeechRecognitionStage:
         for i in np.flatnonzero(is_ok(batch) & ~has_sidecar & ~usable & (lost != "")):
             errors[i] = f"no speech to recognise: {lost[i]}"  # the text is missing because the audio is
         asr_rows = np.flatnonzero(~has_sidecar & usable)
+        languages = np.array([""] * len(transcripts), dtype=object)
         if len(asr_rows):
 
             def transcribe(rows):
-                transcripts[rows] = self._transcribe(batch, rows)
+                texts, langs = self._transcribe(batch, rows)
+                transcripts[rows] = texts
+                languages[rows] = [lang if text else "" for text, lang in zip(texts, langs)]
 
             def failed(i, err):  # no text for this clip, and why
                 errors[i] = f"speech recognition failed: {short_reason(err)}"
 
             run_isolated("speech_recognition", batch, asr_rows, transcribe, failed)
+        batch[LANGUAGE_COLUMN] = languages.astype(str)
         return store_transcripts(batch, transcripts, errors, self.limits.max_transcript_chars)
 
-    def _transcribe(self, batch: Batch, rows: np.ndarray) -> list[str]:
+    def _transcribe(self, batch: Batch, rows: np.ndarray) -> tuple[list[str], list[str]]:
+        """Each row's text and the language it was decoded as."""
         lengths = np.asarray(batch["audio_len"])[rows]
         waves = [np.asarray(batch["waveform"][i][: lengths[k]], dtype=np.float32) for k, i in enumerate(rows)]
         if self.ct2 is not None:
-            return self.ct2.transcribe(waves)
+            return self.ct2.transcribe_with_language(waves)
         features, mask = whisper_features(self.features, waves, str(self.device))
         with self.torch.inference_mode():  # the mask marks each clip's real frames (the rest is padding)
             ids = self.model.generate(features.to(self.device, self.model.dtype), attention_mask=mask.to(self.device),
                                       **self.generate_kwargs)
-        return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        texts = [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        return texts, [self._language_of(one) for one in ids.tolist()]
+
+    def _language_of(self, ids: list[int]) -> str:
+        """The language token a multilingual Whisper decoded (configured or chosen), "" if none."""
+        if self.config.language:
+            return self.config.language
+        by_id = getattr(self, "_languages", None)
+        if by_id is None:
+            lang_to_id = getattr(self.model.generation_config, "lang_to_id", None) or {}
+            by_id = self._languages = {i: tok.strip("<|>") for tok, i in lang_to_id.items()}
+        return next((by_id[i] for i in ids[:4] if i in by_id), "")
