@@ -62,3 +62,34 @@ def test_records_that_are_not_run_records_are_named_and_skipped(tmp_path, caplog
     for name, why in (("latest.json", "not a run record"), ("2026-11-28_fp1.json", "field 'run_date' missing"),
                       ("2026-11-26_fp1.json", "a stray copy")):
         assert any(name in r.getMessage() and why in r.getMessage() for r in caplog.records), (name, caplog.text)
+
+
+def test_report_says_the_status_the_failed_and_slowest_videos_the_models_and_the_trend(tmp_path):
+    """Night 2 fails 1 of 4 videos (25% > the default 20%): degraded, as the command's exit code
+    says; its failed and slowest videos are listed, its models named, and both nights trended."""
+    from mmbatch.readers.report import night_data, render
+
+    def rows(vid, n, valence, **kw):
+        b = clip_rows(vid, n, **kw)
+        b["valence"] = np.full(n, valence, np.float32)
+        return b
+
+    Night(tmp_path, refs("a")).write(rows("a", 2, 0.5)).commit()
+    day2 = DAY + dt.timedelta(days=1)
+    night = Night(tmp_path, refs("a", "b", "c", "bad"), day=day2)
+    night.write(rows("a", 3, 0.6), rows("b", 2, -0.8), rows("c", 4, 0.1), clip_rows("bad", 1, "error", first=-1))
+    night.committer.commit(night.inputs, night.ledger.done, {}, {
+        "config": {"models": {"text": {"task": "text_zero_shot", "source": "bundle:all-mpnet-base-v2",
+                                       "revision": None}}, "run": {"max_failed_fraction": 0.2}},
+        "model_identities": {"text": "bundle:all-mpnet-base-v2@e8c3b32e:abc"}})
+    text = render(night_data(str(tmp_path)))
+    assert "<b>committed, degraded</b> (exit code 3)" in text
+    assert "1 of 4 videos failed (25% &gt; max-failed-fraction 20%)" in text
+    assert "<h2>Failed videos</h2>" in text and "<td>bad</td><td>decode</td><td>boom</td>" in text
+    assert "<h2>Slowest videos to decode</h2>" in text
+    assert "<td>text</td><td>text_zero_shot</td><td>bundle:all-mpnet-base-v2</td>" in text
+    assert "The last 2 nights" in text and "<td>2026-11-27</td><td>1</td><td>1</td>" in text
+    assert ">0 s</text>" in text and ">10 s</text>" in text and ">15 s</text>" in text  # b's, a's last clip ends
+    assert ">clips</text>" in text  # the histogram's count axis
+    first = render(night_data(str(tmp_path), DAY))
+    assert "committed (exit code 0)" in first and "The last" not in first

@@ -301,20 +301,10 @@ def finish(args: argparse.Namespace, config, result, run_date: dt.date) -> int:
         if config.output.format == "parquet":  # a table format is read through it (docs/output.md)
             print(f"\nTry:  python -c \"import duckdb; print(duckdb.sql(\\\"SELECT video_id, round(avg(valence), 3) AS "
                   f"valence FROM '{args.output}/clips/**/*.parquet' GROUP BY 1 ORDER BY 1\\\"))\"")
-    degraded = result.degraded_modalities(config.run.max_modality_failed_fraction)
-    if result.manifest.get("state_updated") is False:
-        print("error: committed, but the state table was not updated (see cleanup_warnings in the run record); "
-              "the next run brings it up to date without rescoring", file=sys.stderr)
-        return ExitCode.DEGRADED
-    if result.failed_fraction > limit:
-        print(f"error: {result.failed} of {result.scored + result.failed} videos failed "
-              f"({result.failed_fraction:.0%} > max-failed-fraction {limit:.0%}); see the videos table",
-              file=sys.stderr)
-        return ExitCode.DEGRADED
-    if degraded:
-        which = ", ".join(f"{m} on {share:.0%} of clips" for m, share in degraded.items())
-        print(f"error: committed, but degraded: {which} failed (> run.max_modality_failed_fraction "
-              f"{config.run.max_modality_failed_fraction:.0%}); the reasons are in clips.<modality>_error",
-              file=sys.stderr)
+    from mmbatch.night.runs import degraded_reasons
+
+    reasons = degraded_reasons(result.manifest, limit, config.run.max_modality_failed_fraction)
+    if reasons:  # the most serious one; the night's report lists them all
+        print(f"error: {reasons[0]}", file=sys.stderr)
         return ExitCode.DEGRADED
     return ExitCode.OK

@@ -129,3 +129,25 @@ def mark_superseded(fs, layout: OutputLayout, manifest: dict[str, Any]) -> None:
         other["superseded_by"] = manifest["run_id"]
         other["superseded_at"] = manifest["committed_at"]
         storage.write_bytes_atomic(fs, path, json.dumps(other, indent=2, default=str).encode())
+
+
+def degraded_reasons(record: dict[str, Any], max_failed_fraction: float, max_modality_failed_fraction: float) -> list[str]:
+    """Why a committed night counts as degraded (exit 3), most serious first; [] when it is not. The
+    command's exit code and the night's report read the same rule."""
+    reasons = []
+    if record.get("state_updated") is False:
+        reasons.append("committed, but the state table was not updated (see cleanup_warnings in the run record); "
+                       "the next run brings it up to date without rescoring")
+    c = record.get("counts") or {}
+    attempted = c.get("scored", 0) + c.get("failed", 0)
+    failed_fraction = c.get("failed", 0) / attempted if attempted else 0.0
+    if failed_fraction > max_failed_fraction:
+        reasons.append(f"{c.get('failed', 0)} of {attempted} videos failed ({failed_fraction:.0%} > max-failed-fraction "
+                       f"{max_failed_fraction:.0%}); see the videos table")
+    modalities = {m: v["failed_fraction"] for m, v in (record.get("modalities") or {}).items()
+                  if v.get("failed_fraction", 0) > max_modality_failed_fraction}
+    if modalities:
+        which = ", ".join(f"{m} on {share:.0%} of clips" for m, share in modalities.items())
+        reasons.append(f"committed, but degraded: {which} failed (> run.max_modality_failed_fraction "
+                       f"{max_modality_failed_fraction:.0%}); the reasons are in clips.<modality>_error")
+    return reasons

@@ -44,11 +44,6 @@ class RunResult:
         attempted = self.scored + self.failed
         return self.failed / attempted if attempted else 0.0
 
-    def degraded_modalities(self, limit: float) -> dict[str, float]:
-        """Configured modalities that failed on more than `limit` of the clips they were tried on."""
-        return {m: c["failed_fraction"] for m, c in self.manifest.get("modalities", {}).items()
-                if c["failed_fraction"] > limit}
-
 
 @dataclass
 class RunPlan:
