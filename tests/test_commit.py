@@ -380,3 +380,29 @@ def test_a_full_disk_while_writing_clips_names_its_cause_without_colour_codes():
     assert isinstance(wrapped, OSError)
     err = _storage_failure(wrapped, types.SimpleNamespace(output_uri="/out"))
     assert "[Errno 28] No space left on device" in str(err) and "\x1b" not in str(err), str(err)
+
+
+def test_a_rerun_of_a_committed_date_keeps_the_earlier_record(tmp_path):
+    """The same run id committed again: the earlier record and report stay under _runs/<run_id>/,
+    the new record names them, and the summary says what was replaced and carried over. A record
+    whose commit_id is not one mmbatch writes is never made into a path."""
+    from mmbatch.cli.score import replaced_line
+    from mmbatch.night.runs import list_run_records
+
+    first = Night(tmp_path, refs("a", "b")).write(clip_rows("a", 1), clip_rows("b", 1)).commit()
+    runs_dir = tmp_path / "_runs"
+    (runs_dir / "2026-11-27_fp1.html").write_text("the first night's report")
+    second = Night(tmp_path, refs("a")).write(clip_rows("a", 2)).commit()
+    kept = runs_dir / "2026-11-27_fp1" / f"{first['commit_id']}.json"
+    assert json.loads(kept.read_text())["counts"] == first["counts"]
+    assert kept.with_suffix(".html").read_text() == "the first night's report"
+    assert second["replaced"]["commit_id"] == first["commit_id"] and second["carried_over"] == ["b"]
+    assert replaced_line(second) == (
+        f"\nreplaced the committed night of 2026-11-27 (commit {first['commit_id'][:8]} of {first['committed_at']}, "
+        f"2 videos scored; its record is kept at {kept}); 1 of its videos carried over")
+    assert list_run_records(Night(tmp_path, refs()).fs, str(runs_dir)) == {"2026-11-27_fp1": DAY}
+    record = json.loads((runs_dir / "2026-11-27_fp1.json").read_text())
+    (runs_dir / "2026-11-27_fp1.json").write_text(json.dumps({**record, "commit_id": "../../evil"}))
+    third = Night(tmp_path, refs("a")).write(clip_rows("a", 1)).commit()
+    assert "replaced" not in third and not list(tmp_path.rglob("evil*"))
+    assert replaced_line(third) == ""

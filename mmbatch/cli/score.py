@@ -282,6 +282,18 @@ def main(argv: list[str] | None = None) -> int:
     return finish(args, config, result, run_date)
 
 
+def replaced_line(record: dict) -> str:
+    """What a rerun of a committed date replaced, or ""."""
+    replaced = record.get("replaced")
+    if not replaced:
+        return ""
+    before = (replaced.get("counts") or {}).get("scored", "?")
+    carried = len(record.get("carried_over") or [])
+    return (f"\nreplaced the committed night of {record['run_date']} (commit {replaced['commit_id'][:8]} of "
+            f"{replaced.get('committed_at') or '?'}, {before} videos scored; its record is kept at "
+            f"{replaced['record']}); {carried} of its videos carried over")
+
+
 def finish(args: argparse.Namespace, config, result, run_date: dt.date) -> int:
     """The summary of a committed night and its exit code: 0, or 3 when it is degraded."""
     from mmbatch.errors import ExitCode
@@ -295,6 +307,7 @@ def finish(args: argparse.Namespace, config, result, run_date: dt.date) -> int:
         f"{result.skipped} skipped; {result.clips} clips in {result.wall_seconds:.1f} s ({rate:.2f} clips/s)"
         + (f"; busiest pool {busiest} ({shares[busiest]:.0%} of its time working)" if busiest else "")
         + f"\noutput: {result.output}"
+        + replaced_line(result.manifest)
     )
     if args.demo:
         print_demo_table(args.output, run_date, config)

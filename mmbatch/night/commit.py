@@ -87,6 +87,7 @@ class Committer:
             if tables.commit_point == TABLE_LOG:
                 manifest["table_base"] = base
             step = "manifest"
+            runs.keep_replaced(self.fs, lay, manifest)  # an earlier commit of this run id keeps its record
             if guard is not None:
                 guard()
             committed = self._record(manifest)

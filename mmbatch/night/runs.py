@@ -117,6 +117,35 @@ def build_run_record(layout: OutputLayout, fingerprint: str, commit_id: str, nig
     }
 
 
+def keep_replaced(fs, layout: OutputLayout, manifest: dict[str, Any]) -> None:
+    """Before this commit's record takes `_runs/<run_id>.json`: a record there of an earlier commit
+    of the same run id (a rerun of the date) is kept, with its report, under `_runs/<run_id>/`, and
+    this record names it (`replaced`). Done again after a crash, to the same names."""
+    earlier = read_run_record(fs, layout.manifest)
+    if earlier is None or earlier.get("commit_id") in (None, manifest["commit_id"]):
+        return
+    if not _is_commit_id(earlier["commit_id"]):  # the record is output, so untrusted: never a path of its making
+        log.warning("not keeping the earlier record %s: its commit_id %r is not one mmbatch writes",
+                    layout.manifest, str(earlier["commit_id"])[:80])
+        return
+    storage.write_bytes_atomic(fs, layout.replaced_record(earlier["commit_id"]),
+                               json.dumps(earlier, indent=2, default=str).encode())
+    report = layout.manifest[: -len(".json")] + ".html"
+    if fs.exists(report):
+        storage.write_bytes_atomic(fs, layout.replaced_record(earlier["commit_id"], ".html"), fs.cat_file(report))
+    manifest["replaced"] = {"commit_id": earlier["commit_id"], "committed_at": earlier.get("committed_at"),
+                            "counts": earlier.get("counts"), "record": layout.replaced_record(earlier["commit_id"])}
+
+
+def _is_commit_id(value) -> bool:
+    import uuid
+
+    try:
+        return str(uuid.UUID(str(value))) == value
+    except ValueError:
+        return False
+
+
 def mark_superseded(fs, layout: OutputLayout, manifest: dict[str, Any]) -> None:
     """Earlier records of the date say which run superseded them."""
     prefix = posixpath.join(layout.runs, layout.run_date.isoformat() + "_")

@@ -63,6 +63,11 @@ class OutputLayout:
     def run_record(self, run_id: str) -> str:
         return self._join("_runs", f"{run_id}.json")
 
+    def replaced_record(self, commit_id: str, suffix: str = ".json") -> str:
+        """Where an earlier commit of this run id keeps its record (and report) once a rerun of the
+        date replaced it: `_runs/<run_id>/<commit_id>.json`; `_runs/<run_id>.json` is the current one."""
+        return self._join("_runs", self.run_id, f"{commit_id}{suffix}")
+
     def of_run(self, run_id: str) -> "OutputLayout":
         """The layout of another run of the same output and date."""
         return OutputLayout(self.root, self.run_date, run_id)
