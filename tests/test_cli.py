@@ -300,3 +300,29 @@ def test_version_and_license(capsys):
     declared = re.search(r'^license = \{ text = "([^"]+)" \}', (REPO / "pyproject.toml").read_text(), re.M).group(1)
     text = (REPO / "LICENSE").read_text()
     assert declared == "Apache-2.0" and "Apache License" in text and "Version 2.0, January 2004" in text
+
+
+def test_every_subcommand_takes_log_level_and_every_flag_has_help():
+    """One grammar: --log-level on each subcommand, help on every flag; train's scored-output root is
+    --output like the others' (--clips still works, with a deprecation line)."""
+    import contextlib
+    import io
+
+    import pytest
+
+    from mmbatch.cli import COMMANDS, main
+
+    for name in COMMANDS:
+        if name == "models":
+            continue  # subcommands of its own (fetch, list); --log-level sits before them
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+            main([name, "--help"])
+        options = out.getvalue().split("options:", 1)[1]
+        assert "--log-level" in options, name
+        bare = re.findall(r"^  (--[\w-]+)(?: [A-Z_ .\[\]]+)?\n  (?=-)", options, re.M)
+        assert bare == [], (name, bare)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["train", "--clips", "/nonexistent/scores", "--labels", "l.csv", "--out", "h"])
+    assert code == 2 and err.getvalue().startswith("warning: --clips is deprecated: use --output")

@@ -37,6 +37,29 @@ COMMANDS = {
 }
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def logging_option(p, default: str = "WARNING") -> None:
+    """`--log-level`, the same on every subcommand; `configure_logging` applies it."""
+    p.add_argument("--log-level", default=default, choices=LOG_LEVELS,
+                   help=f"what mmbatch and the libraries it drives log (default {default})")
+
+
+def configure_logging(level: str) -> None:
+    """One level for this process's loggers, mmbatch's and the libraries' alike."""
+    import logging
+
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("ray", "transformers", "fsspec", "s3fs", "botocore", "urllib3", "filelock"):
+        logging.getLogger(name).setLevel(level)
+
+
+def deprecated_flag(old: str, new: str, why: str = "") -> None:
+    """One line on stderr: an old spelling still works this release."""
+    print(f"warning: {old} is deprecated: use {new}{f' ({why})' if why else ''}", file=sys.stderr)
+
+
 def errors_as_exit_codes(main):
     """A command's `main` whose typed errors (mmbatch.errors.MmbatchError) print as one `error:`
     line and return their exit code, instead of a traceback."""

@@ -13,7 +13,7 @@ import argparse
 import datetime as dt
 import json
 
-from mmbatch.cli import errors_as_exit_codes
+from mmbatch.cli import configure_logging, errors_as_exit_codes, logging_option
 
 
 @errors_as_exit_codes
@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-date", type=dt.date.fromisoformat, default=None,
                    help="index only this night (default: every committed night not indexed as it is now)")
     p.add_argument("--config", default=None, help="pipeline YAML: storage_options and the output's format/catalog")
+    logging_option(p)
     args = p.parse_args(argv)
+    configure_logging(args.log_level)
     from mmbatch.config import reader_settings
     from mmbatch.errors import ExitCode
     from mmbatch.readers.similar import build_index

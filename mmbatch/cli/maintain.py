@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from mmbatch.cli import errors_as_exit_codes
+from mmbatch.cli import configure_logging, errors_as_exit_codes, logging_option
 
 DEFAULT_RETENTION_HOURS = 168.0  # a week: Delta Lake's own default
 
@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vacuum-hours", type=float, default=DEFAULT_RETENTION_HOURS,
                    help=f"keep superseded files and history this long (default {DEFAULT_RETENTION_HOURS:g})")
     p.add_argument("--config", default=None, help="pipeline YAML: storage_options and the output's format/catalog")
+    logging_option(p)
     args = p.parse_args(argv)
+    configure_logging(args.log_level)
     if args.vacuum_hours < 0:
         p.error("--vacuum-hours must be >= 0")
     from mmbatch.config import reader_settings

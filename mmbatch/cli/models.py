@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmbatch.cli import errors_as_exit_codes
+from mmbatch.cli import configure_logging, errors_as_exit_codes, logging_option
 
 
 @errors_as_exit_codes
@@ -22,7 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     fetch = sub.add_parser("fetch", help="fetch and verify a bundle into the model cache")
     fetch.add_argument("name", help="the bundle (mmbatch models list)")
     sub.add_parser("list", help="the bundles this version knows, and whether they are cached")
+    logging_option(p)
     args = p.parse_args(argv)
+    configure_logging(args.log_level)
     from mmbatch.errors import ExitCode
     from mmbatch.models.bundles import BUNDLES, VERIFIED_MARKER, bundle_folder, fetch_bundle
     from mmbatch.models.loading import cache_root

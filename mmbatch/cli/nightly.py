@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from mmbatch.cli import checkout_root
+from mmbatch.cli import checkout_root, configure_logging, logging_option
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 EXCLUDES = [".git", ".venv", "venv", "tests", "mmbatch_demo", "benchmarks/results", "**/__pycache__"]
@@ -67,11 +67,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://head:8265")
     ap.add_argument("--retries", type=int, default=2, help="extra attempts after one that failed with exit code 1")
     ap.add_argument("--backoff-s", type=float, default=60.0, help="wait before a retry (doubles each time)")
-    ap.add_argument("--poll-s", type=float, default=5.0)
+    ap.add_argument("--poll-s", type=float, default=5.0, help="how often the job's status is asked for, seconds")
     ap.add_argument("--working-dir", default=str(checkout_root() or Path.cwd()),
                     help="the project folder shipped to the cluster (default: this checkout, else the current folder)")
+    logging_option(ap)
     ap.add_argument("job_args", nargs=argparse.REMAINDER, help="-- then arguments for score_videos.py")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    configure_logging(args.log_level)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

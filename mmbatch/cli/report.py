@@ -13,7 +13,7 @@ import argparse
 import datetime as dt
 import sys
 
-from mmbatch.cli import errors_as_exit_codes
+from mmbatch.cli import configure_logging, errors_as_exit_codes, logging_option
 
 
 @errors_as_exit_codes
@@ -24,7 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="where to write the page (default: _runs/<run_id>.html under --output)")
     p.add_argument("--config", default=None,
                    help="pipeline YAML, for its storage_options (credentials, endpoint) and output format/catalog")
+    logging_option(p)
     args = p.parse_args(argv)
+    configure_logging(args.log_level)
     from mmbatch.config import reader_settings
     from mmbatch.errors import ExitCode
     from mmbatch.readers.report import write_report

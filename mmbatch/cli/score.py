@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from mmbatch.cli import CODE_ROOT, shipped_pipelines, stop_on_sigterm
+from mmbatch.cli import CODE_ROOT, LOG_LEVELS, shipped_pipelines, stop_on_sigterm
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true",
                    help="check config, models, inputs and output, print what would be scored, resumed, skipped "
                         "and refused, and exit (no Ray)")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+    p.add_argument("--log-level", default="INFO", choices=LOG_LEVELS,
                    help="log level of the job's own lines (Ray Data's progress dumps only at DEBUG)")
     p.add_argument("--demo", action="store_true",
                    help="write sample videos to a local folder and score them with pipelines/demo.yaml (no network)")

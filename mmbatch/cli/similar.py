@@ -13,7 +13,7 @@ import argparse
 import datetime as dt
 import json
 
-from mmbatch.cli import errors_as_exit_codes
+from mmbatch.cli import configure_logging, errors_as_exit_codes, logging_option
 
 
 @errors_as_exit_codes
@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-date", type=dt.date.fromisoformat, default=None,
                    help="the night of the clip (default: its latest indexed night)")
     p.add_argument("--config", default=None, help="pipeline YAML: storage_options")
+    logging_option(p)
     args = p.parse_args(argv)
+    configure_logging(args.log_level)
     if args.k < 1:
         p.error("-k must be at least 1")
     from mmbatch.config import reader_settings

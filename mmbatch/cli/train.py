@@ -1,7 +1,7 @@
 """Train the fusion head on your labels, from the pipeline's own output (no video is decoded again).
 
-    mmbatch train --clips s3://bucket/scores/ --labels labels.csv --out fusion-head/
-    mmbatch train --clips scores/ --labels mosi.parquet --label-range -3 3 --out head/
+    mmbatch train --output s3://bucket/scores/ --labels labels.csv --out fusion-head/
+    mmbatch train --output scores/ --labels mosi.parquet --label-range -3 3 --out head/
 
 Labels (CSV or Parquet): `video_id`, then `clip_id` or `start_s`/`end_s` (matched to the clip it
 overlaps most), and `label`: negative|neutral|positive, or a number in --label-range. An optional
@@ -17,22 +17,27 @@ import json
 import sys
 from pathlib import Path
 
-from mmbatch.cli import errors_as_exit_codes
+from mmbatch.cli import configure_logging, deprecated_flag, errors_as_exit_codes, logging_option
 
 
 @errors_as_exit_codes
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--clips", required=True, help="the pipeline's output root (its clips/ holds the embeddings)")
+    root = p.add_mutually_exclusive_group(required=True)
+    root.add_argument("--output", help="the scored output's root, as every command that reads one names it "
+                                       "(its clips/ holds the embeddings)")
+    root.add_argument("--clips", dest="old_clips", help=argparse.SUPPRESS)  # the spelling before --output
     p.add_argument("--labels", required=True, help="CSV or Parquet of labels")
     p.add_argument("--label-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="range of numeric labels, mapped to valence -1..1 (e.g. -3 3)")
     p.add_argument("--out", required=True, help="checkpoint folder to write")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0, help="the seed of the split by video and of training")
+    p.add_argument("--epochs", type=int, default=200, help="at most this many (early stopping on the validation loss)")
     p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: TrainConfig's)")
     p.add_argument("--config", default=None, help="pipeline YAML, for storage_options and the output's format/catalog")
+    logging_option(p)
     args = p.parse_args(argv)
+    configure_logging(args.log_level)
 
     from mmbatch.config import reader_settings
     from mmbatch.errors import ExitCode
@@ -50,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     options, output_config = reader_settings(args.config)
+    if args.old_clips:
+        deprecated_flag("--clips", "--output", "the scored output's root, as in report, index and the others")
+    args.clips = args.output or args.old_clips
     try:
         clips = load_clips(args.clips, options, output_config)
         labels = read_labels(args.labels, tuple(args.label_range) if args.label_range else None)
