@@ -455,6 +455,13 @@ def _format_validation_error(err: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
+def config_json_schema() -> dict[str, Any]:
+    """The pipeline YAML's JSON schema (docs/pipeline.schema.json), for editors that complete keys;
+    `python -c "from mmbatch.config import config_json_schema as s; import json; print(json.dumps(s(), indent=1))"`."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **PipelineConfig.model_json_schema(),
+            "title": "mmbatch pipeline"}
+
+
 def parse_config(data: dict[str, Any], origin: str = "(dict)") -> PipelineConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"invalid config {origin}: top level must be a mapping")

@@ -145,3 +145,23 @@ def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
     path.write_text("models:\n  text:\n    task: text_classification\n    task: speech_recognition\n")
     with pytest.raises(ConfigError, match=r"line 4: key 'task' is given twice \(first on line 3\)"):
         load_config(path)
+
+
+def test_the_published_json_schema_is_current_and_the_shipped_yamls_follow_it():
+    """docs/pipeline.schema.json (what YAML editors complete keys from) is the config's own schema,
+    regenerated with every change; each shipped pipeline names it and validates against it."""
+    import json
+
+    import jsonschema
+    import yaml
+
+    from mmbatch.config import config_json_schema
+
+    published = json.loads((REPO / "docs" / "pipeline.schema.json").read_text())
+    assert published == json.loads(json.dumps(config_json_schema())), "regenerate docs/pipeline.schema.json"
+    for path in sorted((REPO / "pipelines").glob("*.yaml")):
+        assert path.read_text().startswith("# yaml-language-server: $schema=../docs/pipeline.schema.json\n"), path
+        jsonschema.validate(yaml.safe_load(path.read_text()), published)
+    with pytest.raises(jsonschema.ValidationError, match="windows_s"):
+        jsonschema.validate({"models": {"text": {"task": "text_zero_shot", "source": "x"}},
+                             "clips": {"windows_s": 4}}, published)
