@@ -326,3 +326,7 @@ def test_every_subcommand_takes_log_level_and_every_flag_has_help():
     with contextlib.redirect_stderr(err):
         code = main(["train", "--clips", "/nonexistent/scores", "--labels", "l.csv", "--out", "h"])
     assert code == 2 and err.getvalue().startswith("warning: --clips is deprecated: use --output")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["scroe"]) == 2
+    assert err.getvalue().startswith("mmbatch: unknown command 'scroe'; did you mean 'score'?")

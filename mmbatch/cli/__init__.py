@@ -128,7 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"mmbatch: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        import difflib
+
+        near = difflib.get_close_matches(name, COMMANDS, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        print(f"mmbatch: unknown command {name!r}{hint}\n\n{usage()}", file=sys.stderr)
         return 2
     sys.argv[0] = f"mmbatch {name}"  # argparse names the command in usage and errors
     return int(importlib.import_module(COMMANDS[name][0]).main(rest))
