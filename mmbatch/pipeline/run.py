@@ -256,7 +256,7 @@ def _manifest_extra(plan: RunPlan, wall: float, stage_stats, execution_s: float)
         "timings": {"wall_seconds": round(wall, 3),
                     "decode_seconds": round(sum(o.decode_seconds for o in outcomes), 3),
                     "stages": stage_stats, "execution_seconds": round(execution_s, 3),
-                    # the pool nearest 1.0 is the one the others waited for (docs/performance.md, Tuning)
+                    # the pool nearest 1.0 is the one the others waited for (docs/tuning.md)
                     "pool_busy_share": run_stats.pool_busy_share(stage_stats, run_stats.pool_sizes(plan.specs), execution_s)},
         "versions": _versions(),
     }

@@ -38,7 +38,7 @@ def _busy_pools(timings: dict) -> str:
     rows = [[name, f"{share:.0%}"] for name, share in sorted(shares.items(), key=lambda kv: -kv[1])]
     return (f"<p>Share of each actor pool's time spent working over the {timings.get('execution_seconds', 0):.1f} s "
             f"the graph ran: <b>{html.escape(busiest)}</b> was the busiest, the pool the others waited for when near "
-            "100% (more actors for it, or fewer elsewhere; docs/performance.md, Tuning).</p>"
+            "100% (more actors for it, or fewer elsewhere; docs/tuning.md).</p>"
             + _table(rows, ["pool", "busy"]))
 
 
