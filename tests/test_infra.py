@@ -57,3 +57,24 @@ def test_node_types_declare_what_the_production_pools_ask_for():
     groups = yaml.safe_load((INFRA / "kuberay-rayjob.yaml").read_text())["spec"]["rayClusterSpec"]["workerGroupSpecs"]
     declared = {g["groupName"]: json.loads(json.loads(g["rayStartParams"]["resources"])) for g in groups}
     assert declared == {"cpu-decode": {"cpu_node": 1000}, "gpu-encode": {"gpu_node": 1000}}
+
+
+def test_the_cluster_image_installs_this_project_on_the_pinned_ray_and_python():
+    """infra/Dockerfile (built by users: it needs the network): Ray's own image of the Ray minor
+    version and Python that pyproject pins, this project installed from its pyproject.toml."""
+    import re
+
+    import tomllib
+
+    project = tomllib.loads((INFRA.parent / "pyproject.toml").read_text())["project"]
+    ray_pin = next(d for d in project["dependencies"] if d.startswith("ray["))
+    minor = re.search(r"==(\d+\.\d+)", ray_pin).group(1)
+    text = (INFRA / "Dockerfile").read_text()
+    base = re.search(r"^ARG BASE=rayproject/ray:(\d+\.\d+)\.\d+-py(\d)(\d+)-cpu$", text, re.M)
+    from packaging.specifiers import SpecifierSet
+
+    assert base and base.group(1) == minor and f"{base.group(2)}.{base.group(3)}" in SpecifierSet(project["requires-python"])
+    assert "FROM ${BASE}" in text and 'pip install --no-cache-dir ".[${EXTRAS}]"' in text and "==" not in text
+    extras = re.search(r"^ARG EXTRAS=(.+)$", text, re.M).group(1).split(",")
+    assert set(extras) <= set(project["optional-dependencies"])
+    assert "infra/Dockerfile" in (INFRA / "kuberay-rayjob.yaml").read_text()
