@@ -326,6 +326,12 @@ def test_every_subcommand_takes_log_level_and_every_flag_has_help():
     with contextlib.redirect_stderr(err):
         code = main(["train", "--clips", "/nonexistent/scores", "--labels", "l.csv", "--out", "h"])
     assert code == 2 and err.getvalue().startswith("warning: --clips is deprecated: use --output")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["models", "--json", "list"]) == 0
+    import json
+
+    assert {json.loads(line)["bundle"] for line in out.getvalue().splitlines()} >= {"whisper-base", "fer-emotion"}
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         assert main(["scroe"]) == 2

@@ -337,6 +337,15 @@ def test_a_committed_night_whose_state_update_fails_is_committed_and_never_resco
                                    degraded_modalities=lambda limit: {})
     config = types.SimpleNamespace(run=types.SimpleNamespace(max_failed_fraction=0.2, max_modality_failed_fraction=0.2))
     assert finish(argparse.Namespace(max_failed_fraction=None, demo=False), config, result, DAY) == 3
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        assert finish(argparse.Namespace(max_failed_fraction=None, demo=False, json=True), config, result, DAY) == 3
+    summary = json.loads(out.getvalue())  # --json: one object, the exit code and why in it
+    assert summary["exit_code"] == 3 and summary["degraded"][0].startswith("committed, but the state table was not")
+    assert (summary["inputs"], summary["scored"], summary["clips"]) == (2, 2, 2)
     # The temporary file of the failed write goes with the next clean-up once abandoned (an hour).
     leftovers = list((tmp_path / "state").glob("*.tmp-*"))
     assert leftovers == []  # the failed atomic write removed its own

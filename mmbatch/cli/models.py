@@ -11,6 +11,7 @@ of the night. The cache is `MMBATCH_CACHE` (default ~/.cache/mmbatch). Exit code
 from __future__ import annotations
 
 import argparse
+import json
 
 from mmbatch.cli import configure_logging, errors_as_exit_codes, logging_option
 
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     fetch = sub.add_parser("fetch", help="fetch and verify a bundle into the model cache")
     fetch.add_argument("name", help="the bundle (mmbatch models list)")
     sub.add_parser("list", help="the bundles this version knows, and whether they are cached")
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
     logging_option(p)
     args = p.parse_args(argv)
     configure_logging(args.log_level)
@@ -32,7 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "list":
         for name, bundle in BUNDLES.items():
             cached = (bundle_folder(bundle, cache_root()) / VERIFIED_MARKER).exists()
-            print(f"{name}  {bundle.hub_id}@{bundle.revision}  {'cached' if cached else 'not cached'}")
+            print(json.dumps({"bundle": name, "hub_id": bundle.hub_id, "revision": bundle.revision, "cached": cached})
+                  if args.json else f"{name}  {bundle.hub_id}@{bundle.revision}  {'cached' if cached else 'not cached'}")
         return ExitCode.OK
-    print(f"{args.name}: {fetch_bundle(args.name, cache_root())} (every file's sha256 verified)")
+    folder = fetch_bundle(args.name, cache_root())
+    print(json.dumps({"bundle": args.name, "folder": str(folder), "verified": True}) if args.json
+          else f"{args.name}: {folder} (every file's sha256 verified)")
     return ExitCode.OK

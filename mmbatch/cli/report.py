@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import sys
 
 from mmbatch.cli import configure_logging, errors_as_exit_codes, logging_option
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="where to write the page (default: _runs/<run_id>.html under --output)")
     p.add_argument("--config", default=None,
                    help="pipeline YAML, for its storage_options (credentials, endpoint) and output format/catalog")
+    p.add_argument("--json", action="store_true", help="print where the page was written as JSON")
     logging_option(p)
     args = p.parse_args(argv)
     configure_logging(args.log_level)
@@ -37,6 +39,6 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return ExitCode.USAGE
-    print(f"report: {where}")
+    print(json.dumps({"report": where}) if args.json else f"report: {where}")
     return ExitCode.OK
 

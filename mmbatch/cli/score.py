@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import sys
 from pathlib import Path
@@ -59,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "and refused, and exit (no Ray)")
     p.add_argument("--log-level", default="INFO", choices=LOG_LEVELS,
                    help="log level of the job's own lines (Ray Data's progress dumps only at DEBUG)")
+    p.add_argument("--json", action="store_true", help="print the night's summary as one JSON object (errors stay on stderr)")
     p.add_argument("--demo", action="store_true",
                    help="write sample videos to a local folder and score them with pipelines/demo.yaml (no network)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (ignored when attaching)")
@@ -297,27 +299,33 @@ def replaced_line(record: dict) -> str:
 def finish(args: argparse.Namespace, config, result, run_date: dt.date) -> int:
     """The summary of a committed night and its exit code: 0, or 3 when it is degraded."""
     from mmbatch.errors import ExitCode
+    from mmbatch.night.runs import degraded_reasons
 
     limit = args.max_failed_fraction if args.max_failed_fraction is not None else config.run.max_failed_fraction
     rate = result.clips / result.wall_seconds if result.wall_seconds else 0.0
     shares = result.manifest.get("timings", {}).get("pool_busy_share") or {}
     busiest = max(shares, key=shares.get) if shares else None
-    print(
-        f"\nrun {result.run_id} committed: {result.inputs} videos: {result.scored} scored, {result.failed} failed, "
-        f"{result.skipped} skipped; {result.clips} clips in {result.wall_seconds:.1f} s ({rate:.2f} clips/s)"
-        + (f"; busiest pool {busiest} ({shares[busiest]:.0%} of its time working)" if busiest else "")
-        + f"\noutput: {result.output}"
-        + replaced_line(result.manifest)
-    )
-    if args.demo:
+    reasons = degraded_reasons(result.manifest, limit, config.run.max_modality_failed_fraction)
+    code = ExitCode.DEGRADED if reasons else ExitCode.OK
+    if getattr(args, "json", False):
+        print(json.dumps({"run_id": result.run_id, "output": result.output, "run_date": run_date.isoformat(),
+                          "inputs": result.inputs, "scored": result.scored, "failed": result.failed,
+                          "skipped": result.skipped, "clips": result.clips, "wall_seconds": round(result.wall_seconds, 3),
+                          "clips_per_second": round(rate, 3), "pool_busy_share": shares, "exit_code": int(code),
+                          "degraded": reasons, "replaced": result.manifest.get("replaced")}, default=str))
+    else:
+        print(
+            f"\nrun {result.run_id} committed: {result.inputs} videos: {result.scored} scored, {result.failed} failed, "
+            f"{result.skipped} skipped; {result.clips} clips in {result.wall_seconds:.1f} s ({rate:.2f} clips/s)"
+            + (f"; busiest pool {busiest} ({shares[busiest]:.0%} of its time working)" if busiest else "")
+            + f"\noutput: {result.output}"
+            + replaced_line(result.manifest)
+        )
+    if args.demo and not getattr(args, "json", False):
         print_demo_table(args.output, run_date, config)
         if config.output.format == "parquet":  # a table format is read through it (docs/output.md)
             print(f"\nTry:  python -c \"import duckdb; print(duckdb.sql(\\\"SELECT video_id, round(avg(valence), 3) AS "
                   f"valence FROM '{args.output}/clips/**/*.parquet' GROUP BY 1 ORDER BY 1\\\"))\"")
-    from mmbatch.night.runs import degraded_reasons
-
-    reasons = degraded_reasons(result.manifest, limit, config.run.max_modality_failed_fraction)
     if reasons:  # the most serious one; the night's report lists them all
         print(f"error: {reasons[0]}", file=sys.stderr)
-        return ExitCode.DEGRADED
-    return ExitCode.OK
+    return code
