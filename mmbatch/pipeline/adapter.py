@@ -30,6 +30,8 @@ _TASK_STAGES: dict[str, Any] = {}
 # Retries and restarts have no named parameter in Ray 2.60; the generic **ray_remote_args that
 # carries them warns of its deprecation on every run, which says nothing to a user.
 warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated")
+# A night with fewer write bundles than output.write_concurrency (every small night) is not a problem.
+warnings.filterwarnings("ignore", message=r"The maximum number of concurrent tasks for 'Write'")
 
 
 def _project(batch: dict, keep: frozenset | None) -> dict:

@@ -11,6 +11,9 @@ import re
 from mmbatch.stage import StageSpec
 
 log = logging.getLogger(__name__)
+# Said on every healthy run and nothing to act on: the token notice of a local Ray (it serves this
+# machine only), and Ray Data's note that its progress bars are off (the job turns them off itself).
+BENIGN_RAY_LOGGERS = ("ray._private.authentication.authentication_token_setup", "ray.data._internal.progress")
 # How often the job tries to start its local Ray (an attached cluster is started by its operator).
 LOCAL_START_ATTEMPTS = 2
 
@@ -168,6 +171,9 @@ def start_ray(log_level: str, *, num_cpus: int | None = None, runtime_env: dict 
 
     import ray
 
+    for name in BENIGN_RAY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_ray_on_driver(log_level)
     logging_config = ray.LoggingConfig(log_level=log_level)
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True, logging_config=logging_config, runtime_env=runtime_env)
@@ -175,6 +181,15 @@ def start_ray(log_level: str, *, num_cpus: int | None = None, runtime_env: dict 
         start_local_ray(lambda: ray.init(
             num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_config=logging_config,
             resources=resources, _system_config=local_system_config(num_cpus or os.cpu_count() or 1)))
+    quiet_ray_on_driver(log_level)  # ray.init configures its loggers anew
+
+
+def quiet_ray_on_driver(log_level: str) -> None:
+    """Ray's own lines on the driver (its start, Ray Data's plan and finish) at WARNING and above
+    unless the job runs at DEBUG: the job's summary says what they say. Workers log at the job's level."""
+    level = logging.DEBUG if log_level == "DEBUG" else max(logging.WARNING, logging.getLevelName(log_level))
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(level)
 
 
 def start_local_ray(init, attempts: int = LOCAL_START_ATTEMPTS) -> None:

@@ -132,7 +132,7 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, run_date: 
         night.release()
         raise
     plan.started = t0
-    log.info("%s", plan.summary())
+    log.debug("%s", plan.summary())  # the command prints it (plan: ...): once
     return plan
 
 
