@@ -89,6 +89,12 @@ def test_demo_runs_and_reads_sentiment(tmp_path):
     assert happy.text_valence > 0.3 and happy.sentiment == "positive"
     assert sad.text_valence < -0.3 and sad.sentiment == "negative"
     assert "customer_call" in r.stdout and "fused positive" in r.stdout
+    # The console of a healthy night: the plan once, no warning from any library, the summary.
+    # (Ray Data's own core_worker "E" line, ray-project/ray#57733, is the one left: 18 lines in all.)
+    lines = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
+    assert sum("3 inputs: 3 to score" in line for line in lines) == 1
+    assert not [line for line in lines if " WARNING " in line or "Warning:" in line or "warnings.warn" in line]
+    assert len(lines) <= 18, lines
 
 
 def tiny_config_in(tmp_path, fmt: str) -> str:
