@@ -128,10 +128,14 @@ class CT2Whisper:
     def transcribe_with_language(self, waves: list[np.ndarray]) -> tuple[list[str], list[str]]:
         """Each clip's text and the language it was decoded as (configured, or detected)."""
         eot = self.tokenizer.eot
-        ids, languages = self.token_ids(waves)
+        ids, languages = self.decode(waves)
         return [self.tokenizer.decode([t for t in one if t < eot]).strip() for one in ids], languages
 
-    def token_ids(self, waves: list[np.ndarray]) -> tuple[list[list[int]], list[str]]:
+    def token_ids(self, waves: list[np.ndarray]) -> list[list[int]]:
+        """The tokens decoded for each clip, after its prompt."""
+        return self.decode(waves)[0]
+
+    def decode(self, waves: list[np.ndarray]) -> tuple[list[list[int]], list[str]]:
         """The tokens decoded for each clip after its prompt, and the clip's language."""
         from faster_whisper.audio import pad_or_trim
 
