@@ -132,6 +132,8 @@ COLUMNS = {m: ModalityColumns.of(m) for m in MODALITIES}
 
 EMBEDDING_TYPE = pa.list_(pa.float32())
 ARROW_TYPES = {"string": pa.string(), "int32": pa.int32(), "float32": pa.float32()}
+# What a modality's own column holds in a batch where it has nothing to say (null in the output).
+NOTHING = {"string": "", "int32": -1, "float32": float("nan")}
 # Output columns a modality declares of its own (mmbatch.modalities: the face count, its expression).
 MODALITY_COLUMNS = tuple(c for m in REGISTRY for c in m.columns)
 # Output flag per modality: "has_video" says the clip's frames were scored by the vision model.

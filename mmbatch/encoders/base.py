@@ -17,7 +17,7 @@ import numpy as np
 from mmbatch.config import EncoderConfig
 from mmbatch.errors import short_reason
 from mmbatch.modalities import BY_NAME
-from mmbatch.schema import COLUMNS, ModalityColumns
+from mmbatch.schema import COLUMNS, NOTHING, ModalityColumns
 from mmbatch.stage import Batch
 
 log = logging.getLogger(__name__)
@@ -114,8 +114,7 @@ class EncoderStage:
         batch[c.embedding] = np.zeros((n, self.dim), dtype=np.float32)
         batch[c.has] = np.zeros(n, dtype=bool)  # set by store() for each row scored
         for name, kind in self.own_columns:  # nothing to say yet: null in the output
-            batch[name] = np.full(n, *{"string": ("", object), "int32": (-1, np.int32),
-                                       "float32": (np.nan, np.float32)}[kind])
+            batch[name] = np.full(n, NOTHING[kind], dtype=object if kind == "string" else kind)
         # Why the modality is missing or degraded on a row; an earlier stage may have said
         # already (the transcript stage for text).
         if c.error not in batch:

@@ -150,15 +150,12 @@ class FaceClassificationEncoder(_FaceEncoder):
     def load(self) -> None:
         from transformers import AutoModelForImageClassification
 
-        from mmbatch.encoders.vision import preprocessing_from
+        from mmbatch.encoders.vision import load_image_preprocessing
 
         self.config = self.config.model_copy(update={"label_map": self.label_map()})
         folder = self.load_classifier(AutoModelForImageClassification)
         self.labels = [str(self.model.config.id2label[i]).lower() for i in range(len(self.model.config.id2label))]
-        mean, std, size = preprocessing_from(folder, self.config.revision)
-        self.size = int(size or getattr(self.model.config, "image_size", 224))
-        self.mean = self.torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
-        self.std = self.torch.tensor(std, device=self.device).view(1, 3, 1, 1)
+        load_image_preprocessing(self, folder, int(getattr(self.model.config, "image_size", 224)))
         self.load_detector(folder)
 
     def classify(self, crops):

@@ -37,6 +37,14 @@ def image_embedding_dim(model_config) -> int:
     return int(model_config.vision_config.hidden_size)  # SigLIP: no projection
 
 
+def load_image_preprocessing(encoder, folder: str, default_size: int) -> None:
+    """`size`, `mean` and `std` (on its device) for an image encoder, from its checkpoint."""
+    mean, std, size = preprocessing_from(folder, encoder.config.revision)
+    encoder.size = int(size or default_size)
+    encoder.mean = encoder.torch.tensor(mean, device=encoder.device).view(1, 3, 1, 1)
+    encoder.std = encoder.torch.tensor(std, device=encoder.device).view(1, 3, 1, 1)
+
+
 def preprocessing_from(source: str, revision: str | None = None) -> tuple[list[float], list[float], int | None]:
     """Mean, std and input size from a checkpoint's preprocessor_config.json (folder or hub)."""
     from transformers.utils import cached_file
@@ -62,11 +70,7 @@ class _FrameEncoder(EncoderStage):
     def embedding_size(cls, model_config) -> int:
         return image_embedding_dim(model_config)
 
-    def load_preprocessing(self, folder: str, default_size: int) -> None:
-        mean, std, size = preprocessing_from(folder, self.config.revision)
-        self.size = int(size or default_size)
-        self.mean = self.torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
-        self.std = self.torch.tensor(std, device=self.device).view(1, 3, 1, 1)
+    load_preprocessing = load_image_preprocessing
 
     def active_rows(self, batch):
         if "has_frames" not in batch:

@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass, field
 
 from mmbatch import storage
+from mmbatch.config import RunConfig
 from mmbatch.errors import short_reason
 from mmbatch.night.commit import Committer
 from mmbatch.night.ledger import RunLedger
@@ -34,7 +35,7 @@ from mmbatch.trust import redact_uri
 # A file where a folder belongs, or no permission: a person must act (exit 2); a full disk or a
 # store that does not answer may pass (exit 1).
 _OUTPUT_MISTAKES = (NotADirectoryError, FileExistsError, IsADirectoryError, PermissionError)
-DEFAULT_LEASE_TTL_S = 600.0
+DEFAULT_LEASE_TTL_S = RunConfig.model_fields["lock_ttl_s"].default  # run.lock_ttl_s's default
 
 
 @dataclass

@@ -28,6 +28,7 @@ from mmbatch.schema import (
     HAS_COLUMN,
     MODALITIES,
     MODALITY_COLUMNS,
+    NOTHING,
     RECORD_COLUMNS,
     EmbeddingDims,
     file_schema,
@@ -47,8 +48,6 @@ _OPTIONAL_COLUMNS = tuple(dict.fromkeys(
     c for c in (*_TEXT_COLUMNS, *_FLOAT_COLUMNS, *FUSED_COLUMNS, *(COLUMNS[m].has for m in MODALITIES),
                 *(COLUMNS[m].embedding for m in MODALITIES), *(name for name, _ in MODALITY_COLUMNS))
     if c not in _CORE_COLUMNS))
-# What a modality's own column holds where it has nothing to say (null in the output).
-_NOTHING = {"string": "", "int32": -1, "float32": np.nan}
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ def clips_table(batch: Batch, fingerprint: str, run_id: str, schema=None):
         cols[c.embedding] = embedding_array(batch.get(c.embedding, np.zeros((n, 0))), has & ok)
     cols["fused_embedding"] = embedding_array(batch.get("fused_embedding", np.zeros((n, 0))), ok)
     for name, kind in MODALITY_COLUMNS:
-        values = np.asarray(batch.get(name, np.full(n, _NOTHING[kind])))
+        values = np.asarray(batch.get(name, np.full(n, NOTHING[kind])))
         values = values.astype(str) if kind == "string" else values.astype(kind)
         cols[name] = pa.array(values, mask=(values == "") if kind == "string" else
                               np.isnan(values) if kind == "float32" else values < 0)

@@ -39,11 +39,6 @@ class RunResult:
     wall_seconds: float
     manifest: dict[str, Any] = field(default_factory=dict)  # the run record, as on disk
 
-    @property
-    def failed_fraction(self) -> float:
-        attempted = self.scored + self.failed
-        return self.failed / attempted if attempted else 0.0
-
 
 @dataclass
 class RunPlan:
