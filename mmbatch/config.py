@@ -282,6 +282,40 @@ class EncodersConfig(_Strict):
     pool: PoolConfig = PoolConfig(num_cpus=1.0, concurrency=(1, 1), batch_size=32)
 
 
+class MetricsConfig(_Strict):
+    """The night's figures pushed to a Prometheus Pushgateway (docs/operations.md, "Monitoring")."""
+
+    # host:port or URL of the Pushgateway; unset: nothing is pushed.
+    pushgateway: str | None = None
+    job: str = Field("mmbatch", min_length=1)  # the `job` grouping label
+    # Extra grouping labels (e.g. {pipeline: nightly-eu}); the output URI is always one (`output`).
+    grouping: dict[str, str] = Field(default_factory=dict)
+    # Also push the progress figures with each progress line (every run.progress_interval_s).
+    push_progress: bool = False
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class LineageConfig(_Strict):
+    """OpenLineage run events (START, COMPLETE, FAIL) with the night's input and output datasets."""
+
+    # The OpenLineage HTTP endpoint's base URL (e.g. http://marquez:5000); unset: no events.
+    url: str | None = None
+    endpoint: str = "api/v1/lineage"
+    namespace: str = Field("mmbatch", min_length=1)  # the job's namespace
+    job_name: str = Field("score_videos", min_length=1)
+    # The name of an environment variable holding the endpoint's API key (never the key itself).
+    api_key_env: str | None = None
+    timeout_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _client_installed(self) -> "LineageConfig":
+        import importlib.util
+
+        if self.url and importlib.util.find_spec("openlineage") is None:
+            raise ValueError("run.lineage.url needs openlineage-python: pip install 'mmbatch[lineage]'")
+        return self
+
+
 class RunConfig(_Strict):
     max_failed_fraction: float = Field(0.2, ge=0, le=1)
     # A configured modality that failed (has an error) on more than this share of the
@@ -324,6 +358,8 @@ class RunConfig(_Strict):
     # returning it to the kernel and faulting it in again for the next clip: on 2 cores a fifth
     # of the night's CPU was the kernel doing that. Values set in the environment win.
     malloc_tuning: bool = True
+    metrics: MetricsConfig = MetricsConfig()
+    lineage: LineageConfig = LineageConfig()
 
 
 class IcebergConfig(_Strict):
@@ -409,6 +445,9 @@ class PipelineConfig(_Strict):
 
         catalog = redact(data["output"]["iceberg"]["catalog"])
         data["output"]["iceberg"]["catalog"] = {k: redact_uri(v) if isinstance(v, str) else v for k, v in catalog.items()}
+        for section, key in (("metrics", "pushgateway"), ("lineage", "url")):  # user:password@host
+            if data["run"][section][key]:
+                data["run"][section][key] = redact_uri(data["run"][section][key])
         return data
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import functools
 import importlib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -38,21 +39,40 @@ COMMANDS = {
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
 
 
 def logging_option(p, default: str = "WARNING") -> None:
-    """`--log-level`, the same on every subcommand; `configure_logging` applies it."""
+    """`--log-level` and `--log-format`, the same on every subcommand; `configure_logging` applies them."""
     p.add_argument("--log-level", default=default, choices=LOG_LEVELS,
                    help=f"what mmbatch and the libraries it drives log (default {default})")
+    p.add_argument("--log-format", default="text", choices=LOG_FORMATS,
+                   help="text lines, or one JSON object a line for schedulers and log shippers (default text)")
 
 
-def configure_logging(level: str) -> None:
-    """One level for this process's loggers, mmbatch's and the libraries' alike."""
-    import logging
-
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """One level and one format for this process's loggers, mmbatch's and the libraries' alike."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLines() if log_format == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     for name in ("ray", "transformers", "fsspec", "s3fs", "botocore", "urllib3", "filelock"):
         logging.getLogger(name).setLevel(level)
+
+
+class JsonLines(logging.Formatter):
+    """A logging formatter: one JSON object a record (time, level, logger, message, traceback).
+    Eight lines here rather than a dependency; Ray's workers get Ray's own JSON encoding."""
+
+    def format(self, record) -> str:
+        import datetime as dt
+        import json
+
+        out = {"time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+               "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            out["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
 
 
 def deprecated_flag(old: str, new: str, why: str = "") -> None:

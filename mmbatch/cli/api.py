@@ -8,7 +8,6 @@ not printed. Reading a committed output back: `mmbatch.read_clips` (mmbatch/read
 from __future__ import annotations
 
 import datetime as dt
-import os
 from typing import Any
 
 
@@ -17,17 +16,13 @@ def score(input: str, output: str, config: Any = None, *, run_date: dt.date | st
     """Score the videos of `input` into `output` for `run_date` (default: today, UTC); returns the
     night's `RunResult` (`.manifest` is its run record). `config`: a YAML path, a dict in the YAML's
     shape, a `PipelineConfig`, or None for the shipped `pipelines/video_sentiment.yaml`."""
-    from mmbatch.cli.score import init_ray, plan_while_ray_starts
-    from mmbatch.pipeline.run import PlanWatch, execute, plan_run
+    from mmbatch.cli.score import init_ray, score_night
 
     config = as_config(config)
     day = dt.date.fromisoformat(run_date) if isinstance(run_date, str) else run_date
     day = day or dt.datetime.now(dt.timezone.utc).date()
-    watch = PlanWatch()
-    plan = plan_while_ray_starts(
-        lambda checked: plan_run(config, str(input), str(output), day, force=force, checked=checked, watch=watch),
-        lambda: init_ray(num_cpus, log_level, config), config.run.plan_timeout_s, watch)
-    return execute(plan, strict_resources=not os.environ.get("RAY_ADDRESS"))
+    return score_night(config, str(input), str(output), day, force=force,
+                       start_ray=lambda: init_ray(num_cpus, log_level, config))
 
 
 def as_config(config: Any):

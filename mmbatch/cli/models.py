@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
     logging_option(p)
     args = p.parse_args(argv)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     from mmbatch.errors import ExitCode
     from mmbatch.models.bundles import BUNDLES, VERIFIED_MARKER, bundle_folder, fetch_bundle
     from mmbatch.models.loading import cache_root

@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     logging_option(ap)
     ap.add_argument("job_args", nargs=argparse.REMAINDER, help="-- then arguments for score_videos.py")
     args = ap.parse_args(argv)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     return args
 
 

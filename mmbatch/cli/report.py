@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print where the page was written as JSON")
     logging_option(p)
     args = p.parse_args(argv)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     from mmbatch.config import reader_settings
     from mmbatch.errors import ExitCode
     from mmbatch.readers.report import write_report

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=None, help="pipeline YAML: storage_options and the output's format/catalog")
     logging_option(p)
     args = p.parse_args(argv)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     from mmbatch.config import reader_settings
     from mmbatch.errors import ExitCode
     from mmbatch.tables.upkeep import rollback

@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from mmbatch.cli import CODE_ROOT, LOG_LEVELS, shipped_pipelines, stop_on_sigterm
+from mmbatch.cli import CODE_ROOT, configure_logging, logging_option, shipped_pipelines, stop_on_sigterm
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,8 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true",
                    help="check config, models, inputs and output, print what would be scored, resumed, skipped "
                         "and refused, and exit (no Ray)")
-    p.add_argument("--log-level", default="INFO", choices=LOG_LEVELS,
-                   help="log level of the job's own lines (Ray Data's progress dumps only at DEBUG)")
+    logging_option(p, default="INFO")
     p.add_argument("--json", action="store_true", help="print the night's summary as one JSON object (errors stay on stderr)")
     p.add_argument("--demo", action="store_true",
                    help="write sample videos to a local folder and score them with pipelines/demo.yaml (no network)")
@@ -76,23 +75,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def init_ray(num_cpus: int | None, log_level: str = "INFO", config=None) -> None:
+def init_ray(num_cpus: int | None, log_level: str = "INFO", config=None, log_format: str = "text") -> None:
     """Attach to the cluster RAY_ADDRESS names (set by `ray job submit` and by users attaching),
-    shipping what workers need; else start a local Ray that declares every node type."""
+    shipping what workers need; else start a local Ray that declares every node type. Ray Data's
+    live progress bars show on a terminal (elsewhere the job's progress line serves)."""
     from mmbatch import allocator
     from mmbatch.pipeline import ray_runtime
 
     if config is None or config.run.malloc_tuning:
         allocator.tune_this_process()  # the driver: its workers get the same through their environment
-    ray_runtime.show_progress_bars(log_level == "DEBUG")
+    ray_runtime.show_progress_bars(sys.stderr.isatty() or log_level == "DEBUG")
     if ray_runtime.ray_is_up():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray_runtime.start_ray(log_level, runtime_env=attached_runtime_env(config, os.environ) if config is not None else None)
+        ray_runtime.start_ray(log_level, log_format=log_format,
+                              runtime_env=attached_runtime_env(config, os.environ) if config is not None else None)
     else:
         os.environ.update(local_ray_environment(os.environ, config))  # the local Ray's processes inherit it
-        ray_runtime.start_ray(log_level, num_cpus=num_cpus, resources=local_resources(config) if config is not None else None)
+        ray_runtime.start_ray(log_level, log_format=log_format, num_cpus=num_cpus,
+                              resources=local_resources(config) if config is not None else None)
     stop_on_sigterm()  # ray.init replaced ours with its own bare exit
+
+
+def start_ray_quietly(args: argparse.Namespace, config) -> None:
+    """The command's Ray: `init_ray`, then, below DEBUG, the one native line Ray prints on every
+    healthy run dropped from this process's stderr (mmbatch.cli.console)."""
+    from mmbatch.cli import console
+
+    init_ray(args.num_cpus, args.log_level, config, args.log_format)
+    if args.log_level != "DEBUG":
+        console.drop_benign_native_lines()
 
 
 def attached_runtime_env(config, environ) -> dict[str, Any]:
@@ -236,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_sigterm()
     import logging
 
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format)
     from mmbatch.config import load_config
     from mmbatch.errors import ExitCode, MmbatchError, Terminated, short_reason
 
@@ -252,21 +264,18 @@ def main(argv: list[str] | None = None) -> int:
             args.output = args.output or str(demo_root / "scores")
             write_demo_inputs(args.input)
             print(f"demo: wrote sample videos with transcripts to {args.input}")
-        from mmbatch.pipeline.run import PlanWatch, execute, plan_run
-
-        watch = PlanWatch()
-        plan = plan_while_ray_starts(
-            lambda checked: plan_run(config, args.input, args.output, run_date, force=args.force, checked=checked,
-                                     dry_run=args.dry_run, watch=watch),
-            None if args.dry_run else lambda: init_ray(args.num_cpus, args.log_level, config),
-            config.run.plan_timeout_s, watch)
+        if args.max_failed_fraction is not None:  # the night's record and its exit code read the config
+            config = config.model_copy(update={"run": config.run.model_copy(
+                update={"max_failed_fraction": args.max_failed_fraction})})
         if args.dry_run:
+            plan = score_night(config, args.input, args.output, run_date, force=args.force, dry_run=True)
             print(f"dry run: {plan.summary()}")
             for ref in plan.refused[:20]:
                 print(f"  refused {ref.video_id}: {ref.error}")
             return ExitCode.OK
-        print(f"plan: {plan.summary()}")
-        result = execute(plan, strict_resources=not os.environ.get("RAY_ADDRESS"))
+        result = score_night(config, args.input, args.output, run_date, force=args.force,
+                             start_ray=lambda: start_ray_quietly(args, config),
+                             planned=lambda plan: print(f"plan: {plan.summary()}", flush=True))
     except MmbatchError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
@@ -284,6 +293,30 @@ def main(argv: list[str] | None = None) -> int:
     return finish(args, config, result, run_date)
 
 
+def score_night(config, input_uri: str, output_uri: str, run_date: dt.date, *, force: bool = False,
+                dry_run: bool = False, start_ray: Callable[[], None] | None = None, planned=None):
+    """Plan the night (Ray starting meanwhile), run and commit it: the RunResult; a dry run: the plan.
+    The night's watchers (run.metrics, run.lineage) are told how it went, an uncommitted end too."""
+    from mmbatch.monitor import Monitor
+    from mmbatch.pipeline.run import PlanWatch, execute, plan_run
+
+    watch = PlanWatch()
+    monitor = Monitor(None if dry_run else config.run, input_uri, output_uri, run_date, config.output)
+    try:
+        plan = plan_while_ray_starts(
+            lambda checked: plan_run(config, input_uri, output_uri, run_date, force=force, checked=checked,
+                                     dry_run=dry_run, watch=watch),
+            None if dry_run else start_ray, config.run.plan_timeout_s, watch)
+        if dry_run:
+            return plan
+        if planned is not None:
+            planned(plan)
+        return execute(plan, strict_resources=not os.environ.get("RAY_ADDRESS"), monitor=monitor)
+    except BaseException as err:
+        monitor.failed(err)
+        raise
+
+
 def replaced_line(record: dict) -> str:
     """What a rerun of a committed date replaced, or ""."""
     replaced = record.get("replaced")
@@ -298,15 +331,10 @@ def replaced_line(record: dict) -> str:
 
 def finish(args: argparse.Namespace, config, result, run_date: dt.date) -> int:
     """The summary of a committed night and its exit code: 0, or 3 when it is degraded."""
-    from mmbatch.errors import ExitCode
-    from mmbatch.night.runs import degraded_reasons
-
-    limit = args.max_failed_fraction if args.max_failed_fraction is not None else config.run.max_failed_fraction
     rate = result.clips / result.wall_seconds if result.wall_seconds else 0.0
     shares = result.manifest.get("timings", {}).get("pool_busy_share") or {}
     busiest = max(shares, key=shares.get) if shares else None
-    reasons = degraded_reasons(result.manifest, limit, config.run.max_modality_failed_fraction)
-    code = ExitCode.DEGRADED if reasons else ExitCode.OK
+    reasons, code = result.degraded, result.exit_code
     if getattr(args, "json", False):
         print(json.dumps({"run_id": result.run_id, "output": result.output, "run_date": run_date.isoformat(),
                           "inputs": result.inputs, "scored": result.scored, "failed": result.failed,
@@ -315,7 +343,7 @@ def finish(args: argparse.Namespace, config, result, run_date: dt.date) -> int:
                           "degraded": reasons, "replaced": result.manifest.get("replaced")}, default=str))
     else:
         print(
-            f"\nrun {result.run_id} committed: {result.inputs} videos: {result.scored} scored, {result.failed} failed, "
+            f"run {result.run_id} committed: {result.inputs} videos: {result.scored} scored, {result.failed} failed, "
             f"{result.skipped} skipped; {result.clips} clips in {result.wall_seconds:.1f} s ({rate:.2f} clips/s)"
             + (f"; busiest pool {busiest} ({shares[busiest]:.0%} of its time working)" if busiest else "")
             + f"\noutput: {result.output}"

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=None, help="pipeline YAML: storage_options")
     logging_option(p)
     args = p.parse_args(argv)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     if args.k < 1:
         p.error("-k must be at least 1")
     from mmbatch.config import reader_settings

@@ -37,7 +37,8 @@ def _tokenizer(specials: list[str], vocab_size: int = 320, **names):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,  # its bar prints blank lines on a non-terminal
     )
     tok.train_from_iterator(_CORPUS, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, **names)
@@ -147,12 +148,18 @@ def build(name: str, target: Path) -> None:
     """Build into a temp folder, then rename: a crashed build never leaves a half checkpoint."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # "Writing model shards" for checkpoints of a few KB
     try:
         BUILDERS[name](tmp)
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)
     finally:
+        if bars:
+            hf_logging.enable_progress_bar()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

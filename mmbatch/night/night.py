@@ -138,11 +138,20 @@ class Night:
         return self.work
 
     # -- during the night ------------------------------------------------------------------------
-    def progress(self, interval_s: float, scored=None):
-        """The progress line's reporter over the videos to do (not started)."""
+    def progress(self, interval_s: float, scored=None, listener=None):
+        """The progress line's reporter over the videos to do (not started); `listener` gets each
+        line's figures."""
         from mmbatch.night.progress import ProgressReporter
 
-        return ProgressReporter(self.ledger, len(self.work.todo), interval_s, scored)
+        return ProgressReporter(self.ledger, len(self.work.todo), interval_s, scored, listener)
+
+    @staticmethod
+    def degraded_reasons(record: dict, run_config) -> list[str]:
+        """Why a committed night counts as degraded (exit 3), most serious first; [] when it is not
+        (the rule of night/runs.py, which the report reads too)."""
+        from mmbatch.night.runs import degraded_reasons
+
+        return degraded_reasons(record, run_config.max_failed_fraction, run_config.max_modality_failed_fraction)
 
     # -- the commit ------------------------------------------------------------------------------
     def commit(self, extra: dict | None = None) -> dict:

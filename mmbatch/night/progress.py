@@ -24,12 +24,15 @@ def _eta(seconds: float) -> str:
 
 class ProgressReporter:
     """`scored()`: (videos, clips) scored so far but maybe not written yet (mmbatch/pipeline/tally.py), or
-    None; the line counts the larger of that and what the ledger has written."""
+    None; the line counts the larger of that and what the ledger has written. `listener` gets each
+    line's figures (mmbatch.monitor.Monitor.progress)."""
 
     def __init__(self, ledger, total_videos: int, interval_s: float = 30.0,
-                 scored: Callable[[], tuple[int, int] | None] | None = None):
+                 scored: Callable[[], tuple[int, int] | None] | None = None,
+                 listener: Callable[[dict[str, float]], None] | None = None):
         self.ledger, self.total, self.interval_s = ledger, total_videos, interval_s  # ledger: output.ledger.RunLedger
         self.scored = scored or (lambda: None)
+        self.listener = listener or (lambda figures: None)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._t0 = time.perf_counter()
@@ -45,6 +48,8 @@ class ProgressReporter:
         line = f"progress: {done}/{self.total} videos, {clips} clips, {rate:.2f} clips/s, ETA {eta}; {written} written"
         self.lines.append(line)
         log.info("%s", line)
+        self.listener({"videos_done": done, "videos_total": self.total, "clips": clips, "clips_per_second": rate,
+                       "videos_written": written})
         return line
 
     def start(self) -> None:

@@ -163,7 +163,7 @@ def show_progress_bars(show: bool) -> None:
 
 
 def start_ray(log_level: str, *, num_cpus: int | None = None, runtime_env: dict | None = None,
-              resources: dict[str, float] | None = None) -> None:
+              resources: dict[str, float] | None = None, log_format: str = "text") -> None:
     """`ray.init`: attached when RAY_ADDRESS is set (then `runtime_env` travels to the workers),
     else a local Ray of `num_cpus` declaring `resources`. Workers log at the job's level too
     (Ray's LoggingConfig reaches them under `ray job submit`)."""
@@ -173,23 +173,41 @@ def start_ray(log_level: str, *, num_cpus: int | None = None, runtime_env: dict 
 
     for name in BENIGN_RAY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    quiet_ray_on_driver(log_level)
-    logging_config = ray.LoggingConfig(log_level=log_level)
+    driver_level = quiet_ray_on_driver(log_level)
+    # The workers' logging rides the job's config: given to ray.init as `logging_config`, it would
+    # also add a second handler to the driver's root logger (every line of the job printed twice).
+    job_config = ray.job_config.JobConfig()
+    job_config.set_py_logging_config(ray.LoggingConfig(log_level=log_level, encoding=log_format.upper()))
+    # logging_level: the driver's "ray" logger, whose "Started a local Ray instance" line is INFO.
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True, logging_config=logging_config, runtime_env=runtime_env)
+        ray.init(log_to_driver=True, job_config=job_config, runtime_env=runtime_env, logging_level=driver_level)
     else:
         start_local_ray(lambda: ray.init(
-            num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, logging_config=logging_config,
-            resources=resources, _system_config=local_system_config(num_cpus or os.cpu_count() or 1)))
+            num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, job_config=job_config,
+            logging_level=driver_level, resources=resources,
+            _system_config=local_system_config(num_cpus or os.cpu_count() or 1)))
+    ray_lines_through_driver_handlers()
     quiet_ray_on_driver(log_level)  # ray.init configures its loggers anew
 
 
-def quiet_ray_on_driver(log_level: str) -> None:
+def ray_lines_through_driver_handlers() -> None:
+    """Ray gives its "ray" logger a handler and format of its own on the driver; where the driver
+    configured logging (the commands), Ray's lines go through the driver's handlers instead (one
+    format: --log-format json stays JSON). A notebook that configured nothing keeps Ray's."""
+    ray_logger = logging.getLogger("ray")
+    if logging.getLogger().handlers:
+        for handler in ray_logger.handlers[:]:
+            ray_logger.removeHandler(handler)
+        ray_logger.propagate = True
+
+
+def quiet_ray_on_driver(log_level: str) -> int:
     """Ray's own lines on the driver (its start, Ray Data's plan and finish) at WARNING and above
     unless the job runs at DEBUG: the job's summary says what they say. Workers log at the job's level."""
     level = logging.DEBUG if log_level == "DEBUG" else max(logging.WARNING, logging.getLevelName(log_level))
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(level)
+    return level
 
 
 def start_local_ray(init, attempts: int = LOCAL_START_ATTEMPTS) -> None:

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from mmbatch.config import PipelineConfig
 from mmbatch.errors import short_reason
+from mmbatch.monitor import Monitor
 from mmbatch.night.night import Night, record_json
 from mmbatch.schema import EmbeddingDims
 from mmbatch.stage import StageSpec
@@ -38,6 +39,8 @@ class RunResult:
     clips: int
     wall_seconds: float
     manifest: dict[str, Any] = field(default_factory=dict)  # the run record, as on disk
+    exit_code: int = 0  # 0 committed, 3 committed but degraded (mmbatch.errors.ExitCode)
+    degraded: list[str] = field(default_factory=list)  # why it is degraded, most serious first
 
 
 @dataclass
@@ -149,15 +152,19 @@ def _plan_work(plan: RunPlan, refs: list, trust, *, force: bool, watch: PlanWatc
     return plan
 
 
-def execute(plan: RunPlan, *, strict_resources: bool = True) -> RunResult:
+def execute(plan: RunPlan, *, strict_resources: bool = True, monitor: Monitor | None = None) -> RunResult:
     """Score what the plan says, then commit; releases the plan's lease. Ray must be up.
 
     `strict_resources`: fail when the pools' minimum does not fit the cluster (set False on
-    autoscaling clusters, where it is only logged).
+    autoscaling clusters, where it is only logged). `monitor` is told the night's start, progress
+    and committed end; an error is the caller's to tell it (`Monitor.failed`).
     """
+    from mmbatch.errors import ExitCode
     from mmbatch.pipeline import ray_runtime
 
     config, night = plan.config, plan.night
+    monitor = monitor or Monitor(None)
+    monitor.started(night.run_id, len(plan.todo))
     try:
         for problem in ray_runtime.check_cluster_fits(plan.specs, ray_runtime.cluster_resources(), strict=strict_resources):
             log.warning("%s", problem)
@@ -165,7 +172,7 @@ def execute(plan: RunPlan, *, strict_resources: bool = True) -> RunResult:
             check_shared_folders(plan)
         ray_runtime.configure_execution(config.run, attached=not strict_resources)
         night.lease.start_renewing()
-        stage_stats, execution_s = _score(plan) if plan.todo else (None, 0.0)
+        stage_stats, execution_s = _score(plan, monitor) if plan.todo else (None, 0.0)
         for vid, pending in night.ledger.pending.items():  # rows lost mid-video (should not happen)
             log.error("video %s incomplete at commit: chunks %s of %d", vid, pending.received, pending.n_chunks)
         wall = time.perf_counter() - plan.started
@@ -179,8 +186,11 @@ def execute(plan: RunPlan, *, strict_resources: bool = True) -> RunResult:
     finally:
         night.release()
     c = manifest["counts"]
+    reasons = night.degraded_reasons(manifest, config.run)
+    code = ExitCode.DEGRADED if reasons else ExitCode.OK
+    monitor.finished(manifest, int(code))
     return RunResult(night.run_id, plan.output_uri, c["inputs"], c["scored"], c["failed"], c["skipped"],
-                     c["clips"], wall, manifest)
+                     c["clips"], wall, manifest, int(code), reasons)
 
 
 @contextlib.contextmanager
@@ -203,7 +213,7 @@ def _interrupts_deferred():
             signal.signal(k, handler)
 
 
-def _score(plan: RunPlan) -> tuple[list[dict[str, Any]] | None, float]:
+def _score(plan: RunPlan, monitor: Monitor) -> tuple[list[dict[str, Any]] | None, float]:
     """Run the graph over the videos to do; their completion records go to the ledger. Returns
     Ray Data's per-operator stats and the seconds the graph ran."""
     from mmbatch.pipeline import adapter, ray_runtime, run_stats, tally
@@ -211,7 +221,7 @@ def _score(plan: RunPlan) -> tuple[list[dict[str, Any]] | None, float]:
     config, ledger = plan.config, plan.night.ledger
     ledger.begin()
     scored = tally.start_tally()
-    progress = plan.night.progress(config.run.progress_interval_s, lambda: tally.counts(scored))
+    progress = plan.night.progress(config.run.progress_interval_s, lambda: tally.counts(scored), monitor.progress)
     progress.start()
     key = f"{config_key(config)}-{ledger.attempt}"
     specs = ray_runtime.starting_sizes(plan.specs, ray_runtime.cluster_resources(), len(plan.todo))
