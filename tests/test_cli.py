@@ -173,14 +173,14 @@ def test_an_iceberg_night_is_rolled_back_and_maintained(tmp_path):
     [night] = tables.versions_of_date("clips", dt.date(2026, 11, 27))
     assert tables.format == "iceberg" and tables.read("clips", ["video_id"]).column("video_id").to_pylist() == ["v"]
     cli = [sys.executable, "-m", "mmbatch.cli"]
-    r = subprocess.run([*cli, "rollback", "--output", out, "--run-date", "2026-11-27"], capture_output=True,
+    r = subprocess.run([*cli, "rollback", "--output", out, "--run-date", "2026-11-27", "--json"], capture_output=True,
                        text=True, timeout=120, cwd=REPO)
     assert r.returncode == 0 and json.loads(r.stdout)["rolled_back_run"] == night["run_id"], r.stderr
     assert open_tables(out).read("clips").num_rows == 0
-    r = subprocess.run([*cli, "maintain", "--output", out, "--vacuum-hours", "0"], capture_output=True, text=True,
+    r = subprocess.run([*cli, "maintain", "--output", out, "--vacuum-hours", "0", "--json"], capture_output=True, text=True,
                        timeout=120, cwd=REPO)
     assert r.returncode == 0 and json.loads(r.stdout)["clips"]["removed_files"] == 1, r.stderr
-    r = subprocess.run([*cli, "rollback", "--output", out, "--run-date", "2026-11-27"], capture_output=True,
+    r = subprocess.run([*cli, "rollback", "--output", out, "--run-date", "2026-11-27", "--json"], capture_output=True,
                        text=True, timeout=120, cwd=REPO)
     assert r.returncode == 2 and "no committed night left" in r.stderr
 
@@ -337,7 +337,8 @@ def test_version_and_license(capsys):
 
 
 def test_every_subcommand_takes_log_level_and_every_flag_has_help():
-    """One grammar: --log-level on each subcommand, help on every flag; train's scored-output root is
+    """One grammar: --log-level and --log-format on each subcommand, --json wherever results are
+    printed, help on every flag; train's scored-output root is
     --output like the others' (--clips still works, with a deprecation line)."""
     import contextlib
     import io
@@ -353,7 +354,8 @@ def test_every_subcommand_takes_log_level_and_every_flag_has_help():
         with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
             main([name, "--help"])
         options = out.getvalue().split("options:", 1)[1]
-        assert "--log-level" in options, name
+        assert "--log-level" in options and "--log-format" in options, name
+        assert name == "nightly" or "--json" in options, name  # every command that prints results
         bare = re.findall(r"^  (--[\w-]+)(?: [A-Z_ .\[\]]+)?\n  (?=-)", options, re.M)
         assert bare == [], (name, bare)
     err = io.StringIO()

@@ -4,6 +4,7 @@ planted near-duplicate first through IVF_PQ, and never mixes embeddings of other
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -64,7 +65,10 @@ def test_the_index_follows_reruns_and_new_nights_and_keeps_models_apart(tmp_path
         similar_clips(str(tmp_path), "nope-0")
     r = subprocess.run([sys.executable, "-m", "mmbatch.cli", "similar", "--output", str(tmp_path), "--clip-id",
                         "b-0", "-k", "2"], capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2 and '"distance"' in r.stdout, r.stderr
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2 and "distance=" in r.stdout, r.stderr
+    r = subprocess.run([sys.executable, "-m", "mmbatch.cli", "similar", "--output", str(tmp_path), "--clip-id",
+                        "b-0", "-k", "2", "--json"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert [row["clip_id"] for row in json.loads(r.stdout)] == [row["clip_id"] for row in found[:2]], r.stderr
 
 
 def test_pq_sub_vectors_divide_the_embedding():

@@ -75,6 +75,35 @@ class JsonLines(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+def json_option(p) -> None:
+    """`--json`, the same on every command that prints results."""
+    p.add_argument("--json", action="store_true", help="print the result as JSON (default: readable lines)")
+
+
+def print_result(result, as_json: bool) -> None:
+    """A command's result: one JSON document, or `key: value` lines (nested keys joined by dots;
+    a list of records one line each)."""
+    import json
+
+    if as_json:
+        print(json.dumps(result, default=str))
+        return
+    rows = result if isinstance(result, list) else [result]
+    for row in rows:
+        flat = _flatten(row)
+        print("  ".join(f"{k}={v}" for k, v in flat.items()) if isinstance(result, list) else
+              "\n".join(f"{k}: {v}" for k, v in flat.items()))
+
+
+def _flatten(value, prefix: str = "") -> dict:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out = {}
+    for key, item in value.items():
+        out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
 def deprecated_flag(old: str, new: str, why: str = "") -> None:
     """One line on stderr: an old spelling still works this release."""
     print(f"warning: {old} is deprecated: use {new}{f' ({why})' if why else ''}", file=sys.stderr)

@@ -3,7 +3,7 @@
     mmbatch index --output s3://bucket/scores/ [--run-date 2026-11-27] [--config pipeline.yaml]
 
 New nights are appended and a date whose committed content changed (a rerun, a rollback) is
-replaced; run it after each night. Prints what changed as JSON. Then `mmbatch similar`.
+replaced; run it after each night. Prints what changed (`--json`: as JSON). Then `mmbatch similar`.
 Exit codes: 0 done, 1 the store failed, 2 bad arguments, config or no such night.
 """
 
@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 
-from mmbatch.cli import configure_logging, errors_as_exit_codes, logging_option
+from mmbatch.cli import configure_logging, errors_as_exit_codes, json_option, logging_option, print_result
 
 
 @errors_as_exit_codes
@@ -24,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="index only this night (default: every committed night not indexed as it is now)")
     p.add_argument("--config", default=None, help="pipeline YAML: storage_options and the output's format/catalog")
     logging_option(p)
+    json_option(p)
     args = p.parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     from mmbatch.config import reader_settings
@@ -31,5 +31,5 @@ def main(argv: list[str] | None = None) -> int:
     from mmbatch.readers.similar import build_index
 
     options, output_config = reader_settings(args.config)
-    print(json.dumps(build_index(args.output, options, output_config, args.run_date)))
+    print_result(build_index(args.output, options, output_config, args.run_date), args.json)
     return ExitCode.OK

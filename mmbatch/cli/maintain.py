@@ -3,15 +3,14 @@
     mmbatch maintain --output s3://bucket/scores/ [--vacuum-hours 168] [--config pipeline.yaml]
 
 Superseded nights stay readable (time travel, `mmbatch rollback`) until the retention has passed.
-Prints what was done as JSON. Exit codes: 0 done, 1 the store failed, 2 bad arguments or config.
+Prints what was done (`--json`: as JSON). Exit codes: 0 done, 1 the store failed, 2 bad arguments or config.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 
-from mmbatch.cli import configure_logging, errors_as_exit_codes, logging_option
+from mmbatch.cli import configure_logging, errors_as_exit_codes, json_option, logging_option, print_result
 
 DEFAULT_RETENTION_HOURS = 168.0  # a week: Delta Lake's own default
 
@@ -24,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"keep superseded files and history this long (default {DEFAULT_RETENTION_HOURS:g})")
     p.add_argument("--config", default=None, help="pipeline YAML: storage_options and the output's format/catalog")
     logging_option(p)
+    json_option(p)
     args = p.parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     if args.vacuum_hours < 0:
@@ -33,5 +33,5 @@ def main(argv: list[str] | None = None) -> int:
     from mmbatch.tables.upkeep import maintain
 
     options, output_config = reader_settings(args.config)
-    print(json.dumps(maintain(args.output, args.vacuum_hours, options, output_config), default=str))
+    print_result(maintain(args.output, args.vacuum_hours, options, output_config), args.json)
     return ExitCode.OK

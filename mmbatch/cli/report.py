@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import sys
 
-from mmbatch.cli import configure_logging, errors_as_exit_codes, logging_option
+from mmbatch.cli import configure_logging, errors_as_exit_codes, json_option, logging_option
 
 
 @errors_as_exit_codes
@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="where to write the page (default: _runs/<run_id>.html under --output)")
     p.add_argument("--config", default=None,
                    help="pipeline YAML, for its storage_options (credentials, endpoint) and output format/catalog")
-    p.add_argument("--json", action="store_true", help="print where the page was written as JSON")
     logging_option(p)
+    json_option(p)
     args = p.parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     from mmbatch.config import reader_settings

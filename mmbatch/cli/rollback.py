@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 
-from mmbatch.cli import configure_logging, errors_as_exit_codes, logging_option
+from mmbatch.cli import configure_logging, errors_as_exit_codes, json_option, logging_option, print_result
 
 
 @errors_as_exit_codes
@@ -24,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-date", required=True, type=dt.date.fromisoformat, help="the date to restore (YYYY-MM-DD)")
     p.add_argument("--config", default=None, help="pipeline YAML: storage_options and the output's format/catalog")
     logging_option(p)
+    json_option(p)
     args = p.parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     from mmbatch.config import reader_settings
@@ -31,5 +31,5 @@ def main(argv: list[str] | None = None) -> int:
     from mmbatch.tables.upkeep import rollback
 
     options, output_config = reader_settings(args.config)
-    print(json.dumps(rollback(args.output, args.run_date, options, output_config), default=str))
+    print_result(rollback(args.output, args.run_date, options, output_config), args.json)
     return ExitCode.OK

@@ -2,7 +2,7 @@
 
     mmbatch similar --output s3://bucket/scores/ --clip-id <clip_id> [-k 10] [--run-date D]
 
-Prints one JSON line per clip, nearest first, with its cosine `distance`; only clips scored by the
+Prints one line per clip (`--json`: a JSON list), nearest first, with its cosine `distance`; only clips scored by the
 same models are compared. In Python: `mmbatch.readers.similar.similar_clips(output, clip_id, k)`.
 Exit codes: 0 found, 2 no such clip in the index (or bad arguments).
 """
@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 
-from mmbatch.cli import configure_logging, errors_as_exit_codes, logging_option
+from mmbatch.cli import configure_logging, errors_as_exit_codes, json_option, logging_option, print_result
 
 
 @errors_as_exit_codes
@@ -26,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the night of the clip (default: its latest indexed night)")
     p.add_argument("--config", default=None, help="pipeline YAML: storage_options")
     logging_option(p)
+    json_option(p)
     args = p.parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     if args.k < 1:
@@ -35,6 +35,5 @@ def main(argv: list[str] | None = None) -> int:
     from mmbatch.readers.similar import similar_clips
 
     options, _ = reader_settings(args.config)
-    for row in similar_clips(args.output, args.clip_id, args.k, options, args.run_date):
-        print(json.dumps(row, default=str))
+    print_result(similar_clips(args.output, args.clip_id, args.k, options, args.run_date), args.json)
     return ExitCode.OK

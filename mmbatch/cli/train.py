@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from mmbatch.cli import configure_logging, deprecated_flag, errors_as_exit_codes, logging_option
+from mmbatch.cli import configure_logging, deprecated_flag, errors_as_exit_codes, json_option, logging_option
 
 
 @errors_as_exit_codes
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: TrainConfig's)")
     p.add_argument("--config", default=None, help="pipeline YAML, for storage_options and the output's format/catalog")
     logging_option(p)
+    json_option(p)
     args = p.parse_args(argv)
     configure_logging(args.log_level, args.log_format)
 
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return ExitCode.USAGE
-    print(f"labels: {report['matched']} of {report['labels']} matched clips of {report['videos']} videos")
+    if not args.json:
+        print(f"labels: {report['matched']} of {report['labels']} matched clips of {report['videos']} videos")
     joined["split"] = split_by_video(joined, args.seed)
     dims = embedding_dims(joined)
     settings = TrainConfig(seed=args.seed, epochs=args.epochs)
@@ -78,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate(model, joined, dims)
     result["epochs"] = len(history)
     save_checkpoint(model, args.out, dims, encoders, result, report)
-    print(Path(args.out, "metrics.md").read_text())
-    print(json.dumps({"checkpoint": args.out, "trained": result["trained"], "zero_shot": result["zero_shot"]}))
+    if args.json:
+        print(json.dumps({"checkpoint": args.out, "labels": report, "trained": result["trained"],
+                          "zero_shot": result["zero_shot"]}, default=str))
+    else:
+        print(Path(args.out, "metrics.md").read_text().rstrip() + f"\n\ncheckpoint: {args.out}")
     return ExitCode.OK
 
