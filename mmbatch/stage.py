@@ -75,7 +75,10 @@ class StageSpec:
     @property
     def resources(self) -> Resources:
         pool = self.pool
-        return Resources() if pool is None else Resources(cpus=pool.num_cpus, gpus=pool.num_gpus)
+        if pool is None:
+            return Resources()
+        memory = int(pool.memory_gb * 2**30) if pool.memory_gb else None
+        return Resources(cpus=pool.num_cpus, gpus=pool.num_gpus, memory_bytes=memory)
 
     @property
     def custom_resources(self) -> dict[str, float]:

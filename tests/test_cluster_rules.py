@@ -109,10 +109,17 @@ def test_pool_resources_name_node_types():
     # Two decode actors and one encoder actor at their minimum, plus the largest task (split or write).
     assert pool_demand(specs) == pytest.approx({"CPU": 3.25, "GPU": 0.5, "cpu_node": 0.003, "gpu_node": 0.001})
     problems = check_cluster_fits(specs, {"CPU": 4, "GPU": 1, "cpu_node": 1000}, strict=False)
-    assert problems == ["the pools need at least 0.001 gpu_node at their minimum sizes but the cluster has 0 "
+    assert problems == ["the pools need at least 0.001 gpu_node at their minimum sizes but the cluster has 0 gpu_node "
                         "(no node declares that resource: see pool.resources)"]
     # A local Ray declares every node type the config names, so the same YAML runs on one machine.
     assert local_resources(cfg) == {"cpu_node": 1000.0, "gpu_node": 1000.0}
+    # A pool that reserves memory (pool.memory_gb: Ray's logical memory) counts it, in GiB when it does not fit.
+    held = stage_specs(config(encoders={"placement": "colocated", "pool": {"memory_gb": 3}}), EmbeddingDims(0, 0, 8),
+                       WriterArgs("/o", {}, "/o/s", "r", "f", EmbeddingDims(0, 0, 8), "{}", "a"))
+    assert [s.resources.memory_bytes for s in held if s.name == "encoders"] == [3 * 2**30]
+    assert check_cluster_fits(held, {"CPU": 8, "memory": 2 * 2**30}, strict=False) == [
+        "the pools need at least 3 GiB of memory at their minimum sizes but the cluster has 2 GiB of memory "
+        "(lower pool.memory_gb or pool.concurrency minimums)"]
 
     # Decode starts with what the cluster holds beside the other pools' minimum (the encoder actor,
     # the largest task): 6 of 7.75 CPUs here, never past its maximum, nor an actor an input.

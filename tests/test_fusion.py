@@ -168,3 +168,48 @@ def test_a_head_trained_before_the_face_modality_still_loads_and_leaves_faces_ou
     np.testing.assert_allclose(out["fusion_weight_vision"] + out["fusion_weight_audio"] + out["fusion_weight_text"], 1.0,
                                rtol=1e-5)
     assert out["face_valence"] == pytest.approx([0.0] * 3, abs=1e-6)  # its own valence is still reported
+
+
+def test_reliability_scales_each_confidence_and_zero_leaves_a_modality_out():
+    pv, pt = np.array([[0.9, 0.05, 0.05], [0.9, 0.05, 0.05]]), np.array([[0.1, 0.2, 0.7], [np.nan] * 3])
+    present = {"vision": np.array([True, True]), "text": np.array([True, False])}
+    fused, w = zero_shot_fuse({"vision": pv, "text": pt}, present, {"vision": 0.0})
+    assert (w["vision"][0], w["text"][0]) == (0.0, 1.0)
+    np.testing.assert_allclose(fused[0], pt[0])
+    # a clip with only untrusted modalities keeps what it has rather than no score
+    assert w["vision"][1] == 1.0 and np.isnan(w["text"][1])
+    np.testing.assert_allclose(fused[1], pv[1])
+    _, half = zero_shot_fuse({"vision": pv, "text": pt}, present, {"vision": 0.5})
+    c_v, c_t = confidence(pv[:1])[0], confidence(pt[:1])[0]
+    assert half["vision"][0] == pytest.approx(0.5 * c_v / (0.5 * c_v + c_t))
+    with pytest.raises(ValueError, match="not scored modalities"):
+        FusionConfig(reliability={"speech": 1.0})
+
+
+def test_fitted_reliability_drops_a_confident_random_modality_and_the_stage_applies_it_exactly():
+    """A text modality that tracks the labels and a vision modality that is confident and random:
+    confidence weighting alone lets vision drown text; the fitted reliability gives it 0, and the
+    stage's fused valence under it equals the offline re-weighting of what the stage wrote."""
+    from mmbatch.fusion.reliability import correlation, fit_reliability, fused_valence
+
+    rng = np.random.default_rng(3)
+    n = 400
+    truth = rng.choice([-1.0, 1.0], n)
+    b = {"video_id": np.array(["v"] * n), "status": np.array(["ok"] * n), "error_stage": np.array([""] * n),
+         "error": np.array([""] * n)}
+    lean = 0.25 * truth + 0.1 * rng.normal(size=n)  # text: mild, right
+    b["text_probs"] = np.stack([0.35 - lean / 2, np.full(n, 0.3), 0.35 + lean / 2], 1).clip(0.01).astype(np.float32)
+    b["vision_probs"] = rng.dirichlet([0.1, 0.1, 0.1], size=n).astype(np.float32)  # confident, random
+    for m, dim in (("vision", 4), ("audio", 3), ("text", 2)):
+        b[f"{m}_embedding"] = rng.normal(size=(n, dim)).astype(np.float32)
+        b[f"has_{m}"] = np.array([m != "audio"] * n)
+    b["audio_probs"] = np.full((n, 3), np.nan, dtype=np.float32)
+    scored = FusionStage(FusionConfig(), EmbeddingDims(4, 3, 2))({k: v.copy() for k, v in b.items()})
+    valences = {m: scored[f"{m}_valence"].astype(float) for m in ("vision", "text")}
+    weights = {m: scored[f"fusion_weight_{m}"].astype(float) for m in ("vision", "text")}
+    reliability, corr = fit_reliability(valences, weights, truth)
+    assert reliability == {"vision": 0.0, "text": 1.0}
+    assert corr["fitted"] == pytest.approx(corr["text_only"]) and corr["text_only"] > 0.9
+    assert correlation(scored["valence"].astype(float), truth) < 0.5 < corr["fitted"]  # what confidence alone gives
+    refit = FusionStage(FusionConfig(reliability={"vision": 0.25}), EmbeddingDims(4, 3, 2))(b)
+    np.testing.assert_allclose(refit["valence"], fused_valence(valences, weights, {"vision": 0.25}), atol=1e-6)

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from nights import DAY, Night, clip_rows, refs
 
+from mmbatch.config import FusionConfig
 from mmbatch.fusion.training import (
     TrainConfig,
     evaluate,
@@ -117,6 +119,9 @@ def test_train_save_score_and_refuse_a_mismatched_head(ray_cluster, tiny_config,
     assert saved["encoders"] == {"vision": "tiny:clip@v3", "audio": "tiny:wav2vec2-er@v3", "text": "tiny:roberta-sentiment@v3"}
     assert set(json.loads((head / "metrics.json").read_text())) >= {"trained", "zero_shot", "ablations", "labels"}
     assert "| trained |" in (head / "metrics.md").read_text()
+    fitted = yaml.safe_load((head / "reliability.yaml").read_text())  # zero-shot fusion's fitted trust
+    assert set(FusionConfig(**fitted["fusion"]).reliability) == {"vision", "audio", "text"}
+    assert "zero-shot alternative" in r.stdout and "reliability:" in r.stdout
 
     trained = tiny_config.model_copy(update={"fusion": tiny_config.fusion.model_copy(
         update={"mode": "trained", "checkpoint": str(head)})})

@@ -7,7 +7,9 @@ Labels (CSV or Parquet): `video_id`, then `clip_id` or `start_s`/`end_s` (matche
 overlaps most), and `label`: negative|neutral|positive, or a number in --label-range. An optional
 `split` column (train|val|test) replaces the seeded split by video. The checkpoint folder gets the
 model (save_pretrained), metrics.json and metrics.md; score with it by setting
-`fusion: {mode: trained, checkpoint: <folder>}`. Exit codes: 0 trained, 2 bad labels or clips.
+`fusion: {mode: trained, checkpoint: <folder>}`. It also gets reliability.yaml: zero-shot fusion's
+`fusion.reliability` fitted on the same labels (how far to trust each modality; a weak or random
+one gets 0), for keeping zero-shot fusion. Exit codes: 0 trained, 2 bad labels or clips.
 """
 
 from __future__ import annotations
@@ -47,9 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         embedding_dims,
         encoder_identities,
         evaluate,
+        fit_fusion_reliability,
         join_labels,
         load_clips,
         read_labels,
+        reliability_yaml,
         save_checkpoint,
         split_by_video,
         train_fusion,
@@ -79,11 +83,16 @@ def main(argv: list[str] | None = None) -> int:
     model, history = train_fusion(joined, dims, settings)
     result = evaluate(model, joined, dims)
     result["epochs"] = len(history)
+    result["zero_shot_reliability"] = fit_fusion_reliability(joined)
     save_checkpoint(model, args.out, dims, encoders, result, report)
+    Path(args.out, "reliability.yaml").write_text(reliability_yaml(result["zero_shot_reliability"]))
     if args.json:
         print(json.dumps({"checkpoint": args.out, "labels": report, "trained": result["trained"],
-                          "zero_shot": result["zero_shot"]}, default=str))
+                          "zero_shot": result["zero_shot"], "zero_shot_reliability": result["zero_shot_reliability"]},
+                         default=str))
     else:
-        print(Path(args.out, "metrics.md").read_text().rstrip() + f"\n\ncheckpoint: {args.out}")
+        fitted = reliability_yaml(result["zero_shot_reliability"])
+        print(Path(args.out, "metrics.md").read_text().rstrip() + f"\n\ncheckpoint: {args.out}\n"
+              f"zero-shot alternative, {Path(args.out, 'reliability.yaml')}:\n{fitted}")
     return ExitCode.OK
 

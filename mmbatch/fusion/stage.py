@@ -4,8 +4,10 @@ With `fusion.mode: trained`, a MultimodalFusionModel checkpoint (mmbatch/fusion/
 computes probabilities, valence, the joint embedding and per-modality attention weights.
 
 Zero-shot fusion (no trained checkpoint): each present modality is weighted by its
-confidence, 1 − H(p)/log(3) (normalised entropy), weights renormalised over the present
-modalities to sum to 1 (equal weights if every present modality is uniform). The fused
+confidence, 1 − H(p)/log(3) (normalised entropy), times its `fusion.reliability` (default 1;
+learned from labels by `mmbatch train`, mmbatch/fusion/reliability.py), weights renormalised
+over the present modalities to sum to 1 (equal weights over the trusted ones if every present
+modality is uniform). The fused
 probabilities are the weighted mean; valence = p_positive − p_negative. The fused
 embedding is the concatenation of the L2-normalised modality embeddings, zeros where a
 modality is missing. A clip with no modality at all is status="error", error_stage="fusion".
@@ -28,15 +30,21 @@ def confidence(probs: np.ndarray) -> np.ndarray:
     return (1.0 - (-(p * np.log(p)).sum(-1)) / _LOG3).clip(0.0, 1.0)
 
 
-def zero_shot_fuse(probs: dict[str, np.ndarray], present: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Fused (n, 3) probabilities and per-modality weights (NaN where the modality is missing)."""
+def zero_shot_fuse(probs: dict[str, np.ndarray], present: dict[str, np.ndarray],
+                   reliability: dict[str, float] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Fused (n, 3) probabilities and per-modality weights (NaN where the modality is missing).
+    `reliability` (fusion.reliability, mmbatch/fusion/reliability.py) scales each confidence."""
     n = len(next(iter(present.values())))
-    conf = {m: np.where(present[m], confidence(np.nan_to_num(probs[m], nan=1 / 3)), 0.0) for m in probs}
+    r = {m: (reliability or {}).get(m, 1.0) for m in probs}
+    conf = {m: r[m] * np.where(present[m], confidence(np.nan_to_num(probs[m], nan=1 / 3)), 0.0) for m in probs}
     total = sum(conf.values())
-    n_present = sum(present[m].astype(float) for m in probs)
+    trusted = {m: present[m] & (r[m] > 0) for m in probs}
+    untrusted_only = ~np.any([trusted[m] for m in probs], axis=0)  # then the modalities there are, equally
+    trusted = {m: trusted[m] | (present[m] & untrusted_only) for m in probs}
+    n_present = sum(trusted[m].astype(float) for m in probs)
     weights = {}
     for m in probs:
-        equal = np.where(n_present > 0, present[m] / np.maximum(n_present, 1), 0.0)
+        equal = np.where(n_present > 0, trusted[m] / np.maximum(n_present, 1), 0.0)
         w = np.where(total > 1e-9, conf[m] / np.maximum(total, 1e-12), equal)
         weights[m] = np.where(present[m], w, np.nan)
     fused = np.zeros((n, 3))
@@ -107,7 +115,7 @@ class FusionStage:
         if self.model is not None:
             fused, valence, joint, weights = self._trained(batch, present)
         else:
-            fused, weights = zero_shot_fuse(probs, present)
+            fused, weights = zero_shot_fuse(probs, present, self.config.reliability)
             valence, joint = fused[:, 2] - fused[:, 0], None
 
         status = np.asarray(batch["status"]).astype(object).copy()

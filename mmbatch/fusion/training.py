@@ -41,7 +41,8 @@ def load_clips(output: str, storage_options: dict | None = None, output_config=N
     from mmbatch.tables.formats import open_tables
 
     columns = ["video_id", "clip_id", "start_s", "end_s", "status", "valence", "p_negative", "p_neutral",
-               "p_positive", "model_fingerprint", "run_date", *(COLUMNS[m].embedding for m in MODALITIES)]
+               "p_positive", "model_fingerprint", "run_date",
+               *(c for m in MODALITIES for c in (COLUMNS[m].embedding, COLUMNS[m].valence, COLUMNS[m].weight))]
     table = open_tables(output, storage_options, output_config).read("clips", columns)
     df = table.filter(pc.equal(table["status"], "ok")).to_pandas()
     df = df.rename(columns={"valence": "valence_pred_zero_shot"})  # the scores the pipeline wrote
@@ -285,6 +286,36 @@ def evaluate(model, df: pd.DataFrame, dims: dict[str, int]) -> dict[str, Any]:
     zs_probs = test[["p_negative", "p_neutral", "p_positive"]].to_numpy(np.float32)
     out["zero_shot"] = metrics(test["valence_pred_zero_shot"].to_numpy(), zs_probs, *truth)
     return out
+
+
+def fit_fusion_reliability(df: pd.DataFrame) -> dict[str, Any]:
+    """`fusion.reliability` fitted on the train and validation splits (mmbatch/fusion/reliability.py),
+    with the correlation with the labels on the test split: each modality alone, zero-shot as
+    scored, and zero-shot under the fitted reliability."""
+    from mmbatch.fusion.reliability import correlation, fit_reliability, fused_valence
+
+    scored = [m for m in MODALITIES if COLUMNS[m].weight in df and df[COLUMNS[m].weight].notna().any()]
+
+    def parts(d: pd.DataFrame):
+        return ({m: d[COLUMNS[m].valence].to_numpy(float) for m in scored},
+                {m: d[COLUMNS[m].weight].to_numpy(float) for m in scored}, d["valence"].to_numpy(float))
+
+    fit, test = df[df["split"] != "test"], df[df["split"] == "test"]
+    reliability, on_fit = fit_reliability(*parts(fit))
+    valences, weights, truth = parts(test)
+    on_test = {f"{m}_only": correlation(np.where(np.isfinite(weights[m]), valences[m], np.nan), truth) for m in scored}
+    on_test["zero_shot"] = correlation(fused_valence(valences, weights, {}), truth)
+    on_test["fitted"] = correlation(fused_valence(valences, weights, reliability), truth)
+    rounded = {k: round(v, 4) for k, v in on_test.items()}
+    return {"reliability": reliability, "fitted_on": int(len(fit)), "corr_fit": {k: round(v, 4) for k, v in on_fit.items()},
+            "corr_test": rounded}
+
+
+def reliability_yaml(fitted: dict[str, Any]) -> str:
+    """The fitted reliability as the pipeline YAML's `fusion:` section, to paste or merge."""
+    pairs = ", ".join(f"{m}: {r:g}" for m, r in fitted["reliability"].items())
+    return (f"# fusion.reliability fitted by `mmbatch train` on {fitted['fitted_on']} labelled clips; test-split "
+            f"correlation with the labels: {fitted['corr_test']}\nfusion:\n  reliability: {{{pairs}}}\n")
 
 
 def metrics_table(result: dict[str, Any]) -> str:

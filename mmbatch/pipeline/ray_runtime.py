@@ -25,7 +25,8 @@ def pool_demand(specs: list[StageSpec]) -> dict[str, float]:
     task: dict[str, float] = {}
     for spec in specs:
         res = spec.resources
-        need = {"CPU": res.cpus, "GPU": res.gpus, **spec.custom_resources}
+        need = {"CPU": res.cpus, "GPU": res.gpus, **({"memory": res.memory_bytes} if res.memory_bytes else {}),
+                **spec.custom_resources}
         if spec.compute == "actor":
             for k, v in need.items():
                 demand[k] = demand.get(k, 0.0) + spec.pool.concurrency[0] * v
@@ -66,10 +67,17 @@ def check_cluster_fits(specs: list[StageSpec], available: dict[str, float], *, s
     from mmbatch.errors import ConfigError
 
     demand = pool_demand(specs)
+    hints = {"CPU": "lower pool.num_cpus or pool.concurrency minimums", "GPU": "lower pool.num_gpus or pool.concurrency "
+             "minimums", "memory": "lower pool.memory_gb or pool.concurrency minimums"}
+    scale = {"memory": (2**30, " GiB of memory")}  # Ray counts memory in bytes
+
+    def amount(k: str, value: float) -> str:
+        unit, name = scale.get(k, (1, f" {k}"))
+        return f"{value / unit:g}{name}"
+
     problems = [
-        f"the pools need at least {need:g} {k} at their minimum sizes but the cluster has {available.get(k, 0):g} "
-        + (f"(lower pool.num_{k.lower()}s or pool.concurrency minimums)" if k in ("CPU", "GPU")
-           else "(no node declares that resource: see pool.resources)")
+        f"the pools need at least {amount(k, need)} at their minimum sizes but the cluster has "
+        f"{amount(k, available.get(k, 0))} ({hints.get(k, 'no node declares that resource: see pool.resources')})"
         for k, need in demand.items() if need > available.get(k, 0) + 1e-9
     ]
     if problems and strict:
