@@ -14,8 +14,10 @@ from typing import Any
 def score(input: str, output: str, config: Any = None, *, run_date: dt.date | str | None = None,
           force: bool = False, num_cpus: int | None = None, log_level: str = "WARNING"):
     """Score the videos of `input` into `output` for `run_date` (default: today, UTC); returns the
-    night's `RunResult` (`.manifest` is its run record). `config`: a YAML path, a dict in the YAML's
-    shape, a `PipelineConfig`, or None for the shipped `pipelines/video_sentiment.yaml`."""
+    night's `RunResult` (`.exit_code`: 0, or 3 when committed but degraded, `.degraded` says why;
+    `.manifest` is its run record). `config`: a YAML path, a dict in the YAML's shape, a
+    `PipelineConfig`, or None for the shipped `pipelines/video_sentiment.yaml`. The config's
+    watchers (run.metrics, run.lineage) are told of the night, as by the command."""
     from mmbatch.cli.score import init_ray, score_night
 
     config = as_config(config)
