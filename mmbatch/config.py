@@ -189,7 +189,7 @@ class EncoderConfig(_Strict):
     label_map: dict[str, str] = Field(default_factory=dict)
     # Zero-shot prompts per class (image_zero_shot: "a photo of ..."; text_zero_shot: sentences).
     prompts: dict[str, list[str]] | None = None
-    temperature: float = Field(0.05, gt=0)
+    temperature: float = Field(0.05, gt=0)  # text_zero_shot: softmax(similarity / temperature)
     language: str | None = None
     max_new_tokens: int = Field(96, ge=1, le=440)
     # Speech decoding. beam_size 1 is greedy; Whisper's reference decoder searches 5 beams.
@@ -216,6 +216,10 @@ class EncoderConfig(_Strict):
     def _engine_for_speech(self) -> "EncoderConfig":
         if self.engine != "transformers" and self.task != "speech_recognition":
             raise ValueError(f"engine {self.engine!r} is for speech_recognition models only")
+        default = type(self).model_fields["temperature"].default  # a dumped config carries it: not a choice
+        if self.temperature != default and self.task != "text_zero_shot":
+            raise ValueError(f"temperature is for text_zero_shot models only; {self.task} does not read it "
+                             "(image_zero_shot uses the CLIP model's own logit scale)")
         return self
 
     @field_validator("prompts")

@@ -34,6 +34,11 @@ def test_task_must_fit_modality():
         parse_config({"models": {"vision": {"task": "text_classification", "source": "x"}}})
 
 
+def test_a_setting_the_task_does_not_read_is_refused():
+    with pytest.raises(ConfigError, match="temperature is for text_zero_shot models only; image_zero_shot does not"):
+        parse_config({"models": {"vision": {"task": "image_zero_shot", "source": "tiny:clip", "temperature": 0.01}}})
+
+
 def test_bad_concurrency_and_label_target():
     with pytest.raises(ConfigError, match="concurrency"):
         parse_config({"models": {"text": {**MINIMAL["models"]["text"], "pool": {"concurrency": [3, 1]}}}})
@@ -85,6 +90,9 @@ def test_knobs_added_later_leave_existing_fingerprints_alone():
         != demo.fingerprint()
     on_gpu = {**raw["decode"], "hwaccel": "cuda", "pool": {**raw["decode"]["pool"], "num_gpus": 0.1}}
     assert parse_config({**raw, "decode": on_gpu}).fingerprint() == demo.fingerprint()  # where, not what
+    assert raw["fusion"]["reliability"] == {}  # fusion.reliability: hashed once set, for it changes the fused score
+    assert parse_config({**raw, "fusion": {**raw["fusion"], "reliability": {"vision": 0}}}).fingerprint() \
+        != demo.fingerprint()
 
 
 def test_decoder_settings_name_what_they_need():
