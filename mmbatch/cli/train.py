@@ -22,8 +22,7 @@ from pathlib import Path
 from mmbatch.cli import configure_logging, deprecated_flag, errors_as_exit_codes, json_option, logging_option
 
 
-@errors_as_exit_codes
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     root = p.add_mutually_exclusive_group(required=True)
     root.add_argument("--output", help="the scored output's root, as every command that reads one names it "
@@ -39,8 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=None, help="pipeline YAML, for storage_options and the output's format/catalog")
     logging_option(p)
     json_option(p)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+@errors_as_exit_codes
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     configure_logging(args.log_level, args.log_format)
+    if args.old_clips:
+        deprecated_flag("--clips", "--output", "the scored output's root, as in report, index and the others")
 
     from mmbatch.config import reader_settings
     from mmbatch.errors import ExitCode
@@ -60,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     options, output_config = reader_settings(args.config)
-    if args.old_clips:
-        deprecated_flag("--clips", "--output", "the scored output's root, as in report, index and the others")
     args.clips = args.output or args.old_clips
     try:
         clips = load_clips(args.clips, options, output_config)
@@ -77,21 +81,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"labels: {report['matched']} of {report['labels']} matched clips of {report['videos']} videos")
     joined["split"] = split_by_video(joined, args.seed)
     dims = embedding_dims(joined)
-    settings = TrainConfig(seed=args.seed, epochs=args.epochs)
-    if args.lr is not None:
-        settings.lr = args.lr
-    model, history = train_fusion(joined, dims, settings)
+    model, history = train_fusion(joined, dims, TrainConfig(seed=args.seed, epochs=args.epochs,
+                                                            **({"lr": args.lr} if args.lr is not None else {})))
     result = evaluate(model, joined, dims)
     result["epochs"] = len(history)
     result["zero_shot_reliability"] = fit_fusion_reliability(joined)
     save_checkpoint(model, args.out, dims, encoders, result, report)
-    Path(args.out, "reliability.yaml").write_text(reliability_yaml(result["zero_shot_reliability"]))
+    fitted = reliability_yaml(result["zero_shot_reliability"])
+    Path(args.out, "reliability.yaml").write_text(fitted)
     if args.json:
         print(json.dumps({"checkpoint": args.out, "labels": report, "trained": result["trained"],
                           "zero_shot": result["zero_shot"], "zero_shot_reliability": result["zero_shot_reliability"]},
                          default=str))
     else:
-        fitted = reliability_yaml(result["zero_shot_reliability"])
         print(Path(args.out, "metrics.md").read_text().rstrip() + f"\n\ncheckpoint: {args.out}\n"
               f"zero-shot alternative, {Path(args.out, 'reliability.yaml')}:\n{fitted}")
     return ExitCode.OK
