@@ -47,6 +47,12 @@ def test_progress_counts_scored_videos_before_their_write(tmp_path):
     """A night of small clips writes one bundle at its end: the line still moves (the defect: 0/2000
     videos, 0 clips, ETA unknown for a whole night)."""
     night = Night(tmp_path, refs("a", "b", "c"))
-    progress = ProgressReporter(night.ledger, 3, 60, scored=lambda: (2, 5))
+    heard = []  # what the night's monitor gets with each line (run.metrics.push_progress)
+    progress = ProgressReporter(night.ledger, 3, 60, scored=lambda: (2, 5), listener=heard.append)
     assert progress.tick().startswith("progress: 2/3 videos, 5 clips, ")
     assert progress.tick().endswith("; 0 written")
+    assert len(heard) == 2 and {k: heard[1][k] for k in ("videos_done", "videos_total", "clips", "videos_written")} == \
+        {"videos_done": 2, "videos_total": 3, "clips": 5, "videos_written": 0}
+    from mmbatch.monitor.prometheus import SERIES
+
+    assert {f"progress_{k}" for k in heard[0]} <= set(SERIES)  # each figure is a series the Pushgateway gets
