@@ -213,7 +213,7 @@ def test_mmbatch_command_dispatches_to_the_same_jobs(tmp_path):
     r = subprocess.run([*cmd, "report", "--output", str(tmp_path / "none")], capture_output=True, text=True,
                        timeout=60, cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.strip() == f"error: no committed run under {tmp_path / 'none'}"
-    for job in (["report", "--output", "o"], ["train", "--clips", "o", "--labels", "l.csv", "--out", "h"]):
+    for job in (["report", "--output", "o"], ["train", "--output", "o", "--labels", "l.csv", "--out", "h"]):
         r = subprocess.run([*cmd, *job, "--config", "missing.yaml"], capture_output=True, text=True, timeout=60,
                            cwd=tmp_path)
         assert r.returncode == 2 and r.stderr.strip() == "error: config file not found: missing.yaml"
