@@ -332,10 +332,13 @@ def test_a_committed_night_whose_state_update_fails_is_committed_and_never_resco
     assert manifest["state_updated"] is False and "No space left on device" in manifest["cleanup_warnings"][0]
     assert json.loads((tmp_path / "_runs" / "2026-11-27_fp1.json").read_text())["state_updated"] is False
     assert clips(tmp_path)["clip_id"].tolist() == ["a-0", "b-0"] and not (tmp_path / "_staging").exists()
-    result = types.SimpleNamespace(run_id="r", inputs=2, scored=2, failed=0, skipped=0, clips=2, wall_seconds=1.0,
-                                   output=str(tmp_path), manifest=manifest, failed_fraction=0.0,
-                                   degraded_modalities=lambda limit: {})
     config = types.SimpleNamespace(run=types.SimpleNamespace(max_failed_fraction=0.2, max_modality_failed_fraction=0.2))
+    from mmbatch.night.night import Night as TheNight
+
+    reasons = TheNight.degraded_reasons(manifest, config.run)  # the run's rule (mmbatch.pipeline.run.execute)
+    assert reasons[0].startswith("committed, but the state table was not updated")
+    result = types.SimpleNamespace(run_id="r", inputs=2, scored=2, failed=0, skipped=0, clips=2, wall_seconds=1.0,
+                                   output=str(tmp_path), manifest=manifest, exit_code=3, degraded=reasons)
     assert finish(argparse.Namespace(max_failed_fraction=None, demo=False), config, result, DAY) == 3
     import contextlib
     import io
