@@ -114,9 +114,11 @@ def test_log_lines_as_json_for_schedulers():
 
 
 def test_a_benign_native_line_is_dropped_and_every_other_line_kept(tmp_path):
-    """Ray's C++ core worker writes to fd 2 itself; the console filter drops its one benign line
-    and passes everything else, a partial last line included, once the process exits."""
-    code = ("import os, sys; from mmbatch.cli import console; assert console.drop_benign_native_lines(); "
+    """Ray's C++ core worker writes to fd 2 itself; the console filter (only in the command's own
+    process) drops its one benign line and passes everything else, a partial last line included,
+    once the process exits."""
+    code = ("import os, sys; from mmbatch.cli import console; assert not console.drop_benign_native_lines(); "
+            "console.command_process(); assert console.drop_benign_native_lines(); "
             "os.write(2, b'[2026 E 1 1] core_worker.cc:2465: Actor with class name: x has constructor arguments in "
             "the object store and max_restarts > 0. If the...\\nkept 1\\n'); "
             "print('kept 2', file=sys.stderr); os.write(2, b'[2026 E 1 1] core_worker.cc:1: other\\nno newline')")

@@ -199,4 +199,7 @@ def exit_now(code: int | None) -> None:
 
 def run() -> None:
     """The `mmbatch` console script."""
+    from mmbatch.cli import console
+
+    console.command_process()
     exit_now(main())

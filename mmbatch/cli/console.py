@@ -24,11 +24,19 @@ BENIGN_NATIVE_LINES = (
                rb"and max_restarts > 0"),
 )
 _installed: list[int] = []  # the real stderr's duplicate, once installed
+_own: list[bool] = []  # set by command_process(): this process is the command's, its stderr the command's
+
+
+def command_process() -> None:
+    """Mark this process as the command's own (the console script, jobs/score_videos.py): only then is
+    its stderr filtered, never in a process that merely calls the command's functions (a notebook, tests)."""
+    _own.append(True)
 
 
 def drop_benign_native_lines(patterns=BENIGN_NATIVE_LINES) -> bool:
-    """Filter this process's stderr (fd 2); False where it is a terminal or already filtered."""
-    if _installed or sys.stderr.isatty():
+    """Filter this process's stderr (fd 2); False where it is not the command's own process, is a
+    terminal, or is filtered already."""
+    if not _own or _installed or sys.stderr.isatty():
         return False
     sys.stderr.flush()
     real = os.dup(2)
