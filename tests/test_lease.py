@@ -101,3 +101,19 @@ def test_the_s3_lease_is_taken_once_renewed_and_never_taken_back(bucket):
     assert json.loads(bucket.cat_file(path))["holder"] == "2026-11-27_bbbb"
     a.release()  # not ours any more: left alone
     assert bucket.exists(path)
+
+
+def test_a_night_released_while_its_lease_is_being_taken_gives_it_back(tmp_path):
+    """A stop during the plan releases the night from another thread, maybe while its lease is still
+    being taken: the take then gives it back at once instead of leaving it for its lifetime."""
+    import datetime as dt
+
+    from mmbatch.night.night import Night
+
+    night = Night(str(tmp_path), dt.date(2026, 11, 27), "fp")
+    night.release()  # the stop came first; the plan's thread is still inside take()
+    night.take()
+    assert not night.held and not list((tmp_path / "_locks").glob("*.json"))
+    again = Night(str(tmp_path), dt.date(2026, 11, 27), "fp").take()  # nothing left in the way
+    assert again.held
+    again.release()

@@ -61,6 +61,7 @@ class Night:
         self.lease = Lease(self.fs, self.layout.lock, self.layout.run_id, ttl_s=lease_ttl_s,
                            what=f"run date {run_date.isoformat()} of {redact_uri(output_uri)}")
         self.held = False
+        self.abandoned = False  # released: a take still under way gives the lease back at once
         self.refs: list = []
         self.work = Work()
         self.tables = self.ledger = self.committer = self.writer = None
@@ -75,6 +76,8 @@ class Night:
         fails here, before any video work (LockedError: another run holds it)."""
         self._on_output(self.lease.acquire)
         self.held = True
+        if self.abandoned:  # released while the lease was being taken (a stop during the plan): give it back
+            self.release()
         return self
 
     def probe(self) -> Night:
@@ -94,6 +97,8 @@ class Night:
             raise kind(f"cannot write to the output {redact_uri(self.output_uri)}: {short_reason(err, 300)}") from None
 
     def release(self) -> None:
+        """Give the lease back, now or, if it is being taken meanwhile (another thread), once taken."""
+        self.abandoned = True
         if self.held:
             self.lease.release()
             self.held = False

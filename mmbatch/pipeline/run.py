@@ -120,7 +120,8 @@ def plan_run(config: PipelineConfig, input_uri: str, output_uri: str, run_date: 
     if dry_run:
         night.probe()
     else:
-        watch.lease = night.take()
+        watch.lease = night  # before it is taken: a stop while it is being taken still gives it back
+        night.take()
     try:
         if checked is not None:
             checked()
