@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from cluster import GRACE_S
 from s3server import free_port, moto_server, storage_options
 
 from mmbatch.pipeline.run import run_pipeline
@@ -148,9 +149,9 @@ def ray_head():
             pytest.fail(f"ray head never accepted a job: {ready.stderr[-1000:]}")
         yield address
     finally:
-        proc.send_signal(signal.SIGINT)  # SIGINT shuts a --block head and its children down
-        try:
-            proc.wait(timeout=60)
+        proc.send_signal(signal.SIGINT)  # SIGINT asks a --block head and its children to stop;
+        try:  # Ray 2.60's often takes past a minute (it cost the suite 60 s), so it is then killed
+            proc.wait(timeout=GRACE_S)
         except subprocess.TimeoutExpired:
             pass
         _kill_session(proc.pid)
