@@ -39,6 +39,16 @@ class Terminated(KeyboardInterrupt):
     one `error:` line), with its own exit code."""
 
 
+def exit_code_of(err: BaseException) -> ExitCode:
+    """The exit code of an error that ended a night uncommitted: its own, 130/143 for a stop,
+    else 1 (a bug or an infrastructure failure). The command's and the monitors' one rule."""
+    if isinstance(err, MmbatchError):
+        return err.exit_code
+    if isinstance(err, KeyboardInterrupt):
+        return ExitCode.TERMINATED if isinstance(err, Terminated) else ExitCode.INTERRUPTED
+    return ExitCode.SYSTEM
+
+
 class MmbatchError(Exception):
     """Base class: something wrong with the whole run, reported before or instead of work."""
 

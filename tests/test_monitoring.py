@@ -10,8 +10,8 @@ import logging
 from s3server import free_port
 
 from mmbatch.config import RunConfig
-from mmbatch.errors import ConfigError, OutputMistakeError, Terminated
-from mmbatch.monitor import Monitor, exit_code_of
+from mmbatch.errors import ConfigError, OutputMistakeError, Terminated, exit_code_of
+from mmbatch.monitor import Monitor
 from mmbatch.monitor.lineage import dataset_name, output_datasets
 from mmbatch.monitor.prometheus import committed_samples, failed_samples
 

@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging(args.log_level, args.log_format)
     from mmbatch.config import load_config
-    from mmbatch.errors import ExitCode, MmbatchError, Terminated, short_reason
+    from mmbatch.errors import ExitCode, MmbatchError, Terminated, exit_code_of, short_reason
 
     run_date = args.run_date or dt.datetime.now(dt.timezone.utc).date()
     config_path = args.config or str(shipped_pipelines() / ("demo.yaml" if args.demo else "video_sentiment.yaml"))
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         terminated = isinstance(err, Terminated)
         print(f"error: {'terminated (SIGTERM)' if terminated else 'interrupted'}; nothing was committed; rerun the "
               "same --run-date to resume", file=sys.stderr)
-        return ExitCode.TERMINATED if terminated else ExitCode.INTERRUPTED
+        return exit_code_of(err)
     except Exception as err:  # a bug or an infrastructure failure: one line, the traceback in the log
         logging.getLogger("score_videos").debug("unexpected failure", exc_info=True)
         print(f"error: unexpected failure: {short_reason(err, 500)} (--log-level DEBUG shows "

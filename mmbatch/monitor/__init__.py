@@ -16,17 +16,6 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def exit_code_of(err: BaseException) -> int:
-    """The exit code the command gives for an error that ended a night uncommitted."""
-    from mmbatch.errors import ExitCode, MmbatchError, Terminated
-
-    if isinstance(err, MmbatchError):
-        return int(err.exit_code)
-    if isinstance(err, KeyboardInterrupt):
-        return int(ExitCode.TERMINATED if isinstance(err, Terminated) else ExitCode.INTERRUPTED)
-    return int(ExitCode.SYSTEM)
-
-
 class Monitor:
     """The configured watchers of one night (none configured: every call does nothing)."""
 
@@ -57,11 +46,11 @@ class Monitor:
 
     def failed(self, err: BaseException) -> None:
         """The night ended uncommitted (also before it started: a plan that failed)."""
-        from mmbatch.errors import short_reason
+        from mmbatch.errors import exit_code_of, short_reason
 
         if not self.ended:
             self.ended = True
-            self._each("failed", exit_code_of(err), short_reason(err, 500))
+            self._each("failed", int(exit_code_of(err)), short_reason(err, 500))
 
     def _each(self, event: str, *args) -> None:
         for watcher in self.watchers:
