@@ -259,7 +259,8 @@ def through_the_job(sample, config_path: str, seed: int, *, spoken: bool = False
         return reports["sidecar"]
     speech = config.models.speech
     return {"clip_window_s": window, "snap_to_pause_s": config.clips.snap_to_pause_s, "speech_model": speech.source,
-            "decoding": {"beam_size": speech.beam_size, "no_repeat_ngram_size": speech.no_repeat_ngram_size}, **reports}
+            "decoding": {"beam_size": speech.beam_size, "no_repeat_ngram_size": speech.no_repeat_ngram_size,
+                         "hypotheses": speech.hypotheses}, **reports}
 
 
 def write_sidecars(src: Path, labels: list[dict], window: float) -> None:
@@ -356,6 +357,7 @@ def main() -> int:
                     f"on CTranslate2, else {SPOKEN_SPEECH['source']}, tiny.en)")
     ap.add_argument("--beam-size", type=int, help=f"--spoken: Whisper's beams (default {SPOKEN_SPEECH['beam_size']}; 1 = greedy)")
     ap.add_argument("--no-repeat-ngram-size", type=int, help="--spoken: forbid repeating an n-gram of this size (default 0: off)")
+    ap.add_argument("--hypotheses", type=int, help="--spoken: transcripts the text model reads a clip (default: the config's)")
     ap.add_argument("--snap-to-pause", type=float, default=0.0, metavar="S",
                     help="--spoken: clips.snap_to_pause_s (clip ends moved into pauses within S seconds)")
     ap.add_argument("--keep", default="", help="--videos/--spoken: save the labelled clips (Parquet) in this folder")
@@ -405,6 +407,7 @@ def main() -> int:
                                    weak_vision=args.weak_vision, reliability=args.reliability,
                                    decoding={k: v for k, v in (("beam_size", args.beam_size),
                                                                ("no_repeat_ngram_size", args.no_repeat_ngram_size),
+                                                               ("hypotheses", args.hypotheses),
                                                                ("source", args.speech_source))
                                              if v is not None}, snap_to_pause_s=args.snap_to_pause)}
         print(json.dumps(report))

@@ -197,6 +197,10 @@ class EncoderConfig(_Strict):
     # loop on one phrase until max_new_tokens.
     beam_size: int = added_scoring(1, ge=1, le=16)
     no_repeat_ngram_size: int = added_scoring(0, ge=0, le=16)
+    # Speech: how many of the beam search's best transcripts the text model reads; the clip's text
+    # scores are their mean weighted by how likely the recogniser finds each (misheard words then
+    # weigh what they are worth). `transcript` keeps the best. At most beam_size.
+    hypotheses: int = added_scoring(1, ge=1, le=16)
     # Speech only: the runtime that runs Whisper. transformers: any transformers speech-to-text model.
     # ctranslate2: faster-whisper's CTranslate2 runtime (needs `pip install faster-whisper`); the source
     # is a CTranslate2 Whisper folder, or a transformers Whisper converted once per node and cached.
@@ -216,6 +220,11 @@ class EncoderConfig(_Strict):
     def _engine_for_speech(self) -> "EncoderConfig":
         if self.engine != "transformers" and self.task != "speech_recognition":
             raise ValueError(f"engine {self.engine!r} is for speech_recognition models only")
+        if self.hypotheses > 1 and self.task != "speech_recognition":
+            raise ValueError(f"hypotheses is for speech_recognition models only; {self.task} does not read it")
+        if self.hypotheses > self.beam_size:
+            raise ValueError(f"hypotheses ({self.hypotheses}) cannot exceed beam_size ({self.beam_size}): "
+                             "the beam search keeps that many transcripts; raise beam_size too")
         default = type(self).model_fields["temperature"].default  # a dumped config carries it: not a choice
         if self.temperature != default and self.task != "text_zero_shot":
             raise ValueError(f"temperature is for text_zero_shot models only; {self.task} does not read it "

@@ -91,6 +91,9 @@ FRAME_COLUMNS = ("frames", "n_frames", "has_frames")  # only with a vision model
 # encoder keeps it as the modality's error; speech recognition says the text is missing for it).
 AUDIO_COLUMNS = ("waveform", "audio_len", "has_waveform", "audio_error")
 TRANSCRIPT_COLUMNS = ("transcript", "text_error")
+# Only with models.speech.hypotheses > 1: each clip's best transcripts and their weights (summing
+# to 1; empty where the text came from a sidecar), which the text encoder reads in its place.
+HYPOTHESIS_COLUMNS = ("transcript_hypotheses", "transcript_hypothesis_weights")
 FUSED_COLUMNS = ("p_negative", "p_neutral", "p_positive", "valence", "sentiment", "fused_embedding")
 # What the write stage returns to the driver: one completion record per (video, chunk, file).
 RECORD_COLUMNS = ("video_id", "chunk_index", "n_chunks", "expected_rows", "rows", "clip_rows", "ok_rows", "file",

@@ -37,6 +37,11 @@ def test_task_must_fit_modality():
 def test_a_setting_the_task_does_not_read_is_refused():
     with pytest.raises(ConfigError, match="temperature is for text_zero_shot models only; image_zero_shot does not"):
         parse_config({"models": {"vision": {"task": "image_zero_shot", "source": "tiny:clip", "temperature": 0.01}}})
+    with pytest.raises(ConfigError, match="hypotheses is for speech_recognition models only; text_classification does not"):
+        parse_config({"models": {"text": {**MINIMAL["models"]["text"], "hypotheses": 2}}})
+    speech = {"task": "speech_recognition", "source": "tiny:whisper", "hypotheses": 5, "beam_size": 3}
+    with pytest.raises(ConfigError, match=r"hypotheses \(5\) cannot exceed beam_size \(3\): the beam search keeps"):
+        parse_config({"models": {**MINIMAL["models"], "speech": speech}})
 
 
 def test_bad_concurrency_and_label_target():
@@ -81,7 +86,8 @@ def test_knobs_added_later_leave_existing_fingerprints_alone():
     speech = raw["models"]["speech"]
     assert (speech["beam_size"], speech["no_repeat_ngram_size"]) == (1, 0)
     assert parse_config(raw).fingerprint() == demo.fingerprint()  # the saved config, defaults spelt out
-    for knob in ({"beam_size": 5}, {"no_repeat_ngram_size": 3}):
+    assert speech["hypotheses"] == 1
+    for knob in ({"beam_size": 5}, {"no_repeat_ngram_size": 3}, {"beam_size": 5, "hypotheses": 5}):
         assert parse_config({**raw, "models": {**raw["models"], "speech": {**speech, **knob}}}).fingerprint() \
             != demo.fingerprint()
     assert raw["clips"]["keyframes_only"] is False and raw["decode"]["skip_loop_filter"] is False

@@ -27,6 +27,16 @@ def ct2_config(source: str = TINY_EN, **speech):
     return parse_config(raw)
 
 
+def speech_batch(waves: list[np.ndarray], sidecars: list[str]) -> dict:
+    n = len(waves)
+    wave = np.zeros((n, max(map(len, waves))), np.float32)
+    for i, w in enumerate(waves):
+        wave[i, : len(w)] = w
+    return {"video_id": np.array(["v"] * n), "clip_index": np.arange(n), "status": np.array(["ok"] * n),
+            "transcript_uri": np.array(sidecars), "start_s": np.zeros(n), "end_s": np.full(n, 4.0), "waveform": wave,
+            "audio_len": np.array([len(w) for w in waves]), "has_waveform": np.ones(n, bool)}
+
+
 def test_speech_to_sentiment_end_to_end_with_ctranslate2(ray_cluster, tmp_path):
     """No sidecar: the words come from Whisper tiny.en on CTranslate2, the sentiment from the text model."""
     from mmbatch.pipeline.run import run_pipeline
@@ -79,14 +89,7 @@ def test_stage_batches_clips_and_keeps_sidecars(tmp_path):
     write_vtt(tmp_path / "a.vtt", [(0.0, 3.0, "From the sidecar.")])
     stage = SpeechRecognitionStage(ct2_config().models.speech)
     waves = [spoken("Good morning everyone.", 16000), spoken("The train is late.", 16000), spoken("Ignored.", 16000)]
-    n = len(waves)
-    wave = np.zeros((n, max(map(len, waves))), np.float32)
-    for i, w in enumerate(waves):
-        wave[i, : len(w)] = w
-    batch = {"video_id": np.array(["v"] * n), "clip_index": np.arange(n), "status": np.array(["ok"] * n),
-             "transcript_uri": np.array(["", "", str(tmp_path / "a.vtt")]), "start_s": np.zeros(n),
-             "end_s": np.full(n, 4.0), "waveform": wave, "audio_len": np.array([len(w) for w in waves]),
-             "has_waveform": np.ones(n, bool)}
+    batch = speech_batch(waves, ["", "", str(tmp_path / "a.vtt")])
     out = stage(batch)
     assert word_error_rate("Good morning everyone.", out["transcript"][0]) <= 0.2
     assert word_error_rate("The train is late.", out["transcript"][1]) <= 0.2
@@ -142,10 +145,10 @@ def test_each_recognised_clip_says_its_language_and_sidecar_text_says_none(tmp_p
     from mmbatch.inputs.transcripts import TranscriptCache
     from mmbatch.synth import write_vtt
 
-    class Engine:  # what the CTranslate2 engine answers: each clip's text and language
-        def transcribe_with_language(self, waves):
+    class Engine:  # what the CTranslate2 engine answers: each clip's transcripts, their scores, its language
+        def transcribe_hypotheses(self, waves):
             assert len(waves) == 2
-            return ["hola amigos", ""], ["es", "en"]
+            return [["hola amigos"], [""]], [[], []], ["es", "en"]
 
     sidecar = write_vtt(tmp_path / "c.vtt", [(0.0, 4.0, "from the sidecar")])
     stage = SpeechRecognitionStage(ct2_config().models.speech)
@@ -168,3 +171,86 @@ def test_an_english_only_whisper_says_english():
     model = CT2Whisper(resolve_source(TINY_EN), device="cpu", compute_type="auto", language=None, max_new_tokens=16)
     texts, languages = model.transcribe_with_language([spoken("Good morning everyone.", 16000)])
     assert languages == ["en"] and word_error_rate("Good morning everyone.", texts[0]) <= 0.34
+
+
+def test_the_text_model_reads_the_recognisers_best_transcripts_by_their_likelihood(tmp_path):
+    """hypotheses: 3 keeps the beam's three best transcripts of a clip (distinct, best first, weights
+    summing to 1; `transcript` the best), and the clip's text scores are exactly their weighted mean;
+    a clip whose text came from its sidecar is scored on that text alone."""
+    from mmbatch.encoders import encoder_class
+    from mmbatch.encoders.speech import SpeechRecognitionStage
+    from mmbatch.synth import write_vtt
+
+    config = ct2_config(beam_size=3, hypotheses=3)
+    write_vtt(tmp_path / "s.vtt", [(0.0, 4.0, "What a lovely day.")])
+    said = ["The acting is wooden and the plot is a mess.", "A deftly made, charming film.", "Not heard."]
+    stage = SpeechRecognitionStage(config.models.speech)
+    out = stage(speech_batch([spoken(t, 16000) for t in said], ["", "", str(tmp_path / "s.vtt")]))
+    heard, weights = out["transcript_hypotheses"], out["transcript_hypothesis_weights"]
+    for i in (0, 1):
+        assert 1 < len(heard[i]) <= 3 and len(set(heard[i])) == len(heard[i]) and all(heard[i])
+        assert heard[i][0] == out["transcript"][i] and abs(sum(weights[i]) - 1) < 1e-9
+        assert list(weights[i]) == sorted(weights[i], reverse=True)
+    assert word_error_rate(said[0], out["transcript"][0]) <= 0.2
+    assert list(heard[2]) == [] and out["transcript"][2] == "What a lovely day."
+
+    text = config.models.text
+    encoder = encoder_class(text.task)(text, dim=384)
+    scored = encoder(dict(out))
+    texts = [*heard[0], *heard[1], out["transcript"][2]]
+    n = len(texts)
+    alone = encoder({"video_id": np.array(["v"] * n), "clip_index": np.arange(n), "status": np.array(["ok"] * n),
+                     "transcript": np.array(texts)})["text_probs"]
+    a, b = len(heard[0]), len(heard[0]) + len(heard[1])
+    expected = [np.average(alone[:a], axis=0, weights=weights[0]), np.average(alone[a:b], axis=0, weights=weights[1]),
+                alone[b]]
+    np.testing.assert_allclose(scored["text_probs"], np.stack(expected), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(scored["text_embedding"], axis=1), 1.0, atol=1e-5)
+
+
+def test_the_transformers_engine_gives_its_hypotheses_and_their_weights(model_cache):
+    """(The CTranslate2 engine's, on real weights, in the test above.) Hypotheses that decode to the
+    same text are one, with their weights added."""
+    from mmbatch.config import EncoderConfig
+    from mmbatch.encoders.speech import SpeechRecognitionStage
+
+    stage = SpeechRecognitionStage(EncoderConfig(task="speech_recognition", source="tiny:whisper",
+                                                 language="en", max_new_tokens=6, beam_size=3, hypotheses=3))
+    out = stage(speech_batch([spoken("hello there", 16000), spoken("good day", 16000)], ["", ""]))
+    assert not any(out["text_error"])
+    for transcript, heard, weights in zip(out["transcript"], out["transcript_hypotheses"],
+                                          out["transcript_hypothesis_weights"]):
+        assert heard[0] == transcript and 1 <= len(heard) <= 3 and len(set(heard)) == len(heard)
+        assert abs(sum(weights) - 1) < 1e-6
+
+
+def test_hypotheses_cross_from_the_speech_pool_to_the_text_pool(ray_cluster):
+    """With a pool per model the hypotheses travel between actors as Arrow list columns; the text
+    encoder reads them back as it reads them in one process (a sidecar row's empty list included)."""
+    import ray
+
+    from mmbatch.encoders.text import TextZeroShotEncoder
+
+    def speech(batch):
+        heard, weights = np.empty(2, dtype=object), np.empty(2, dtype=object)
+        heard[:], weights[:] = [["a good film", "a good fill"], []], [[0.75, 0.25], []]
+        return {**batch, "transcript_hypotheses": heard, "transcript_hypothesis_weights": weights}
+
+    def text(batch):
+        texts, owners, weights = TextZeroShotEncoder.texts(None, batch, np.arange(len(batch["transcript"])))
+        return {"texts": np.array(["|".join(texts)]), "owners": np.array([owners.tolist()]),
+                "weights": np.array([weights.tolist()])}
+
+    rows = ray.data.from_items([{"transcript": "a good film"}, {"transcript": "from the sidecar"}])
+    out = rows.map_batches(speech, batch_size=2).materialize().map_batches(text, batch_size=2).take_all()
+    assert out[0]["texts"] == "a good film|a good fill|from the sidecar"
+    assert list(out[0]["owners"]) == [0, 0, 1] and list(out[0]["weights"]) == [0.75, 0.25, 1.0]
+
+
+def test_hypotheses_that_read_the_same_are_one_and_empty_ones_none():
+    from mmbatch.encoders.speech import hypothesis_weights
+
+    texts, weights = hypothesis_weights(["a b", "", "a b c", "a c"], [-0.1, -0.2, -0.3, -0.4], max_chars=3)
+    z = np.exp([0.0, -0.1, -0.2, -0.3])
+    assert texts == ["a b", "a c"]  # "a b c" cut to 3 characters reads "a b"
+    np.testing.assert_allclose(weights, [(z[0] + z[2]) / (z[0] + z[2] + z[3]), z[3] / (z[0] + z[2] + z[3])])

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 class EncoderStage:
     modality: str = ""  # vision | audio | text
     input_columns: tuple[str, ...] = ()
+    optional_columns: tuple[str, ...] = ()  # read when an earlier stage wrote them
     # Declared per modality by __init_subclass__: the stage's name is its modality.
     name: str = ""
     reads: tuple[str, ...] = ()
@@ -41,7 +42,8 @@ class EncoderStage:
             cls.cols = COLUMNS[cls.modality]
             cls.name = cls.modality
             cls.reads = ("video_id", "clip_index", "status", *cls.input_columns)
-            cls.may_read = (cls.cols.error,)  # an earlier stage may have said why it is missing (transcripts)
+            # an earlier stage may have said why it is missing (transcripts)
+            cls.may_read = (cls.cols.error, *cls.optional_columns)
             cls.own_columns = BY_NAME[cls.modality].columns if cls.modality in BY_NAME else ()
             cls.writes = (*cls.cols.encoder_writes, *(name for name, _ in cls.own_columns))
 

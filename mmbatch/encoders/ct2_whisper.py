@@ -102,7 +102,7 @@ def _convert(folder: str, target: Path) -> None:
 
 class CT2Whisper:
     def __init__(self, folder: str, *, device: str, compute_type: str, language: str | None, max_new_tokens: int,
-                 beam_size: int = 1, no_repeat_ngram_size: int = 0):
+                 beam_size: int = 1, no_repeat_ngram_size: int = 0, hypotheses: int = 1):
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
 
@@ -121,15 +121,24 @@ class CT2Whisper:
         self.max_new_tokens = max_new_tokens
         self.compute_type = compute_type
         self.decoding = {"beam_size": beam_size, "no_repeat_ngram_size": no_repeat_ngram_size}
+        if hypotheses > 1:  # the beam's best transcripts with their length-normalised log-probabilities
+            self.decoding.update(num_hypotheses=hypotheses, return_scores=True)
 
     def transcribe(self, waves: list[np.ndarray]) -> list[str]:
         return self.transcribe_with_language(waves)[0]
 
     def transcribe_with_language(self, waves: list[np.ndarray]) -> tuple[list[str], list[str]]:
         """Each clip's text and the language it was decoded as (configured, or detected)."""
+        texts, _, languages = self.transcribe_hypotheses(waves)
+        return [t[0] for t in texts], languages
+
+    def transcribe_hypotheses(self, waves: list[np.ndarray]) -> tuple[list[list[str]], list[list[float]], list[str]]:
+        """Each clip's best transcripts, best first, their scores (length-normalised log-probabilities;
+        empty unless hypotheses > 1) and the clip's language."""
         eot = self.tokenizer.eot
-        ids, languages = self.decode(waves)
-        return [self.tokenizer.decode([t for t in one if t < eot]).strip() for one in ids], languages
+        results, languages = self._generate(waves)
+        texts = [[self.tokenizer.decode([t for t in one if t < eot]).strip() for one in r.sequences_ids] for r in results]
+        return texts, [list(r.scores) for r in results], languages
 
     def token_ids(self, waves: list[np.ndarray]) -> list[list[int]]:
         """The tokens decoded for each clip, after its prompt."""
@@ -137,6 +146,10 @@ class CT2Whisper:
 
     def decode(self, waves: list[np.ndarray]) -> tuple[list[list[int]], list[str]]:
         """The tokens decoded for each clip after its prompt, and the clip's language."""
+        results, languages = self._generate(waves)
+        return [r.sequences_ids[0] for r in results], languages
+
+    def _generate(self, waves: list[np.ndarray]):
         from faster_whisper.audio import pad_or_trim
 
         fe = self.model.feature_extractor
@@ -150,7 +163,7 @@ class CT2Whisper:
         results = self.model.model.generate(encoded, prompts, **self.decoding,
                                             max_length=max(len(p) for p in prompts) + self.max_new_tokens,
                                             suppress_blank=True, suppress_tokens=[-1])
-        return [r.sequences_ids[0] for r in results], languages
+        return results, languages
 
     def prompt_for(self, language: str) -> list[int]:
         from faster_whisper.tokenizer import Tokenizer

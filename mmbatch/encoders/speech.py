@@ -17,7 +17,7 @@ from mmbatch.encoders.base import is_ok, run_isolated, text_column, usable_audio
 from mmbatch.errors import short_reason
 from mmbatch.inputs.transcripts import SidecarError, TranscriptCache
 from mmbatch.modalities import BY_NAME
-from mmbatch.schema import AUDIO_COLUMNS, TRANSCRIPT_COLUMNS
+from mmbatch.schema import AUDIO_COLUMNS, HYPOTHESIS_COLUMNS, TRANSCRIPT_COLUMNS
 from mmbatch.stage import Batch
 
 log = logging.getLogger(__name__)
@@ -28,9 +28,11 @@ class _PerBatchGenerateWarning(logging.Filter):
     """Notices that Whisper's own `generate` causes and no caller can act on: it sets max_length
     on every call, so transformers warns on every batch that max_new_tokens takes precedence (one
     identical line per batch in the job log), and it passes suppress_tokens beside its generation
-    config, which transformers calls deprecated (once per process)."""
+    config, which transformers calls deprecated (once per process); and `output_scores`, which beam
+    search needs for the hypotheses' scores, is called "not valid" by Whisper's generation config."""
 
-    NOTICES = ("Both `max_new_tokens`", "Passing `generation_config` together with generation-related")
+    NOTICES = ("Both `max_new_tokens`", "Passing `generation_config` together with generation-related",
+               "The following generation flags are not valid and may be ignored: ['output_scores']")
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith(self.NOTICES)
@@ -96,6 +98,18 @@ def sidecar_transcripts(sidecars: TranscriptCache, batch: Batch) -> tuple[np.nda
     return transcripts, sidecar != "", errors
 
 
+def hypothesis_weights(texts: list[str], scores: list[float], max_chars: int) -> tuple[list[str], list[float]]:
+    """A clip's distinct non-empty transcripts (cut like `transcript`) and how likely the recogniser
+    finds each, summing to 1: a softmax of their length-normalised log-probabilities."""
+    z = np.exp(np.asarray(scores, dtype=np.float64) - max(scores))
+    merged: dict[str, float] = {}
+    for text, p in zip(texts, z):
+        if text:  # transcripts that differ only past the cut are one
+            merged[text[:max_chars]] = merged.get(text[:max_chars], 0.0) + float(p)
+    total = sum(merged.values())
+    return list(merged), [p / total for p in merged.values()]
+
+
 def store_transcripts(batch: Batch, transcripts: np.ndarray, errors: np.ndarray, max_chars: int) -> Batch:
     """`transcript` and `text_error` columns; text beyond max_chars is cut, and the cut recorded."""
     long = np.flatnonzero(np.array([len(t) > max_chars for t in transcripts], dtype=bool))
@@ -139,7 +153,7 @@ class SpeechRecognitionStage:
     name = "speech"
     reads = (*SIDECAR_INPUTS, *AUDIO_COLUMNS)
     may_read = ()
-    writes = (*TRANSCRIPT_COLUMNS, LANGUAGE_COLUMN)
+    writes = (*TRANSCRIPT_COLUMNS, LANGUAGE_COLUMN, *HYPOTHESIS_COLUMNS)
 
     def __init__(self, config, *, storage_options: dict | None = None, limits: InputsConfig | None = None):
         self.config = config
@@ -159,7 +173,8 @@ class SpeechRecognitionStage:
             cfg = self.config
             self.ct2 = CT2Whisper(ct2_folder(cfg.source, cfg.revision, self.storage_options), device=self.device.type,
                                   compute_type=cfg.compute_type, language=cfg.language, max_new_tokens=cfg.max_new_tokens,
-                                  beam_size=cfg.beam_size, no_repeat_ngram_size=cfg.no_repeat_ngram_size)
+                                  beam_size=cfg.beam_size, no_repeat_ngram_size=cfg.no_repeat_ngram_size,
+                                  hypotheses=cfg.hypotheses)
         else:
             self._load_transformers()
         self.sidecars = TranscriptCache(self.storage_options, max_bytes=self.limits.max_sidecar_bytes)
@@ -192,6 +207,9 @@ class SpeechRecognitionStage:
             self.generate_kwargs["num_beams"] = cfg.beam_size
         if cfg.no_repeat_ngram_size:
             self.generate_kwargs["no_repeat_ngram_size"] = cfg.no_repeat_ngram_size
+        if cfg.hypotheses > 1:  # the beam's best, with their length-normalised log-probabilities
+            self.generate_kwargs.update(num_return_sequences=cfg.hypotheses, return_dict_in_generate=True,
+                                        output_scores=True)
         if getattr(gen, "lang_to_id", None):  # multilingual Whisper: pin language and task
             self.generate_kwargs["task"] = "transcribe"
             if cfg.language:
@@ -207,32 +225,44 @@ class SpeechRecognitionStage:
             errors[i] = f"no speech to recognise: {lost[i]}"  # the text is missing because the audio is
         asr_rows = np.flatnonzero(~has_sidecar & usable)
         languages = np.array([""] * len(transcripts), dtype=object)
+        heard, weights = np.empty(len(transcripts), dtype=object), np.empty(len(transcripts), dtype=object)
+        heard[:], weights[:] = [[] for _ in heard], [[] for _ in weights]  # a sidecar's text: no alternatives
         if len(asr_rows):
 
             def transcribe(rows):
-                texts, langs = self._transcribe(batch, rows)
-                transcripts[rows] = texts
-                languages[rows] = [lang if text else "" for text, lang in zip(texts, langs)]
+                texts, scores, langs = self._transcribe(batch, rows)
+                transcripts[rows] = [t[0] for t in texts]
+                languages[rows] = [lang if t[0] else "" for t, lang in zip(texts, langs)]
+                for i, alternatives, likelihood in zip(rows, texts, scores):
+                    if likelihood:
+                        heard[i], weights[i] = hypothesis_weights(alternatives, likelihood, self.limits.max_transcript_chars)
 
             def failed(i, err):  # no text for this clip, and why
                 errors[i] = f"speech recognition failed: {short_reason(err)}"
 
             run_isolated("speech_recognition", batch, asr_rows, transcribe, failed)
         batch[LANGUAGE_COLUMN] = languages.astype(str)
+        if self.config.hypotheses > 1:
+            batch[HYPOTHESIS_COLUMNS[0]], batch[HYPOTHESIS_COLUMNS[1]] = heard, weights
         return store_transcripts(batch, transcripts, errors, self.limits.max_transcript_chars)
 
-    def _transcribe(self, batch: Batch, rows: np.ndarray) -> tuple[list[str], list[str]]:
-        """Each row's text and the language it was decoded as."""
+    def _transcribe(self, batch: Batch, rows: np.ndarray) -> tuple[list[list[str]], list[list[float]], list[str]]:
+        """Each row's transcripts (the best first; more with hypotheses > 1), their scores (empty
+        with one) and the language it was decoded as."""
         lengths = np.asarray(batch["audio_len"])[rows]
         waves = [np.asarray(batch["waveform"][i][: lengths[k]], dtype=np.float32) for k, i in enumerate(rows)]
         if self.ct2 is not None:
-            return self.ct2.transcribe_with_language(waves)
+            return self.ct2.transcribe_hypotheses(waves)
         features, mask = whisper_features(self.features, waves, str(self.device))
         with self.torch.inference_mode():  # the mask marks each clip's real frames (the rest is padding)
-            ids = self.model.generate(features.to(self.device, self.model.dtype), attention_mask=mask.to(self.device),
+            out = self.model.generate(features.to(self.device, self.model.dtype), attention_mask=mask.to(self.device),
                                       **self.generate_kwargs)
+        ids, n = (out, 1) if self.config.hypotheses == 1 else (out.sequences, self.config.hypotheses)
         texts = [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
-        return texts, [self._language_of(one) for one in ids.tolist()]
+        scores = out.sequences_scores.float().cpu().numpy().tolist() if n > 1 else [None] * len(texts)
+        return ([texts[k:k + n] for k in range(0, len(texts), n)],
+                [[s for s in scores[k:k + n] if s is not None] for k in range(0, len(texts), n)],
+                [self._language_of(one) for one in ids.tolist()[::n]])
 
     def _language_of(self, ids: list[int]) -> str:
         """The language token a multilingual Whisper decoded (configured or chosen), "" if none."""

@@ -6,6 +6,8 @@
 Both pool the last hidden state (mean over tokens, or as the model's pooling config says)
 into the clip's text embedding. A batch runs through the model in groups of similar length
 (`length_groups`): padding one short transcript to the batch's longest costs as much as a long one.
+Where the recogniser kept several transcripts of a clip (models.speech.hypotheses), each is
+scored and the clip's scores are their mean weighted by the recogniser's likelihoods.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from mmbatch.encoders.base import EncoderStage, is_ok, l2_normalise, mean_pool, text_column
 from mmbatch.encoders.labels import to_sentiment
 from mmbatch.encoders.text_prototypes import DEFAULT_TEXT_PROTOTYPES
+from mmbatch.schema import HYPOTHESIS_COLUMNS
 
 # Padded tokens a forward pass may hold (rows x longest row), by device. On 2 CPU threads mpnet
 # ran Rotten Tomatoes snippets at 20 sentences/s with 256-2048, 16 at 4096 and 7.5 at 16384; a GPU
@@ -38,9 +41,17 @@ def length_groups(lengths, max_tokens: int) -> list[np.ndarray]:
     return groups
 
 
+def weighted_by_clip(values: np.ndarray, owners: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
+    """Per clip (0..n-1), the weighted sum of the rows of `values` that `owners` gives it."""
+    out = np.zeros((n, *values.shape[1:]), dtype=np.float64)
+    np.add.at(out, owners, values * weights.reshape(-1, *([1] * (values.ndim - 1))))
+    return out.astype(values.dtype)
+
+
 class _TextEncoder(EncoderStage):
     modality = "text"
     input_columns = ("transcript",)
+    optional_columns = HYPOTHESIS_COLUMNS
 
     def active_rows(self, batch):
         transcripts = text_column(batch, "transcript")
@@ -72,8 +83,31 @@ class _TextEncoder(EncoderStage):
                 out[group] = part
         return outs
 
-    def texts(self, batch, rows) -> list[str]:
-        return [str(batch["transcript"][i]).strip() for i in rows]
+    def texts(self, batch, rows) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The texts to score for `rows`: each row's transcript, or its recogniser's hypotheses;
+        and for each text, the position in `rows` it belongs to and its weight."""
+        heard, likelihood = (batch.get(c) for c in HYPOTHESIS_COLUMNS)
+        texts, owners, weights = [], [], []
+        for k, i in enumerate(rows):
+            alternatives = [] if heard is None else list(heard[i])
+            if alternatives:
+                texts += [str(t) for t in alternatives]
+                weights += [float(w) for w in likelihood[i]]
+            else:
+                texts.append(str(batch["transcript"][i]).strip())
+                weights.append(1.0)
+            owners += [k] * (len(alternatives) or 1)
+        return texts, np.asarray(owners, dtype=np.int64), np.asarray(weights, dtype=np.float32)
+
+    def score(self, batch, rows, forward, *, unit: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(probs, embeddings) of `rows`: forward(texts) over their texts, weighted back to one a row
+        (`unit`: the embeddings are unit vectors, and a weighted mean of them is made one again)."""
+        texts, owners, weights = self.texts(batch, rows)
+        probs, emb = self.by_length(texts, forward)
+        if len(texts) == len(rows):  # one text a row: nothing to weigh
+            return probs, emb
+        probs, emb = weighted_by_clip(probs, owners, weights, len(rows)), weighted_by_clip(emb, owners, weights, len(rows))
+        return probs, emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12) if unit else emb
 
 
 class TextClassificationEncoder(_TextEncoder):
@@ -92,7 +126,7 @@ class TextClassificationEncoder(_TextEncoder):
             emb = mean_pool(out.hidden_states[-1].float(), tok["attention_mask"])
             return self.to_numpy(out.logits.float().softmax(-1)), self.to_numpy(emb)
 
-        probs, emb = self.by_length(self.texts(batch, rows), forward)
+        probs, emb = self.score(batch, rows, forward)
         self.store(batch, rows, to_sentiment(probs, self.matrix), emb)
 
 
@@ -142,4 +176,4 @@ class TextZeroShotEncoder(_TextEncoder):
             probs = (emb @ self.class_embeddings.T / self.config.temperature).softmax(-1)
             return self.to_numpy(probs), self.to_numpy(emb)
 
-        self.store(batch, rows, *self.by_length(self.texts(batch, rows), forward))
+        self.store(batch, rows, *self.score(batch, rows, forward, unit=True))
