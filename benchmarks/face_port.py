@@ -105,7 +105,7 @@ def cost(port, cascade) -> dict:
     import skimage.data
     import torch
 
-    from mmbatch.encoders.face import MIN_FACE_PX, SCALE_STEP
+    from mmbatch.decode.faces import MIN_FACE_PX, SCALE_STEP
 
     torch.set_num_threads(1)
     out = {}

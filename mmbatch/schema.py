@@ -87,6 +87,9 @@ CLIP_COLUMNS = ("video_id", "transcript_uri", "clip_index", "clip_id", "start_s"
                 "n_chunks", "duration_s", "status", "error_stage", "error", "decode_seconds")
 BOOKKEEPING_COLUMNS = ("n_rows", "chunk_index", "n_chunks", "duration_s", "decode_seconds")
 FRAME_COLUMNS = ("frames", "n_frames", "has_frames")  # only with a vision model
+# Only with models.face.find_faces_in: decode: each sampled frame's face count and largest face's
+# box (x, y, w, h; -1s where none), found by the decode worker.
+FACE_BOX_COLUMNS = ("frame_face_counts", "frame_face_boxes")
 # Only with an audio or speech model. `audio_error`: why decode lost a clip's audio (the audio
 # encoder keeps it as the modality's error; speech recognition says the text is missing for it).
 AUDIO_COLUMNS = ("waveform", "audio_len", "has_waveform", "audio_error")

@@ -59,9 +59,9 @@ def photo_video(path, image, seconds: float = 2.0):
     return path
 
 
-def face_config(tiny_config, task: str, source: str):
+def face_config(tiny_config, task: str, source: str, **face):
     raw = tiny_config.model_dump(mode="json")
-    raw["models"] = {"face": {"task": task, "source": source}}
+    raw["models"] = {"face": {"task": task, "source": source, **face}}
     raw["decode"].update(timeout_s=None, image_size=224)
     return parse_config(raw)
 
@@ -101,6 +101,33 @@ def test_a_smiling_face_reads_happy_and_a_frame_without_one_has_no_face_score(ti
     assert table["face_valence"][1] is None and len(table["face_embedding"][0]) == 128
 
 
+def test_faces_found_in_decode_are_the_faces_the_actor_finds(tiny_config, fer_folder, tmp_path):
+    """find_faces_in: decode moves the detector into the decode worker (each frame's face count and
+    largest box ride with the frames); the face actor then only classifies, with the same results."""
+    import skimage.data
+
+    from mmbatch.encoders.face import FaceExpressionEncoder
+
+    photo = np.zeros((576, 720, 3), np.uint8)
+    photo[40:40 + 512, 140:140 + 512] = skimage.data.astronaut()  # off-centre: its face ~40 px at model size
+    videos = [photo_video(tmp_path / "astronaut.mp4", photo), photo_video(tmp_path / "coffee.mp4", skimage.data.coffee())]
+    results = {}
+    for where in ("actor", "decode"):
+        config = face_config(tiny_config, "face_expression", "bundle:fer-emotion", find_faces_in=where)
+        batch = decoded(config, *videos)
+        assert ("frame_face_boxes" in batch) == (where == "decode")
+        results[where] = FaceExpressionEncoder(config.models.face, dim=128)(batch)
+    found = results["decode"]
+    n = int(found["n_frames"][0])
+    assert found["frame_face_counts"][0][:n].tolist() == [1] * n and found["frame_face_counts"][1].max() == 0
+    x, y, w, h = found["frame_face_boxes"][0][0]
+    assert w >= 24 and 0 <= x and x + w <= 224 and 0 <= y and y + h <= 224
+    assert (found["frame_face_boxes"][1] == -1).all()
+    for column in ("face_count", "face_expression", "has_face", "face_probs", "face_embedding"):
+        np.testing.assert_array_equal(results["actor"][column], found[column], err_msg=column)
+    assert list(found["face_count"]) == [1, 0] and found["face_expression"][0] == "happy"
+
+
 def test_any_image_classifier_of_face_crops_serves_with_surprise_read_as_positive(tiny_config, tmp_path):
     import skimage.data
 
@@ -121,6 +148,10 @@ def test_a_face_section_takes_only_face_tasks(tiny_config):
     with pytest.raises(ConfigError, match=r"models.face.task must be one of \['face_classification', "
                                           r"'face_expression'\], got 'image_classification'"):
         face_config(tiny_config, "image_classification", "tiny:vit-expression")
+    raw = tiny_config.model_dump(mode="json")
+    raw["models"]["vision"]["find_faces_in"] = "decode"
+    with pytest.raises(ConfigError, match="find_faces_in is for face models only; image_zero_shot does not read it"):
+        parse_config(raw)
 
 
 def test_a_face_model_without_opencv_installed_is_refused_at_start_up(tiny_config, monkeypatch):

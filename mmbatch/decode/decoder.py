@@ -2,7 +2,8 @@
 watchdog child, or the stage's own process when decode.timeout_s is off).
 
 Only what a configured model reads is decoded: frames (`frames`, `n_frames`, `has_frames`)
-only with a vision model, audio (`waveform`, `audio_len`, `has_waveform`) only with an audio
+only with a vision or face model (and each frame's faces where models.face.find_faces_in says
+decode), audio (`waveform`, `audio_len`, `has_waveform`) only with an audio
 or speech model. Rows are built by `rows.ClipRows`, clips planned by `planner` (a split video's
 `Chunk`), remote inputs spooled by `spool`.
 """
@@ -75,6 +76,10 @@ class VideoDecoder:
         self.backend = frame_backend(self.decode)
         if self.backend == "decord":
             import decord  # noqa: F401
+        if self.rows.want_faces:
+            from mmbatch.decode.faces import FaceFinder
+
+            self.faces = FaceFinder()
 
     def events(self, ref: dict[str, Any]) -> Iterator[tuple[str, Any]]:
         """("plan", (n_rows, spans)) once planned, then ("row", batch) per clip."""
@@ -161,7 +166,7 @@ class VideoDecoder:
         ref, duration, video, audio, audio_error = (opened.ref, opened.duration, opened.video, opened.audio,
                                                     opened.audio_error)
         size, f = self.decode.image_size, self.clips.frames_per_clip
-        frames, n_frames = None, 0
+        frames, n_frames, faces = None, 0, {}
         if video is not None:
             frames = np.zeros((1, f, size, size, 3), dtype=np.uint8)
             n_frames = frames_for(span, self.clips)
@@ -173,6 +178,9 @@ class VideoDecoder:
                 frames[0, :n_frames] = video.frames_at(times)
             except DecodeError as err:
                 return self.rows.error_clip(ref, span, n_rows, str(err), duration)
+            if self.rows.want_faces:
+                counts, boxes = self.faces.in_frames(frames[0], n_frames)
+                faces = {"face_counts": counts[None], "face_boxes": boxes[None]}
         waveform, audio_len = None, 0
         if audio is not None:
             try:
@@ -185,15 +193,17 @@ class VideoDecoder:
                 waveform = np.zeros((1, self.audio_len), dtype=np.float32)
                 waveform[0, : len(samples)] = samples
                 audio_len = len(samples)
-        return self.rows.ok(ref, span, n_rows, duration, ClipMedia(frames, n_frames, waveform, audio_len, audio_error))
+        return self.rows.ok(ref, span, n_rows, duration,
+                            ClipMedia(frames, n_frames, waveform, audio_len, audio_error, **faces))
 
 
 
 def clip_rows(config: PipelineConfig) -> ClipRows:
     """The row builder for a config: frames only with a vision model, audio only with an audio or speech model."""
     configured = config.models.configured()
+    face = configured.get("face")
     return ClipRows(want_frames=needs(configured, "frames"), want_audio=needs(configured, "audio"),
-                    image_size=config.decode.image_size)
+                    image_size=config.decode.image_size, want_faces=face is not None and face.find_faces_in == "decode")
 
 
 def clip_audio_len(config: PipelineConfig) -> int:

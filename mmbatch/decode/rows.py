@@ -13,12 +13,14 @@ from typing import Any
 import numpy as np
 
 from mmbatch.decode.planner import ClipSpan, clip_id
+from mmbatch.schema import FACE_BOX_COLUMNS
 from mmbatch.stage import Batch
 
 
 class ClipRows:
-    def __init__(self, want_frames: bool, want_audio: bool, image_size: int):
+    def __init__(self, want_frames: bool, want_audio: bool, image_size: int, want_faces: bool = False):
         self.want_frames, self.want_audio, self.image_size = want_frames, want_audio, image_size
+        self.want_faces = want_faces  # each frame's faces, found here (models.face.find_faces_in: decode)
 
     def large_bytes(self, clips, audio_len: int) -> int:
         """The bytes of one row's frames and waveform at most (clips: mmbatch.config.ClipConfig)."""
@@ -65,6 +67,10 @@ class ClipRows:
             row["frames"] = frames if frames is not None else np.zeros((1, 0, size, size, 3), dtype=np.uint8)
             row["n_frames"] = np.array([media.n_frames], dtype=np.int32)
             row["has_frames"] = np.array([frames is not None])
+        if self.want_faces:
+            counts, boxes = FACE_BOX_COLUMNS
+            row[counts] = media.face_counts if media.face_counts is not None else np.zeros((1, 0), dtype=np.int32)
+            row[boxes] = media.face_boxes if media.face_boxes is not None else np.zeros((1, 0, 4), dtype=np.int32)
         if self.want_audio:
             row["waveform"] = media.waveform if media.waveform is not None else np.zeros((1, 0), dtype=np.float32)
             row["audio_len"] = np.array([media.audio_len], dtype=np.int32)
@@ -76,13 +82,16 @@ class ClipRows:
 @dataclass(frozen=True)
 class ClipMedia:
     """What was decoded for one clip: frames (1, F, S, S, 3) with `n_frames` real, a waveform
-    (1, N) with `audio_len` real samples, and why its audio could not be read ("" if it could)."""
+    (1, N) with `audio_len` real samples, and why its audio could not be read ("" if it could);
+    where decode finds faces, each frame's face count (1, F) and largest face's box (1, F, 4)."""
 
     frames: np.ndarray | None = None
     n_frames: int = 0
     waveform: np.ndarray | None = None
     audio_len: int = 0
     audio_error: str = ""
+    face_counts: np.ndarray | None = None
+    face_boxes: np.ndarray | None = None
 
 
 NO_MEDIA = ClipMedia()

@@ -22,7 +22,7 @@ from typing import Any
 from mmbatch.config import PipelineConfig
 from mmbatch.decode.decoder import VideoDecoder, clip_audio_len, clip_rows, frame_backend
 from mmbatch.decode.planner import Chunk
-from mmbatch.schema import AUDIO_COLUMNS, CHUNK_COLUMNS, CLIP_COLUMNS, FRAME_COLUMNS, REF_COLUMNS
+from mmbatch.schema import AUDIO_COLUMNS, CHUNK_COLUMNS, CLIP_COLUMNS, FACE_BOX_COLUMNS, FRAME_COLUMNS, REF_COLUMNS
 from mmbatch.stage import Batch
 
 
@@ -30,7 +30,7 @@ class DecodeStage:
     name = "decode"
     reads = REF_COLUMNS
     may_read = CHUNK_COLUMNS  # a row of the split stage: one chunk of a long video
-    writes = (*CLIP_COLUMNS, *FRAME_COLUMNS, *AUDIO_COLUMNS)  # frames/audio only for configured models
+    writes = (*CLIP_COLUMNS, *FRAME_COLUMNS, *FACE_BOX_COLUMNS, *AUDIO_COLUMNS)  # only for configured models
     starts_full = True  # every stage after decode waits for it: its pool starts at its working size
 
     def __init__(self, config: PipelineConfig, trust=None, *, isolated: bool | None = None):

