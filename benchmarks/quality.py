@@ -293,7 +293,7 @@ def recognition(joined) -> dict:
 def quality_of(joined, seed: int) -> dict:
     """Zero-shot text and fused AUC / macro-F1 over every clip, and a fusion head trained on the
     clips of half of the videos (15% of them for early stopping) against zero-shot on the other half."""
-    from mmbatch.fusion.reliability import fused_valence
+    from mmbatch.fusion.reliability import fused_valence, where_scored
     from mmbatch.fusion.training import (
         TrainConfig,
         embedding_dims,
@@ -326,7 +326,7 @@ def quality_of(joined, seed: int) -> dict:
     valences = {m: joined[COLUMNS[m].valence].to_numpy(float) for m in fitted["reliability"]}
     weights = {m: joined[COLUMNS[m].weight].to_numpy(float) for m in fitted["reliability"]}
     reweighted = fused_valence(valences, weights, fitted["reliability"])
-    singles = {f"zero_shot_{m}_only_valence_auc": auc_of(np.where(np.isfinite(weights[m]), valences[m], 0.0), test)
+    singles = {f"zero_shot_{m}_only_valence_auc": auc_of(where_scored(valences[m], weights[m], 0.0), test)
                for m in fitted["reliability"]}
     return {
         "text_valence_auc_fresh_vs_rotten": auc_of(joined["text_valence"].fillna(0)),

@@ -33,6 +33,11 @@ def fused_valence(valences: dict[str, np.ndarray], weights: dict[str, np.ndarray
         return np.where(den > 1e-12, num / np.where(den > 1e-12, den, 1.0), np.nan)
 
 
+def where_scored(valence: np.ndarray, weight: np.ndarray, missing: float = np.nan) -> np.ndarray:
+    """A modality's valence on the clips it was scored on (a finite fusion weight), `missing` elsewhere."""
+    return np.where(np.isfinite(weight), valence, missing)
+
+
 def correlation(pred: np.ndarray, truth: np.ndarray) -> float:
     ok = np.isfinite(pred) & np.isfinite(truth)
     if ok.sum() < 3 or np.std(pred[ok]) == 0 or np.std(truth[ok]) == 0:
@@ -45,7 +50,7 @@ def fit_reliability(valences: dict[str, np.ndarray], weights: dict[str, np.ndarr
     """(reliability, score): the grid point whose fused valence correlates best with `truth` (label
     valence), and the correlation of each single modality and of the fit. The best single modality
     is fixed at 1 (only ratios matter); ties go to the smaller weights."""
-    singles = {m: correlation(np.where(np.isfinite(weights[m]), valences[m], np.nan), truth) for m in valences}
+    singles = {m: correlation(where_scored(valences[m], weights[m]), truth) for m in valences}
     best = max(singles, key=singles.get)
     others = [m for m in valences if m != best]
     chosen, chosen_score = {m: 0.0 for m in others} | {best: 1.0}, float("-inf")

@@ -292,7 +292,7 @@ def fit_fusion_reliability(df: pd.DataFrame) -> dict[str, Any]:
     """`fusion.reliability` fitted on the train and validation splits (mmbatch/fusion/reliability.py),
     with the correlation with the labels on the test split: each modality alone, zero-shot as
     scored, and zero-shot under the fitted reliability."""
-    from mmbatch.fusion.reliability import correlation, fit_reliability, fused_valence
+    from mmbatch.fusion.reliability import correlation, fit_reliability, fused_valence, where_scored
 
     scored = [m for m in MODALITIES if COLUMNS[m].weight in df and df[COLUMNS[m].weight].notna().any()]
 
@@ -303,7 +303,7 @@ def fit_fusion_reliability(df: pd.DataFrame) -> dict[str, Any]:
     fit, test = df[df["split"] != "test"], df[df["split"] == "test"]
     reliability, on_fit = fit_reliability(*parts(fit))
     valences, weights, truth = parts(test)
-    on_test = {f"{m}_only": correlation(np.where(np.isfinite(weights[m]), valences[m], np.nan), truth) for m in scored}
+    on_test = {f"{m}_only": correlation(where_scored(valences[m], weights[m]), truth) for m in scored}
     on_test["zero_shot"] = correlation(fused_valence(valences, weights, {}), truth)
     on_test["fitted"] = correlation(fused_valence(valences, weights, reliability), truth)
     rounded = {k: round(v, 4) for k, v in on_test.items()}
