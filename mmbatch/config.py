@@ -201,10 +201,10 @@ class EncoderConfig(_Strict):
     # scores are their mean weighted by how likely the recogniser finds each (misheard words then
     # weigh what they are worth). `transcript` keeps the best. At most beam_size.
     hypotheses: int = added_scoring(1, ge=1, le=16)
-    # Face models: where faces are found in the frames. actor: in the face actor, before its model;
-    # decode: in the decode worker that made the frames (a GPU node's CPUs then find them, not the
-    # face actor's one core). The same faces either way.
-    find_faces_in: Literal["actor", "decode"] = operational("actor")
+    # Face models: where faces are found in the frames. decode: in the decode worker that made the
+    # frames (the face actor then spends 12 ms of CPU a clip, not 81: benchmarks/face_placement.py);
+    # actor: in the face actor, before its model. The same faces either way.
+    find_faces_in: Literal["decode", "actor"] = operational("decode")
     # Speech only: the runtime that runs Whisper. transformers: any transformers speech-to-text model.
     # ctranslate2: faster-whisper's CTranslate2 runtime (needs `pip install faster-whisper`); the source
     # is a CTranslate2 Whisper folder, or a transformers Whisper converted once per node and cached.
@@ -226,7 +226,7 @@ class EncoderConfig(_Strict):
             raise ValueError(f"engine {self.engine!r} is for speech_recognition models only")
         if self.hypotheses > 1 and self.task != "speech_recognition":
             raise ValueError(f"hypotheses is for speech_recognition models only; {self.task} does not read it")
-        if self.find_faces_in != "actor" and TASKS[self.task] != "face":
+        if self.find_faces_in != "decode" and TASKS[self.task] != "face":
             raise ValueError(f"find_faces_in is for face models only; {self.task} does not read it")
         if self.hypotheses > self.beam_size:
             raise ValueError(f"hypotheses ({self.hypotheses}) cannot exceed beam_size ({self.beam_size}): "

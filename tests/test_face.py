@@ -102,8 +102,9 @@ def test_a_smiling_face_reads_happy_and_a_frame_without_one_has_no_face_score(ti
 
 
 def test_faces_found_in_decode_are_the_faces_the_actor_finds(tiny_config, fer_folder, tmp_path):
-    """find_faces_in: decode moves the detector into the decode worker (each frame's face count and
-    largest box ride with the frames); the face actor then only classifies, with the same results."""
+    """find_faces_in: decode (the default) runs the detector in the decode worker (each frame's face
+    count and largest box ride with the frames) and the face actor only classifies; `actor` finds
+    them in the face actor: the same results."""
     import skimage.data
 
     from mmbatch.encoders.face import FaceExpressionEncoder
@@ -149,7 +150,7 @@ def test_a_face_section_takes_only_face_tasks(tiny_config):
                                           r"'face_expression'\], got 'image_classification'"):
         face_config(tiny_config, "image_classification", "tiny:vit-expression")
     raw = tiny_config.model_dump(mode="json")
-    raw["models"]["vision"]["find_faces_in"] = "decode"
+    raw["models"]["vision"]["find_faces_in"] = "actor"
     with pytest.raises(ConfigError, match="find_faces_in is for face models only; image_zero_shot does not read it"):
         parse_config(raw)
 
