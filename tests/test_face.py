@@ -112,12 +112,14 @@ def test_faces_found_in_decode_are_the_faces_the_actor_finds(tiny_config, fer_fo
     photo = np.zeros((576, 720, 3), np.uint8)
     photo[40:40 + 512, 140:140 + 512] = skimage.data.astronaut()  # off-centre: its face ~40 px at model size
     videos = [photo_video(tmp_path / "astronaut.mp4", photo), photo_video(tmp_path / "coffee.mp4", skimage.data.coffee())]
-    results = {}
+    results, batches = {}, {}
     for where in ("actor", "decode"):
         config = face_config(tiny_config, "face_expression", "bundle:fer-emotion", find_faces_in=where)
-        batch = decoded(config, *videos)
-        assert ("frame_face_boxes" in batch) == (where == "decode")
-        results[where] = FaceExpressionEncoder(config.models.face, dim=128)(batch)
+        batches[where] = decoded(config, *videos)
+        assert ("frame_face_boxes" in batches[where]) == (where == "decode")
+        results[where] = FaceExpressionEncoder(config.models.face, dim=128)(dict(batches[where]))
+    # rows that reach a decode-configured face actor without decode's faces: it finds them itself
+    results["fallback"] = FaceExpressionEncoder(config.models.face, dim=128)(dict(batches["actor"]))
     found = results["decode"]
     n = int(found["n_frames"][0])
     assert found["frame_face_counts"][0][:n].tolist() == [1] * n and found["frame_face_counts"][1].max() == 0
@@ -126,6 +128,7 @@ def test_faces_found_in_decode_are_the_faces_the_actor_finds(tiny_config, fer_fo
     assert (found["frame_face_boxes"][1] == -1).all()
     for column in ("face_count", "face_expression", "has_face", "face_probs", "face_embedding"):
         np.testing.assert_array_equal(results["actor"][column], found[column], err_msg=column)
+        np.testing.assert_array_equal(results["fallback"][column], found[column], err_msg=column)
     assert list(found["face_count"]) == [1, 0] and found["face_expression"][0] == "happy"
 
 

@@ -229,7 +229,7 @@ def test_hypotheses_cross_from_the_speech_pool_to_the_text_pool(ray_cluster):
     encoder reads them back as it reads them in one process (a sidecar row's empty list included)."""
     import ray
 
-    from mmbatch.encoders.text import TextZeroShotEncoder
+    from mmbatch.encoders.text import texts_to_score
 
     def speech(batch):
         heard, weights = np.empty(2, dtype=object), np.empty(2, dtype=object)
@@ -237,7 +237,7 @@ def test_hypotheses_cross_from_the_speech_pool_to_the_text_pool(ray_cluster):
         return {**batch, "transcript_hypotheses": heard, "transcript_hypothesis_weights": weights}
 
     def text(batch):
-        texts, owners, weights = TextZeroShotEncoder.texts(None, batch, np.arange(len(batch["transcript"])))
+        texts, owners, weights = texts_to_score(batch, np.arange(len(batch["transcript"])))
         return {"texts": np.array(["|".join(texts)]), "owners": np.array([owners.tolist()]),
                 "weights": np.array([weights.tolist()])}
 

@@ -42,10 +42,18 @@ class _FaceEncoder(EncoderStage):
         import cv2
 
         cv2.setNumThreads(1)  # one clip at a time per actor: the pool gives the parallelism
+        self.finder = None
         if self.config.find_faces_in == "actor":
+            self.faces_finder()
+
+    def faces_finder(self):
+        """The detector, made on first need (with find_faces_in: decode only for rows that came
+        without decode's faces)."""
+        if self.finder is None:
             from mmbatch.decode.faces import FaceFinder
 
             self.finder = FaceFinder()
+        return self.finder
 
     def active_rows(self, batch):
         if "has_frames" not in batch:
@@ -63,7 +71,7 @@ class _FaceEncoder(EncoderStage):
             if counts_of in batch:  # found by decode
                 counts, boxes = np.asarray(batch[counts_of][i])[:n], np.asarray(batch[boxes_of][i])[:n]
             else:
-                counts, boxes = self.finder.in_frames(frames, n)
+                counts, boxes = self.faces_finder().in_frames(frames, n)
             found = largest_faces(frames, counts, boxes)
             crops += found
             owners += [int(i)] * len(found)

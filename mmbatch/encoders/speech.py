@@ -148,7 +148,9 @@ class SidecarTranscriptStage:
 class SpeechRecognitionStage:
     """Whisper on the clips without a sidecar transcript; `transcript_language` says the language
     each was decoded as: models.speech.language when set, else (a multilingual model) detected per
-    clip, "en" for an English-only Whisper; empty (null) for sidecar text and clips without speech."""
+    clip, "en" for an English-only Whisper; empty (null) for sidecar text and clips without speech.
+    With hypotheses > 1 it also hands the text encoder each clip's best transcripts and their
+    weights (HYPOTHESIS_COLUMNS); `transcript` is the best."""
 
     name = "speech"
     reads = (*SIDECAR_INPUTS, *AUDIO_COLUMNS)

@@ -48,6 +48,23 @@ def weighted_by_clip(values: np.ndarray, owners: np.ndarray, weights: np.ndarray
     return out.astype(values.dtype)
 
 
+def texts_to_score(batch, rows) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The texts to score for `rows`: each row's transcript, or its recogniser's hypotheses; and for
+    each text, the position in `rows` it belongs to and its weight."""
+    heard, likelihood = (batch.get(c) for c in HYPOTHESIS_COLUMNS)
+    texts, owners, weights = [], [], []
+    for k, i in enumerate(rows):
+        alternatives = [] if heard is None else list(heard[i])
+        if alternatives:
+            texts += [str(t) for t in alternatives]
+            weights += [float(w) for w in likelihood[i]]
+        else:
+            texts.append(str(batch["transcript"][i]).strip())
+            weights.append(1.0)
+        owners += [k] * (len(alternatives) or 1)
+    return texts, np.asarray(owners, dtype=np.int64), np.asarray(weights, dtype=np.float32)
+
+
 class _TextEncoder(EncoderStage):
     modality = "text"
     input_columns = ("transcript",)
@@ -83,26 +100,10 @@ class _TextEncoder(EncoderStage):
                 out[group] = part
         return outs
 
-    def texts(self, batch, rows) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """The texts to score for `rows`: each row's transcript, or its recogniser's hypotheses;
-        and for each text, the position in `rows` it belongs to and its weight."""
-        heard, likelihood = (batch.get(c) for c in HYPOTHESIS_COLUMNS)
-        texts, owners, weights = [], [], []
-        for k, i in enumerate(rows):
-            alternatives = [] if heard is None else list(heard[i])
-            if alternatives:
-                texts += [str(t) for t in alternatives]
-                weights += [float(w) for w in likelihood[i]]
-            else:
-                texts.append(str(batch["transcript"][i]).strip())
-                weights.append(1.0)
-            owners += [k] * (len(alternatives) or 1)
-        return texts, np.asarray(owners, dtype=np.int64), np.asarray(weights, dtype=np.float32)
-
     def score(self, batch, rows, forward, *, unit: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(probs, embeddings) of `rows`: forward(texts) over their texts, weighted back to one a row
         (`unit`: the embeddings are unit vectors, and a weighted mean of them is made one again)."""
-        texts, owners, weights = self.texts(batch, rows)
+        texts, owners, weights = texts_to_score(batch, rows)
         probs, emb = self.by_length(texts, forward)
         if len(texts) == len(rows):  # one text a row: nothing to weigh
             return probs, emb
