@@ -86,7 +86,7 @@ CHUNK_COLUMNS = ("chunk_first", "chunk_last", "plan_duration_s", "chunk_index", 
 CLIP_COLUMNS = ("video_id", "transcript_uri", "clip_index", "clip_id", "start_s", "end_s", "n_rows", "chunk_index",
                 "n_chunks", "duration_s", "status", "error_stage", "error", "decode_seconds")
 BOOKKEEPING_COLUMNS = ("n_rows", "chunk_index", "n_chunks", "duration_s", "decode_seconds")
-FRAME_COLUMNS = ("frames", "n_frames", "has_frames")  # only with a vision model
+FRAME_COLUMNS = ("frames", "n_frames", "has_frames")  # only with a vision or face model
 # Only with models.face.find_faces_in: decode: each sampled frame's face count and largest face's
 # box (x, y, w, h; -1s where none), found by the decode worker.
 FACE_BOX_COLUMNS = ("frame_face_counts", "frame_face_boxes")

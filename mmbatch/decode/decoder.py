@@ -199,7 +199,8 @@ class VideoDecoder:
 
 
 def clip_rows(config: PipelineConfig) -> ClipRows:
-    """The row builder for a config: frames only with a vision model, audio only with an audio or speech model."""
+    """The row builder for a config: frames only with a vision or face model (each frame's faces too when
+    the face model finds them in decode), audio only with an audio or speech model."""
     configured = config.models.configured()
     face = configured.get("face")
     return ClipRows(want_frames=needs(configured, "frames"), want_audio=needs(configured, "audio"),

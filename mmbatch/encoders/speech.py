@@ -261,9 +261,8 @@ class SpeechRecognitionStage:
                                       **self.generate_kwargs)
         ids, n = (out, 1) if self.config.hypotheses == 1 else (out.sequences, self.config.hypotheses)
         texts = [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
-        scores = out.sequences_scores.float().cpu().numpy().tolist() if n > 1 else [None] * len(texts)
-        return ([texts[k:k + n] for k in range(0, len(texts), n)],
-                [[s for s in scores[k:k + n] if s is not None] for k in range(0, len(texts), n)],
+        scores = out.sequences_scores.float().cpu().numpy().tolist() if n > 1 else []  # none with one
+        return ([texts[k:k + n] for k in range(0, len(texts), n)], [scores[k:k + n] for k in range(0, len(texts), n)],
                 [self._language_of(one) for one in ids.tolist()[::n]])
 
     def _language_of(self, ids: list[int]) -> str:
