@@ -241,6 +241,39 @@ def test_pyav_skips_unreferenced_frames_it_was_not_asked_for_with_the_same_pixel
     video.close()
 
 
+@pytest.mark.parametrize("codec", ["libx264", "libx265", "libvpx-vp9"])
+def test_keyframes_are_decoded_from_their_own_packet_with_the_pixels_of_a_full_decode(tmp_path, codec):
+    """A wanted keyframe that the next wanted frame does not decode on from (clips.keyframes_only's
+    every frame) is decoded alone, the decoder drained: the same pixels as a full decode; a keyframe
+    followed by a frame after it within its group is decoded as before, and so is that frame."""
+    import av
+
+    from mmbatch.decode.backend import probe
+    from mmbatch.decode.video import CentreSquare, PyAVVideo
+
+    suffix = ".webm" if codec == "libvpx-vp9" else ".mp4"
+    path = str(write_video(tmp_path / f"v{suffix}", seconds=4.0, fps=10, width=64, height=48, codec=codec,
+                           x264_preset="veryfast", audio=False))
+    with av.open(path) as c:
+        square = CentreSquare(32)
+        full = {f.pts: square(f) for f in c.decode(c.streams.video[0])}
+    video = PyAVVideo(path, probe(path), 32)
+    keys = [int(np.searchsorted(video._pts, k)) for k in video._keys]
+    assert len(keys) == 4  # a keyframe a second
+    usual, alone = [], []
+    real_decoded, real_alone = video._decoded, video._keyframe_alone
+    video._decoded = lambda wanted: (usual.append(1), real_decoded(wanted))[1]
+    video._keyframe_alone = lambda target: (alone.append(target), real_alone(target))[1]
+    for got, i in zip(video.frames(np.array(keys)), keys, strict=True):
+        np.testing.assert_array_equal(got, full[int(video._pts[i])])
+    assert not usual and len(alone) == 4
+    mixed = [keys[0], keys[0] + 3, keys[2]]  # the first keyframe decodes on to the frame after it
+    for got, i in zip(video.frames(np.array(mixed)), mixed, strict=True):
+        np.testing.assert_array_equal(got, full[int(video._pts[i])])
+    assert len(usual) == 1 and len(alone) == 5
+    video.close()
+
+
 def test_fallback_backend_opens_what_the_primary_cannot(tmp_path):
     path = write_video(tmp_path / "v.mp4", seconds=2.0)
     out = decode(DecodeStage(cfg(backend="test_corpus:FailingVideo", fallback_backend="pyav"), isolated=False), path)

@@ -261,6 +261,22 @@ def test_audio_is_read_forward_once_and_placed_by_its_timestamps(tmp_path):
     gapped.close()
 
 
+def test_contiguous_frames_are_mixed_a_run_at_a_time_and_a_gap_or_new_layout_starts_another():
+    from mmbatch.decode.audio import _Run
+
+    run = _Run(rate=100)
+    one, two = (np.ones(40, np.float32),), (np.ones(40, np.float32), np.zeros(40, np.float32))
+    assert not run.takes(0, two)  # nothing begun
+    run.begin(0, 2)
+    run.add(two)
+    assert run.takes(40, two) and not run.takes(41, two)  # a gap in the timestamps
+    assert not run.takes(40, one)  # mono after stereo
+    run.add(two)
+    assert not run.takes(80, two)  # 120 samples would not fit a second's run
+    left, right = run.channels()
+    assert run.start == 0 and len(left) == 80 and left.sum() == 80 and right.sum() == 0
+
+
 def test_a_slot_of_the_ring_holds_a_row_until_taken_and_a_waiting_child_outlives_no_parent():
     """The child's side puts a row's large arrays in a free slot and sends where they lie; the
     parent's side copies them out and says the slot is empty. A child waiting for a slot whose

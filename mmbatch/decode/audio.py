@@ -52,9 +52,9 @@ def downmix(channels: tuple[np.ndarray, ...], out: np.ndarray | None = None) -> 
 class PyAVAudio:
     """A file's audio track read forward (see the module's docstring); resampled by torchaudio.
 
-    Each frame is mixed to mono as it is decoded, into one buffer placed by the frames' own
-    timestamps (a gap is silence), and let go: FFmpeg reuses its buffers (keeping every frame until
-    the read cost the decode loop 10.5 against 8.2 ms per 10 s)."""
+    Contiguous frames are copied into a run of up to a second and each run mixed to mono into one
+    buffer placed by the frames' own timestamps (a gap is silence): 21.6 against 25.1 ms a 10 s clip
+    of 48 kHz stereo AAC mixing frame by frame, the same samples."""
 
     # A gap in the timestamps longer than this restarts the buffer at the later frame instead of
     # filling it with silence (damaged timestamps could ask for hours).
@@ -79,21 +79,31 @@ class PyAVAudio:
         self._container.close()
 
     def _decoded(self):
-        """(first sample at the file's rate, channels) per decoded frame, from the last seek."""
-        converter = None
+        """(first sample at the file's rate, channels) per run of contiguous decoded frames, from the
+        last seek. Frames are copied into a run of up to a second, mixed to mono a run at a time:
+        mixing each 1,024-sample frame on its own cost more than FFmpeg's AAC decoding of it."""
+        converter, run = None, _Run(self.rate)
         for frame in self._container.decode(self._stream):
             if frame.pts is None:
                 continue
             t0 = int(round(frame.pts * self._seconds_per_tick * self.rate))
-            if (planes := channel_planes(frame)) is not None:
-                yield t0, planes
-                continue
-            # other sample formats and layouts: libswresample converts and downmixes
-            converter = converter or self._av.AudioResampler(format="flt", layout="mono", rate=self.rate)
-            for out in converter.resample(frame):
-                samples = out.to_ndarray().reshape(-1)
-                yield t0, (samples,)
-                t0 += len(samples)
+            if (planes := channel_planes(frame)) is None:
+                # other sample formats and layouts: libswresample converts and downmixes
+                converter = converter or self._av.AudioResampler(format="flt", layout="mono", rate=self.rate)
+                converted = [out.to_ndarray().reshape(-1) for out in converter.resample(frame)]
+                if not converted:
+                    continue
+                planes = (np.concatenate(converted),)
+            if not run.takes(t0, planes):
+                if run.n:
+                    yield run.start, run.channels()
+                run.begin(t0, len(planes))
+                if not run.takes(t0, planes):  # longer than a run: on its own
+                    yield t0, planes
+                    continue
+            run.add(planes)
+        if run.n:
+            yield run.start, run.channels()
 
     def _seek(self, start_s: float, first: int) -> None:
         """Decode from a little before `start_s`: the first frame after a seek comes out of a flushed
@@ -145,6 +155,33 @@ class PyAVAudio:
             with torch.inference_mode():
                 mono = resampler(self.rate, self.target_rate)(mono)
         return mono.numpy()
+
+
+class _Run:
+    """Contiguous frames' channels copied side by side (FFmpeg reuses a frame's buffers once the
+    next is decoded), handed out as views and refilled."""
+
+    def __init__(self, rate: int):
+        self.capacity, self.start, self.n, self._buf = rate, 0, 0, None
+
+    def begin(self, t0: int, n_channels: int) -> None:
+        if self._buf is None or len(self._buf) != n_channels:
+            self._buf = np.empty((n_channels, self.capacity), dtype=np.float32)
+        self.start, self.n = t0, 0
+
+    def takes(self, t0: int, planes: tuple[np.ndarray, ...]) -> bool:
+        """Whether a frame continues this run: right after it, the same channels, room left."""
+        return (self._buf is not None and len(planes) == len(self._buf) and t0 == self.start + self.n
+                and self.n + len(planes[0]) <= self.capacity)
+
+    def add(self, planes: tuple[np.ndarray, ...]) -> None:
+        k = len(planes[0])
+        for row, plane in zip(self._buf, planes):
+            row[self.n: self.n + k] = plane
+        self.n += k
+
+    def channels(self) -> tuple[np.ndarray, ...]:
+        return tuple(row[: self.n] for row in self._buf)
 
 
 @functools.lru_cache(maxsize=16)

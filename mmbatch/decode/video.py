@@ -147,6 +147,7 @@ class PyAVVideo:
         packets.sort()
         self._pts = np.asarray([p for p, _, _ in packets], dtype=np.int64)
         self._keys = np.asarray([p for p, key, _ in packets if key], dtype=np.int64)
+        self._key_set = set(self._keys.tolist())
         origin = float(self._pts[0] * tb)
         starts = self._pts * float(tb) - origin
         # The last frame lasts as long as its packet says, else as long as the one before it.
@@ -184,16 +185,41 @@ class PyAVVideo:
                 codec.skip_frame = "NONREF" if packet.pts is not None and packet.pts not in wanted else "DEFAULT"
             yield from codec.decode(packet)  # the demuxer's last, empty packet flushes the decoder
 
+    def _keyframe_alone(self, target: int):
+        """The keyframe at `target` from its own packet, the decoder drained and reset: no frame
+        after it is decoded (the decoder's reordering delay cost two more a keyframe on x264's
+        output). None unless that packet comes first after the seek and decodes to an intra
+        picture (an intra-refresh "keyframe" is a P-frame), for the caller to decode as usual."""
+        from av.video.frame import PictureType
+
+        self._container.seek(target, stream=self._stream, backward=True)
+        codec = self._stream.codec_context
+        packet = next(iter(self._container.demux(self._stream)), None)
+        if packet is None or packet.pts != target:
+            return None
+        codec.skip_frame = "DEFAULT"
+        decoded = [*codec.decode(packet), *codec.decode(None)]
+        codec.flush_buffers()  # out of draining, for the next packet
+        return next((f for f in decoded if f.pts == target and f.pict_type == PictureType.I), None)
+
     def frames(self, indices: np.ndarray) -> np.ndarray:
         out: list[np.ndarray] = []
         frames, last = None, None
         targets = self._pts[np.asarray(indices, dtype=np.int64)]
         wanted = set(targets.tolist())
         try:
-            for target in targets:
+            for i, target in enumerate(targets):
                 if out and target == last:  # the same frame twice (a clip shorter than its frames)
                     out.append(out[-1])
                     continue
+                after = int(targets[i + 1]) if i + 1 < len(targets) else None
+                if (frames is None or self._seek_needed(last, int(target))) and int(target) in self._key_set and (
+                        after is None or self._seek_needed(int(target), after)):
+                    # a keyframe the next frame wanted does not decode on from (keyframes_only's every frame)
+                    if (frame := self._keyframe_alone(int(target))) is not None:
+                        frames, last = None, int(target)
+                        out.append(self._square(frame))
+                        continue
                 if frames is None or self._seek_needed(last, int(target)):
                     self._container.seek(int(target), stream=self._stream, backward=True)
                     frames = self._decoded(wanted)
