@@ -32,7 +32,6 @@ from s3server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 TAG = "test_node:"
-GRACE_S = 5.0  # how long a stopping node (or the nightly tests' head) gets before it is killed
 
 
 def actor_class(stage: str) -> str:
@@ -105,18 +104,8 @@ class LocalCluster:
         return self
 
     def __exit__(self, *exc) -> None:
-        # SIGINT to every node at once, then a few seconds for all: a `ray start --block` node of Ray
-        # 2.60 seldom finishes its graceful stop within 30 s (three nodes cost 90 s of the suite, one
-        # by one), and what is left of its session is killed the same way afterwards.
-        for node in self.nodes:
-            if node.proc.poll() is None:
-                try:
-                    os.killpg(node.proc.pid, signal.SIGINT)
-                except ProcessLookupError:
-                    pass
-        deadline = time.time() + GRACE_S
-        while time.time() < deadline and any(node.proc.poll() is None for node in self.nodes):
-            time.sleep(0.1)
+        # Killed, not stopped: a `ray start --block` node of Ray 2.60 never finished its graceful stop
+        # within the 5 s it was given here (the suite waited them out every run), and the test is done.
         for node in reversed(self.nodes):
             self.kill_node(node)
         shutil.rmtree(self.temp, ignore_errors=True)

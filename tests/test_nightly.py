@@ -3,6 +3,7 @@
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from cluster import GRACE_S
 from s3server import free_port, moto_server, storage_options
 
 from mmbatch.pipeline.run import run_pipeline
@@ -149,12 +149,10 @@ def ray_head():
             pytest.fail(f"ray head never accepted a job: {ready.stderr[-1000:]}")
         yield address
     finally:
-        proc.send_signal(signal.SIGINT)  # SIGINT asks a --block head and its children to stop;
-        try:  # Ray 2.60's often takes past a minute (it cost the suite 60 s), so it is then killed
-            proc.wait(timeout=GRACE_S)
-        except subprocess.TimeoutExpired:
-            pass
+        # Killed with its whole session: Ray 2.60's graceful stop of a --block head takes past a minute.
         _kill_session(proc.pid)
+        proc.wait(timeout=30)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_ray_job_submit_against_s3(ray_head, many_videos, tmp_path):
