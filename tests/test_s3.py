@@ -89,9 +89,15 @@ def test_manifests_csv_and_jsonl(s3):
     assert [r.video_id for r in discover("s3://in-bucket/mixed/list.jsonl", s3["options"])] == ["sub dir/b"]
 
 
-def test_job_on_s3_in_and_out(ray_cluster, tiny_config, s3):
-    fs, out = s3["fs"], "s3://out-bucket/scores"
-    result = run_pipeline(config(tiny_config, s3), "s3://in-bucket/mixed/", out, DAY)
+@pytest.fixture(scope="module")
+def s3_night(ray_cluster, tiny_config, s3):
+    """One night on every input form, read from and written to S3: (output root, RunResult)."""
+    out = "s3://out-bucket/scores"
+    return out, run_pipeline(config(tiny_config, s3), "s3://in-bucket/mixed/", out, DAY)
+
+
+def test_job_on_s3_in_and_out(s3_night, s3):
+    fs, (out, result) = s3["fs"], s3_night
     assert (result.inputs, result.scored, result.failed) == (5, 5, 0)
     clips = read(fs, out, "clips")
     per_video = clips.groupby("video_id").size().to_dict()
@@ -146,9 +152,8 @@ def test_access_denied_never_prints_the_secret():
     assert secret not in msg
 
 
-def test_secrets_are_masked_in_outputs(ray_cluster, tiny_config, s3):
-    fs, out = s3["fs"], "s3://out-bucket/masked"
-    result = run_pipeline(config(tiny_config, s3), "s3://in-bucket/mixed/sub dir/", out, DAY)
+def test_secrets_are_masked_in_outputs(s3_night, s3):
+    fs, (out, result) = s3["fs"], s3_night
     manifest = fs.cat(f"{out}/_runs/{result.run_id}.json").decode()
     meta = pq.read_schema(fs.open(fs.glob(f"{out}/clips/*/*.parquet")[0])).metadata[b"mmbatch.config"].decode()
     for text in (manifest, meta):
