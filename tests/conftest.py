@@ -70,6 +70,22 @@ def sample_videos(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def colocated_night(ray_cluster, tiny_config, sample_videos, tmp_path_factory):
+    """tiny.yaml (every model in one actor) over the sample videos and an empty broken.mp4, on
+    2026-11-27: (output folder, RunResult). One night for two modules: test_pipeline compares it
+    with the per-model pools, test_training trains a head on its clips."""
+    import datetime as dt
+    import shutil
+
+    from mmbatch.pipeline.run import run_pipeline
+
+    src, out = tmp_path_factory.mktemp("colocated-in"), tmp_path_factory.mktemp("colocated-out")
+    shutil.copytree(sample_videos, src, dirs_exist_ok=True)
+    (src / "broken.mp4").write_bytes(b"")
+    return out, run_pipeline(tiny_config, str(src), str(out), dt.date(2026, 11, 27))
+
+
 def ref_batch(ref) -> dict[str, np.ndarray]:
     return {k: np.array([v]) for k, v in ref.as_row().items()}
 

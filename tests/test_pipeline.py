@@ -112,17 +112,17 @@ def test_videos_table_has_every_input_once(first_run):
     assert result.manifest["versions"]["ray"].startswith("2.60")
 
 
-def test_colocated_encoders_score_the_same(first_run, tiny_config, inputs, tmp_path):
-    """One actor running every model gives the per-modality pools' scores, under the same
-    fingerprint (placement is operational), as one operator named after it."""
+def test_colocated_encoders_score_the_same(first_run, colocated_night):
+    """One actor running every model (tiny.yaml's placement) gives the per-modality pools' scores,
+    under the same fingerprint (placement is operational), as one operator named after it."""
     out, per_modality = first_run
-    result = run_pipeline(placed(tiny_config, "colocated"), str(inputs), str(tmp_path / "out"), DAY1)
+    colocated_out, result = colocated_night
     assert result.run_id == per_modality.run_id
     operators = [s["operator"] for s in result.manifest["timings"]["stages"]]
     assert "MapBatches(encoders)" in operators and not any("vision" in o for o in operators), operators
     cols = ["clip_id", "valence", "vision_valence", "audio_valence", "text_valence", "transcript", "sentiment"]
     a = read(out, "clips", DAY1).to_pandas()[cols].sort_values("clip_id").reset_index(drop=True)
-    b = read(tmp_path / "out", "clips", DAY1).to_pandas()[cols].sort_values("clip_id").reset_index(drop=True)
+    b = read(colocated_out, "clips", DAY1).to_pandas()[cols].sort_values("clip_id").reset_index(drop=True)
     assert a["clip_id"].tolist() == b["clip_id"].tolist() and a["transcript"].tolist() == b["transcript"].tolist()
     for col in ("valence", "vision_valence", "audio_valence", "text_valence"):
         np.testing.assert_allclose(a[col], b[col], atol=1e-5, equal_nan=True)

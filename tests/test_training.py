@@ -92,7 +92,7 @@ def test_labels_by_time_overlap_and_bad_labels(labelled, tmp_path):
                    np.array([2, 0]))["acc3"] == 1.0
 
 
-def test_train_save_score_and_refuse_a_mismatched_head(ray_cluster, tiny_config, sample_videos, tmp_path):
+def test_train_save_score_and_refuse_a_mismatched_head(colocated_night, tiny_config, sample_videos, tmp_path):
 
 
     import pyarrow.parquet as pq
@@ -102,8 +102,7 @@ def test_train_save_score_and_refuse_a_mismatched_head(ray_cluster, tiny_config,
     from mmbatch.pipeline.run import run_pipeline
     from mmbatch.schema import partitioning
 
-    out = tmp_path / "scores"
-    run_pipeline(tiny_config, str(sample_videos), str(out), DAY)
+    out = colocated_night[0]  # tiny.yaml's night of the sample videos (and an unreadable file: no clips)
     clips = pq.read_table(out / "clips", partitioning=partitioning()).to_pandas()
     rng = np.random.default_rng(0)
     pd.DataFrame({"video_id": clips["video_id"], "clip_id": clips["clip_id"],
