@@ -125,12 +125,31 @@ def read_token(path: str) -> str:
         return "missing"
 
 
-def node_view(paths: list[SharedPath], modules: list[tuple[str, str]]) -> dict[str, Any]:
-    """Run on each node: what it sees of every shared path and whether each package imports."""
+def node_view(paths: list[SharedPath], modules: list[tuple[str, str]],
+              output_probe: tuple[str, dict] | None = None) -> dict[str, Any]:
+    """Run on each node: what it sees of every shared path, whether each package imports, and
+    whether it can write to the (object storage) output with the workers' environment: a probe file
+    `output_probe` = (uri, storage_options) written as clip files are, "" or why not."""
     import importlib.util
 
     seen = {p.path: (read_token(p.path) if p.probe else path_signature(p.path)) for p in paths}
-    return {"paths": seen, "modules": {m: importlib.util.find_spec(m) is not None for _, m in modules}}
+    view = {"paths": seen, "modules": {m: importlib.util.find_spec(m) is not None for _, m in modules}}
+    if output_probe is not None:
+        view["output"] = write_probe(*output_probe)
+    return view
+
+
+def write_probe(uri: str, storage_options: dict | None) -> str:
+    """Write a small file at `uri` as a worker writes clip files: "" or the reason it could not."""
+    from mmbatch import storage
+    from mmbatch.errors import short_reason
+
+    try:
+        fs, path = storage.filesystem(uri, storage_options)
+        fs.pipe_file(path, b"probe")
+        return ""
+    except Exception as err:  # said to the driver, which names the night's error
+        return short_reason(err, 300)
 
 
 def shared_problems(paths: list[SharedPath], modules: list[tuple[str, str]], views: dict[str, dict]) -> list[str]:

@@ -100,6 +100,9 @@ def test_workers_without_credentials_are_an_output_error(cluster, s3, tmp_path):
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-3000:]
     assert "the workers cannot write clip files under s3://night/out-nocreds/" in r.stderr
     assert "run.worker_env" in r.stderr and "unexpected failure" not in r.stderr
+    # Found by each node's probe write before any model loaded: nothing scored, staged or left locked.
+    assert "NoCredentialsError" in r.stderr and "nothing was scored" in r.stderr
+    assert not s3[1].glob("night/out-nocreds/_staging/**") and not s3[1].glob("night/out-nocreds/_locks/*.json")
 
 
 def test_unplaceable_gpu_pool_fails_after_placement_timeout(cluster, s3, tmp_path):

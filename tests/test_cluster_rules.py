@@ -91,6 +91,27 @@ def test_two_disks_are_told_apart(tmp_path):
         "models.text: package 'json' is not installed on node n2n2n2n2n2n2"]
 
 
+def test_each_node_proves_it_can_write_the_output_and_a_failure_is_named(tmp_path):
+    """The probe a node writes into an object-storage output's staging folder, as its workers
+    write clip files; a node that cannot gets the night refused before any model loads: exit 2
+    for credentials or access, 1 for anything else of the store."""
+    from mmbatch.errors import OutputError, StorageAccessError
+    from mmbatch.pipeline.run import _probe_failure
+
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "staging").mkdir()  # a bucket's prefix needs no folder; a local one does
+    view = cluster.node_view([], [], (str(tmp_path / "staging" / "probe-1-n1.txt"), {}))
+    assert view["output"] == "" and (tmp_path / "staging" / "probe-1-n1.txt").read_bytes() == b"probe"
+    reason = cluster.write_probe(str(tmp_path / "a-file" / "probe.txt"), {})  # under a file: cannot be written
+    assert reason.split(":")[0] in ("NotADirectoryError", "FileExistsError", "FileNotFoundError"), reason
+    plan = type("Plan", (), {"output_uri": "s3://key:hidden@bucket/out"})()
+    denied = _probe_failure("NoCredentialsError: Unable to locate credentials", 2, 3, plan)
+    assert isinstance(denied, StorageAccessError) and "run.worker_env" in str(denied)
+    assert "(2 of 3 nodes: NoCredentialsError" in str(denied) and "hidden" not in str(denied)
+    other = _probe_failure("ConnectionError: the store did not answer", 1, 3, plan)
+    assert isinstance(other, OutputError) and not isinstance(other, StorageAccessError)
+
+
 def test_pool_resources_name_node_types():
     cfg = config(decode={"pool": {"num_cpus": 1, "concurrency": [2, 8], "batch_size": 1,
                                   "resources": {"cpu_node": 0.001}}},

@@ -127,9 +127,13 @@ def cluster_failure(err: BaseException, run, demand: dict[str, float]):
     return None
 
 
-def check_shared_storage(paths: list, modules: list[tuple[str, str]], timeout_s: float = 120.0) -> None:
+def check_shared_storage(paths: list, modules: list[tuple[str, str]], output_probe: tuple[str, dict] | None = None,
+                         timeout_s: float = 120.0) -> dict[str, str]:
     """Refuse the night unless every alive node sees `paths` (mmbatch.cluster.SharedPath) as the
-    driver does and can import `modules`: a task pinned to each node looks. One node: nothing to do."""
+    driver does and can import `modules`: a task pinned to each node looks. One node: nothing to
+    look at. `output_probe` = (uri prefix, storage_options) of an object-storage output: each node,
+    however many, writes a probe file there with the workers' environment. Returns {probe uri:
+    "" or why that node could not write it} for the caller to judge and clean up."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -137,11 +141,15 @@ def check_shared_storage(paths: list, modules: list[tuple[str, str]], timeout_s:
     from mmbatch.errors import SharedStorageError
 
     nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
-    if len(nodes) <= 1 or not (paths or modules):
-        return
+    if output_probe is None and (len(nodes) <= 1 or not (paths or modules)):
+        return {}
+    if len(nodes) <= 1:
+        paths, modules = [], []
     look = ray.remote(num_cpus=0, max_retries=1)(node_view)
-    refs = {node: look.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(paths, modules)
-            for node in nodes}
+    probes = {node: None if output_probe is None else (f"{output_probe[0]}-{node[:12]}.txt", output_probe[1])
+              for node in nodes}
+    refs = {node: look.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
+        paths, modules, probes[node]) for node in nodes}
     views = dict(zip(refs, ray.get(list(refs.values()), timeout=timeout_s)))
     problems = shared_problems(paths, modules, views)
     if problems:
@@ -150,6 +158,7 @@ def check_shared_storage(paths: list, modules: list[tuple[str, str]], timeout_s:
             + "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             + ". Use object storage (s3://...) for inputs, output and models, or a folder shared by every node "
               "(NFS, EFS, a mounted bucket); install package: models on every node")
+    return {probes[node][0]: view["output"] for node, view in views.items() if probes[node] is not None}
 
 
 def cluster_resources() -> dict[str, float]:

@@ -305,24 +305,54 @@ def _storage_failure(err: BaseException, plan: RunPlan):
 def check_shared_folders(plan: RunPlan) -> None:
     """On an attached cluster, every local folder the night needs (output, inputs, model folders)
     must look the same from every node, and package: models must import there; else the night
-    is refused before any video is read. The output is proven by a probe file written here."""
+    is refused before any video is read. A local output is proven by a probe file written here
+    and read on each node; an object-storage output by a probe file each node writes with the
+    workers' environment (the credentials run.worker_env sends), before any model is loaded."""
     from mmbatch import cluster, storage
     from mmbatch.pipeline.ray_runtime import check_shared_storage
 
     fs, layout, attempt = plan.night.fs, plan.night.layout, plan.night.ledger.attempt
     paths = [cluster.SharedPath(what, path, cluster.path_signature(path))
              for what, path in cluster.local_paths(plan.config, plan.input_uri)]
-    probe = None
+    probe = output_probe = None
     if storage.is_local(plan.output_uri):
         fs.makedirs(layout.staging, exist_ok=True)
         probe = f"{layout.staging}/probe-{attempt}.txt"
         fs.pipe_file(probe, attempt.encode())
         paths.append(cluster.SharedPath("the output", probe, attempt, probe=True))
+    else:
+        output_probe = (f"{fs.unstrip_protocol(layout.staging)}/probe-{attempt}", plan.config.storage_options)
+    written: dict[str, str] = {}
     try:
-        check_shared_storage(paths, cluster.packages(plan.config))
+        written = check_shared_storage(paths, cluster.packages(plan.config), output_probe)
     finally:
         if probe is not None:
             fs.rm_file(probe)
+        for uri, reason in written.items():
+            if not reason:
+                try:
+                    fs.rm_file(storage.filesystem(uri, plan.config.storage_options)[1])
+                except OSError as err:  # a probe left in the staging folder harms nothing
+                    log.warning("could not remove the probe file %s: %s", uri, short_reason(err))
+    failed = sorted((uri, reason) for uri, reason in written.items() if reason)
+    if failed:
+        raise _probe_failure(failed[0][1], len(failed), len(written), plan)
+
+
+def _probe_failure(reason: str, failed: int, nodes: int, plan: RunPlan):
+    """The error of a node that could not write the output's probe file: credentials or access
+    (exit 2), or another failure of the store (exit 1)."""
+    from mmbatch.errors import OutputError, StorageAccessError
+    from mmbatch.trust import redact_uri
+
+    where, on = redact_uri(plan.output_uri), f"{failed} of {nodes} nodes"
+    if any(name in reason for name in _ACCESS_ERROR_TYPES) or any(code in reason for code in _ACCESS_ERROR_CODES):
+        return StorageAccessError(
+            f"the workers cannot write clip files under {where} ({on}: {reason}); give every node credentials "
+            "(an instance role or the provider chain, storage_options, or the variables named in run.worker_env); "
+            "nothing was scored")
+    return OutputError(f"the workers could not write a probe file under {where} ({on}: {reason}); nothing was "
+                       "scored, and a rerun of this date starts again")
 
 
 def _versions() -> dict[str, str]:
