@@ -194,7 +194,7 @@ class PyAVVideo:
 
         self._container.seek(target, stream=self._stream, backward=True)
         codec = self._stream.codec_context
-        packet = next(iter(self._container.demux(self._stream)), None)
+        packet = next(self._container.demux(self._stream), None)
         if packet is None or packet.pts != target:
             return None
         codec.skip_frame = "DEFAULT"
@@ -205,23 +205,23 @@ class PyAVVideo:
     def frames(self, indices: np.ndarray) -> np.ndarray:
         out: list[np.ndarray] = []
         frames, last = None, None
-        targets = self._pts[np.asarray(indices, dtype=np.int64)]
-        wanted = set(targets.tolist())
+        targets = self._pts[np.asarray(indices, dtype=np.int64)].tolist()
+        wanted = set(targets)
         try:
             for i, target in enumerate(targets):
                 if out and target == last:  # the same frame twice (a clip shorter than its frames)
                     out.append(out[-1])
                     continue
-                after = int(targets[i + 1]) if i + 1 < len(targets) else None
-                if (frames is None or self._seek_needed(last, int(target))) and int(target) in self._key_set and (
-                        after is None or self._seek_needed(int(target), after)):
-                    # a keyframe the next frame wanted does not decode on from (keyframes_only's every frame)
-                    if (frame := self._keyframe_alone(int(target))) is not None:
-                        frames, last = None, int(target)
-                        out.append(self._square(frame))
-                        continue
-                if frames is None or self._seek_needed(last, int(target)):
-                    self._container.seek(int(target), stream=self._stream, backward=True)
+                after = targets[i + 1] if i + 1 < len(targets) else None
+                seek = frames is None or self._seek_needed(last, target)
+                # a keyframe the next frame wanted does not decode on from (keyframes_only's every frame)
+                if seek and target in self._key_set and (after is None or self._seek_needed(target, after)) \
+                        and (frame := self._keyframe_alone(target)) is not None:
+                    frames, last = None, target
+                    out.append(self._square(frame))
+                    continue
+                if seek:
+                    self._container.seek(target, stream=self._stream, backward=True)
                     frames = self._decoded(wanted)
                 frame = next((f for f in frames if f.pts is not None and f.pts >= target), None)
                 if frame is None:

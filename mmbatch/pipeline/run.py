@@ -331,7 +331,7 @@ def check_shared_folders(plan: RunPlan) -> None:
         for uri, reason in written.items():
             if not reason:
                 try:
-                    fs.rm_file(storage.filesystem(uri, plan.config.storage_options)[1])
+                    fs.rm_file(uri)
                 except OSError as err:  # a probe left in the staging folder harms nothing
                     log.warning("could not remove the probe file %s: %s", uri, short_reason(err))
     failed = sorted((uri, reason) for uri, reason in written.items() if reason)
