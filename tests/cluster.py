@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,19 @@ def stage_of(actor_cls: str) -> str | None:
 
 DECODE, ENCODERS = actor_class("decode"), actor_class("encoders")
 ANSWER = "cluster-query-answer: "  # marks the answer of LocalCluster.query in its driver's output
+FAILED = "cluster-query-failed: "
+# LocalCluster.query's driver: one JSON-encoded expression a line in, an ANSWER line (its JSON value)
+# or a FAILED line (the error) out.
+QUERY_DRIVER = f"""
+import json, sys, ray
+ray.init(address=%r, logging_level="ERROR", log_to_driver=False)
+for line in sys.stdin:
+    try:
+        answer = {ANSWER!r} + json.dumps(eval(json.loads(line)))
+    except Exception as err:
+        answer = {FAILED!r} + repr(err)
+    print(answer, flush=True)
+"""
 NODE_ENV_DROP = ("RAY_ADDRESS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                  "AWS_ENDPOINT_URL", "MMBATCH_CACHE")
 
@@ -79,6 +94,7 @@ class LocalCluster:
         self.nodes: list[Node] = []
         self._declared: dict[str, dict] = {}  # node id -> resources, as seen while alive
         self.head_cpus = head_cpus
+        self._querier = None  # the driver that answers `query`, and its output's lines
         # Nodes start without the driver's credentials, endpoint or model cache: what a job needs
         # must travel with it, as on a real cluster.
         self.env = {k: v for k, v in os.environ.items() if k not in NODE_ENV_DROP}
@@ -106,6 +122,7 @@ class LocalCluster:
     def __exit__(self, *exc) -> None:
         # Killed, not stopped: a `ray start --block` node of Ray 2.60 never finished its graceful stop
         # within the 5 s it was given here (the suite waited them out every run), and the test is done.
+        self._stop_querier()
         for node in reversed(self.nodes):
             self.kill_node(node)
         shutil.rmtree(self.temp, ignore_errors=True)
@@ -122,7 +139,7 @@ class LocalCluster:
                 "--resources", json.dumps(resources)]
         node = self._start(name, args, resources, private)
         self.nodes.append(node)
-        if wait:
+        if wait:  # (nodes started side by side on this machine: one of three timed out registering)
             self.wait_for(len(self.alive()))
             self.node_ids()  # remember what it declares, to name it after it is lost
         return node
@@ -157,21 +174,46 @@ class LocalCluster:
                     return
             except (subprocess.TimeoutExpired, RuntimeError) as err:
                 last = err
-            time.sleep(1)
+            time.sleep(0.25)
         raise RuntimeError(f"the cluster did not reach {n} nodes within {timeout_s} s (last query: {last})")
 
     def query(self, expression: str, timeout_s: float = 60):
-        """Evaluate `expression` in a driver attached to the cluster (ray imported); its JSON value."""
-        code = (f"import json, ray; ray.init(address={self.address!r}, logging_level='ERROR', log_to_driver=False); "
-                f"print({ANSWER!r} + json.dumps({expression}))")
-        r = subprocess.run([sys.executable, "-c", code], env={**self.env, **self.job_env()}, capture_output=True,
-                           text=True, timeout=timeout_s)
-        # Ray prints to stdout too, before and after the answer (e.g. a lost node's
-        # "raylet has lagging heartbeats"): the answer is the line that says it is.
-        answers = [line[len(ANSWER):] for line in r.stdout.splitlines() if line.startswith(ANSWER)]
-        if r.returncode != 0 or not answers:
-            raise RuntimeError(f"cluster query failed: {(r.stderr or r.stdout)[-2000:]}")
-        return json.loads(answers[-1])
+        """Evaluate `expression` in a driver attached to the cluster (ray imported); its JSON value.
+        One driver answers every query (a new one a query cost ~1.5 s of CPU, while the night under
+        test shares the machine's two cores); it is started again after a timeout or its end."""
+        if self._querier is None:
+            proc = subprocess.Popen([sys.executable, "-c", QUERY_DRIVER % self.address], text=True,
+                                    env={**self.env, **self.job_env()}, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            lines: queue.Queue = queue.Queue()  # its output, a line at a time ("" at its end)
+            threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout] + [lines.put("")], daemon=True).start()
+            self._querier = (proc, lines)
+        proc, lines = self._querier
+        seen, deadline = [], time.time() + timeout_s
+        try:
+            proc.stdin.write(json.dumps(expression) + "\n")
+            proc.stdin.flush()
+            while True:  # Ray prints to stdout too (e.g. a lost node's "raylet has lagging heartbeats")
+                try:
+                    line = lines.get(timeout=max(0.0, deadline - time.time()))
+                except queue.Empty:
+                    raise subprocess.TimeoutExpired(expression, timeout_s) from None
+                if not line:
+                    raise RuntimeError(f"cluster query failed: {''.join(seen)[-2000:]}")
+                if line.startswith((ANSWER, FAILED)):
+                    break
+                seen.append(line)
+        except BaseException:  # busy, gone or interrupted: a fresh driver next time
+            self._stop_querier()
+            raise
+        if line.startswith(FAILED):  # the expression's own error: the driver is fine
+            raise RuntimeError(f"cluster query {expression!r} failed: {line[len(FAILED):]}")
+        return json.loads(line[len(ANSWER):])
+
+    def _stop_querier(self) -> None:
+        if self._querier is not None:
+            _stop(self._querier[0])
+            self._querier = None
 
     def actors(self) -> list[dict]:
         """Every actor the cluster has seen: class name, state and node id (the GCS's actor table)."""
@@ -209,17 +251,23 @@ class LocalCluster:
         """Stop a node: SIGINT lets `ray start --block` shut down its processes; without `gracefully`,
         SIGKILL of its whole process group, as a lost machine."""
         node.killed = True
-        if node.proc.poll() is None:
-            try:
-                os.killpg(node.proc.pid, signal.SIGINT if gracefully else signal.SIGKILL)
-                node.proc.wait(timeout=30)
-            except (subprocess.TimeoutExpired, ProcessLookupError):
-                pass
-        try:  # whatever is left of its session (workers it started)
-            os.killpg(node.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
+        _stop(node.proc, signal.SIGINT if gracefully else signal.SIGKILL)
+
+
+def _stop(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    """Stop a process we started in a session of its own: `sig` to its group, then SIGKILL to
+    whatever is left of it (the workers a node started)."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=30)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
             pass
-        node.proc.wait(timeout=30)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
 
 
 def node_typed_config(folder: Path, *, per_modality: bool = False, file_mb: float = 0.02, **run) -> Path:

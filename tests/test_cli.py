@@ -166,20 +166,22 @@ def test_a_degraded_night_commits_and_exits_3(tmp_path):
     assert not clips["has_text"].any()
 
 
-def test_an_iceberg_night_is_rolled_back_and_maintained(tmp_path):
-    """The whole job on an Iceberg output (embedded catalog), then `mmbatch rollback` (the date goes
-    back to before its only night: empty) and `mmbatch maintain` on it."""
+def test_an_iceberg_night_is_rolled_back_and_maintained(ray_cluster, tmp_path):
+    """A night on an Iceberg output (embedded catalog; in this process, on the session's Ray: the
+    job's own path to a table format is the degraded Delta night's), then `mmbatch rollback` (the
+    date goes back to before its only night: empty) and `mmbatch maintain` on it."""
     import json
 
+    from mmbatch.config import load_config
+    from mmbatch.pipeline.run import run_pipeline
     from mmbatch.synth import write_video
     from mmbatch.tables.formats import open_tables
 
     src = tmp_path / "in"
     write_video(src / "v.mp4", seconds=2.0, width=64, height=48)
     out = str(tmp_path / "o")
-    r = run("--config", tiny_config_in(tmp_path, "iceberg"), "--input", str(src), "--output", out,
-            "--run-date", "2026-11-27")
-    assert r.returncode == 0, r.stderr[-2000:]
+    result = run_pipeline(load_config(tiny_config_in(tmp_path, "iceberg")), str(src), out, dt.date(2026, 11, 27))
+    assert (result.scored, result.exit_code) == (1, 0)
     tables = open_tables(out)
     [night] = tables.versions_of_date("clips", dt.date(2026, 11, 27))
     assert tables.format == "iceberg" and tables.read("clips", ["video_id"]).column("video_id").to_pylist() == ["v"]

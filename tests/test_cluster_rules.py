@@ -1,6 +1,7 @@
-"""The rules behind a night on a cluster, as pure functions (no Ray): what travels to the workers,
-which local folders every node must share, node-type resources, and how Ray failures are named.
-tests/test_cluster.py runs the same rules on a real multi-node cluster."""
+"""The rules behind a night on a cluster, as pure functions (no Ray but for the placement wait, on
+the session's Ray): what travels to the workers, which local folders every node must share,
+node-type resources, and how Ray failures are named. tests/test_cluster.py runs the same rules on
+a real multi-node cluster."""
 
 from __future__ import annotations
 
@@ -162,11 +163,7 @@ def test_pool_resources_are_custom_and_positive():
         config(decode={"pool": {"resources": {"cpu_node": 0}}})
 
 
-class GetTimeoutError(Exception):  # Ray's names: cluster_failure matches them by name, through its wrapping
-    pass
-
-
-class ExecutionTimeoutError(Exception):
+class ExecutionTimeoutError(Exception):  # Ray's names: cluster_failure matches them by name, through its wrapping
     pass
 
 
@@ -177,14 +174,11 @@ class RayTaskError(Exception):
 
 
 def test_ray_failures_are_named_with_their_knobs():
-    run = config(run={"placement_timeout_s": 30, "no_progress_timeout_s": 900}).run
-    err = cluster_failure(RayTaskError(GetTimeoutError("Timed out while starting actors. This may mean ...")), run,
-                          {"CPU": 1.5, "GPU": 2.0})
+    run = config(run={"no_progress_timeout_s": 900}).run
+    err = cluster_failure(RayTaskError(ExecutionTimeoutError("no progress")), run)
     assert isinstance(err, ClusterError) and err.exit_code == ExitCode.SYSTEM
-    assert "(1.5 CPU, 2 GPU) could not be placed within run.placement_timeout_s = 30 s" in str(err)
-    err = cluster_failure(ExecutionTimeoutError("no progress"), run, {})
     assert "no progress for run.no_progress_timeout_s = 900 s" in str(err)
-    assert cluster_failure(RuntimeError("a bug"), run, {}) is None
+    assert cluster_failure(RuntimeError("a bug"), run) is None
 
     class ActorDiedError(Exception):  # Ray's, as it reaches the driver: the worker's traceback as text
         pass
@@ -192,10 +186,36 @@ def test_ray_failures_are_named_with_their_knobs():
     died = ActorDiedError("The actor died because of an error raised in its creation task ...\nTraceback ...\n"
                           "mmbatch.errors.ConfigError: decode.hwaccel: cuda, but this decode worker cannot open a "
                           "CUDA device (Operation not permitted): give the decode pool GPU nodes")
-    err = cluster_failure(died, run, {})
+    err = cluster_failure(died, run)
     assert isinstance(err, ConfigError) and err.exit_code == ExitCode.USAGE
     assert str(err) == ("a worker refused the configuration: decode.hwaccel: cuda, but this decode worker cannot "
                         "open a CUDA device (Operation not permitted): give the decode pool GPU nodes")
+
+
+def test_an_attached_night_waits_for_room_for_every_pool_at_once_then_gives_it_back(ray_cluster):
+    """The session's Ray (2 CPUs, 1 GPU) as the cluster: pools whose minimum fits are placed at once
+    and their placement group removed before they start; a pool that needs 2 GPUs is refused after
+    run.placement_timeout_s, naming the demand and the knob."""
+    import time
+
+    from ray.util import placement_group_table
+
+    from mmbatch.pipeline.graph import stage_specs
+    from mmbatch.pipeline.ray_runtime import wait_until_placeable
+    from mmbatch.schema import EmbeddingDims
+
+    dims = EmbeddingDims(0, 0, 32)
+    fits = config(decode={"pool": {"num_cpus": 0.5}}, models={"text": {**TEXT, "pool": {"num_cpus": 0.25}}},
+                  fusion={"pool": {"num_cpus": 0.25, "num_gpus": 1}})
+    wait_until_placeable(stage_specs(fits, dims), fits.run)
+    assert {g["state"] for g in placement_group_table().values()} <= {"REMOVED"}
+    too_big = config(fusion={"pool": {"num_cpus": 0.5, "num_gpus": 2}}, run={"placement_timeout_s": 1})
+    started = time.monotonic()
+    with pytest.raises(ClusterError, match=r"the pools' minimum \(.*2 GPU\) could not be placed within "
+                                           r"run.placement_timeout_s = 1 s") as err:
+        wait_until_placeable(stage_specs(too_big, dims), too_big.run)
+    assert err.value.exit_code == ExitCode.SYSTEM and time.monotonic() - started < 30
+    assert {g["state"] for g in placement_group_table().values()} <= {"REMOVED"}
 
 
 def test_restarts_wait_by_default():
@@ -214,11 +234,9 @@ def test_execution_settings_follow_the_run_config():
              ctx.op_resource_reservation_enabled)
     try:
         run = config(run={"placement_timeout_s": 12.5, "actor_init_deaths": 7, "no_progress_timeout_s": 60}).run
-        configure_execution(run, attached=True)
+        configure_execution(run)  # the pools start side by side: Ray Data's own wait would start them in turn
         assert (ctx.wait_for_min_actors_s, ctx.max_consecutive_actor_init_deaths,
-                ctx.execution_no_progress_timeout_s) == (13, 7, 60)
-        configure_execution(run, attached=False)  # a local Ray was checked up front: no wait
-        assert ctx.wait_for_min_actors_s == -1
+                ctx.execution_no_progress_timeout_s) == (-1, 7, 60)
     finally:
         (ctx.wait_for_min_actors_s, ctx.max_consecutive_actor_init_deaths, ctx.execution_no_progress_timeout_s,
          ctx.op_resource_reservation_enabled) = saved

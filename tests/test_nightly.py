@@ -63,6 +63,7 @@ def test_changed_models_rescore_everything(ray_cluster, tiny_config, many_videos
 
 
 def test_killed_driver_resumes_exactly_once(ray_cluster, tiny_config, many_videos, tmp_path):
+    n_videos = 6
     cfg = yaml.safe_load((REPO / "pipelines" / "tiny.yaml").read_text())
     cfg["output"] = {"target_file_mb": 0.0001}  # a file per block: videos complete one by one
     for name in ("vision", "speech", "audio", "text"):  # no stage waits to fill a batch:
@@ -73,13 +74,16 @@ def test_killed_driver_resumes_exactly_once(ray_cluster, tiny_config, many_video
     cfg["decode"]["backend"] = "mmbatch.decode.faults:SlowVideo"  # (a block each): the kill lands mid-run
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
-    out = tmp_path / "out"
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(n_videos):  # the kill comes at the first staged video: half of them are plenty to come
+        shutil.copy(many_videos / f"v{i:02d}.mp4", src)
     env = {**os.environ}
     env.pop("RAY_ADDRESS", None)
     job_log = tmp_path / "job.log"
     with job_log.open("w") as stderr:
         proc = subprocess.Popen([sys.executable, str(REPO / "jobs" / "score_videos.py"), "--config", str(cfg_path),
-                                 "--input", str(many_videos), "--output", str(out), "--run-date", DAY.isoformat()],
+                                 "--input", str(src), "--output", str(out), "--run-date", DAY.isoformat()],
                                 env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr)
     staging = out / "_staging"
     try:
@@ -92,20 +96,20 @@ def test_killed_driver_resumes_exactly_once(ray_cluster, tiny_config, many_video
         from mmbatch.night.lock import LockedError
 
         with pytest.raises(LockedError, match=rf"another run holds run date {DAY} .* \(pid {proc.pid}\)"):
-            run_pipeline(load_config(cfg_path), str(many_videos), str(out), DAY)
+            run_pipeline(load_config(cfg_path), str(src), str(out), DAY)
     finally:
         _kill_session(proc.pid)
         proc.wait(timeout=30)
     assert not (out / "_runs").exists(), "killed before the commit"
     done_before = len(list(staging.rglob("records-*.parquet")))
-    assert 1 <= done_before < 12
+    assert 1 <= done_before < n_videos
 
-    result = run_pipeline(load_config(cfg_path), str(many_videos), str(out), DAY)
+    result = run_pipeline(load_config(cfg_path), str(src), str(out), DAY)
     assert result.manifest["resumed_from_ledger"] == done_before
     videos, clips = read(out, "videos"), read(out, "clips")
-    assert sorted(videos["video_id"]) == [f"v{i:02d}" for i in range(12)] and (videos["status"] == "ok").all()
-    assert clips["clip_id"].is_unique and len(clips) == 12
-    assert (result.inputs, result.scored) == (12, 12)
+    assert sorted(videos["video_id"]) == [f"v{i:02d}" for i in range(n_videos)] and (videos["status"] == "ok").all()
+    assert clips["clip_id"].is_unique and len(clips) == n_videos
+    assert (result.inputs, result.scored) == (n_videos, n_videos)
 
 
 @pytest.fixture(scope="module")

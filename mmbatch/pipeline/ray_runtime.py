@@ -18,15 +18,20 @@ BENIGN_RAY_LOGGERS = ("ray._private.authentication.authentication_token_setup", 
 LOCAL_START_ATTEMPTS = 2
 
 
+def _need(spec: StageSpec) -> dict[str, float]:
+    """What one actor or task of `spec` asks Ray for, custom resources included."""
+    res = spec.resources
+    return {"CPU": res.cpus, "GPU": res.gpus, **({"memory": res.memory_bytes} if res.memory_bytes else {}),
+            **spec.custom_resources}
+
+
 def pool_demand(specs: list[StageSpec]) -> dict[str, float]:
     """Resources the graph holds at its minimum: every actor pool at min size + one task (the
     largest), custom resources included."""
     demand: dict[str, float] = {"CPU": 0.0, "GPU": 0.0}
     task: dict[str, float] = {}
     for spec in specs:
-        res = spec.resources
-        need = {"CPU": res.cpus, "GPU": res.gpus, **({"memory": res.memory_bytes} if res.memory_bytes else {}),
-                **spec.custom_resources}
+        need = _need(spec)
         if spec.compute == "actor":
             for k, v in need.items():
                 demand[k] = demand.get(k, 0.0) + spec.pool.concurrency[0] * v
@@ -85,26 +90,57 @@ def check_cluster_fits(specs: list[StageSpec], available: dict[str, float], *, s
     return problems
 
 
-def configure_execution(run, *, attached: bool) -> None:
+def configure_execution(run) -> None:
     """Ray Data's execution settings for this night (run: mmbatch.config.RunConfig)."""
-    import math
-
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
     ctx.op_resource_reservation_enabled = run.ray_data_reservation  # see run.ray_data_reservation
     ctx.execution_no_progress_timeout_s = run.no_progress_timeout_s
     ctx.max_consecutive_actor_init_deaths = run.actor_init_deaths
-    # Attached: wait (bounded) for the pools' minimum, e.g. while the cluster scales up. A local Ray
-    # was checked up front (check_cluster_fits, strict) and starts its actors without waiting.
-    ctx.wait_for_min_actors_s = math.ceil(run.placement_timeout_s) if attached else -1
+    # The pools start side by side, without waiting. Ray Data's bounded wait for them
+    # (wait_for_min_actors_s) starts them one after another, each pool's models loaded before the
+    # next pool's actors are asked for (a 2-video night attached: 28 s); an attached night waits
+    # for room with wait_until_placeable instead, a local Ray was checked up front.
+    ctx.wait_for_min_actors_s = -1
+
+
+def wait_until_placeable(specs: list[StageSpec], run) -> None:
+    """Attached: wait (at most run.placement_timeout_s) until the cluster can place every actor
+    pool's minimum at once, e.g. while it scales up. A placement group of their bundles says so
+    (and is what an autoscaler scales for); it is removed before the pools start, so nothing is
+    loaded while waiting. ClusterError (exit 1) if the room never comes."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from mmbatch.errors import ClusterError
+
+    bundles = [{k: v for k, v in _need(spec).items() if v} for spec in specs if spec.compute == "actor"
+               for _ in range(spec.pool.concurrency[0])]
+    bundles = [b for b in bundles if b]  # an actor that asks for nothing is placed anywhere
+    if not bundles:
+        return
+    group = placement_group(bundles, strategy="PACK", name=f"mmbatch-placement-{ray.get_runtime_context().get_job_id()}")
+    try:  # (PlacementGroup.wait ignores its timeout for a group that cannot be placed: Ray 2.60)
+        ray.get(group.ready(), timeout=run.placement_timeout_s)
+        placed = True
+    except ray.exceptions.GetTimeoutError:
+        placed = False
+    finally:
+        remove_placement_group(group)
+    if not placed:
+        need = ", ".join(f"{v:g} {k}" for k, v in pool_demand(specs).items() if v)
+        raise ClusterError(
+            f"the pools' minimum ({need}) could not be placed within run.placement_timeout_s = "
+            f"{run.placement_timeout_s:g} s: add nodes of the needed kind, or lower the pools' num_gpus, num_cpus, "
+            "resources or concurrency minimums; the night is not committed and a rerun resumes it")
 
 
 # How a worker's set-up error reaches the driver: only as the last line of a traceback's text.
 _WORKER_CONFIG_ERROR = re.compile(r"^mmbatch\.errors\.ConfigError: (.+)$", re.MULTILINE)
 
 
-def cluster_failure(err: BaseException, run, demand: dict[str, float]):
+def cluster_failure(err: BaseException, run):
     """The MmbatchError a Ray failure of the night means (None: not one we can name)."""
     from mmbatch.errors import ClusterError, ConfigError, causes
 
@@ -113,12 +149,6 @@ def cluster_failure(err: BaseException, run, demand: dict[str, float]):
         if name == "ActorDiedError" and (said := _WORKER_CONFIG_ERROR.findall(str(cause))):
             # a worker refused its settings (decode.hwaccel on a node without a CUDA device): exit 2
             return ConfigError(f"a worker refused the configuration: {said[-1]}")
-        if name == "GetTimeoutError" and "starting actors" in str(cause):
-            need = ", ".join(f"{v:g} {k}" for k, v in demand.items() if v)
-            return ClusterError(
-                f"the pools' minimum ({need}) could not be placed within run.placement_timeout_s = "
-                f"{run.placement_timeout_s:g} s: add nodes of the needed kind, or lower the pools' num_gpus, num_cpus, "
-                "resources or concurrency minimums; the night is not committed and a rerun resumes it")
         if name == "ExecutionTimeoutError":
             return ClusterError(
                 f"the night made no progress for run.no_progress_timeout_s = {run.no_progress_timeout_s:g} s "

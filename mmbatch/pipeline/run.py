@@ -171,7 +171,8 @@ def execute(plan: RunPlan, *, strict_resources: bool = True, monitor: Monitor | 
             log.warning("%s", problem)
         if not strict_resources:  # attached to a cluster
             check_shared_folders(plan)
-        ray_runtime.configure_execution(config.run, attached=not strict_resources)
+            ray_runtime.wait_until_placeable(plan.specs, config.run)
+        ray_runtime.configure_execution(config.run)
         night.lease.start_renewing()
         stage_stats, execution_s = _score(plan, monitor) if plan.todo else (None, 0.0)
         for vid, pending in night.ledger.pending.items():  # rows lost mid-video (should not happen)
@@ -233,7 +234,7 @@ def _score(plan: RunPlan, monitor: Monitor) -> tuple[list[dict[str, Any]] | None
         written = adapter.write_to_sink(ds, plan.specs, key, int(config.output.target_file_mb * 2**20),
                                         config.run.task_retries)
     except Exception as err:
-        named = ray_runtime.cluster_failure(err, config.run, ray_runtime.pool_demand(plan.specs)) or _storage_failure(err, plan)
+        named = ray_runtime.cluster_failure(err, config.run) or _storage_failure(err, plan)
         if named is None:
             raise
         raise named from None
