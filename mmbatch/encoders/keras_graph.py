@@ -114,3 +114,21 @@ class KerasGraph(nn.Module):
             args = [values[i] for i in self.inputs[name]] or [x]
             values[name] = self.layers[name](*args)
         return {name: values[name] for name in self.outputs}
+
+    def int8_weights(self, min_elements: int = 1024) -> dict[str, torch.Tensor]:
+        """The graph's int8 twin, for checking it against an int8 reference: every convolution kernel
+        of at least `min_elements` values rounded to 8 bits per output channel (symmetric, scale =
+        largest magnitude / 127), as TFLite's dynamic-range quantization stores them; smaller ones and
+        everything else stay float. Done in place; returns {layer/kernel: the int8 values}."""
+        quantized = {}
+        for name, layer in self.layers.items():
+            for kernel in ("weight", "depthwise", "pointwise"):
+                w = getattr(layer, kernel, None)
+                if w is None or w.numel() < min_elements:
+                    continue
+                flat = w.reshape(w.shape[0], -1)
+                scale = flat.abs().amax(1, keepdim=True) / 127
+                q = torch.round(flat / scale).clamp(-127, 127)
+                setattr(layer, kernel, (q * scale).reshape(w.shape))
+                quantized[f"{name}/{kernel}"] = q.to(torch.int8).reshape(w.shape)
+        return quantized
