@@ -78,8 +78,9 @@ def test_killed_driver_resumes_exactly_once(ray_cluster, tiny_config, many_video
     src.mkdir()
     for i in range(n_videos):  # the kill comes at the first staged video: half of them are plenty to come
         shutil.copy(many_videos / f"v{i:02d}.mp4", src)
-    env = {**os.environ}
-    env.pop("RAY_ADDRESS", None)
+    # Attached to the session's Ray, as a `ray job submit` driver to its cluster: killing the driver
+    # ends the night's actors, the cluster stays (and the resume below runs on it).
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
     job_log = tmp_path / "job.log"
     with job_log.open("w") as stderr:
         proc = subprocess.Popen([sys.executable, str(REPO / "jobs" / "score_videos.py"), "--config", str(cfg_path),
