@@ -171,7 +171,8 @@ def execute(plan: RunPlan, *, strict_resources: bool = True, monitor: Monitor | 
             log.warning("%s", problem)
         if not strict_resources:  # attached to a cluster
             check_shared_folders(plan)
-            ray_runtime.wait_until_placeable(plan.specs, config.run)
+            if plan.todo:  # a night with nothing to score starts no pool: nothing to wait for
+                ray_runtime.wait_until_placeable(plan.specs, config.run)
         ray_runtime.configure_execution(config.run)
         night.lease.start_renewing()
         stage_stats, execution_s = _score(plan, monitor) if plan.todo else (None, 0.0)
