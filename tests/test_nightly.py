@@ -57,9 +57,17 @@ def test_changed_models_rescore_everything(ray_cluster, tiny_config, many_videos
     first = run_pipeline(tiny_config, str(many_videos / "v00.mp4"), str(tmp_path), DAY)
     changed = tiny_config.model_copy(update={"clips": tiny_config.clips.model_copy(update={"frames_per_clip": 2})})
     nxt = run_pipeline(changed, str(many_videos / "v00.mp4"), str(tmp_path), DAY + dt.timedelta(days=1))
-    same = run_pipeline(changed, str(many_videos / "v00.mp4"), str(tmp_path), DAY + dt.timedelta(days=2))
-    assert (first.scored, nxt.scored, nxt.skipped, same.skipped) == (1, 1, 0, 1)
+    # The same models again, as an attached night whose encoders' pool could never be placed (2 GPUs; the
+    # session's Ray has 1): nothing to score, so no pool starts and nothing waits for room.
+    enc = changed.encoders
+    unplaceable = changed.model_copy(update={
+        "encoders": enc.model_copy(update={"pool": enc.pool.model_copy(update={"num_gpus": 2})}),
+        "run": changed.run.model_copy(update={"placement_timeout_s": 1})})
+    same = run_pipeline(unplaceable, str(many_videos / "v00.mp4"), str(tmp_path), DAY + dt.timedelta(days=2),
+                        strict_resources=False)
+    assert (first.scored, nxt.scored, nxt.skipped, same.skipped, same.exit_code) == (1, 1, 0, 1, 0)
     assert first.manifest["model_fingerprint"] != nxt.manifest["model_fingerprint"]
+    assert same.manifest["model_fingerprint"] == nxt.manifest["model_fingerprint"]  # pools are operational
 
 
 def test_killed_driver_resumes_exactly_once(ray_cluster, tiny_config, many_videos, tmp_path):
