@@ -186,7 +186,13 @@ class LocalCluster:
                                     env={**self.env, **self.job_env()}, stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
             lines: queue.Queue = queue.Queue()  # its output, a line at a time ("" at its end)
-            threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout] + [lines.put("")], daemon=True).start()
+
+            def relay():
+                for line in proc.stdout:
+                    lines.put(line)
+                lines.put("")
+
+            threading.Thread(target=relay, daemon=True).start()
             self._querier = (proc, lines)
         proc, lines = self._querier
         seen, deadline = [], time.time() + timeout_s

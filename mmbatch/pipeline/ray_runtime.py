@@ -123,17 +123,14 @@ def wait_until_placeable(specs: list[StageSpec], run) -> None:
     group = placement_group(bundles, strategy="PACK", name=f"mmbatch-placement-{ray.get_runtime_context().get_job_id()}")
     try:  # (PlacementGroup.wait ignores its timeout for a group that cannot be placed: Ray 2.60)
         ray.get(group.ready(), timeout=run.placement_timeout_s)
-        placed = True
     except ray.exceptions.GetTimeoutError:
-        placed = False
-    finally:
-        remove_placement_group(group)
-    if not placed:
         need = ", ".join(f"{v:g} {k}" for k, v in pool_demand(specs).items() if v)
         raise ClusterError(
             f"the pools' minimum ({need}) could not be placed within run.placement_timeout_s = "
             f"{run.placement_timeout_s:g} s: add nodes of the needed kind, or lower the pools' num_gpus, num_cpus, "
-            "resources or concurrency minimums; the night is not committed and a rerun resumes it")
+            "resources or concurrency minimums; the night is not committed and a rerun resumes it") from None
+    finally:
+        remove_placement_group(group)
 
 
 # How a worker's set-up error reaches the driver: only as the last line of a traceback's text.

@@ -280,6 +280,8 @@ def run_pipeline(config: PipelineConfig, input_uri: str, output_uri: str, run_da
 # S3 error codes that s3fs folds into the message of a generic OSError.
 _ACCESS_ERROR_TYPES = ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError", "PermissionError")
 _ACCESS_ERROR_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "AccessDenied")
+_GIVE_CREDENTIALS = ("give every node credentials (an instance role or the provider chain, storage_options, or the "
+                     "variables named in run.worker_env)")
 
 
 def _storage_failure(err: BaseException, plan: RunPlan):
@@ -294,10 +296,8 @@ def _storage_failure(err: BaseException, plan: RunPlan):
     innermost = oserrors[-1] if oserrors else None  # Ray's wrapper is an OSError too; its text is a traceback
     for cause in chain:
         if type(cause).__name__ in _ACCESS_ERROR_TYPES or any(code in str(cause) for code in _ACCESS_ERROR_CODES):
-            return StorageAccessError(
-                f"the workers cannot write clip files under {where}: {short_reason(cause, 300)}; give every node "
-                "credentials (an instance role or the provider chain, storage_options, or the variables named in "
-                "run.worker_env)")
+            return StorageAccessError(f"the workers cannot write clip files under {where}: {short_reason(cause, 300)}; "
+                                      + _GIVE_CREDENTIALS)
         if cause is innermost:
             return OutputError(f"writing clip files under {where} failed: {short_reason(cause, 300)}; "
                                "the work staged so far is kept and a rerun of this date resumes it")
@@ -349,10 +349,8 @@ def _probe_failure(reason: str, failed: int, nodes: int, plan: RunPlan):
 
     where, on = redact_uri(plan.output_uri), f"{failed} of {nodes} nodes"
     if any(name in reason for name in _ACCESS_ERROR_TYPES) or any(code in reason for code in _ACCESS_ERROR_CODES):
-        return StorageAccessError(
-            f"the workers cannot write clip files under {where} ({on}: {reason}); give every node credentials "
-            "(an instance role or the provider chain, storage_options, or the variables named in run.worker_env); "
-            "nothing was scored")
+        return StorageAccessError(f"the workers cannot write clip files under {where} ({on}: {reason}); "
+                                  f"{_GIVE_CREDENTIALS}; nothing was scored")
     return OutputError(f"the workers could not write a probe file under {where} ({on}: {reason}); nothing was "
                        "scored, and a rerun of this date starts again")
 
