@@ -261,6 +261,26 @@ def test_audio_is_read_forward_once_and_placed_by_its_timestamps(tmp_path):
     gapped.close()
 
 
+def test_each_reader_demuxes_only_its_own_stream(tmp_path):
+    """The audio reader has the demuxer skip the video's packets (most of a file's bytes) and the
+    frame reader the audio's; what each returns is what a whole decode gives (the tests above)."""
+    from av.stream import Discard
+
+    from mmbatch.decode.audio import PyAVAudio
+    from mmbatch.decode.backend import probe
+    from mmbatch.decode.video import PyAVVideo
+
+    path = str(write_video(tmp_path / "v.mp4", seconds=2.0))
+    audio, video = PyAVAudio(path, 16000), PyAVVideo(path, probe(path), 32)
+    try:
+        for reader, other in ((audio, audio._container.streams.video[0]), (video, video._container.streams.audio[0])):
+            assert (reader._stream.discard, other.discard) == (Discard.default, Discard.all)
+        assert len(audio.read(0.0, 1.0)) == 16000 and video.frames([0, 1]).shape == (2, 32, 32, 3)
+    finally:
+        audio.close()
+        video.close()
+
+
 def test_contiguous_frames_are_mixed_a_run_at_a_time_and_a_gap_or_new_layout_starts_another():
     from mmbatch.decode.audio import _Run
 

@@ -17,6 +17,8 @@ import math
 
 import numpy as np
 
+from mmbatch.decode.backend import demux_only
+
 _SQRT_HALF = np.float32(math.sqrt(0.5))
 
 
@@ -68,6 +70,7 @@ class PyAVAudio:
         self.origin_s = origin_s  # stream time of clip time 0 (recorded streams rarely start at 0)
         self._container = av.open(path)
         self._stream = self._container.streams.audio[0]
+        demux_only(self._container, self._stream)  # the video's packets, most of the bytes, are not read
         self.rate = int(self._stream.codec_context.sample_rate)
         self.target_rate = target_rate
         self._seconds_per_tick = float(self._stream.time_base)  # a float: Fractions cost ~1 ms a clip

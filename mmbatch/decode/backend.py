@@ -101,6 +101,16 @@ def probe(path, *, read_rotation: bool = True, max_pixels: int | None = None,
         raise DecodeError(_short_reason(err, path)) from None
 
 
+def demux_only(container, stream) -> None:
+    """Have the demuxer skip every other stream's packets (FFmpeg's discard): a reader of one stream
+    then neither reads nor wraps the others' (a video's index without its audio packets)."""
+    from av.stream import Discard
+
+    for other in container.streams:
+        if other.index != stream.index:
+            other.discard = Discard.all
+
+
 def resize_dims(width: int, height: int, size: int) -> tuple[int, int]:
     """Decoder output size: shorter side to `size`, aspect kept (then centre-cropped)."""
     if width <= height:
