@@ -145,7 +145,7 @@ def _stripe_video(path: Path) -> None:
             out.mux(p)
 
 
-def test_rotation_metadata_is_honoured_like_ffmpeg(stage, tmp_path):
+def test_rotation_metadata_is_honoured_like_ffmpeg(stage, tmp_path, monkeypatch):
     _stripe_video(tmp_path / "plain.mp4")
     rotated = tmp_path / "rot.mp4"
     subprocess.run([ffmpeg(), "-y", "-loglevel", "error", "-display_rotation", "90", "-i", str(tmp_path / "plain.mp4"),
@@ -155,13 +155,27 @@ def test_rotation_metadata_is_honoured_like_ffmpeg(stage, tmp_path):
                           "-pix_fmt", "rgb24", "-"], check=True, capture_output=True).stdout
     ref = np.frombuffer(raw, np.uint8).reshape(64, 32, 3)  # displayed upright: 32 wide, 64 tall
     white_left = ref[:, :16].mean() > ref[:, 16:].mean()
+    # PyAV's reader turns each frame by its own display matrix, so the probe decodes no frame for it;
+    # decord needs the rotation up front and reads it itself where the probe did not (a fallback).
+    from mmbatch.decode import backend as streams
+    from mmbatch.decode.video import DecordVideo
+
+    probed = []
+    real = streams.first_frame_rotation
+    monkeypatch.setattr(streams, "first_frame_rotation", lambda *a: probed.append(a) or real(*a))
     for backend in ("decord", "pyav"):
         s = DecodeStage(cfg(backend=backend, fallback_backend=None), isolated=False)
+        probed.clear()
         plain = decode(s, tmp_path / "plain.mp4")["frames"][0, 0].mean(-1)
         turned = decode(s, rotated)["frames"][0, 0].mean(-1)
+        assert len(probed) == (2 if backend == "decord" else 0), backend
         assert plain[:16].mean() > 200 and plain[16:].mean() < 50, backend  # unrotated: white on top
         left, right = turned[:, :16].mean(), turned[:, 16:].mean()
         assert bool(left > right) == bool(white_left) and abs(left - right) > 150, backend
+    unread = streams.probe(str(rotated), read_rotation=False)
+    assert unread.rotation is None and streams.probe(str(rotated)).rotation == 90
+    np.testing.assert_array_equal(DecordVideo(str(rotated), unread, 32).frames([0]),
+                                  DecordVideo(str(rotated), streams.probe(str(rotated)), 32).frames([0]))
 
 
 def test_pyav_backend_matches_decord(tmp_path):

@@ -22,7 +22,9 @@ class StreamInfo:
     has_audio: bool
     audio_rate: int
     start_s: float = 0.0  # presentation time of the first video frame: clip time 0 (decord's origin)
-    rotation: int = 0  # display rotation in degrees, counter-clockwise (from the display matrix)
+    # Display rotation in degrees, counter-clockwise (from the display matrix); None: not read
+    # (probe(read_rotation=False)), for a reader that takes it from the frames it decodes.
+    rotation: int | None = 0
 
 
 def _sniff(path) -> bytes:
@@ -57,8 +59,9 @@ def probe(path, *, read_rotation: bool = True, max_pixels: int | None = None,
     """Describe the streams from the container headers (`path`: a path or a seekable file).
 
     The display rotation rides on decoded frames, so reading it decodes one frame; callers
-    that only need the duration pass read_rotation=False and touch headers alone. A video
-    over `max_pixels` or `max_duration_s` (from the headers) has no frame decoded at all.
+    that only need the duration, or read the rotation off the frames they decode anyway, pass
+    read_rotation=False (rotation None) and touch headers alone. A video over `max_pixels` or
+    `max_duration_s` (from the headers) has no frame decoded at all.
     """
     import av
 
@@ -72,15 +75,12 @@ def probe(path, *, read_rotation: bool = True, max_pixels: int | None = None,
             for s in (v, a):
                 if s is not None and s.duration and s.time_base:
                     duration = max(duration, float(s.duration * s.time_base))
-            rotation = 0
+            rotation = 0 if read_rotation else None
             within = ((max_pixels is None or (v is not None and v.codec_context.width * v.codec_context.height
                                               <= max_pixels))
                       and (max_duration_s is None or duration <= max_duration_s))
             if v is not None and read_rotation and within:
-                try:  # the display matrix rides on decoded frames; one frame is enough
-                    rotation = int(round(next(container.decode(v)).rotation or 0)) % 360
-                except Exception:
-                    rotation = 0
+                rotation = first_frame_rotation(container, v)
             origin = v if v is not None else a
             start = float(origin.start_time * origin.time_base) if origin is not None and origin.start_time else 0.0
             if container.duration and start:
@@ -99,6 +99,26 @@ def probe(path, *, read_rotation: bool = True, max_pixels: int | None = None,
         if isinstance(err, FileNotFoundError):
             raise DecodeError(f"file not found: {path}") from None
         raise DecodeError(_short_reason(err, path)) from None
+
+
+def first_frame_rotation(container, stream) -> int:
+    """The display rotation of `stream`'s first frame, in degrees counter-clockwise (0 if none or
+    undecodable): the display matrix rides on decoded frames, so one frame is decoded."""
+    try:
+        return int(round(next(container.decode(stream)).rotation or 0)) % 360
+    except Exception:
+        return 0
+
+
+def display_rotation(path: str) -> int:
+    """`first_frame_rotation` of a file's first video stream, for a reader that needs it up front."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            return first_frame_rotation(container, container.streams.video[0]) if container.streams.video else 0
+    except Exception:
+        return 0
 
 
 def demux_only(container, stream) -> None:

@@ -117,7 +117,10 @@ class VideoDecoder:
     def _open(self, path: str, ref: dict[str, Any], chunk: Chunk | None):
         """(stream info, frame reader or None, the decoder's duration, the clips to decode)."""
         # Header-only limits first: no frame is decoded for a video over them.
-        info = backend.probe(path, max_pixels=self.decode.max_pixels, max_duration_s=self.decode.max_duration_s)
+        # The rotation costs the probe a decoded frame: not read without frames to turn, nor for PyAV's
+        # reader, which turns each frame by its own display matrix.
+        info = backend.probe(path, read_rotation=self.rows.want_frames and self.backend != "pyav",
+                             max_pixels=self.decode.max_pixels, max_duration_s=self.decode.max_duration_s)
         check_limits(info, self.decode)
         video = None
         if info.has_video and self.rows.want_frames:

@@ -19,7 +19,15 @@ import logging
 
 import numpy as np
 
-from mmbatch.decode.backend import StreamInfo, _short_reason, centre_crop, demux_only, resize_dims, rotate
+from mmbatch.decode.backend import (
+    StreamInfo,
+    _short_reason,
+    centre_crop,
+    demux_only,
+    display_rotation,
+    resize_dims,
+    rotate,
+)
 from mmbatch.errors import DecodeError
 
 log = logging.getLogger(__name__)
@@ -40,7 +48,8 @@ class DecordVideo:
 
         # decord applies the display rotation itself, then scales to the size asked for, so the
         # size is given in display orientation (checked against ffmpeg's autorotate in tests).
-        width, height = (info.height, info.width) if info.rotation in (90, 270) else (info.width, info.height)
+        rotation = display_rotation(path) if info.rotation is None else info.rotation
+        width, height = (info.height, info.width) if rotation in (90, 270) else (info.width, info.height)
         w, h = resize_dims(width, height, size)
         try:
             self._reader = decord.VideoReader(path, ctx=decord.cpu(0), width=w, height=h, num_threads=1)
@@ -127,7 +136,7 @@ class PyAVVideo:
         `skip_loop_filter`: no deblocking (decode.skip_loop_filter)."""
         import av
 
-        self.size, self.rotation = size, info.rotation
+        self.size, self.rotation = size, info.rotation  # None: each frame's own (read off it, as the probe would)
         self._square = CentreSquare(size)
         try:
             self._container = av.open(path, hwaccel=hwaccel)
@@ -203,6 +212,11 @@ class PyAVVideo:
         codec.flush_buffers()  # out of draining, for the next packet
         return next((f for f in decoded if f.pts == target and f.pict_type == PictureType.I), None)
 
+    def _upright(self, frame) -> np.ndarray:
+        """A frame's centre square, turned by its display rotation (a view: the square turns with it)."""
+        rotation = self.rotation if self.rotation is not None else int(round(frame.rotation or 0)) % 360
+        return rotate(self._square(frame)[None], rotation)[0]
+
     def frames(self, indices: np.ndarray) -> np.ndarray:
         out: list[np.ndarray] = []
         frames, last = None, None
@@ -219,7 +233,7 @@ class PyAVVideo:
                 if seek and target in self._key_set and (after is None or self._seek_needed(target, after)) \
                         and (frame := self._keyframe_alone(target)) is not None:
                     frames, last = None, target
-                    out.append(self._square(frame))
+                    out.append(self._upright(frame))
                     continue
                 if seek:
                     self._container.seek(target, stream=self._stream, backward=True)
@@ -228,13 +242,12 @@ class PyAVVideo:
                 if frame is None:
                     raise DecodeError("frame decode failed: no frame at the requested time")
                 last = int(frame.pts)
-                out.append(self._square(frame))
+                out.append(self._upright(frame))
         except DecodeError:
             raise
         except Exception as err:
             raise DecodeError(f"frame decode failed: {_short_reason(err)}") from None
-        # Rotated as views (a centre square turns with the picture), so stacking them is the one copy.
-        return np.stack([rotate(f[None], self.rotation)[0] for f in out])
+        return np.stack(out)  # each is a view of its frame's rotated square: stacking is the one copy
 
     def close(self) -> None:
         self._container.close()
