@@ -281,6 +281,33 @@ def test_each_reader_demuxes_only_its_own_stream(tmp_path):
         video.close()
 
 
+def test_a_video_is_opened_twice_and_probed_without_decoding(tiny_config, tmp_path, monkeypatch):
+    """The probe's container becomes the audio reader's and the frame reader opens its own: two
+    opens a file, none left open; the probe decodes no frame (PyAV's reader turns each frame by its
+    own display matrix). The rows are those of readers that open their own containers."""
+    import os
+
+    import av
+
+    from mmbatch.decode import backend, decoder
+
+    path = write_video(tmp_path / "v.mp4", seconds=7.0)
+    stage = DecodeStage(tiny_config, isolated=False)
+    monkeypatch.setattr(decoder.VideoDecoder, "_probe", lambda self, p: (backend.probe(p), None))
+    reference = decode(stage, path)  # the probe's container closed: the audio reader opens its own
+    monkeypatch.undo()
+    opened, decoded = [], []
+    real_open, real_rotation = av.open, backend.first_frame_rotation
+    monkeypatch.setattr(av, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    monkeypatch.setattr(backend, "first_frame_rotation", lambda *a: decoded.append(a) or real_rotation(*a))
+    out = decode(stage, path)
+    assert opened == [str(path)] * 2 and not decoded
+    fds = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")]
+    assert str(path) not in fds
+    for key in ("frames", "waveform", "audio_len", "status", "start_s"):
+        np.testing.assert_array_equal(out[key], reference[key])
+
+
 def test_contiguous_frames_are_mixed_a_run_at_a_time_and_a_gap_or_new_layout_starts_another():
     from mmbatch.decode.audio import _Run
 

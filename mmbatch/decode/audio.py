@@ -63,12 +63,14 @@ class PyAVAudio:
     MAX_GAP_S = 30.0
     PREROLL_S = 0.2  # a few frames of any codec (AAC: 21 ms a frame at 48 kHz; Opus asks 80 ms)
 
-    def __init__(self, path: str, target_rate: int, origin_s: float = 0.0):
+    def __init__(self, path: str, target_rate: int, origin_s: float = 0.0, container=None):
+        """`container`: `path` opened and not yet read (the probe's, `backend.open_probed`), which
+        the reader then closes (the caller, if this raises)."""
         import av
 
         self._av = av
         self.origin_s = origin_s  # stream time of clip time 0 (recorded streams rarely start at 0)
-        self._container = av.open(path)
+        self._container = container if container is not None else av.open(path)
         self._stream = self._container.streams.audio[0]
         demux_only(self._container, self._stream)  # the video's packets, most of the bytes, are not read
         self.rate = int(self._stream.codec_context.sample_rate)

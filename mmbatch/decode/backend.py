@@ -63,39 +63,52 @@ def probe(path, *, read_rotation: bool = True, max_pixels: int | None = None,
     read_rotation=False (rotation None) and touch headers alone. A video over `max_pixels` or
     `max_duration_s` (from the headers) has no frame decoded at all.
     """
+    info, container = open_probed(path, read_rotation=read_rotation, max_pixels=max_pixels,
+                                  max_duration_s=max_duration_s)
+    container.close()
+    return info
+
+
+def open_probed(path, *, read_rotation: bool = True, max_pixels: int | None = None,
+                max_duration_s: float | None = None):
+    """`probe`, and the container it opened, left open for a reader to take over (the caller closes
+    it): unread unless the rotation was read (`rotation` not None)."""
     import av
 
+    container = None
     try:
-        with av.open(path) as container:
-            v = container.streams.video[0] if container.streams.video else None
-            a = container.streams.audio[0] if container.streams.audio else None
-            duration = 0.0
-            if container.duration:
-                duration = container.duration / 1_000_000
-            for s in (v, a):
-                if s is not None and s.duration and s.time_base:
-                    duration = max(duration, float(s.duration * s.time_base))
-            rotation = 0 if read_rotation else None
-            within = ((max_pixels is None or (v is not None and v.codec_context.width * v.codec_context.height
-                                              <= max_pixels))
-                      and (max_duration_s is None or duration <= max_duration_s))
-            if v is not None and read_rotation and within:
-                rotation = first_frame_rotation(container, v)
-            origin = v if v is not None else a
-            start = float(origin.start_time * origin.time_base) if origin is not None and origin.start_time else 0.0
-            if container.duration and start:
-                duration = max(0.0, duration - (start - (container.start_time or 0) / 1_000_000))
-            return StreamInfo(
-                rotation=rotation,
-                start_s=start,
-                duration_s=duration,
-                width=int(v.codec_context.width) if v else 0,
-                height=int(v.codec_context.height) if v else 0,
-                has_video=v is not None,
-                has_audio=a is not None and (a.codec_context.sample_rate or 0) > 0,
-                audio_rate=int(a.codec_context.sample_rate or 0) if a else 0,
-            )
+        container = av.open(path)
+        v = container.streams.video[0] if container.streams.video else None
+        a = container.streams.audio[0] if container.streams.audio else None
+        duration = 0.0
+        if container.duration:
+            duration = container.duration / 1_000_000
+        for s in (v, a):
+            if s is not None and s.duration and s.time_base:
+                duration = max(duration, float(s.duration * s.time_base))
+        rotation = 0 if read_rotation else None
+        within = ((max_pixels is None or (v is not None and v.codec_context.width * v.codec_context.height
+                                          <= max_pixels))
+                  and (max_duration_s is None or duration <= max_duration_s))
+        if v is not None and read_rotation and within:
+            rotation = first_frame_rotation(container, v)
+        origin = v if v is not None else a
+        start = float(origin.start_time * origin.time_base) if origin is not None and origin.start_time else 0.0
+        if container.duration and start:
+            duration = max(0.0, duration - (start - (container.start_time or 0) / 1_000_000))
+        return StreamInfo(
+            rotation=rotation,
+            start_s=start,
+            duration_s=duration,
+            width=int(v.codec_context.width) if v else 0,
+            height=int(v.codec_context.height) if v else 0,
+            has_video=v is not None,
+            has_audio=a is not None and (a.codec_context.sample_rate or 0) > 0,
+            audio_rate=int(a.codec_context.sample_rate or 0) if a else 0,
+        ), container
     except Exception as err:  # PyAV raises a family of FFmpeg errors; all mean "cannot open"
+        if container is not None:
+            container.close()
         if isinstance(err, FileNotFoundError):
             raise DecodeError(f"file not found: {path}") from None
         raise DecodeError(_short_reason(err, path)) from None

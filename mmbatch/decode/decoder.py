@@ -87,12 +87,13 @@ class VideoDecoder:
             self.setup()
         t0 = time.perf_counter()
         chunk = Chunk.of(ref, self.clips)
-        spool_dir = video = audio = None
+        spool_dir = video = audio = probed = None
         try:
             try:
                 path, spool_dir = local_path(str(ref["uri"]), str(ref.get("kind", "file")), self.storage_options,
                                              self.trust)
-                info, video, duration, spans = self._open(path, ref, chunk)
+                info, probed = self._probe(path)
+                video, duration, spans = self._open(path, ref, chunk, info)
             except Exception as err:  # DecodeError: a known reason; anything else: still one video's problem
                 if not isinstance(err, DecodeError):
                     err = DecodeError(f"unexpected decoder error: {type(err).__name__}: {str(err)[:200]}")
@@ -102,25 +103,34 @@ class VideoDecoder:
                     for span in chunk.spans:
                         yield "row", self.rows.error_clip(ref, span, len(chunk.spans), str(err))
                 return
-            audio, audio_error = self._open_audio(path, info)
+            audio, audio_error = self._open_audio(path, info, probed)
+            probed = None  # the audio reader's now, or closed
             if self.clips.snap_to_pause_s and audio is not None:
                 spans = snapped_to_pauses(spans, audio, self.clips, self.decode.sample_rate)
             yield "plan", (len(spans), spans)
             opened = OpenedVideo(ref, info, video, audio, duration, audio_error)
             yield from self._clip_rows(opened, spans, time.perf_counter() - t0)
         finally:
-            for handle in (audio, video):
+            for handle in (audio, video, probed):
                 if handle is not None:
                     handle.close()
             remove_spool(spool_dir)
 
-    def _open(self, path: str, ref: dict[str, Any], chunk: Chunk | None):
-        """(stream info, frame reader or None, the decoder's duration, the clips to decode)."""
-        # Header-only limits first: no frame is decoded for a video over them.
+    def _probe(self, path: str):
+        """(stream info, the probe's open container: unread, for the audio reader, or None)."""
         # The rotation costs the probe a decoded frame: not read without frames to turn, nor for PyAV's
         # reader, which turns each frame by its own display matrix.
-        info = backend.probe(path, read_rotation=self.rows.want_frames and self.backend != "pyav",
-                             max_pixels=self.decode.max_pixels, max_duration_s=self.decode.max_duration_s)
+        read_rotation = self.rows.want_frames and self.backend != "pyav"
+        info, container = backend.open_probed(path, read_rotation=read_rotation, max_pixels=self.decode.max_pixels,
+                                              max_duration_s=self.decode.max_duration_s)
+        if read_rotation:  # a frame decoded: not where the audio reader starts
+            container.close()
+            container = None
+        return info, container
+
+    def _open(self, path: str, ref: dict[str, Any], chunk: Chunk | None, info: backend.StreamInfo):
+        """(frame reader or None, the decoder's duration, the clips to decode)."""
+        # Header-only limits first: no frame is decoded for a video over them.
         check_limits(info, self.decode)
         video = None
         if info.has_video and self.rows.want_frames:
@@ -140,15 +150,20 @@ class VideoDecoder:
             raise DecodeError("empty video: duration is 0 s")
         if total > self.decode.max_clips:
             raise DecodeError(f"{total} clips exceed max_clips {self.decode.max_clips}")
-        return info, video, duration, spans
+        return video, duration, spans
 
-    def _open_audio(self, path: str, info: backend.StreamInfo):
-        """(audio reader or None, why the video's audio track cannot be read, or "")."""
+    def _open_audio(self, path: str, info: backend.StreamInfo, probed=None):
+        """(audio reader or None, why the video's audio track cannot be read, or ""). `probed`: the
+        probe's unread container, which the reader takes over (one open a file fewer), else closed."""
         if not (info.has_audio and self.rows.want_audio):
+            if probed is not None:
+                probed.close()
             return None, ""
         try:
-            return audio_reader.PyAVAudio(path, self.decode.sample_rate, origin_s=info.start_s), ""
+            return audio_reader.PyAVAudio(path, self.decode.sample_rate, origin_s=info.start_s, container=probed), ""
         except Exception as err:  # the clips are scored without audio, each saying why
+            if probed is not None:
+                probed.close()
             return None, f"audio track unreadable: {short_reason(err)}"
 
     def _clip_rows(self, opened: OpenedVideo, spans: list[ClipSpan], setup_seconds: float) -> Iterator[tuple[str, Batch]]:
