@@ -114,22 +114,15 @@ def open_probed(path, *, read_rotation: bool = True, max_pixels: int | None = No
         raise DecodeError(_short_reason(err, path)) from None
 
 
+def frame_rotation(frame) -> int:
+    """A decoded frame's display rotation, in degrees counter-clockwise (its display matrix)."""
+    return int(round(frame.rotation or 0)) % 360
+
+
 def first_frame_rotation(container, stream) -> int:
-    """The display rotation of `stream`'s first frame, in degrees counter-clockwise (0 if none or
-    undecodable): the display matrix rides on decoded frames, so one frame is decoded."""
+    """`frame_rotation` of `stream`'s first frame (0 if it cannot be decoded): one frame is decoded."""
     try:
-        return int(round(next(container.decode(stream)).rotation or 0)) % 360
-    except Exception:
-        return 0
-
-
-def display_rotation(path: str) -> int:
-    """`first_frame_rotation` of a file's first video stream, for a reader that needs it up front."""
-    import av
-
-    try:
-        with av.open(path) as container:
-            return first_frame_rotation(container, container.streams.video[0]) if container.streams.video else 0
+        return frame_rotation(next(container.decode(stream)))
     except Exception:
         return 0
 

@@ -24,7 +24,8 @@ from mmbatch.decode.backend import (
     _short_reason,
     centre_crop,
     demux_only,
-    display_rotation,
+    frame_rotation,
+    probe,
     resize_dims,
     rotate,
 )
@@ -48,7 +49,7 @@ class DecordVideo:
 
         # decord applies the display rotation itself, then scales to the size asked for, so the
         # size is given in display orientation (checked against ffmpeg's autorotate in tests).
-        rotation = display_rotation(path) if info.rotation is None else info.rotation
+        rotation = probe(path).rotation if info.rotation is None else info.rotation  # not read: a fallback
         width, height = (info.height, info.width) if rotation in (90, 270) else (info.width, info.height)
         w, h = resize_dims(width, height, size)
         try:
@@ -214,7 +215,7 @@ class PyAVVideo:
 
     def _upright(self, frame) -> np.ndarray:
         """A frame's centre square, turned by its display rotation (a view: the square turns with it)."""
-        rotation = self.rotation if self.rotation is not None else int(round(frame.rotation or 0)) % 360
+        rotation = self.rotation if self.rotation is not None else frame_rotation(frame)
         return rotate(self._square(frame)[None], rotation)[0]
 
     def frames(self, indices: np.ndarray) -> np.ndarray:
