@@ -149,6 +149,11 @@ class DecodeConfig(_Strict):
     # A video with more clips than this decodes as several tasks of at most this many clips
     # (a recorded stream of hours must not serialise on one core). null: never split.
     split_clips: int | None = operational(360, ge=1)
+    # The lowest bitrate (kbit/s, all streams) a video file is taken to have: a file too small to
+    # hold more than split_clips clips at this rate skips the split stage (no header read, no
+    # task of its own). A longer video below this rate then decodes in one piece: the same clips,
+    # on one core. null: read every file's header.
+    split_floor_kbps: float | None = operational(64.0, gt=0)
     # Score files without a video stream (podcasts, calls) on audio and speech alone.
     allow_audio_only: bool = False
     # No deblocking on the frames decoded (FFmpeg's skip_loop_filter; PyAV backend): 17-20% less

@@ -9,8 +9,10 @@ to learn it: `name` (the operator's name in progress, stats and the dashboard), 
 replaces); a fan-out task stage whose rows must reach different workers of the next stage
 declares `one_block_a_row` (fused into its tasks; actor stages cannot fuse it), and an actor
 stage that should start with as many workers as the cluster holds, not grow from its minimum,
-declares `starts_full` (decode, which feeds everything after it). What it runs on,
-`resources`, is declared on its `StageSpec`, from the config's pool.
+declares `starts_full` (decode, which feeds everything after it), and the first stage may
+declare `passes_unread(row, *args)`: the row it would emit for an input row it passes through
+without reading anything, which then goes around its operator (the split stage's short videos).
+What it runs on, `resources`, is declared on its `StageSpec`, from the config's pool.
 `check_columns` checks at assembly that every column a stage reads is written upstream.
 """
 

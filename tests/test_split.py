@@ -4,6 +4,7 @@ import datetime as dt
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 from conftest import ref_batch
 
 from mmbatch.config import parse_config
@@ -15,10 +16,47 @@ from mmbatch.schema import partitioning
 from mmbatch.synth import write_video
 
 
-def cfg(split):
+def cfg(split, floor_kbps=None):
+    """Every header read unless `floor_kbps` (these small test videos are under any real bitrate)."""
     return parse_config({"clips": {"window_s": 2.0, "stride_s": 2.0, "frames_per_clip": 2},
-                         "decode": {"image_size": 32, "split_clips": split},
+                         "decode": {"image_size": 32, "split_clips": split, "split_floor_kbps": floor_kbps},
                          "models": {"vision": {"task": "image_zero_shot", "source": "x"}}})  # frames decoded
+
+
+def unread(row: dict, config) -> bool:
+    return SplitStage.passes_unread(row, config) is not None
+
+
+def test_which_inputs_pass_the_split_unread():
+    """A file passes unread when at the floor bitrate it could not hold more than a chunk: at 8
+    kbit/s (1,000 bytes a second) 8,999 bytes are under 9 s, four clips of 2 s and a tail too
+    short for a clip (min_clip_s 1); 9,000 bytes could make a fifth, so its header is read. Tar
+    members (no cheap header), `segments` and `whole` always pass; HLS playlists, files of unknown
+    size and a floor of null are always read."""
+    row = {"video_id": "v", "uri": "/v.mp4", "kind": "file", "size_bytes": 8_999}
+    c = cfg(4, floor_kbps=8)
+    assert unread(row, c) and not unread({**row, "size_bytes": 9_000}, c)
+    assert SplitStage.passes_unread(row, c) == {**row, "chunk_first": -1, "chunk_last": -1, "plan_duration_s": 0.0,
+                                                "chunk_index": 0, "n_chunks": 1}
+    huge = {**row, "size_bytes": 10**13}  # 10 TB: planned only as far as a chunk's worth
+    assert not unread(huge, c) and unread({**huge, "kind": "tar"}, c)
+    assert not unread({**row, "kind": "hls"}, c) and not unread({**row, "size_bytes": 0}, c)
+    assert not unread(row, cfg(4)) and unread(huge, cfg(None))
+    for policy in ("segments", "whole"):
+        assert unread(huge, c.model_copy(update={"clips": c.clips.model_copy(update={"policy": policy})}))
+
+
+def test_a_small_file_passes_without_its_header_read(tmp_path, monkeypatch):
+    """The floor's trade: a 21 s video at ~90 kbit/s, taken to be at least 256 kbit/s, could hold
+    7 s at most, so it is not split (nor read here) and decodes in one piece, its 11 clips the same."""
+    from mmbatch.decode import split
+
+    path = write_video(tmp_path / "long.mp4", seconds=21.0)
+    ref = VideoRef("long", str(path), path.stat().st_size, "e")
+    assert path.stat().st_size * 8 / 256_000 < 9.0
+    monkeypatch.setattr(split, "header_duration", lambda *a: pytest.fail("header read"))
+    rows = list(SplitStage(cfg(4, floor_kbps=256))(ref_batch(ref)))
+    assert [(int(r["chunk_first"][0]), int(r["n_chunks"][0])) for r in rows] == [(-1, 1)]
 
 
 def test_split_stage_emits_chunks(tmp_path):
@@ -63,6 +101,11 @@ def test_split_video_end_to_end(ray_cluster, tiny_config, tmp_path):
     assert (a.scored, a.clips) == (2, 8) and (b.scored, b.clips) == (2, 8)
     videos = pq.read_table(tmp_path / "split" / "videos", partitioning=partitioning()).to_pandas()
     assert videos.set_index("video_id")["n_clips"].to_dict() == {"stream": 7, "short": 1}
+    # At the default floor (64 kbit/s) the short video could not hold a chunk: it went around the
+    # split stage, whose tasks read only the stream (its 4 chunks out).
+    stages = {s["operator"]: s for s in a.manifest["timings"]["stages"]}
+    assert [s["rows_out"] for name, s in stages.items() if name.startswith("MapBatches(split)")] == [4]
+    assert any(name.startswith("Union") for name in stages), list(stages)
 
 
 def test_a_long_video_s_chunks_reach_different_decode_actors(ray_cluster, tmp_path):

@@ -210,7 +210,7 @@ def test_forged_container_duration_fabricates_no_clips(tmp_path):
     raw[at + 3: at + 11] = struct.pack(">d", ms * 10)
     path.write_bytes(bytes(raw))
     cfg = parse_config({"clips": {"window_s": 2.0, "stride_s": 2.0, "frames_per_clip": 2},
-                        "decode": {"image_size": 32, "split_clips": 4},
+                        "decode": {"image_size": 32, "split_clips": 4, "split_floor_kbps": None},  # header read
                         "models": {"vision": {"task": "image_zero_shot", "source": "x"}}})
     from mmbatch.decode.split import SplitStage
 

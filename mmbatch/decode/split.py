@@ -8,6 +8,10 @@ last chunk do not depend on the exact duration; the last chunk re-plans its tail
 decoder's own duration, exactly as an unsplit decode does, so clips get the ids and order
 they would get in one piece. Videos that are short, whose duration cannot be read cheaply, or
 that use the `segments` policy pass through unchanged (chunk_first = -1, one chunk).
+
+A file too small to hold more than a chunk at `decode.split_floor_kbps` passes through unread:
+`passes_unread` decides it from the input row alone, so the adapter sends such rows around this
+stage's tasks (a task and a header read a video cost more than the split itself on short videos).
 """
 
 from __future__ import annotations
@@ -43,10 +47,14 @@ def header_duration(uri: str, kind: str, storage_options: dict | None) -> float 
         return None  # the decode stage will report the real problem
 
 
+# The chunk columns of a video that decodes in one piece.
+UNSPLIT = {"chunk_first": -1, "chunk_last": -1, "plan_duration_s": 0.0, "chunk_index": 0, "n_chunks": 1}
+
+
 class SplitStage:
     name = "split"
     reads = ("video_id", "uri", "kind")
-    may_read = ()
+    may_read = ("size_bytes",)
     writes = CHUNK_COLUMNS  # the input row's other columns pass through
     # Each chunk leaves as a block of its own, so a long video's chunks reach different decode
     # actors (the adapter fuses that into this stage's tasks).
@@ -58,17 +66,32 @@ class SplitStage:
     def setup(self) -> None:
         import av  # noqa: F401
 
+    @staticmethod
+    def passes_unread(row: dict, config: PipelineConfig) -> dict | None:
+        """The row this stage emits for an input row (VideoRef.as_row) that it passes through
+        without reading anything: policy `segments` (its spans come from the segments) or `whole`
+        (one clip), a tar member (no cheap header), or a file too small to hold more than
+        `decode.split_clips` clips at `decode.split_floor_kbps`. None: its header must be read."""
+        limit, clips, kind = config.decode.split_clips, config.clips, str(row["kind"])
+        passes = not limit or clips.policy in ("segments", "whole") or kind == "tar"
+        floor, size = config.decode.split_floor_kbps, int(row.get("size_bytes", 0))
+        if not passes and kind == "file" and floor and size > 0:
+            longest_s = size * 8 / (floor * 1000)
+            # Clips grow with the duration: planning up to just past a chunk's worth says it.
+            enough_s = (limit + 2) * max(clips.stride_s, clips.window_s)
+            passes = len(plan_clips(min(longest_s, enough_s), clips)) <= limit
+        return {**row, **UNSPLIT} if passes else None
+
     def __call__(self, batch: Batch) -> Iterator[Batch]:
         limit = self.config.decode.split_clips
         for i in range(len(batch["video_id"])):
             row = {k: batch[k][i : i + 1] for k in batch}
             duration = None
-            if limit and self.config.clips.policy != "segments":
+            if self.passes_unread({k: v[0] for k, v in row.items()}, self.config) is None:
                 duration = header_duration(str(row["uri"][0]), str(row["kind"][0]), self.config.storage_options)
             spans = plan_clips(duration, self.config.clips) if duration else []
             if len(spans) <= (limit or 0):
-                yield {**row, "chunk_first": np.array([-1]), "chunk_last": np.array([-1]),
-                       "plan_duration_s": np.array([0.0]), "chunk_index": np.array([0]), "n_chunks": np.array([1])}
+                yield {**row, **{k: np.array([v]) for k, v in UNSPLIT.items()}}
                 continue
             firsts = list(range(0, len(spans), limit))
             for k, first in enumerate(firsts):

@@ -30,8 +30,9 @@ _TASK_STAGES: dict[str, Any] = {}
 # Retries and restarts have no named parameter in Ray 2.60; the generic **ray_remote_args that
 # carries them warns of its deprecation on every run, which says nothing to a user.
 warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated")
-# A night with fewer write bundles than output.write_concurrency (every small night) is not a problem.
-warnings.filterwarnings("ignore", message=r"The maximum number of concurrent tasks for 'Write'")
+# An operator given fewer inputs than its concurrency (every small night's write, a night's few
+# long videos to split) is not a problem.
+warnings.filterwarnings("ignore", message=r"The maximum number of concurrent tasks for '")
 
 
 def _project(batch: dict, keep: frozenset | None) -> dict:
@@ -124,13 +125,32 @@ def build_dataset(rows: list[dict], specs: list[StageSpec], key: str, retries: t
                   progress=None):
     """The lazy Ray Data graph over the input rows (VideoRef.as_row) up to the sink; nothing runs
     yet. `key` names this run attempt's stage objects in the workers' caches; `progress`: the tally
-    actor (mmbatch/pipeline/tally.py) the last stage before the sink reports to."""
+    actor (mmbatch/pipeline/tally.py) the last stage before the sink reports to.
+
+    Rows that the first stage passes through unread (its class's `passes_unread(row, *args)`, e.g.
+    the split stage's short videos) go around its operator as that stage would emit them: a task
+    a video saved (the driver's and Ray's CPU, docs/performance.md)."""
+    staged = [(spec, keep) for spec, keep in zip(specs, keep_after(specs)) if spec.compute != "sink"]
+    (first, keep), *rest = staged
+    passes = getattr(first.stage_cls, "passes_unread", None) if rest else None
+    outs = [passes(row, *first.args, **first.kwargs) if passes else None for row in rows]
+    around = [_project(out, keep) for out in outs if out is not None]
+    through = [row for row, out in zip(rows, outs) if out is None]
+    branches = [_items(around)] if around else []
+    if through or not around:
+        branches.insert(0, apply_stage(_items(through), first, keep, key, retries, None if rest else progress))
+    ds = branches[0].union(*branches[1:]) if len(branches) > 1 else branches[0]
+    for i, (spec, keep) in enumerate(rest):
+        ds = apply_stage(ds, spec, keep, key, retries, progress if i == len(rest) - 1 else None)
+    return ds
+
+
+def _items(rows: list[dict]):
     import ray.data
 
     # One row per block (up to a cap that keeps scheduling overhead sane on huge nights) so
     # decode spreads over the cluster and one slow video does not hold up others.
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), MAX_BLOCKS)))
-    return apply_stages(ds, specs, key, retries, progress)
+    return ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), MAX_BLOCKS)))
 
 
 def sink_of(specs: list[StageSpec]) -> StageSpec:
@@ -201,12 +221,3 @@ def one_block_a_row(ds):
     up = ds._logical_plan.dag
     op = StreamingRepartition(1, input_dependencies=[up], ray_remote_args=dict(up.ray_remote_args), compute=up.compute)
     return Dataset._from_parent(ds, LogicalPlan(op, ds.context))
-
-
-def apply_stages(ds, specs: list[StageSpec], key: str, retries: tuple[int, int] = (3, -1), progress=None):
-    """map_batches for every stage but a final sink (see `write_to_sink`); the last of them reports
-    to the `progress` tally."""
-    staged = [(spec, keep) for spec, keep in zip(specs, keep_after(specs)) if spec.compute != "sink"]
-    for i, (spec, keep) in enumerate(staged):
-        ds = apply_stage(ds, spec, keep, key, retries, progress if i == len(staged) - 1 else None)
-    return ds
