@@ -15,7 +15,8 @@ _MAP_BATCHES = re.compile(r"MapBatches\((\w+)\)")  # how Ray Data names an opera
 
 def stage_stats(ds) -> list[dict[str, Any]] | None:
     """Per-operator busy time and rows from Ray Data's own stats, as JSON (never fatal).
-    `write_datasink` keeps the executed dataset as `_write_ds`."""
+    `write_datasink` keeps the executed dataset as `_write_ds`. An operator that ran no task (the
+    union of rows around the split stage with its output) is left out."""
 
     def walk(summary):
         for parent in summary.parents:
@@ -29,7 +30,7 @@ def stage_stats(ds) -> list[dict[str, Any]] | None:
         return [{"operator": op.operator_name, "tasks": getattr(op.wall_time, "count", None),
                  "wall_seconds": total(op.wall_time), "cpu_seconds": total(op.cpu_time),
                  "rows_out": None if op.output_num_rows is None else int(op.output_num_rows.sum)}
-                for op in walk(getattr(ds, "_write_ds", ds)._get_stats_summary())]
+                for op in walk(getattr(ds, "_write_ds", ds)._get_stats_summary()) if op.wall_time is not None]
     except Exception as err:
         log.warning("Ray Data stats unavailable: %s", err)
         return None
