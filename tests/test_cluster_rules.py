@@ -244,7 +244,8 @@ def test_execution_settings_follow_the_run_config():
 
 def test_a_local_ray_keeps_idle_workers_and_an_attached_one_is_left_alone(monkeypatch):
     """Task workers that stay alive are not started again (and re-import Ray and pyarrow) for every
-    split and write task; on a cluster its own nodes' settings decide."""
+    split and write task, and Ray's own metrics (no dashboard to show them) are not recorded; on a
+    cluster its own nodes' settings decide."""
     import ray
 
     from mmbatch.pipeline.ray_runtime import start_ray
@@ -256,8 +257,9 @@ def test_a_local_ray_keeps_idle_workers_and_an_attached_one_is_left_alone(monkey
     start_ray("INFO", num_cpus=16)
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
     start_ray("INFO", runtime_env={"env_vars": {}})
-    assert [c.get("_system_config") for c in calls] == [{"num_workers_soft_limit": 8},
-                                                        {"num_workers_soft_limit": 16}, None]
+    assert [c.get("_system_config") for c in calls] == [{"num_workers_soft_limit": 8, "enable_metrics_collection": False},
+                                                        {"num_workers_soft_limit": 16, "enable_metrics_collection": False},
+                                                        None]
 
 
 def test_a_local_ray_that_fails_to_start_is_started_afresh_once(caplog):

@@ -56,3 +56,42 @@ def test_progress_counts_scored_videos_before_their_write(tmp_path):
     from mmbatch.monitor.prometheus import SERIES
 
     assert {f"progress_{k}" for k in heard[0]} <= set(SERIES)  # each figure is a series the Pushgateway gets
+
+
+def test_an_actor_reports_to_the_tally_at_most_every_interval(monkeypatch):
+    """The first batch's records go at once, the next ones together once the interval has passed;
+    the tally counts them as it would batch by batch. A tally that cannot be reached fails nothing."""
+    from mmbatch.night.ledger import CompletionTally
+    from mmbatch.output.records import CompletionRecord
+    from mmbatch.pipeline import tally
+
+    class FakeTally:
+        def __init__(self):
+            self.counted, self.calls = CompletionTally(), 0
+            self.add = self
+
+        def remote(self, columns):
+            self.calls += 1
+            self.counted.add(CompletionRecord.from_columns(columns))
+
+    now = [100.0]
+    monkeypatch.setattr(tally.time, "monotonic", lambda: now[0])
+    fake = FakeTally()
+    report = tally.Reporter(fake, every_s=2.0)
+    report(clip_rows("a", 2, n_rows=4))
+    assert (fake.calls, fake.counted.counts()) == (1, (0, 0))
+    now[0] += 1.0
+    report(clip_rows("a", 2, first=2, n_rows=4))
+    report(clip_rows("b", 1))
+    assert fake.calls == 1  # held
+    now[0] += 1.0
+    report(clip_rows("c", 3))
+    assert (fake.calls, fake.counted.counts()) == (2, (3, 8))
+
+    class Unreachable:
+        class add:  # noqa: N801
+            @staticmethod
+            def remote(columns):
+                raise ConnectionError("tally actor died")
+
+    tally.Reporter(Unreachable())(clip_rows("d", 1))

@@ -47,15 +47,17 @@ class StageActor:
     def __init__(self, spec: StageSpec, keep: frozenset | None, progress=None):
         self.stage = spec.build()
         self.stage.setup()
-        self.keep, self.progress = keep, progress  # the tally actor the last stage before the write reports to
+        self.keep = keep
+        # the tally actor the last stage before the write reports to
+        self.report = tally.Reporter(progress) if progress is not None else None
         self._fan_out = inspect.isgeneratorfunction(type(self.stage).__call__)
 
     def __call__(self, batch):
         outs = self.stage(batch) if self._fan_out else [self.stage(batch)]
         for out in outs:
             out = _project(out, self.keep)
-            if self.progress is not None:
-                tally.report(self.progress, out)
+            if self.report is not None:
+                self.report(out)
             yield out
 
 

@@ -295,5 +295,8 @@ def start_local_ray(init, attempts: int = LOCAL_START_ATTEMPTS) -> None:
 MIN_IDLE_WORKERS = 8
 
 
-def local_system_config(cpus: int) -> dict[str, int]:
-    return {"num_workers_soft_limit": max(MIN_IDLE_WORKERS, cpus)}
+def local_system_config(cpus: int) -> dict[str, int | bool]:
+    """A local Ray's settings. Ray's own metrics (per task and operator, for a dashboard this
+    local Ray does not start) are off: recording and exporting them in every worker cost ~5 ms of
+    CPU a clip on the footage benchmark (docs/performance.md). A cluster sets its own."""
+    return {"num_workers_soft_limit": max(MIN_IDLE_WORKERS, cpus), "enable_metrics_collection": False}

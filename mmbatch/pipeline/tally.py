@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+REPORT_EVERY_S = 2.0  # an actor's reports to the tally, at most this often (Reporter)
 
 
 def start_tally():
@@ -42,17 +44,44 @@ def _this_node():
     return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
 
 
-def report(tally, batch: dict) -> None:
-    """Send one output batch's completion records (fire and forget)."""
+def records_of(batch: dict) -> dict:
+    """One output batch's completion records, named by its rows: a retried batch counts once, two
+    batches of a chunk twice."""
     from mmbatch.output.writer import completion_records
 
+    clip_rows = np.asarray(batch["clip_index"]) >= 0
+    name = hashlib.sha1("\n".join(map(str, batch["clip_id"])).encode()).hexdigest()[:16]
+    return completion_records(batch, clip_rows, name, 0)
+
+
+def report(tally, batch: dict) -> None:
+    """Send one output batch's completion records (fire and forget)."""
     try:
-        clip_rows = np.asarray(batch["clip_index"]) >= 0
-        # The batch's rows name it, so a retried batch counts once and two batches of a chunk twice.
-        name = hashlib.sha1("\n".join(map(str, batch["clip_id"])).encode()).hexdigest()[:16]
-        tally.add.remote(completion_records(batch, clip_rows, name, 0))
+        tally.add.remote(records_of(batch))
     except Exception as err:  # progress is a report, never a reason to fail a batch
         log.debug("progress report not sent: %s", err)
+
+
+class Reporter:
+    """An actor's reports, sent at most every `every_s`: a call a batch cost the tally actor more
+    CPU than the records are worth (Ray's call overhead). The first goes at once; the last of a
+    night may stay unsent, which only leaves the line to the written count at its end."""
+
+    def __init__(self, tally, every_s: float = REPORT_EVERY_S):
+        self.tally, self.every_s = tally, every_s
+        self._held: list[dict] = []
+        self._sent = float("-inf")
+
+    def __call__(self, batch: dict) -> None:
+        try:
+            self._held.append(records_of(batch))
+            if time.monotonic() - self._sent >= self.every_s:
+                held, self._held = self._held, []
+                self.tally.add.remote({k: np.concatenate([r[k] for r in held]) for k in held[0]})
+                self._sent = time.monotonic()
+        except Exception as err:  # progress is a report, never a reason to fail a batch
+            self._held = []
+            log.debug("progress report not sent: %s", err)
 
 
 def counts(tally, timeout_s: float = 5.0) -> tuple[int, int] | None:
