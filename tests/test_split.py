@@ -102,10 +102,9 @@ def test_split_video_end_to_end(ray_cluster, tiny_config, tmp_path):
     videos = pq.read_table(tmp_path / "split" / "videos", partitioning=partitioning()).to_pandas()
     assert videos.set_index("video_id")["n_clips"].to_dict() == {"stream": 7, "short": 1}
     # At the default floor (64 kbit/s) the short video could not hold a chunk: it went around the
-    # split stage, whose tasks read only the stream (its 4 chunks out).
+    # split stage, whose tasks read only the stream (its 4 chunks out; 5 rows had the short one come).
     stages = {s["operator"]: s for s in a.manifest["timings"]["stages"]}
     assert [s["rows_out"] for name, s in stages.items() if name.startswith("MapBatches(split)")] == [4]
-    assert any(name.startswith("Union") for name in stages), list(stages)
 
 
 def test_a_long_video_s_chunks_reach_different_decode_actors(ray_cluster, tmp_path):
