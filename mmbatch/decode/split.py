@@ -16,12 +16,13 @@ stage's tasks (a task and a header read a video cost more than the split itself 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import numpy as np
 
 from mmbatch.config import PipelineConfig
-from mmbatch.decode.planner import plan_clips
+from mmbatch.decode.planner import plan_clips, plan_fixed_windows
 from mmbatch.schema import CHUNK_COLUMNS
 from mmbatch.stage import Batch
 
@@ -45,6 +46,18 @@ def header_duration(uri: str, kind: str, storage_options: dict | None) -> float 
             return backend.probe(fh, read_rotation=False).duration_s or None
     except Exception:
         return None  # the decode stage will report the real problem
+
+
+@functools.lru_cache(maxsize=16)
+def _chunk_bounds_s(limit: int, window_s: float, stride_s: float, min_clip_s: float) -> tuple[float, float]:
+    """Durations within a hair of where fixed windows first number more than `limit`: up to the
+    first, at most `limit`; from the second, more. Bisection (clips grow with the duration), once
+    a setting: the driver asks `passes_unread` of every input."""
+    lo, hi = 0.0, (limit + 2) * max(window_s, stride_s)
+    for _ in range(48):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if len(plan_fixed_windows(mid, window_s, stride_s, min_clip_s)) > limit else (mid, hi)
+    return lo, hi
 
 
 # The chunk columns of a video that decodes in one piece.
@@ -77,9 +90,8 @@ class SplitStage:
         floor, size = config.decode.split_floor_kbps, int(row.get("size_bytes", 0))
         if not passes and kind == "file" and floor and size > 0:
             longest_s = size * 8 / (floor * 1000)
-            # Clips grow with the duration: planning up to just past a chunk's worth says it.
-            enough_s = (limit + 2) * max(clips.stride_s, clips.window_s)
-            passes = len(plan_clips(min(longest_s, enough_s), clips)) <= limit
+            lo, hi = _chunk_bounds_s(limit, clips.window_s, clips.stride_s, clips.min_clip_s)
+            passes = longest_s <= lo or (longest_s < hi and len(plan_clips(longest_s, clips)) <= limit)
         return {**row, **UNSPLIT} if passes else None
 
     def __call__(self, batch: Batch) -> Iterator[Batch]:
