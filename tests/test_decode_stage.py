@@ -308,6 +308,23 @@ def test_a_video_is_opened_twice_and_probed_without_decoding(tiny_config, tmp_pa
         np.testing.assert_array_equal(out[key], reference[key])
 
 
+def test_the_probe_decodes_a_frame_for_the_rotation_only_for_readers_that_need_it(tiny_config, tmp_path):
+    """PyAV's reader, on the CPU or NVDEC, turns each frame by its own display matrix: its probe
+    decodes nothing and its container goes on to the audio reader. decord and plugin readers get
+    the rotation from the probe, which then decodes a frame and closes its container."""
+    from mmbatch.decode.decoder import VideoDecoder
+
+    path = str(write_video(tmp_path / "v.mp4", seconds=2.0))
+    dec = VideoDecoder(tiny_config)
+    dec.setup()
+    for name, from_frames in (("pyav", True), ("pyav-cuda", True), ("decord", False), ("plugin.module:Reader", False)):
+        dec.backend = name
+        info, container = dec._probe(path)
+        assert (info.rotation is None, container is not None) == (from_frames, from_frames), name
+        if container is not None:
+            container.close()
+
+
 def test_contiguous_frames_are_mixed_a_run_at_a_time_and_a_gap_or_new_layout_starts_another():
     from mmbatch.decode.audio import _Run
 

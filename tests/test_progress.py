@@ -87,6 +87,10 @@ def test_an_actor_reports_to_the_tally_at_most_every_interval(monkeypatch):
     now[0] += 1.0
     report(clip_rows("c", 3))
     assert (fake.calls, fake.counted.counts()) == (2, (3, 8))
+    each = tally.Reporter(fake, every_s=0.0)  # a task's: no later call to send held records with
+    each(clip_rows("e", 1))
+    each(clip_rows("f", 1))
+    assert (fake.calls, fake.counted.counts()) == (4, (5, 10))
 
     class Unreachable:
         class add:  # noqa: N801

@@ -34,7 +34,7 @@ from mmbatch.decode.planner import (
 )
 from mmbatch.decode.rows import ClipMedia, ClipRows
 from mmbatch.decode.spool import local_path, remove_spool
-from mmbatch.decode.video import open_video
+from mmbatch.decode.video import BUILTIN, open_video
 from mmbatch.errors import DecodeError, short_reason
 from mmbatch.modalities import needs
 from mmbatch.stage import Batch
@@ -118,9 +118,10 @@ class VideoDecoder:
 
     def _probe(self, path: str):
         """(stream info, the probe's open container: unread, for the audio reader, or None)."""
-        # The rotation costs the probe a decoded frame: not read without frames to turn, nor for PyAV's
-        # reader, which turns each frame by its own display matrix.
-        read_rotation = self.rows.want_frames and self.backend != "pyav"
+        # The rotation costs the probe a decoded frame: not read without frames to turn, nor for a
+        # reader that turns each frame by its own display matrix (PyAV's, on the CPU or NVDEC).
+        reader = BUILTIN.get(self.backend)  # a plugin reader takes the probe's
+        read_rotation = self.rows.want_frames and not getattr(reader, "rotation_from_frames", False)
         info, container = backend.open_probed(path, read_rotation=read_rotation, max_pixels=self.decode.max_pixels,
                                               max_duration_s=self.decode.max_duration_s)
         if read_rotation:  # a frame decoded: not where the audio reader starts

@@ -131,6 +131,9 @@ class PyAVVideo:
     """
 
     name = "pyav"
+    # Each frame is turned by its own display matrix: the probe need not decode one for the
+    # rotation (StreamInfo.rotation None). Other readers take it from the probe.
+    rotation_from_frames = True
 
     def __init__(self, path: str, info: StreamInfo, size: int, hwaccel=None, skip_loop_filter: bool = False):
         """`hwaccel`: PyAV's HWAccel to decode on a device, frames downloaded (PyAVCudaVideo).

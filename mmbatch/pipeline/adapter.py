@@ -64,10 +64,11 @@ class StageActor:
 def _task_fn(name: str):
     def run(batch, spec: StageSpec, keep: frozenset | None, key: str, progress=None):
         out = _cached_stage(spec, key)(batch)
+        report = tally.Reporter(progress, every_s=0.0) if progress is not None else None  # a task's every batch
         for b in out if inspect.isgenerator(out) else [out]:
             b = _project(b, keep)
-            if progress is not None:
-                tally.report(progress, b)
+            if report is not None:
+                report(b)
             yield b
 
     run.__name__ = run.__qualname__ = name

@@ -1,5 +1,5 @@
-"""Progress before the write: the last stage before the write reports each batch's completion
-records (a few numbers a video, computed column-wise) to one small actor, so the driver's progress
+"""Progress before the write: the last stage before the write reports its batches' completion
+records (a few numbers a video, computed column-wise; an actor's at most every 2 s) to one small actor, so the driver's progress
 line counts scored videos while the write stage still gathers its ~128 MB bundles. A report that
 fails to arrive only makes the line lag; the night never depends on it."""
 
@@ -54,18 +54,11 @@ def records_of(batch: dict) -> dict:
     return completion_records(batch, clip_rows, name, 0)
 
 
-def report(tally, batch: dict) -> None:
-    """Send one output batch's completion records (fire and forget)."""
-    try:
-        tally.add.remote(records_of(batch))
-    except Exception as err:  # progress is a report, never a reason to fail a batch
-        log.debug("progress report not sent: %s", err)
-
-
 class Reporter:
-    """An actor's reports, sent at most every `every_s`: a call a batch cost the tally actor more
-    CPU than the records are worth (Ray's call overhead). The first goes at once; the last of a
-    night may stay unsent, which only leaves the line to the written count at its end."""
+    """A stage's reports (fire and forget), sent at most every `every_s`: a call a batch cost the
+    tally actor more CPU than the records are worth (Ray's call overhead). The first goes at once;
+    an actor's last of a night may stay unsent, which only leaves the line to the written count at
+    its end. A task, which has no later call to send them with, reports every batch (every_s 0)."""
 
     def __init__(self, tally, every_s: float = REPORT_EVERY_S):
         self.tally, self.every_s = tally, every_s
