@@ -1,7 +1,8 @@
 """Decode stage: one video in, its clips out (frames at model size, 16 kHz mono audio).
 
-Fan-out stage: `__call__` yields one batch per clip so no more than one clip's pixels are
-held at a time. Each planned clip yields exactly one row (status ok or error) and every row
+Fan-out stage: `__call__` yields one batch per clip, so the decoder holds no more than one
+clip's pixels; Ray Data gathers a task's yielded clips into output blocks of up to its target
+block size (128 MiB by default) before they travel on. Each planned clip yields exactly one row (status ok or error) and every row
 carries `n_rows` (rows of its video, or of its chunk of a split video, with `chunk_index` and
 `n_chunks`), so the driver knows when a video is complete. A video that cannot be opened
 at all yields a single row with clip_index = -1 and the reason.
