@@ -347,6 +347,29 @@ def quality_of(joined, seed: int) -> dict:
     }
 
 
+def text_scorer(config_path: str):
+    """texts -> the class probabilities (negative, neutral, positive) of `config_path`'s text model."""
+    from mmbatch.config import load_config
+    from mmbatch.encoders import encoder_class
+    from mmbatch.models.loading import resolve_source
+
+    cfg = load_config(config_path).models.text
+    dim = json.loads((Path(resolve_source(cfg.source)) / "config.json").read_text())["hidden_size"]
+    stage = encoder_class(cfg.task)(cfg, dim=dim)
+    stage.setup()
+
+    def text_probs(texts: list[str]) -> np.ndarray:
+        probs = []
+        for i in range(0, len(texts), 128):
+            chunk = texts[i:i + 128]
+            out = stage({"video_id": np.array(["rt"] * len(chunk)), "clip_index": np.arange(len(chunk)),
+                         "status": np.array(["ok"] * len(chunk)), "transcript": np.array(chunk)})
+            probs.append(out["text_probs"])
+        return np.concatenate(probs)
+
+    return text_probs
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--videos", action="store_true", help="score the sentences through the whole job (videos + .vtt)")
@@ -382,7 +405,6 @@ def main() -> int:
     import pandas as pd
 
     from mmbatch.config import load_config
-    from mmbatch.encoders import encoder_class
 
     if args.from_kept:
         kept = {}
@@ -413,20 +435,10 @@ def main() -> int:
         print(json.dumps(report))
         return 0
     text_cfg = load_config(args.config).models.text
-    from mmbatch.models.loading import resolve_source
-
-    dim = json.loads((Path(resolve_source(text_cfg.source)) / "config.json").read_text())["hidden_size"]
-    stage = encoder_class(text_cfg.task)(text_cfg, dim=dim)
-    stage.setup()
+    text_probs = text_scorer(args.config)
     t0 = time.perf_counter()
-    probs = []
     texts = sample["text"].tolist()
-    for i in range(0, len(texts), 128):
-        chunk = texts[i:i + 128]
-        out = stage({"video_id": np.array(["rt"] * len(chunk)), "clip_index": np.arange(len(chunk)),
-                     "status": np.array(["ok"] * len(chunk)), "transcript": np.array(chunk)})
-        probs.append(out["text_probs"])
-    p = np.concatenate(probs)
+    p = text_probs(texts)
     valence = p[:, 2] - p[:, 0]
     cat = sample["category"].to_numpy()
     truth = np.select([cat == "rotten", cat == "plot"], [0, 1], 2)

@@ -57,30 +57,6 @@ def clip_of(speech: np.ndarray) -> np.ndarray:
     return clip
 
 
-def text_scorer(config_path: str):
-    """texts -> the text model's valence (positive minus negative probability)."""
-    from mmbatch.config import load_config
-    from mmbatch.encoders import encoder_class
-    from mmbatch.models.loading import resolve_source
-
-    cfg = load_config(config_path).models.text
-    dim = json.loads((Path(resolve_source(cfg.source)) / "config.json").read_text())["hidden_size"]
-    stage = encoder_class(cfg.task)(cfg, dim=dim)
-    stage.setup()
-
-    def valence(texts: list[str]) -> np.ndarray:
-        probs = []
-        for i in range(0, len(texts), 128):
-            chunk = texts[i:i + 128]
-            out = stage({"video_id": np.array(["rt"] * len(chunk)), "clip_index": np.arange(len(chunk)),
-                         "status": np.array(["ok"] * len(chunk)), "transcript": np.array(chunk)})
-            probs.append(out["text_probs"])
-        p = np.concatenate(probs)
-        return p[:, 2] - p[:, 0]
-
-    return valence
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--voice", default="espeak", help="espeak (the benchmark's), or flite-<voice> (e.g. flite-slt)")
@@ -120,9 +96,10 @@ def main() -> int:
               "sentences_cut_at_clip_end": int(sum(len(s) / RATE > Q.SPOKEN_WINDOW_S - Q.LEAD_S for s in speech)),
               "recognition_seconds": round(seconds, 1),
               "word_error_rate": round(float(errors[:, 0].sum() / max(1, errors[:, 1].sum())), 4)}
-    valence = text_scorer(args.config)
+    text_probs = Q.text_scorer(args.config)
     for name, texts in (("said", said), ("heard", heard)):
-        v = valence(texts)
+        p = text_probs(texts)
+        v = p[:, 2] - p[:, 0]
         report[f"text_valence_auc_{name}"] = round(auc(v[fresh], v[rotten]), 4) if fresh.any() and rotten.any() else None
     print(json.dumps(report))
     return 0
