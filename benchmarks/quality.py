@@ -163,6 +163,14 @@ def clip_cues(texts: list[str], window: float) -> list[tuple[float, float, str]]
     return [(i * window + LEAD_S, (i + 1) * window - LEAD_S, t) for i, t in enumerate(texts)]
 
 
+def clip_order(sample, seed: int, *, spoken: bool):
+    """The sentences in the order the videos' clips hold them (CLIPS_PER_VIDEO a video), each on
+    one line (a blank line inside a WebVTT cue ends it: 3 snippets start with "\n"); spoken
+    synopses by their first sentence."""
+    texts = [first_sentence(t) if spoken and c == "plot" else t for t, c in zip(sample["text"], sample["category"])]
+    return sample.assign(text=[" ".join(t.split()) for t in texts]).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
 def write_inputs(rows, src: Path, window: float, *, spoken: bool) -> list[dict]:
     """Videos of CLIPS_PER_VIDEO clips, a sentence a clip: as WebVTT sidecars, or spoken by
     espeak-ng into the audio (no sidecar). Returns the clips' labels (and what was said)."""
@@ -227,12 +235,8 @@ def through_the_job(sample, config_path: str, seed: int, *, spoken: bool = False
         config = with_weak_vision(config, reliability)
     if spoken:
         config = spoken_config(config, snap_to_pause_s, **(decoding or {}))
-        sample = sample.assign(text=[first_sentence(t) if c == "plot" else t
-                                     for t, c in zip(sample["text"], sample["category"])])
     window = config.clips.window_s
-    # One line a sentence: a blank line inside a WebVTT cue ends it (3 snippets start with "\n").
-    sample = sample.assign(text=[" ".join(t.split()) for t in sample["text"]])
-    rows = sample.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    rows = clip_order(sample, seed, spoken=spoken)
     reports = {}
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "videos"

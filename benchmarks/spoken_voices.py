@@ -73,9 +73,7 @@ def main() -> int:
     from mmbatch.synth import spoken
 
     sample = Q.draw(Q.load_corpus(), "test", args.per_class, args.seed)
-    texts = [" ".join((Q.first_sentence(t) if c == "plot" else t).split())
-             for t, c in zip(sample["text"], sample["category"])]
-    rows = sample.assign(text=texts).sample(frac=1.0, random_state=args.seed).reset_index(drop=True)
+    rows = Q.clip_order(sample, args.seed, spoken=True)
     rows = rows.iloc[: (len(rows) // Q.CLIPS_PER_VIDEO) * Q.CLIPS_PER_VIDEO][: args.limit]  # whole videos, as quality.py
     said, cat = list(rows["text"]), rows["category"].to_numpy()
     speak = (lambda t: spoken(t, RATE)) if args.voice == "espeak" else (lambda t: flite(t, args.voice.removeprefix("flite-")))

@@ -2,10 +2,10 @@
 
 Fan-out stage: `__call__` yields one batch per clip, so the decoder holds no more than one
 clip's pixels; Ray Data gathers a task's yielded clips into output blocks of up to its target
-block size (128 MiB by default) before they travel on. Each planned clip yields exactly one row (status ok or error) and every row
-carries `n_rows` (rows of its video, or of its chunk of a split video, with `chunk_index` and
-`n_chunks`), so the driver knows when a video is complete. A video that cannot be opened
-at all yields a single row with clip_index = -1 and the reason.
+block size (128 MiB by default) before they travel on. Each planned clip yields exactly one row
+(status ok or error) and every row carries `n_rows` (rows of its video, or of its chunk of a
+split video, with `chunk_index` and `n_chunks`), so the driver knows when a video is complete.
+A video that cannot be opened at all yields a single row with clip_index = -1 and the reason.
 
 This stage relays: a watchdog child runs the decoder (`decoder.VideoDecoder`) and is replaced when
 it hangs or crashes, whose clips then get error rows here. With decode.timeout_s off, the decoder
