@@ -21,7 +21,8 @@ videos (`mmbatch.fusion.training`, the code `mmbatch train` runs) against zero-s
 
 With --spoken the sentences are also spoken into the same videos' audio by espeak-ng (12 s clips, so a
 spoken snippet fits; synopses by their first sentence) and the job runs twice: with the sidecars, and
-without them, the words then coming from the real Whisper tiny.en on CTranslate2 (5 beams unless
+without them, the words then coming from a real Whisper on CTranslate2: the config's own when its
+speech engine is ctranslate2 (the quality preset's Whisper base), else tiny.en (5 beams unless
 --beam-size says otherwise). It adds the word
 error rate of the transcripts against what was said (whole sentences and those cut at a clip's end).
 """
@@ -378,8 +379,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--videos", action="store_true", help="score the sentences through the whole job (videos + .vtt)")
     ap.add_argument("--spoken", action="store_true",
-                    help="the sentences spoken into the videos' audio (espeak-ng), transcribed by Whisper tiny.en "
-                         "(CTranslate2), scored; beside the same videos with sidecars")
+                    help="the sentences spoken into the videos' audio (espeak-ng), transcribed by a real Whisper "
+                         "(CTranslate2: the config's, else tiny.en), scored; beside the same videos with sidecars")
     ap.add_argument("--speech-source", help="--spoken: the CTranslate2 Whisper (default: the config's when it runs "
                     f"on CTranslate2, else {SPOKEN_SPEECH['source']}, tiny.en)")
     ap.add_argument("--beam-size", type=int, help=f"--spoken: Whisper's beams (default {SPOKEN_SPEECH['beam_size']}; 1 = greedy)")

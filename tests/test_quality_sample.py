@@ -53,3 +53,14 @@ def test_speech_windows_counts_cut_sentences_and_words_by_video():
     assert got["word_error_rate"] == round(2 / 8, 4)  # "grate", and "long" unheard
     assert got["text_valence_auc_fresh_vs_rotten"] == 1.0
     assert got["clip_s"] == {"min": 2.0, "median": 4.65, "max": 5.2}
+
+
+def test_the_clips_hold_one_line_sentences_in_a_seeded_order_spoken_synopses_by_their_first():
+    sample = pd.DataFrame({"category": ["fresh", "plot", "rotten"],
+                           "text": ["\nGood  fun.", "A man moves. He finds a job.", "Dull, dull."]})
+    written = quality.clip_order(sample, 2, spoken=False)
+    spoken = quality.clip_order(sample, 2, spoken=True)
+    assert list(written["category"]) == list(spoken["category"])  # the same order either way
+    assert sorted(written["text"]) == ["A man moves. He finds a job.", "Dull, dull.", "Good fun."]
+    assert sorted(spoken["text"]) == ["A man moves.", "Dull, dull.", "Good fun."]
+    assert list(quality.clip_order(sample, 2, spoken=True)["text"]) == list(spoken["text"])  # seeded
